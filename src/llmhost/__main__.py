@@ -1,0 +1,3 @@
+from llmhost.cli import run
+
+run()

@@ -1,0 +1,100 @@
+"""The `llmhost` command line: thin commands over the library.
+
+Each command module (`hw`, `plan`, `serve`, `engines`, `bench`) registers its commands on the one
+Typer app with a `register(app)` function. Errors are rendered once, in `main()`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from llmhost import __version__
+from llmhost.errors import EXIT_CODE_HELP, ExitCode, LlmhostError
+
+app = typer.Typer(
+    name="llmhost",
+    help="Self-hosting control plane for open-weight LLMs: hw, plan, serve, ps, logs, stop, bench.\n\n"
+    + EXIT_CODE_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_state = {"debug": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"llmhost {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version."),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks and debug logs for errors.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug or os.environ.get("LLMHOST_DEBUG") == "1"
+
+
+def _register_commands() -> None:
+    from llmhost.cli import bench, engines, hw, plan, serve
+
+    for module in (hw, plan, serve, engines, bench):
+        module.register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script: run the app, render errors once, return the exit code."""
+    from llmhost.cli._output import stderr
+
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except LlmhostError as exc:
+        if _state["debug"]:
+            stderr.print_exception()
+        stderr.print(f"[red]error:[/red] {exc}", highlight=False)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        stderr.print("aborted.")
+        return ExitCode.INTERRUPTED
+    except KeyboardInterrupt:
+        stderr.print("interrupted.")
+        return ExitCode.INTERRUPTED
+    except typer.TyperException as exc:  # usage errors (unknown option, bad value): public Typer API
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            stderr.print(f"[red]error:[/red] {exc}", highlight=False)
+        return ExitCode.BAD_INPUT
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        stderr.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {exc}. "
+            "Rerun with --debug for the traceback and report it.",
+            highlight=False,
+        )
+        return ExitCode.INTERNAL
+    # With standalone_mode=False a `typer.Exit(code)` comes back as the return value.
+    return result if isinstance(result, int) else ExitCode.OK
+
+
+def run() -> None:
+    sys.exit(main())

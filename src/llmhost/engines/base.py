@@ -1,0 +1,86 @@
+"""The engine interface. An engine is one module implementing `Engine`; nothing else branches on names.
+
+An engine turns a plan `Candidate` plus user options into a `LaunchSpec` (argv + env + readiness
+rules), says whether it can run on this machine, and reads its own logs (start-up figures, failure
+causes). The supervisor runs any `LaunchSpec` the same way.
+
+Owned by the serve work; the vLLM engine implements the same interface. Additive changes only.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmhost.hardware.models import Hardware
+from llmhost.plan.models import Candidate
+
+FailureCause = Literal[
+    "out_of_memory", "model_invalid", "port_in_use", "missing_library", "kv_cache_too_small",
+    "bad_argument", "unknown",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServeOptions(_Model):
+    """What the user asked for on top of the plan (CLI flags and profile)."""
+
+    name: str
+    served_model_name: str
+    host: str = "127.0.0.1"
+    port: int
+    api_key_env: str | None = Field(
+        default=None, description="Name of the env var holding the API key; the key itself never goes in argv."
+    )
+    trust_remote_code: bool = False
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    engine_bin: str | None = None
+
+
+class LaunchSpec(_Model):
+    engine: str
+    runtime: str = Field(description='e.g. "llama-server", "llama-cpp-python", "vllm"')
+    argv: list[str]
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment; secrets by reference only.")
+    health_path: str = "/health"
+    models_path: str = "/v1/models"
+    ready_deadline_s: float = 120.0
+    base_url: str
+
+
+class EngineStatus(_Model):
+    name: str
+    runtime: str
+    installed: bool
+    usable: bool
+    version: str | None = None
+    location: str | None = None
+    reason: str | None = Field(default=None, description="Why it cannot run here, and what to do.")
+
+
+class StartupReport(_Model):
+    """Figures an engine prints at start-up (planned vs actual)."""
+
+    weights_bytes: int | None = None
+    kv_cache_bytes: int | None = None
+    kv_cache_tokens: int | None = None
+    max_concurrency: float | None = None
+    compute_bytes: int | None = None
+    raw: dict[str, str] = Field(default_factory=dict)
+
+
+class Engine(Protocol):
+    name: str
+
+    def status(self, hardware: Hardware) -> list[EngineStatus]: ...
+
+    def build_launch(self, candidate: Candidate, options: ServeOptions) -> LaunchSpec: ...
+
+    def classify_failure(self, log_tail: str) -> FailureCause | None: ...
+
+    def parse_startup(self, log_text: str) -> StartupReport: ...

@@ -1,0 +1,85 @@
+"""The `Plan` contract: what `plan` decides and `serve`/engines consume. `--json` prints `Plan`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmhost.hardware.models import Hardware
+
+EngineName = Literal["llamacpp", "vllm"]
+Goal = Literal["quality", "throughput", "latency"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MemoryBreakdown(_Model):
+    weights_bytes: int
+    kv_cache_bytes: int
+    compute_bytes: int = Field(description="Activations / compute buffers / CUDA graphs.")
+    overhead_bytes: int = Field(description="Runtime context, non-torch memory, output buffers.")
+    total_bytes: int
+
+
+class DeviceMemory(_Model):
+    device: str = Field(description='"cuda:0", "cpu", "metal:0"...')
+    breakdown: MemoryBreakdown
+    capacity_bytes: int = Field(description="What the engine may use on this device.")
+
+
+class PlanModel(_Model):
+    """The model as the plan saw it (a digest of ModelSpec)."""
+
+    ref: str
+    name: str
+    architecture: str
+    parameters: int
+    active_parameters: int
+    max_context: int
+    quantization: str
+    weights_bytes: int
+
+
+class Candidate(_Model):
+    engine: EngineName
+    quantization: str = Field(description='"bf16", "fp16", "fp8", "awq", "gptq", "Q4_K_M"...')
+    kv_cache_dtype: str = Field(description='"f16", "bf16", "fp8", "q8_0", "q4_0"...')
+    context_length: int
+    concurrency: int
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    gpu_layers: int | None = Field(default=None, description="llama.cpp -ngl; None for vLLM.")
+    fits: bool
+    memory: MemoryBreakdown
+    per_device: list[DeviceMemory] = Field(default_factory=list)
+    kv_bytes_per_token: int
+    max_context: int
+    max_concurrency: int
+    decode_tokens_per_s: float | None
+    reasons: list[str] = Field(default_factory=list)
+    # What the engine module needs to launch this candidate.
+    model_source: str = Field(description="Repo id, local dir or GGUF file/tag the engine should load.")
+    gguf_file: str | None = Field(default=None, description="For llama.cpp: the GGUF file (first split).")
+    engine_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Planned engine knobs: gpu_memory_utilization, max_num_seqs, max_num_batched_tokens, "
+        "n_parallel, n_batch, n_ubatch, flash_attn, threads, cpu_kv_cache_gib...",
+    )
+
+
+class Plan(_Model):
+    model: PlanModel
+    hardware: Hardware
+    goal: Goal = "quality"
+    requested_context: int | None = None
+    requested_concurrency: int = 1
+    candidates: list[Candidate]
+    chosen: int | None
+    advice: list[str] = Field(default_factory=list, description="What would fit when nothing does.")
+
+    @property
+    def chosen_candidate(self) -> Candidate | None:
+        return None if self.chosen is None else self.candidates[self.chosen]
