@@ -83,3 +83,16 @@ class Plan(_Model):
     @property
     def chosen_candidate(self) -> Candidate | None:
         return None if self.chosen is None else self.candidates[self.chosen]
+
+
+class PlanRequest(_Model):
+    """What the user asked `plan` for (CLI options / profile)."""
+
+    context: int | None = Field(default=None, description="Requested context; None = engine/model default.")
+    concurrency: int = 1
+    goal: Goal = "quality"
+    engine: EngineName | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str | None = None
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int | None = None
