@@ -17,8 +17,13 @@ from llmhost.hardware.models import Hardware
 from llmhost.plan.models import Candidate
 
 FailureCause = Literal[
-    "out_of_memory", "model_invalid", "port_in_use", "missing_library", "kv_cache_too_small",
-    "bad_argument", "unknown",
+    "out_of_memory",
+    "model_invalid",
+    "port_in_use",
+    "missing_library",
+    "kv_cache_too_small",
+    "bad_argument",
+    "unknown",
 ]
 
 
@@ -34,7 +39,8 @@ class ServeOptions(_Model):
     host: str = "127.0.0.1"
     port: int
     api_key_env: str | None = Field(
-        default=None, description="Name of the env var holding the API key; the key itself never goes in argv."
+        default=None,
+        description="Name of the env var holding the API key; the key itself never goes in argv.",
     )
     trust_remote_code: bool = False
     extra_args: list[str] = Field(default_factory=list)
@@ -46,7 +52,9 @@ class LaunchSpec(_Model):
     engine: str
     runtime: str = Field(description='e.g. "llama-server", "llama-cpp-python", "vllm"')
     argv: list[str]
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment; secrets by reference only.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment; secrets by reference only."
+    )
     health_path: str = "/health"
     models_path: str = "/v1/models"
     ready_deadline_s: float = 120.0

@@ -56,7 +56,8 @@ class CPU(_Model):
     physical_cores: int | None = None
     logical_cores: int
     isa_flags: list[str] = Field(
-        default_factory=list, description="Engine-relevant ISA features: avx2, avx512f, avx512_bf16, amx, neon..."
+        default_factory=list,
+        description="Engine-relevant ISA features: avx2, avx512f, avx512_bf16, amx, neon...",
     )
     memory_bandwidth_bytes_per_s: float | None = None
     bandwidth_source: BandwidthSource = "unknown"
