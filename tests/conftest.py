@@ -1,0 +1,46 @@
+"""Shared, generic fixtures: isolated llmhost state, the tiny generated GGUF model.
+
+- Every test session gets its own llmhost state dir (`LLMHOST_STATE_DIR`, `XDG_STATE_HOME`), so tests
+  never see or touch a user's deployments. The cache dir (`LLMHOST_CACHE_DIR`) is left alone on purpose:
+  engine builds (native llama-server, the vLLM virtualenv) live there and are expensive to rebuild.
+- `tiny_gguf`: a real llama-architecture GGUF (about 2 MB) generated once per session with the `gguf`
+  package (`llmhost.demo_model`); llama.cpp loads and runs it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_llmhost_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("llmhost-state")
+    saved = {k: os.environ.get(k) for k in ("LLMHOST_STATE_DIR", "XDG_STATE_HOME")}
+    os.environ["LLMHOST_STATE_DIR"] = str(root / "llmhost")
+    os.environ["XDG_STATE_HOME"] = str(root)
+    yield root / "llmhost"
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty llmhost state dir for one test (deployments, logs, pid files)."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("LLMHOST_STATE_DIR", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path of the tiny demo GGUF (llama architecture, byte-level BPE, ChatML template, random weights)."""
+    from llmhost.demo_model import ensure_demo_model
+
+    return ensure_demo_model(tmp_path_factory.mktemp("models"))
