@@ -59,6 +59,32 @@ class LaunchSpec(_Model):
     models_path: str = "/v1/models"
     ready_deadline_s: float = 120.0
     base_url: str
+    # Additive fields (the supervisor reads them; every engine may set them).
+    host: str = "127.0.0.1"
+    port: int | None = Field(
+        default=None, description="Port the engine listens on (checked free before launch)."
+    )
+    served_model_name: str | None = Field(
+        default=None, description="Readiness requires `models_path` to list this id (None: any model)."
+    )
+    secret_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Engine env var -> name of the supervisor's env var holding the secret (e.g. "
+        '{"VLLM_API_KEY": "LLMHOST_API_KEY"}). Resolved at spawn; values are never stored or logged.',
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="Name of the supervisor's env var holding the API key, used for readiness probes and "
+        "redacted from logs. None: the engine accepts unauthenticated requests.",
+    )
+    env_remove: list[str] = Field(
+        default_factory=list,
+        description="Inherited env vars to drop before launch (a trailing * drops a prefix), so a stray "
+        "variable in the user's shell cannot silently change the engine's settings.",
+    )
+    metrics_path: str | None = Field(default=None, description="Prometheus metrics endpoint, if enabled.")
+    stop_grace_s: float = Field(default=10.0, description="SIGTERM -> SIGKILL grace period on stop.")
+    model_path: str | None = Field(default=None, description="Local model file/dir the engine loads.")
 
 
 class EngineStatus(_Model):
