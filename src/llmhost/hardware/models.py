@@ -48,6 +48,14 @@ class GPU(_Model):
     processes: list[GPUProcess] = Field(default_factory=list)
     unified_memory: bool = Field(default=False, description="Shares system RAM (Apple Silicon).")
     gpu_cores: int | None = None
+    physical_index: int | None = Field(
+        default=None, description="NVML/driver index before CUDA_VISIBLE_DEVICES renumbering."
+    )
+    parent_uuid: str | None = Field(default=None, description="For a MIG instance: the UUID of its GPU.")
+    memory_limit_source: str | None = Field(
+        default=None,
+        description="Why memory_total_bytes is less than the device total (Apple: Metal working-set rule).",
+    )
 
 
 class CPU(_Model):
