@@ -1,0 +1,251 @@
+"""Read the header of a GGUF file (metadata + tensor table) without touching tensor data.
+
+Parsing is done by the `gguf` package's `GGUFReader` (llama.cpp's own Python reader). We subclass it
+only to (a) bound every read by the real file size and a header-size limit, so a malformed or hostile
+header ("2^40 tensors", "a 1 TB string") fails at once instead of looping or allocating, (b) signal
+"need more bytes" when parsing a prefix fetched over HTTP, and (c) skip mapping tensor data, which a
+header prefix does not contain.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGUFReader
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, LlamaFileType
+
+from llmhost.errors import ModelError
+
+# llama.cpp headers with 256k-token vocabularies are ~15 MiB; nothing legitimate comes near this.
+MAX_HEADER_BYTES = 128 * 1024 * 1024
+FIRST_REMOTE_CHUNK = 1024 * 1024
+# Arrays of strings longer than this (tokenizer vocab/merges) are kept as their length only.
+_MAX_DECODED_STRINGS = 4096
+# Smallest possible encodings, used to reject counts no file of this size could hold.
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
+_MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, one byte of value
+
+
+class GGUFFormatError(Exception):
+    """The bytes are not a well-formed GGUF header."""
+
+
+class _NeedMore(Exception):
+    def __init__(self, end: int) -> None:
+        super().__init__(end)
+        self.end = end
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    name: str
+    shape: tuple[int, ...]  # GGUF order: ne[0] (row length) first
+    ggml_type: str  # e.g. "Q4_K", "F16"
+    n_elements: int
+    n_bytes: int
+
+
+@dataclass
+class GGUFHeader:
+    version: int
+    fields: dict[str, Any]
+    array_lengths: dict[str, int]  # every array field's length (large string arrays are not decoded)
+    tensors: list[GGUFTensor]
+    header_bytes: int  # offset of the tensor data (header size including padding)
+    file_size: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def architecture(self) -> str:
+        return str(self.fields.get("general.architecture", "unknown"))
+
+    def arch_field(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(f"{self.architecture}.{key}", default)
+
+    @property
+    def file_type_tag(self) -> str | None:
+        raw = self.fields.get("general.file_type")
+        if raw is None:
+            return None
+        try:
+            name = LlamaFileType(int(raw)).name
+        except ValueError:
+            return None
+        if name == "GUESSED":
+            return None
+        return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+class _BoundedReader(GGUFReader):
+    """`GGUFReader` whose every read is checked against the file size and the header limit."""
+
+    def __init__(self, path: str, *, total_size: int, available: int, limit: int) -> None:
+        self._total_size = total_size
+        self._available = available
+        self._limit = limit
+        super().__init__(path, "r")
+
+    def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
+        count = int(count)
+        end = int(offset) + np.dtype(dtype).itemsize * count
+        if end > self._total_size:
+            raise GGUFFormatError(
+                f"header claims {end} bytes but the file has {self._total_size} (truncated or corrupt)"
+            )
+        if end > self._limit:
+            raise GGUFFormatError(f"header is larger than {self._limit // 2**20} MiB (corrupt)")
+        if end > self._available:
+            raise _NeedMore(end)
+        return super()._get(offset, dtype, count, override_order)
+
+    def _build_fields(self, offs: int, count: int) -> int:
+        if int(count) * _MIN_KV_BYTES > self._total_size - offs:
+            raise GGUFFormatError(f"header claims {int(count)} metadata entries, more than the file can hold")
+        return super()._build_fields(offs, count)
+
+    def _build_tensor_info(self, offs: int, count: int) -> tuple[int, list[Any]]:
+        if int(count) * _MIN_TENSOR_INFO_BYTES > self._total_size - offs:
+            raise GGUFFormatError(f"header claims {int(count)} tensors, more than the file can hold")
+        return super()._build_tensor_info(offs, count)
+
+    def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
+        if raw_type == GGUFValueType.ARRAY:
+            item_type = int(self._get(orig_offs, np.uint32)[0])
+            length = int(self._get(orig_offs + 4, np.uint64)[0])
+            min_item = 8 if item_type == GGUFValueType.STRING else 1
+            if length * min_item > self._total_size - orig_offs:
+                raise GGUFFormatError(f"an array claims {length} items, more than the file can hold")
+        return super()._get_field_parts(orig_offs, raw_type)
+
+    def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
+        # Tensor data is not needed (and not present in a header prefix): record the table only.
+        self.header_tensors: list[GGUFTensor] = []
+        seen: set[str] = set()
+        for info in fields:
+            _name_len, name_data, _n_dims, dims, raw_dtype, _offset = info.parts
+            name = bytes(name_data).decode("utf-8", errors="replace")
+            if name in seen:
+                raise GGUFFormatError(f"duplicate tensor {name!r}")
+            seen.add(name)
+            try:
+                qtype = GGMLQuantizationType(int(raw_dtype[0]))
+            except ValueError as exc:
+                raise GGUFFormatError(f"tensor {name!r} has unknown ggml type {int(raw_dtype[0])}") from exc
+            shape = tuple(int(d) for d in dims.tolist())
+            n_elements = int(np.prod(shape, dtype=object)) if shape else 1
+            block_size, type_size = GGML_QUANT_SIZES[qtype]
+            self.header_tensors.append(
+                GGUFTensor(name, shape, qtype.name, n_elements, n_elements * type_size // block_size)
+            )
+
+
+def _field_value(reader_field: Any) -> tuple[Any, int | None]:
+    types = reader_field.types
+    if not types:
+        return None, None
+    if types[0] == GGUFValueType.ARRAY:
+        length = len(reader_field.data)
+        if len(types) > 1 and types[-1] == GGUFValueType.STRING and length > _MAX_DECODED_STRINGS:
+            return None, length
+        return reader_field.contents(), length
+    return reader_field.contents(), None
+
+
+def _parse(path: str, *, total_size: int, available: int, limit: int) -> GGUFHeader:
+    try:
+        reader = _BoundedReader(path, total_size=total_size, available=available, limit=limit)
+    except (_NeedMore, GGUFFormatError):
+        raise
+    except (ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError) as exc:
+        raise GGUFFormatError(str(exc) or type(exc).__name__) from exc
+    fields: dict[str, Any] = {}
+    lengths: dict[str, int] = {}
+    for name, reader_field in reader.fields.items():
+        if name.startswith("GGUF."):
+            continue
+        value, length = _field_value(reader_field)
+        if length is not None:
+            lengths[name] = length
+        if value is not None:
+            fields[name] = value
+    version = int(reader.fields["GGUF.version"].parts[0][0])
+    return GGUFHeader(
+        version=version,
+        fields=fields,
+        array_lengths=lengths,
+        tensors=list(reader.header_tensors),
+        header_bytes=int(reader.data_offset),
+        file_size=total_size,
+    )
+
+
+def read_local_header(path: str | os.PathLike[str], *, limit: int = MAX_HEADER_BYTES) -> GGUFHeader:
+    """Parse the header of a local GGUF file (memory-mapped; tensor data is never read)."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise ModelError(f"Cannot read {p}: {exc.strerror}.", hint="Check the path.") from exc
+    if size < 24:
+        raise ModelError(f"{p} is not a GGUF file (only {size} bytes).", hint="Check the path.")
+    try:
+        return _parse(str(p), total_size=size, available=size, limit=limit)
+    except _NeedMore as exc:  # cannot happen with the whole file available; keep it a clean error
+        raise ModelError(f"{p}: GGUF header is truncated.") from exc
+    except GGUFFormatError as exc:
+        raise ModelError(
+            f"{p} is not a valid GGUF file: {exc}.", hint="Re-download it or pick another file."
+        ) from exc
+
+
+RangeFetcher = Callable[[int, int], bytes]
+"""fetch(start, end_inclusive) -> bytes; raises LlmhostError subclasses on failure."""
+
+
+def read_remote_header(
+    fetch: RangeFetcher,
+    total_size: int,
+    *,
+    label: str,
+    first_chunk: int = FIRST_REMOTE_CHUNK,
+    limit: int = MAX_HEADER_BYTES,
+) -> tuple[GGUFHeader, int]:
+    """Parse a GGUF header from range reads, growing the prefix (doubling) until it parses.
+
+    Returns the header and the number of bytes fetched. Growth is bounded by `limit` and by the file
+    size, so a corrupt header ends in a `ModelError`, never an endless download.
+    """
+    if total_size < 24:
+        raise ModelError(f"{label} is not a GGUF file (only {total_size} bytes).")
+    buf = bytearray()
+    want = min(first_chunk, total_size, limit)
+    with tempfile.TemporaryDirectory(prefix="llmhost-gguf-") as tmp:
+        prefix_path = ""
+        while True:
+            if want > len(buf):
+                chunk = fetch(len(buf), want - 1)
+                if not chunk:
+                    raise ModelError(f"{label}: the server returned no bytes for a range request.")
+                buf += chunk
+                prefix_path = os.path.join(tmp, f"prefix-{len(buf)}.gguf")
+                with open(prefix_path, "wb") as fh:
+                    fh.write(buf)
+            try:
+                header = _parse(prefix_path, total_size=total_size, available=len(buf), limit=limit)
+                return header, len(buf)
+            except _NeedMore as more:
+                if len(buf) >= min(total_size, limit):
+                    raise ModelError(
+                        f"{label}: GGUF header does not parse within {len(buf)} bytes."
+                    ) from more
+                want = min(max(2 * len(buf), more.end), total_size, limit)
+            except GGUFFormatError as exc:
+                raise ModelError(
+                    f"{label} is not a valid GGUF file: {exc}.", hint="Pick another file or quant tag."
+                ) from exc

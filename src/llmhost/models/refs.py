@@ -1,0 +1,84 @@
+"""Parse what the user typed into one of the reference kinds `resolve` understands.
+
+meta-llama/Llama-3.1-8B-Instruct            Hub repo (safetensors), revision "main"
+meta-llama/Llama-3.1-8B-Instruct@v1.0       ... at a branch, tag or commit
+bartowski/Qwen2.5-7B-Instruct-GGUF:Q4_K_M   GGUF repo + quant tag (llama.cpp -hf / Ollama syntax)
+hf.co/org/name-GGUF:Q4_K_M                  same, with Ollama's hf.co/ prefix
+https://host/path/model.gguf                GGUF URL (header read with range requests)
+./dir  ./config.json  ./model.gguf          local directory, bare config, GGUF (split shards too)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from llmhost.errors import ModelError
+
+RefKind = Literal["hf_repo", "gguf_repo", "gguf_url", "local_path"]
+
+# llama.cpp's `-hf repo` picks Q4_K_M when no tag is given; so do we.
+DEFAULT_GGUF_TAG = "Q4_K_M"
+
+_REPO_RE = re.compile(
+    r"^(?:(?:https?://)?(?:hf\.co|huggingface\.co)/)?"
+    r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)"
+    r"(?:@(?P<rev>[^:@\s]+))?(?::(?P<tag>[\w.+-]+))?(?:@(?P<rev2>[^:@\s]+))?$"
+)
+SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ParsedRef:
+    kind: RefKind
+    raw: str
+    repo_id: str | None = None
+    revision: str | None = None
+    tag: str | None = None
+    url: str | None = None
+    path: Path | None = None
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith(("/", "./", "../", "~", ".\\")) or ref.endswith((".gguf", ".json", ".safetensors"))
+
+
+def parse_ref(ref: str, *, revision: str | None = None) -> ParsedRef:
+    raw = ref
+    ref = ref.strip()
+    if not ref:
+        raise ModelError(
+            "Empty model reference.", hint="Pass a Hub id like org/name, a directory or a .gguf file."
+        )
+    if ref.startswith(("http://", "https://")) and not re.match(
+        r"^https?://(hf\.co|huggingface\.co)/[^/]+/[^/]+/?$", ref
+    ):
+        if not re.search(r"\.gguf(?:\?.*)?$", ref, re.IGNORECASE):
+            raise ModelError(
+                f"URL {ref!r} does not point at a .gguf file.",
+                hint="Pass a direct .gguf URL, or a Hub id like org/name.",
+            )
+        return ParsedRef(kind="gguf_url", raw=raw, url=ref)
+    path = Path(ref).expanduser()
+    if path.exists():
+        return ParsedRef(kind="local_path", raw=raw, path=path)
+    if _looks_like_path(ref):
+        if SPLIT_RE.search(ref) and path.parent.exists():
+            return ParsedRef(kind="local_path", raw=raw, path=path)  # let local.py name the missing shard
+        raise ModelError(f"No such file or directory: {ref}.", hint="Check the path.")
+    m = _REPO_RE.match(ref.rstrip("/"))
+    if m is None:
+        raise ModelError(
+            f"{ref!r} is not a model reference.",
+            hint="Use org/name[@revision], org/name-GGUF:Q4_K_M, a .gguf URL, a directory or a file.",
+        )
+    repo = m.group("repo")
+    rev = revision or m.group("rev") or m.group("rev2")
+    tag = m.group("tag")
+    if tag is None and repo.lower().endswith("-gguf"):
+        tag = DEFAULT_GGUF_TAG
+    if tag is not None:
+        return ParsedRef(kind="gguf_repo", raw=raw, repo_id=repo, revision=rev, tag=tag.upper())
+    return ParsedRef(kind="hf_repo", raw=raw, repo_id=repo, revision=rev)

@@ -1,0 +1,171 @@
+"""resolve() on local inputs: GGUF files (single, split, corrupt), model directories, bare configs."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from gguf import GGMLQuantizationType
+from model_makers import llama_tensors, write_gguf, write_safetensors
+
+from llmhost.errors import ModelError
+from llmhost.models import resolve
+
+
+def test_local_gguf_counts_every_tensor_exactly(tmp_path: Path) -> None:
+    (path,) = write_gguf(tmp_path / "tiny.gguf", layers=3, hidden=64, heads=4, kv_heads=2, ff=128, vocab=256)
+    spec = resolve(str(path))
+    # embeddings + output (untied) + per layer (q, k, v, o, gate, up, down, 2 norms) + final norm
+    per_layer = 64 * 64 + 2 * 32 * 64 + 64 * 64 + 3 * 128 * 64 + 2 * 64
+    assert spec.parameters == 2 * 256 * 64 + 3 * per_layer + 64
+    assert spec.layer_parameters == [per_layer] * 3
+    assert spec.weights_bytes == 2 * (spec.parameters - 7 * 64) + 4 * 7 * 64  # F16 matrices, F32 norms
+    assert spec.kind == "local_gguf" and spec.parameters_source == "tensors"
+    assert spec.attention.num_kv_heads == [2, 2, 2]
+    assert spec.attention.head_dim_k == 16 and spec.vocab_size == 256 and spec.max_context == 4096
+    assert spec.quantization.gguf_file_type == "F16" and not spec.tied_embeddings
+
+
+def test_quantized_gguf_uses_ggml_block_sizes(tmp_path: Path) -> None:
+    (path,) = write_gguf(
+        tmp_path / "q.gguf", hidden=256, heads=4, kv_heads=4, ff=512, vocab=512,
+        qtype=GGMLQuantizationType.Q4_K, file_type=15, tied=True,
+    )  # fmt: skip
+    spec = resolve(str(path))
+    assert spec.quantization.gguf_file_type == "Q4_K_M"
+    assert spec.tied_embeddings and spec.output_parameters == 0
+    q4k = spec.bytes_by_dtype["Q4_K"]
+    matrices = spec.parameters - (2 * 2 + 1) * 256  # minus F32 norms
+    assert q4k == matrices // 256 * 144  # Q4_K: 144 bytes per 256 weights
+    assert spec.quantization.bits is not None and 4.5 <= spec.quantization.bits < 4.6
+
+
+def test_per_layer_kv_heads_and_key_value_lengths(tmp_path: Path) -> None:
+    (path,) = write_gguf(
+        tmp_path / "var.gguf", layers=4, kv_heads=[2, 0, 2, 0],
+        extra={"llama.attention.key_length": 32, "llama.attention.value_length": 24},
+    )  # fmt: skip
+    spec = resolve(str(path))
+    assert spec.attention.num_kv_heads == [2, 0, 2, 0]
+    assert spec.attention.layer_kinds == ["full", "mamba", "full", "mamba"]
+    assert (spec.attention.head_dim_k, spec.attention.head_dim_v) == (32, 24)
+
+
+def test_gemma3_gguf_sliding_layers_follow_llama_cpp_pattern(tmp_path: Path) -> None:
+    (path,) = write_gguf(
+        tmp_path / "g3.gguf", arch="gemma3", layers=12, extra={"gemma3.attention.sliding_window": 1024}
+    )
+    spec = resolve(str(path))
+    assert spec.attention.sliding_window == 1024
+    assert spec.attention.layer_kinds == (["sliding"] * 5 + ["full"]) * 2
+
+
+def test_split_gguf_sums_all_shards_from_any_shard(tmp_path: Path) -> None:
+    (single,) = write_gguf(tmp_path / "one.gguf", layers=4)
+    shards = write_gguf(tmp_path / "many.gguf", layers=4, split=3)
+    whole = resolve(str(single))
+    for shard in shards:
+        spec = resolve(str(shard))
+        assert spec.parameters == whole.parameters
+        assert spec.weights_bytes == whole.weights_bytes
+        assert len(spec.files) == 3 and spec.name == "many"
+    shards[2].unlink()
+    with pytest.raises(ModelError, match=r"missing many-00003-of-00003\.gguf"):
+        resolve(str(shards[0]))
+
+
+def test_truncated_gguf_is_a_clean_error(tmp_path: Path) -> None:
+    (path,) = write_gguf(tmp_path / "t.gguf")
+    data = path.read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[:300])
+    with pytest.raises(ModelError, match="not a valid GGUF file"):
+        resolve(str(cut))
+
+
+def test_garbage_file_is_a_clean_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"this is not a model at all, just text\n" * 100)
+    with pytest.raises(ModelError, match="not a valid GGUF file"):
+        resolve(str(junk))
+
+
+def _gguf_prefix(tensor_count: int, kv_count: int) -> bytes:
+    return b"GGUF" + struct.pack("<I", 3) + struct.pack("<QQ", tensor_count, kv_count)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (_gguf_prefix(2**40, 0) + bytes(4096), "claims 1099511627776 tensors"),
+        (_gguf_prefix(0, 2**40) + bytes(4096), "metadata entries"),
+        # one key whose length says 1 TB
+        (_gguf_prefix(0, 1) + struct.pack("<Q", 2**40) + bytes(4096), "truncated or corrupt"),
+        # an array of 2^50 strings
+        (
+            _gguf_prefix(0, 1) + struct.pack("<Q", 3) + b"key" + struct.pack("<IIQ", 9, 8, 2**50) + bytes(64),
+            "array claims",
+        ),
+    ],
+)
+def test_absurd_header_claims_fail_fast(tmp_path: Path, payload: bytes, message: str) -> None:
+    path = tmp_path / "absurd.gguf"
+    path.write_bytes(payload)
+    start = time.monotonic()
+    with pytest.raises(ModelError, match=message):
+        resolve(str(path))
+    assert time.monotonic() - start < 5
+
+
+def _tiny_config(**over: object) -> dict[str, object]:
+    cfg: dict[str, object] = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 300,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+    }
+    cfg.update(over)
+    return cfg
+
+
+def test_local_directory_reads_safetensors_headers(tmp_path: Path) -> None:
+    cfg = _tiny_config()
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    tensors = llama_tensors(cfg)
+    write_safetensors(tmp_path / "model-00001-of-00002.safetensors", tensors[:10])
+    write_safetensors(tmp_path / "model-00002-of-00002.safetensors", tensors[10:])
+    spec = resolve(str(tmp_path))
+    expected = sum(int(__import__("math").prod(shape)) for _, _, shape in tensors)
+    assert spec.kind == "local_dir" and spec.parameters_source == "tensors"
+    assert spec.parameters == expected
+    assert spec.weights_bytes == 2 * expected == spec.bytes_by_dtype["BF16"]
+    assert spec.embedding_parameters == spec.output_parameters == 300 * 64
+    # a bare config of the same model gives the same count
+    only = resolve(str(tmp_path / "config.json"))
+    assert only.kind == "local_config" and only.parameters_source == "config"
+    assert only.parameters == expected
+    assert only.attention == spec.attention
+
+
+def test_directory_without_model_files_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"no config\.json and no \.gguf"):
+        resolve(str(tmp_path))
+
+
+def test_missing_path_and_bad_json(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="No such file"):
+        resolve(str(tmp_path / "nope.gguf"))
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        resolve(str(bad))
