@@ -1,9 +1,192 @@
-"""CLI commands for the hw stage (placeholder until implemented)."""
+"""`llmhost hw` (this machine or a catalog machine) and `llmhost doctor` (hardware + engines)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.table import Table
+
+from llmhost.cli._options import HardwareOpt, JsonOpt
+from llmhost.cli._output import emit
+from llmhost.engines.base import EngineStatus
+from llmhost.hardware.models import Hardware
+
+GIB = 1024**3
+
+
+class DoctorReport(BaseModel):
+    """What `llmhost doctor --json` prints: the hardware and, per engine runtime, whether it can run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hardware: Hardware
+    engines: list[EngineStatus] = Field(default_factory=list)
+
+
+def resolve_hardware(spec: str | None) -> Hardware:
+    """This machine, or the catalog machine `spec` names (`h100-80gb:2`)."""
+    if spec:
+        from llmhost.hardware.catalog import hardware_from_spec
+
+        return hardware_from_spec(spec)
+    from llmhost.hardware import detect
+
+    return detect()
+
+
+def engine_statuses(hardware: Hardware) -> list[EngineStatus]:
+    """Ask every registered engine whether it is installed and usable on `hardware`."""
+    from llmhost.engines.registry import ENGINE_MODULES, get_engine
+
+    statuses: list[EngineStatus] = []
+    for name in ENGINE_MODULES:
+        try:
+            statuses.extend(get_engine(name).status(hardware))
+        except (ImportError, AttributeError) as exc:
+            statuses.append(
+                EngineStatus(
+                    name=name,
+                    runtime=name,
+                    installed=False,
+                    usable=False,
+                    reason=f"engine module not available ({exc}).",
+                )
+            )
+    return statuses
+
+
+def _gib(value: int | None) -> str:
+    return "-" if value is None else f"{value / GIB:.1f} GiB"
+
+
+def _bandwidth(value: float | None, source: str) -> str:
+    if value is None:
+        return "unknown"
+    return f"{value / 1e12:.2f} TB/s ({source})" if value >= 1e12 else f"{value / 1e9:.0f} GB/s ({source})"
+
+
+def render_hardware(console: Console, hardware: Hardware) -> None:
+    title = "Catalog hardware" if hardware.source == "catalog" else "This machine"
+    if hardware.gpus:
+        table = Table(title=f"{title}: GPUs")
+        for column in ("#", "GPU", "memory", "free", "bandwidth", "arch / CC", "FP16/FP8 TFLOPS", "link"):
+            table.add_column(column)
+        for gpu in hardware.gpus:
+            memory = _gib(gpu.memory_total_bytes)
+            if gpu.memory_limit_source:
+                memory += f"\n{gpu.memory_limit_source}"
+            arch = " ".join(x for x in (gpu.architecture, gpu.compute_capability) if x) or "-"
+            flops = f"{gpu.fp16_tflops or '-'} / {gpu.fp8_tflops or '-'}"
+            if gpu.fp8_supported:
+                flops += " (FP8)"
+            link = []
+            if gpu.pcie_generation:
+                link.append(f"PCIe {gpu.pcie_generation}x{gpu.pcie_width or '?'}")
+            if gpu.nvlink_active_links:
+                link.append(f"NVLink x{gpu.nvlink_active_links}")
+            if gpu.mig_mode:
+                link.append("MIG")
+            if gpu.gpu_cores:
+                link.append(f"{gpu.gpu_cores} GPU cores")
+            if gpu.processes:
+                link.append(f"{len(gpu.processes)} process(es)")
+            table.add_row(
+                str(gpu.index),
+                gpu.name,
+                memory,
+                _gib(gpu.memory_free_bytes),
+                _bandwidth(gpu.memory_bandwidth_bytes_per_s, gpu.bandwidth_source),
+                arch,
+                flops,
+                ", ".join(link) or "-",
+            )
+        console.print(table)
+    cpu = hardware.cpu
+    host = Table(title=f"{title}: host", show_header=False)
+    host.add_column("what")
+    host.add_column("value")
+    host.add_row("OS", hardware.os)
+    cores = f"{cpu.physical_cores or '?'} physical / {cpu.logical_cores} logical"
+    host.add_row("CPU", f"{cpu.model_name} ({cpu.architecture}, {cores})")
+    host.add_row("ISA", ", ".join(cpu.isa_flags) or "-")
+    host.add_row("CPU memory bandwidth", _bandwidth(cpu.memory_bandwidth_bytes_per_s, cpu.bandwidth_source))
+    host.add_row(
+        "RAM", f"{_gib(hardware.ram_total_bytes)} total, {_gib(hardware.ram_available_bytes)} available"
+    )
+    if hardware.driver_version or hardware.cuda_version:
+        host.add_row(
+            "NVIDIA driver / CUDA", f"{hardware.driver_version or '?'} / {hardware.cuda_version or '?'}"
+        )
+    console.print(host)
+    for note in hardware.notes:
+        console.print(f"note: {note}", highlight=False)
+
+
+def render_doctor(console: Console, report: DoctorReport) -> None:
+    render_hardware(console, report.hardware)
+    table = Table(title="Engines")
+    for column in ("engine", "runtime", "installed", "usable", "version", "why not / where"):
+        table.add_column(column)
+    for status in report.engines:
+        table.add_row(
+            status.name,
+            status.runtime,
+            "yes" if status.installed else "no",
+            "yes" if status.usable else "no",
+            status.version or "-",
+            status.reason or status.location or "-",
+        )
+    console.print(table)
+
+
+def render_catalog(console: Console) -> None:
+    from llmhost.hardware.catalog import list_catalog
+
+    table = Table(title="Accelerator catalog (use with --hardware NAME[:COUNT])")
+    for column in ("id", "aliases", "name", "memory", "bandwidth", "FP16/FP8 TFLOPS", "CC"):
+        table.add_column(column)
+    for entry in list_catalog():
+        memory = f"{entry.memory_gb:g} GB"
+        if entry.memory_options_gb:
+            memory = "/".join(str(gb) for gb in entry.memory_options_gb) + " GB"
+        table.add_row(
+            entry.id,
+            ", ".join(entry.aliases) or "-",
+            entry.name,
+            memory,
+            f"{entry.bandwidth_gb_s:g} GB/s",
+            f"{entry.fp16_tflops or '-'} / {entry.fp8_tflops or '-'}",
+            entry.compute_capability or "-",
+        )
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Register this module's commands on the app."""
+    """Register `hw` and `doctor`."""
+
+    @app.command("hw")
+    def hw(
+        json_output: JsonOpt = False,
+        hardware: HardwareOpt = None,
+        list_catalog: Annotated[
+            bool, typer.Option("--list-catalog", help="List the accelerator catalog (names for --hardware).")
+        ] = False,
+    ) -> None:
+        """Show this machine's GPUs, CPU, RAM and bandwidth (or a catalog machine with --hardware)."""
+        if list_catalog:
+            from llmhost.hardware.catalog import load_catalog
+
+            emit(load_catalog(), as_json=json_output, human=render_catalog)
+            return
+        result = resolve_hardware(hardware)
+        emit(result, as_json=json_output, human=lambda console: render_hardware(console, result))
+
+    @app.command("doctor")
+    def doctor(json_output: JsonOpt = False, hardware: HardwareOpt = None) -> None:
+        """Show the hardware and which engines are installed and usable here, and why not."""
+        found = resolve_hardware(hardware)
+        report = DoctorReport(hardware=found, engines=engine_statuses(found))
+        emit(report, as_json=json_output, human=lambda console: render_doctor(console, report))
