@@ -1,9 +1,307 @@
-"""CLI commands for the bench stage (placeholder until implemented)."""
+"""`llmhost bench`: load an OpenAI-compatible endpoint and report trustworthy latency and throughput.
+
+Thin: parse options, build a `BenchConfig`, run `llmhost.bench.runner.run_bench`, render.
+`llmhost bench compare A.json B.json ...` compares saved results.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
 import typer
+
+from llmhost.cli._options import JsonOpt
+from llmhost.errors import BenchError, UsageError
+
+if TYPE_CHECKING:
+    from llmhost.bench.models import BenchResult, Target
+
+ApiChoice = Literal["chat", "completions"]
+
+
+def _compare(files: list[str], as_json: bool) -> None:
+    from llmhost.bench.compare import compare_table, load_results
+    from llmhost.cli._output import emit
+
+    paths = [Path(f) for f in files]
+    results = load_results(paths)
+    emit(results, as_json=as_json, human=lambda console: console.print(compare_table(paths, results)))
+
+
+def _deployment_target(name: str, api: ApiChoice) -> tuple[Target, str | None, str]:
+    """URL, served model, slots and key variable of a llmhost deployment."""
+    from llmhost.bench.models import Target
+
+    try:
+        from llmhost.supervise.state import load_deployment
+    except ImportError as exc:  # the supervisor is not part of this build
+        raise UsageError(
+            f"cannot look up deployment {name!r}: this llmhost has no supervisor state.",
+            hint="Pass --base-url and --model instead.",
+        ) from exc
+    dep = load_deployment(name)
+    if dep.state in ("failed", "stopped", "dead"):
+        raise BenchError(
+            f"deployment {name!r} is {dep.state}.",
+            hint=f"Start it with `llmhost serve` or see `llmhost logs {name}`.",
+        )
+    slots, source = None, None
+    argv = dep.launch.argv
+    for flag in ("--max-num-seqs", "--parallel", "-np"):
+        if flag in argv and argv.index(flag) + 1 < len(argv):
+            with contextlib.suppress(ValueError):
+                slots, source = int(argv[argv.index(flag) + 1]), f"deployment {name} {flag}"
+    target = Target(
+        base_url=dep.base_url,
+        model=dep.served_model_name,
+        api=api,
+        deployment=name,
+        engine=dep.engine,
+        server_slots=slots,
+        server_slots_source=source,
+    )
+    return target, dep.launch.api_key_env, dep.model
 
 
 def register(app: typer.Typer) -> None:
-    """Register this module's commands on the app."""
+    """Register `bench` on the app."""
+
+    @app.command(
+        "bench",
+        help="Benchmark an OpenAI-compatible endpoint (TTFT, TPOT, ITL, E2E, tokens/s, goodput, MBU).\n\n"
+        "Target a deployment by NAME or any server with --base-url and --model. "
+        "`llmhost bench compare A.json B.json ...` compares saved results.",
+    )
+    def bench(
+        args: Annotated[
+            list[str] | None,
+            typer.Argument(help="Deployment NAME, or `compare FILE.json FILE.json ...`.", show_default=False),
+        ] = None,
+        base_url: Annotated[
+            str | None,
+            typer.Option("--base-url", help="OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1."),
+        ] = None,
+        model: Annotated[str | None, typer.Option("--model", help="Served model name.")] = None,
+        api_key: Annotated[
+            str | None,
+            typer.Option(
+                "--api-key", help="API key (better: env LLMHOST_API_KEY or OPENAI_API_KEY; never printed)."
+            ),
+        ] = None,
+        api: Annotated[ApiChoice, typer.Option("--api", help="chat or completions.")] = "chat",
+        concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight.")] = 1,
+        num_requests: Annotated[
+            int | None, typer.Option("--num-requests", "-n", help="Requests to measure (default 50).")
+        ] = None,
+        duration: Annotated[
+            float | None, typer.Option("--duration", help="Run for this many seconds instead.")
+        ] = None,
+        rate: Annotated[
+            float | None, typer.Option("--rate", help="Open loop: Poisson arrivals per second.")
+        ] = None,
+        burstiness: Annotated[
+            float, typer.Option("--burstiness", help="Gamma shape of arrivals (1 Poisson; <1 burstier).")
+        ] = 1.0,
+        sweep: Annotated[
+            bool, typer.Option("--sweep", help="Concurrency 1,2,4,... until throughput stops improving.")
+        ] = False,
+        sweep_max: Annotated[int, typer.Option("--sweep-max", help="Highest concurrency of a sweep.")] = 256,
+        input_tokens: Annotated[
+            str, typer.Option("--input-tokens", help="Prompt tokens: 128 or a range 64:256.")
+        ] = "128",
+        output_tokens: Annotated[
+            str | None, typer.Option("--output-tokens", help="Output tokens: 128 or a range 64:256.")
+        ] = None,
+        shared_prefix: Annotated[
+            int, typer.Option("--shared-prefix", help="Tokens every prompt shares (prefix cache on purpose).")
+        ] = 0,
+        dataset: Annotated[
+            Path | None, typer.Option("--dataset", help="JSONL prompts: {prompt}, {messages} or ShareGPT.")
+        ] = None,
+        tokenizer: Annotated[
+            str | None, typer.Option("--tokenizer", help="Tokenizer (file/dir/cached repo) for exact counts.")
+        ] = None,
+        warmup: Annotated[int, typer.Option("--warmup", help="Warm-up requests, not measured.")] = 2,
+        seed: Annotated[int | None, typer.Option("--seed", help="Prompt seed (default: random).")] = None,
+        no_force_length: Annotated[
+            bool, typer.Option("--no-force-length", help="Do not send ignore_eos/min_tokens.")
+        ] = False,
+        slo: Annotated[
+            list[str] | None, typer.Option("--slo", help="SLO for goodput: ttft=500ms, tpot=50ms, e2e=10s.")
+        ] = None,
+        hardware: Annotated[
+            str | None, typer.Option("--hardware", help="Catalog hardware for the roofline, e.g. h100-80gb.")
+        ] = None,
+        model_ref: Annotated[
+            str | None, typer.Option("--model-ref", help="Model reference for the roofline (repo or GGUF).")
+        ] = None,
+        timeout: Annotated[
+            float, typer.Option("--timeout", help="Seconds to wait on a silent stream.")
+        ] = 600.0,
+        output: Annotated[
+            Path | None, typer.Option("--output", "-o", help="Write the JSON result here.")
+        ] = None,
+        csv_path: Annotated[
+            Path | None, typer.Option("--csv", help="Write per-request records as CSV.")
+        ] = None,
+        plot: Annotated[Path | None, typer.Option("--plot", help="Write latency/sweep plots (PNG).")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        positional = list(args or [])
+        if positional and positional[0] == "compare":
+            _compare(positional[1:], as_json)
+            return
+        _run(
+            positional, base_url, model, api_key, api, concurrency, num_requests, duration, rate, burstiness,
+            sweep, sweep_max, input_tokens, output_tokens, shared_prefix, dataset, tokenizer, warmup, seed,
+            no_force_length, slo or [], hardware, model_ref, timeout, output, csv_path, plot, as_json,
+        )  # fmt: skip
+
+
+def _run(
+    positional: list[str],
+    base_url: str | None,
+    model: str | None,
+    api_key: str | None,
+    api: ApiChoice,
+    concurrency: int,
+    num_requests: int | None,
+    duration: float | None,
+    rate: float | None,
+    burstiness: float,
+    sweep: bool,
+    sweep_max: int,
+    input_tokens: str,
+    output_tokens: str | None,
+    shared_prefix: int,
+    dataset: Path | None,
+    tokenizer: str | None,
+    warmup: int,
+    seed: int | None,
+    no_force_length: bool,
+    slo: list[str],
+    hardware: str | None,
+    model_ref: str | None,
+    timeout: float,
+    output: Path | None,
+    csv_path: Path | None,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    from llmhost.bench.metrics import parse_slos
+    from llmhost.bench.models import Target, Workload
+    from llmhost.bench.report import LiveView, render
+    from llmhost.bench.runner import BenchConfig, check_workload, run_bench
+    from llmhost.bench.workload import FileWorkload, SyntheticWorkload, TokenizerAdapter, parse_range
+    from llmhost.cli._output import emit, stderr
+
+    if len(positional) > 1:
+        raise UsageError(
+            f"unexpected arguments: {' '.join(positional[1:])}.", hint="llmhost bench NAME [OPTIONS]"
+        )
+    key_env: str | None = None
+    deployment_model: str | None = None
+    if positional:
+        if base_url:
+            raise UsageError("give a deployment NAME or --base-url, not both.")
+        target, key_env, deployment_model = _deployment_target(positional[0], api)
+        if model:
+            target.model = model
+    else:
+        if not base_url or not model:
+            raise UsageError(
+                "say what to benchmark.",
+                hint="llmhost bench NAME (a deployment; see `llmhost ps`) or --base-url URL --model NAME.",
+            )
+        if not base_url.startswith(("http://", "https://")):
+            raise UsageError(
+                f"--base-url {base_url!r} is not an http(s) URL.", hint="e.g. http://127.0.0.1:8000/v1"
+            )
+        target = Target(base_url=base_url.rstrip("/"), model=model, api=api)
+    key = api_key or (os.environ.get(key_env) if key_env else None)
+    key = key or os.environ.get("LLMHOST_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    target.api_key_used = bool(key)
+
+    in_range = parse_range(input_tokens, what="--input-tokens")
+    out_range = parse_range(output_tokens, what="--output-tokens") if output_tokens else None
+    if num_requests is None and duration is None:
+        num_requests = 50
+    run_seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    tok = TokenizerAdapter(tokenizer) if tokenizer else None
+    workload = Workload(
+        api=api,
+        input_tokens=in_range,
+        output_tokens=out_range or (128, 128),
+        num_requests=num_requests,
+        duration_s=duration,
+        concurrency=concurrency,
+        rate=rate,
+        burstiness=burstiness,
+        warmup=warmup,
+        shared_prefix_tokens=shared_prefix,
+        dataset=str(dataset) if dataset else None,
+        seed=run_seed,
+        force_length=not no_force_length,
+        tokenizer=tokenizer,
+        sweep=sweep,
+    )
+    check_workload(workload)
+    cfg = BenchConfig(
+        target=target,
+        workload=workload,
+        api_key=key,
+        slos=parse_slos(slo),
+        sweep_max_concurrency=sweep_max,
+        read_timeout_s=timeout,
+    )
+    if dataset:
+        cfg.file_workload = FileWorkload(
+            dataset, output_tokens=out_range, seed=run_seed, tokenizer=tok, api=api
+        )
+    else:
+        cfg.synthetic = SyntheticWorkload(
+            in_range,
+            out_range or (128, 128),
+            seed=run_seed,
+            shared_prefix_tokens=shared_prefix,
+            tokenizer=tok,
+            api=api,
+        )
+    if hardware or model_ref or deployment_model:
+        from llmhost.bench.roofline import make_roofline
+
+        cfg.roofline, cfg.hardware = make_roofline(model_ref or deployment_model, hardware)
+
+    with LiveView(stderr) as live:
+        result = asyncio.run(run_bench(cfg, live))
+
+    _save(result, output, csv_path, plot)
+    emit(result, as_json=as_json, human=lambda console: render(result, console))
+    if result.incomplete:
+        s = result.summary
+        raise BenchError(
+            f"the benchmark is incomplete: {s.failed} of {s.completed + s.failed} requests failed"
+            + (f"; {result.aborted}" if result.aborted else "")
+            + ". The partial results above are marked incomplete.",
+            hint="See the server's log (`llmhost logs NAME` for a deployment).",
+        )
+
+
+def _save(result: BenchResult, output: Path | None, csv_path: Path | None, plot: Path | None) -> None:
+    from llmhost.bench.report import write_csv, write_plot
+    from llmhost.cli._output import info
+
+    if output:
+        output.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        info(f"wrote {output}")
+    if csv_path:
+        write_csv(result, csv_path)
+        info(f"wrote {csv_path}")
+    if plot:
+        write_plot(result, plot)
+        info(f"wrote {plot}")

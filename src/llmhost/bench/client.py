@@ -1,0 +1,246 @@
+"""The measuring client: one `httpx.AsyncClient`, a pool sized to the concurrency, a raw SSE reader.
+
+The reader takes bytes straight from `Response.aiter_raw()` and splits lines itself: measured in
+`benchmarks/bench_client_capacity.py`, this costs less per token than `aiter_lines()` (which
+decodes to text and runs a universal-newline splitter first). Every chunk that arrives in one read
+gets that read's monotonic timestamp; the send time is taken just before the request is handed to
+the connection pool.
+
+TTFT stops at the first chunk carrying non-empty content, reasoning or tool calls; an empty or
+role-only chunk (sent at once by some servers) is recorded separately and does not stop the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from llmhost.bench.models import Api, ErrorClass, RequestRecord, TokenSource
+from llmhost.bench.workload import TokenizerAdapter
+
+_NS_PER_MS = 1_000_000
+
+
+@dataclass
+class Prepared:
+    index: int
+    body: bytes
+    prompt_tokens: int
+    output_tokens: int | None
+
+
+def make_http_client(concurrency: int, *, api_key: str | None, read_timeout_s: float) -> httpx.AsyncClient:
+    headers = {"accept": "text/event-stream"}
+    if api_key:
+        headers["authorization"] = f"Bearer {api_key}"
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        timeout=httpx.Timeout(connect=10.0, read=read_timeout_s, write=30.0, pool=None),
+        headers=headers,
+        trust_env=False,
+    )
+
+
+def _http_error_class(status: int) -> ErrorClass:
+    if status in (401, 403):
+        return "http_401"
+    if status == 404:
+        return "http_404"
+    return "http_5xx" if status >= 500 else "http_4xx"
+
+
+def _error_message(status: int, body: bytes) -> str:
+    try:
+        obj = json.loads(body)
+        err = obj.get("error", obj) if isinstance(obj, dict) else obj
+        msg = err.get("message") if isinstance(err, dict) else err
+        text = str(msg or obj)
+    except (ValueError, AttributeError):
+        text = body[:200].decode("utf-8", "replace")
+    return f"HTTP {status}: {text.strip()[:300]}"
+
+
+class StreamClient:
+    """Sends prepared requests and times their streams. `t0_ns` is the run's zero on perf_counter_ns."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        *,
+        api: Api,
+        t0_ns: int,
+        tokenizer: TokenizerAdapter | None = None,
+    ) -> None:
+        self.http = http
+        self.url = url
+        self.api = api
+        self.t0_ns = t0_ns
+        self.tokenizer = tokenizer
+        self.content_type = {"content-type": "application/json"}
+
+    def _ms(self, ns: int) -> float:
+        return (ns - self.t0_ns) / _NS_PER_MS
+
+    async def send(self, req: Prepared, scheduled_ns: int) -> RequestRecord:
+        chat = self.api == "chat"
+        chunk_ns: list[int] = []
+        pieces: list[str] = []
+        first_chunk_ns: int | None = None
+        last_chunk_ns: int | None = None
+        role_first = False
+        finish: str | None = None
+        usage: dict[str, Any] | None = None
+        timings: dict[str, Any] | None = None
+        done = False
+        error_class: ErrorClass | None = None
+        error: str | None = None
+        request = self.http.build_request("POST", self.url, content=req.body, headers=self.content_type)
+        sent_ns = time.perf_counter_ns()
+        try:
+            response = await self.http.send(request, stream=True)
+            try:
+                if response.status_code != 200:
+                    body = await response.aread()
+                    error_class = _http_error_class(response.status_code)
+                    error = _error_message(response.status_code, body)
+                elif not response.headers.get("content-type", "").startswith("text/event-stream"):
+                    await response.aread()
+                    error_class = "non_sse"
+                    error = (
+                        f"the server answered {response.headers.get('content-type') or 'no content type'} "
+                        "instead of a text/event-stream: it ignored stream=true"
+                    )
+                else:
+                    buf = b""
+                    loads = json.loads
+                    async for data in response.aiter_raw():
+                        now = time.perf_counter_ns()
+                        lines = (buf + data).split(b"\n")
+                        buf = lines.pop()
+                        for line in lines:
+                            if not line.startswith(b"data:"):
+                                continue
+                            payload = line[5:].strip()
+                            last_chunk_ns = now
+                            if first_chunk_ns is None:
+                                first_chunk_ns = now
+                            if payload == b"[DONE]":
+                                done = True
+                                continue
+                            obj = loads(payload)
+                            if "error" in obj and not obj.get("choices"):
+                                err = obj["error"]
+                                error_class = "bad_stream"
+                                error = str(err.get("message", err) if isinstance(err, dict) else err)
+                                continue
+                            choices = obj.get("choices")
+                            if choices:
+                                choice = choices[0]
+                                if chat:
+                                    delta = choice.get("delta") or {}
+                                    text = delta.get("content") or ""
+                                    has = bool(
+                                        text
+                                        or delta.get("reasoning_content")
+                                        or delta.get("reasoning")
+                                        or delta.get("tool_calls")
+                                    )
+                                else:
+                                    text = choice.get("text") or ""
+                                    has = bool(text)
+                                if has:
+                                    chunk_ns.append(now)
+                                    pieces.append(text)
+                                elif not chunk_ns:
+                                    role_first = True
+                                if choice.get("finish_reason"):
+                                    finish = choice["finish_reason"]
+                            if obj.get("usage"):
+                                usage = obj["usage"]
+                            if obj.get("timings"):
+                                timings = obj["timings"]
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            error_class, error = "timeout", f"timed out: {type(exc).__name__}"
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            mid = " mid-stream" if chunk_ns else ""
+            error_class, error = "connection", f"connection failed{mid}: {exc or type(exc).__name__}"
+        except httpx.HTTPError as exc:
+            error_class, error = "other", f"{type(exc).__name__}: {exc}"
+        except ValueError as exc:  # a data line that is not JSON
+            error_class, error = "bad_stream", f"a stream event is not JSON: {exc}"
+        end_ns = time.perf_counter_ns()
+        if error_class is None and not done and finish is None:
+            error_class, error = "bad_stream", "the stream ended without a finish reason or [DONE]"
+        if error_class is None and not chunk_ns:
+            error_class, error = "empty", "the stream carried no content"
+        return self._record(
+            req, scheduled_ns, sent_ns, end_ns, chunk_ns, pieces, first_chunk_ns, last_chunk_ns,
+            role_first, finish, usage, timings, error_class, error,
+        )  # fmt: skip
+
+    def _record(
+        self,
+        req: Prepared,
+        scheduled_ns: int,
+        sent_ns: int,
+        end_ns: int,
+        chunk_ns: list[int],
+        pieces: list[str],
+        first_chunk_ns: int | None,
+        last_chunk_ns: int | None,
+        role_first: bool,
+        finish: str | None,
+        usage: dict[str, Any] | None,
+        timings: dict[str, Any] | None,
+        error_class: ErrorClass | None,
+        error: str | None,
+    ) -> RequestRecord:
+        usage_tokens = usage.get("completion_tokens") if usage else None
+        tokenizer_tokens = self.tokenizer.count("".join(pieces)) if self.tokenizer and pieces else None
+        source: TokenSource
+        if isinstance(usage_tokens, int):
+            out, source = usage_tokens, "usage"
+        elif tokenizer_tokens is not None:
+            out, source = tokenizer_tokens, "tokenizer"
+        else:
+            out, source = len(chunk_ns), "chunks"
+        ms = self._ms
+        honoured = None
+        if req.output_tokens is not None and error_class is None:
+            honoured = out == req.output_tokens
+        server_timings = None
+        if timings:
+            server_timings = {k: v for k, v in timings.items() if isinstance(v, int | float) or v is None}
+        return RequestRecord(
+            index=req.index,
+            ok=error_class is None,
+            error_class=error_class,
+            error=error,
+            scheduled_ms=ms(scheduled_ns),
+            sent_ms=ms(sent_ns),
+            first_chunk_ms=ms(first_chunk_ns) if first_chunk_ns is not None else None,
+            first_token_ms=ms(chunk_ns[0]) if chunk_ns else None,
+            last_token_ms=ms(chunk_ns[-1]) if chunk_ns else None,
+            last_chunk_ms=ms(last_chunk_ns) if last_chunk_ns is not None else None,
+            ended_ms=ms(end_ns),
+            chunk_ms=[ms(t) for t in chunk_ns],
+            prompt_tokens_requested=req.prompt_tokens,
+            prompt_tokens=usage.get("prompt_tokens") if usage else None,
+            output_tokens_requested=req.output_tokens,
+            output_tokens=out,
+            output_tokens_source=source,
+            usage_tokens=usage_tokens if isinstance(usage_tokens, int) else None,
+            tokenizer_tokens=tokenizer_tokens,
+            content_chunks=len(chunk_ns),
+            finish_reason=finish,
+            length_honoured=honoured,
+            role_chunk_first=role_first,
+            server_timings=server_timings,
+        )
