@@ -46,6 +46,7 @@ _SYSCTL_ISA = {
 }
 # Above this much RAM macOS lets Metal use 3/4 of it, at or below 2/3 (docs/hardware.md).
 _THREE_QUARTERS_ABOVE_BYTES = 32 * GIB
+_PAGE_BYTES = 16 * 1024
 
 
 def parse_sysctl(text: str) -> dict[str, str]:
@@ -92,9 +93,11 @@ def parse_system_profiler(text: str) -> SystemProfile:
     hardware = _first(data.get("SPHardwareDataType"))
     chip = hardware.get("chip_type") or hardware.get("cpu_type")
     memory = _parse_size(str(hardware.get("physical_memory", "")))
-    cores = re.fullmatch(
-        r"proc (\d+)(?::(\d+))?(?::(\d+))?(?::\d+)?", str(hardware.get("number_processors", ""))
-    )
+    # "proc 10:8:2" is total:performance:efficiency; macOS 26 prints four fields whose order differs
+    # between reports ("proc 12:0:8:4", "proc 24:16:8:0"), so from those only the total is taken.
+    processors = str(hardware.get("number_processors", ""))
+    cores = re.fullmatch(r"proc (\d+)(?::(\d+):(\d+))?", processors)
+    total_cores = re.match(r"proc (\d+)", processors)
     displays = data.get("SPDisplaysDataType")
     gpu: dict[str, object] = {}
     for item in displays if isinstance(displays, list) else []:
@@ -107,7 +110,7 @@ def parse_system_profiler(text: str) -> SystemProfile:
         chip=str(chip) if chip else None,
         machine_model=_str_or_none(hardware.get("machine_model")),
         memory_bytes=memory,
-        cpu_cores=int(cores.group(1)) if cores else None,
+        cpu_cores=int(total_cores.group(1)) if total_cores else None,
         performance_cores=int(cores.group(2)) if cores and cores.group(2) else None,
         efficiency_cores=int(cores.group(3)) if cores and cores.group(3) else None,
         gpu_name=_str_or_none(gpu.get("sppci_model")),
@@ -133,8 +136,12 @@ def metal_working_set_bytes(ram_bytes: int, wired_limit_mb: int | None) -> tuple
     if wired_limit_mb:
         return wired_limit_mb * MIB, f"iogpu.wired_limit_mb={wired_limit_mb}"
     if ram_bytes > _THREE_QUARTERS_ABOVE_BYTES:
-        return ram_bytes * 3 // 4, "macOS default: 3/4 of RAM above 32 GiB"
-    return ram_bytes * 2 // 3, "macOS default: 2/3 of RAM up to 32 GiB"
+        share, rule = (3, 4), "macOS default: 3/4 of RAM above 32 GiB"
+    else:
+        share, rule = (2, 3), "macOS default: 2/3 of RAM up to 32 GiB"
+    # Metal reports the share rounded up to a 16 KiB page: 32 GiB -> 21845.34 MiB, as llama.cpp logs.
+    raw = -(-ram_bytes * share[0] // share[1])
+    return -(-raw // _PAGE_BYTES) * _PAGE_BYTES, rule
 
 
 @dataclass(frozen=True)

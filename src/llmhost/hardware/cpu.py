@@ -60,6 +60,20 @@ _PER_CORE_BYTES_PER_S = 12.0 * GB
 _SERVER_NAME = re.compile(r"epyc|xeon|threadripper|graviton|ampere|neoverse|grace", re.IGNORECASE)
 
 
+# Linux arm64 /proc/cpuinfo has no model name: (implementer, part) -> name, for the server cores
+# LLM hosts use (Arm's Technical Reference Manuals list the MIDR part numbers).
+_ARM_PARTS = {
+    ("0x41", "0xd0c"): "Arm Neoverse-N1",
+    ("0x41", "0xd40"): "Arm Neoverse-V1",
+    ("0x41", "0xd49"): "Arm Neoverse-N2",
+    ("0x41", "0xd4f"): "Arm Neoverse-V2",
+    ("0x41", "0xd8e"): "Arm Neoverse-N3",
+    ("0x41", "0xd84"): "Arm Neoverse-V3",
+    ("0x41", "0xd08"): "Arm Cortex-A72",
+    ("0x41", "0xd0b"): "Arm Cortex-A76",
+}
+
+
 @dataclass(frozen=True)
 class CpuInfo:
     """What /proc/cpuinfo says: the model name and the raw feature flags."""
@@ -72,6 +86,8 @@ def parse_cpuinfo(text: str) -> CpuInfo:
     """Parse Linux /proc/cpuinfo (x86 `flags`, arm64 `Features`); the first processor is enough."""
     model: str | None = None
     flags: set[str] = set()
+    implementer: str | None = None
+    part: str | None = None
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if not sep:
@@ -82,6 +98,12 @@ def parse_cpuinfo(text: str) -> CpuInfo:
             model = value
         elif key in ("flags", "features") and not flags:
             flags = set(value.split())
+        elif key == "cpu implementer" and implementer is None:
+            implementer = value.lower()
+        elif key == "cpu part" and part is None:
+            part = value.lower()
+    if model is None and implementer and part:
+        model = _ARM_PARTS.get((implementer, part), f"Arm CPU (implementer {implementer}, part {part})")
     return CpuInfo(model_name=model, flags=frozenset(flags))
 
 
