@@ -46,6 +46,10 @@ class ServeOptions(_Model):
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     engine_bin: str | None = None
+    runtime: str | None = Field(
+        default=None,
+        description='Force one runtime of the engine, e.g. "llama-server" or "llama-cpp-python".',
+    )
 
 
 class LaunchSpec(_Model):

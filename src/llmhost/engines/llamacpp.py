@@ -1,0 +1,366 @@
+"""The llama.cpp engine: one module, two runtimes.
+
+1. `llama-server`, llama.cpp's native server (continuous batching over `-np` slots, `/health`, `/metrics`):
+   used when given with `--engine-bin`, found on PATH, or built by `llmhost engines install llama-server`.
+2. llama-cpp-python's server (`python -m llama_cpp.server`, extra `llmhost[llamacpp]`): the embedded
+   default that pip alone installs. It serialises requests behind a lock and by default cancels an in-flight
+   stream when a new request arrives (`interrupt_requests=True` in its settings), so llmhost always starts
+   it with `--interrupt_requests False`: concurrent clients then queue instead of cutting each other off.
+
+Secrets: the API key reaches llama-server through `LLAMA_API_KEY` (its documented env alias of
+`--api-key`) and llama-cpp-python through `API_KEY` (pydantic-settings reads every setting from the
+environment); never argv. Inherited variables that would silently change either server (`LLAMA_ARG_*`,
+llama-cpp-python's `HOST`/`PORT`/`API_KEY`/`CONFIG_FILE`) are removed first.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from llmhost.engines.base import EngineStatus, FailureCause, LaunchSpec, ServeOptions, StartupReport
+from llmhost.engines.llamacpp_build import find_cached_binary
+from llmhost.errors import UsageError
+from llmhost.hardware.models import Hardware
+from llmhost.plan.models import Candidate
+
+RUNTIME_SERVER = "llama-server"
+RUNTIME_PYTHON = "llama-cpp-python"
+RUNTIMES = (RUNTIME_SERVER, RUNTIME_PYTHON)
+
+# llama.cpp KV cache types (`-ctk/-ctv`) and their ggml_type numbers (llama-cpp-python's type_k/type_v).
+KV_CACHE_TYPES: dict[str, int] = {
+    "f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30,
+}  # fmt: skip
+
+_SERVER_EXTRA_MODULES = ("uvicorn", "fastapi", "sse_starlette", "pydantic_settings", "starlette_context")
+
+
+def _loopback_url(host: str, port: int) -> str:
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/v1"
+
+
+def find_llama_server(engine_bin: str | None = None) -> Path | None:
+    """`--engine-bin`, else `llama-server` on PATH, else the binary cached by `engines install`."""
+    if engine_bin:
+        path = Path(engine_bin).expanduser()
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise UsageError(
+                f"--engine-bin {engine_bin} is not an executable file.",
+                hint="Pass a llama-server binary, or build one: `llmhost engines install llama-server`.",
+            )
+        return path
+    on_path = shutil.which("llama-server")
+    if on_path:
+        return Path(on_path)
+    return find_cached_binary()
+
+
+def llama_cpp_python_available() -> tuple[bool, str | None, str | None]:
+    """(installed with its server extra?, version, why not)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return False, None, "llama-cpp-python is not installed: `pip install 'llmhost[llamacpp]'`."
+    try:
+        version: str | None = importlib.metadata.version("llama_cpp_python")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    missing = [m for m in _SERVER_EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        return (
+            False,
+            version,
+            (
+                f"llama-cpp-python's server extra is missing ({', '.join(missing)}): "
+                "`pip install 'llama-cpp-python[server]'`."
+            ),
+        )
+    return True, version, None
+
+
+def llama_server_version(binary: Path) -> str | None:
+    try:
+        proc = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=15, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"version:\s*(\S+)(?:\s*\(([0-9a-f]+)\))?", proc.stdout + proc.stderr)
+    if not match:
+        return None
+    return f"b{match.group(1)}" + (f" ({match.group(2)})" if match.group(2) else "")
+
+
+def _build_info(binary: Path) -> str:
+    info = binary.parent.parent / "BUILD_INFO"
+    return info.read_text() if info.is_file() else ""
+
+
+class LlamaCppEngine:
+    name = "llamacpp"
+
+    # -- what is installed ---------------------------------------------------------------------------
+    def status(self, hardware: Hardware) -> list[EngineStatus]:
+        out = []
+        try:
+            binary = find_llama_server()
+        except UsageError:
+            binary = None
+        if binary is None:
+            out.append(
+                EngineStatus(
+                    name=self.name,
+                    runtime=RUNTIME_SERVER,
+                    installed=False,
+                    usable=False,
+                    reason="Not found on PATH or in the llmhost cache: build it with "
+                    "`llmhost engines install llama-server` (or `make llama-server`).",
+                )
+            )
+        else:
+            version = llama_server_version(binary)
+            reason = None
+            usable = version is not None
+            if not usable:
+                reason = f"{binary} did not run (`{binary} --version` failed): rebuild it."
+            elif hardware.has_nvidia and "GGML_CUDA=ON" not in _build_info(binary) and _build_info(binary):
+                reason = "CPU-only build on a machine with NVIDIA GPUs: rebuild with CUDA (needs nvcc)."
+            out.append(
+                EngineStatus(
+                    name=self.name,
+                    runtime=RUNTIME_SERVER,
+                    installed=True,
+                    usable=usable,
+                    version=version,
+                    location=str(binary),
+                    reason=reason,
+                )
+            )
+        ok, version, why = llama_cpp_python_available()
+        out.append(
+            EngineStatus(
+                name=self.name,
+                runtime=RUNTIME_PYTHON,
+                installed=version is not None,
+                usable=ok,
+                version=version,
+                location=sys.executable if version is not None else None,
+                reason=why,
+            )
+        )
+        return out
+
+    def pick_runtime(self, options: ServeOptions) -> str:
+        if options.runtime:
+            if options.runtime not in RUNTIMES:
+                raise UsageError(
+                    f"Unknown llama.cpp runtime {options.runtime!r}.",
+                    hint=f"Use one of: {', '.join(RUNTIMES)}.",
+                )
+            return options.runtime
+        if options.engine_bin or find_llama_server() is not None:
+            return RUNTIME_SERVER
+        return RUNTIME_PYTHON
+
+    # -- launch ----------------------------------------------------------------------------------------
+    def build_launch(self, candidate: Candidate, options: ServeOptions) -> LaunchSpec:
+        model_path = candidate.gguf_file or candidate.model_source
+        runtime = self.pick_runtime(options)
+        opts = candidate.engine_options
+        context = int(candidate.context_length)
+        parallel = int(opts.get("n_parallel", candidate.concurrency) or 1)
+        gpu_layers = candidate.gpu_layers if candidate.gpu_layers is not None else 0
+        threads = opts.get("threads")
+        n_batch = opts.get("n_batch")
+        n_ubatch = opts.get("n_ubatch")
+        # f16 is both runtimes' default: pass a cache type only when the plan chose another one.
+        kv_type = candidate.kv_cache_dtype if candidate.kv_cache_dtype in KV_CACHE_TYPES else None
+        if kv_type == "f16":
+            kv_type = None
+        flash = opts.get("flash_attn")
+        if kv_type not in (None, "f16", "bf16", "f32") and flash is None:
+            flash = True  # llama.cpp needs flash attention for a quantized V cache
+        size = (
+            Path(model_path).stat().st_size if Path(model_path).is_file() else candidate.memory.weights_bytes
+        )
+        # Loading reads the file once (mmap); allow ~50 MB/s worst case on slow disks, at least a minute.
+        deadline = max(60.0, 60.0 + size / 50e6)
+        common = dict(
+            engine=self.name,
+            runtime=runtime,
+            host=options.host,
+            port=options.port,
+            base_url=_loopback_url(options.host, options.port),
+            served_model_name=options.served_model_name,
+            api_key_env=options.api_key_env,
+            ready_deadline_s=deadline,
+            model_path=str(model_path),
+        )
+        if runtime == RUNTIME_SERVER:
+            binary = find_llama_server(options.engine_bin)
+            if binary is None:
+                raise UsageError(
+                    "The native llama-server is not installed.",
+                    hint="Run `llmhost engines install llama-server`, or use --engine llama-cpp-python.",
+                )
+            argv = [
+                str(binary), "-m", str(model_path),
+                "--host", options.host, "--port", str(options.port),
+                "--alias", options.served_model_name,
+                # -c is the total KV budget shared by the -np slots (as Ollama passes it: ctx x parallel).
+                "-c", str(context * parallel), "-np", str(parallel),
+                "-ngl", str(gpu_layers),
+                "--metrics", "--no-webui",
+            ]  # fmt: skip
+            if threads:
+                argv += ["-t", str(threads)]
+            if n_batch:
+                argv += ["-b", str(n_batch)]
+            if n_ubatch:
+                argv += ["-ub", str(n_ubatch)]
+            if flash is not None:
+                argv += ["-fa", "on" if flash else "off"]
+            if kv_type:
+                argv += ["-ctk", kv_type, "-ctv", kv_type]
+            argv += options.extra_args
+            return LaunchSpec(
+                argv=argv,
+                env=dict(options.env),
+                env_remove=["LLAMA_ARG_*", "LLAMA_API_KEY"],
+                secret_env={"LLAMA_API_KEY": options.api_key_env} if options.api_key_env else {},
+                health_path="/health",
+                models_path="/v1/models",
+                metrics_path="/metrics",
+                **common,
+            )
+        ok, _, why = llama_cpp_python_available()
+        if not ok:
+            raise UsageError(f"llama-cpp-python cannot run: {why}", hint="Or use the native llama-server.")
+        argv = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(model_path),
+            "--model_alias", options.served_model_name,
+            "--host", options.host, "--port", str(options.port),
+            "--n_ctx", str(context),
+            "--n_gpu_layers", str(gpu_layers),
+            # Never cancel an in-flight stream when another request arrives: requests queue instead.
+            "--interrupt_requests", "False",
+        ]  # fmt: skip
+        if threads:
+            argv += ["--n_threads", str(threads)]
+        if n_batch:
+            argv += ["--n_batch", str(n_batch)]
+        if n_ubatch:
+            argv += ["--n_ubatch", str(n_ubatch)]
+        if flash is not None:
+            argv += ["--flash_attn", "True" if flash else "False"]
+        if kv_type:
+            argv += ["--type_k", str(KV_CACHE_TYPES[kv_type]), "--type_v", str(KV_CACHE_TYPES[kv_type])]
+        argv += options.extra_args
+        # Its __main__ reads HOST/PORT from the environment *over* the flags: pin them to ours.
+        env = {**options.env, "HOST": options.host, "PORT": str(options.port)}
+        return LaunchSpec(
+            argv=argv,
+            env=env,
+            env_remove=["API_KEY", "CONFIG_FILE", "MODEL", "MODEL_ALIAS", "INTERRUPT_REQUESTS", "ROOT_PATH"],
+            secret_env={"API_KEY": options.api_key_env} if options.api_key_env else {},
+            health_path="/v1/models",
+            models_path="/v1/models",
+            metrics_path=None,
+            **common,
+        )
+
+    # -- logs --------------------------------------------------------------------------------------------
+    def classify_failure(self, log_tail: str) -> FailureCause | None:
+        text = log_tail.lower()
+        for cause, needles in _FAILURE_PATTERNS:
+            if any(n in text for n in needles):
+                return cause
+        return None
+
+    def parse_startup(self, log_text: str) -> StartupReport:
+        weights = kv = compute = 0.0
+        seen = {"weights": False, "kv": False, "compute": False}
+        raw: dict[str, str] = {}
+        kv_tokens = None
+        for line in log_text.splitlines():
+            if m := _MODEL_BUFFER.search(line):
+                weights += float(m.group(1))
+                seen["weights"] = True
+            elif m := _KV_BUFFER.search(line):
+                kv += float(m.group(1))
+                seen["kv"] = True
+            elif m := _COMPUTE_BUFFER.search(line):
+                compute += float(m.group(1))
+                seen["compute"] = True
+            elif m := _KV_CELLS.search(line):
+                kv_tokens = int(m.group(1))
+                raw["kv_cache"] = line.split(":", 1)[-1].strip()
+            elif m := _CTX_SETTING.search(line):
+                raw[m.group(1)] = m.group(2)
+        mib = 1024 * 1024
+        parallel = raw.get("n_seq_max")
+        concurrency = None
+        if kv_tokens and parallel and raw.get("n_ctx_seq"):
+            concurrency = kv_tokens / max(int(raw["n_ctx_seq"]), 1)
+        elif parallel:
+            concurrency = float(parallel)
+        return StartupReport(
+            weights_bytes=int(weights * mib) if seen["weights"] else None,
+            kv_cache_bytes=int(kv * mib) if seen["kv"] else None,
+            kv_cache_tokens=kv_tokens,
+            compute_bytes=int(compute * mib) if seen["compute"] else None,
+            max_concurrency=concurrency,
+            raw=raw,
+        )
+
+
+_MODEL_BUFFER = re.compile(r"\S+ model buffer size =\s+([\d.]+) MiB")
+_KV_BUFFER = re.compile(r"\S+ KV buffer size =\s+([\d.]+) MiB")
+_COMPUTE_BUFFER = re.compile(r"\S+ compute buffer size =\s+([\d.]+) MiB")
+_KV_CELLS = re.compile(r"llama_kv_cache: size =\s+[\d.]+ MiB \(\s*(\d+) cells")
+_CTX_SETTING = re.compile(r"llama_context: (n_ctx|n_ctx_seq|n_seq_max|n_batch|n_ubatch|flash_attn)\s+= (\S+)")
+
+# Order matters: an allocation failure is often followed by "failed to load model".
+_FAILURE_PATTERNS: tuple[tuple[FailureCause, tuple[str, ...]], ...] = (
+    (
+        "out_of_memory",
+        (
+            "out of memory", "cudamalloc failed", "failed to allocate", "unable to allocate",
+            "cannot allocate memory", "std::bad_alloc", "vk_error_out_of_device_memory", "memoryerror",
+        ),
+    ),
+    (
+        "port_in_use",
+        ("address already in use", "couldn't bind", "errno 98", "failed to bind", "address in use"),
+    ),
+    (
+        "missing_library",
+        (
+            "error while loading shared libraries", "cannot open shared object file", "no module named",
+            "modulenotfounderror", "importerror", "failed to load shared library",
+        ),
+    ),
+    (
+        "model_invalid",
+        (
+            "invalid magic", "failed to load model", "error loading model", "gguf_init_from_file",
+            "not a gguf", "failed to read magic", "model file not found", "unknown model architecture",
+        ),
+    ),
+    (
+        "bad_argument",
+        ("error: invalid argument", "unknown argument", "unrecognized arguments", "invalid value for"),
+    ),
+)  # fmt: skip
+
+
+ENGINE = LlamaCppEngine()

@@ -1,0 +1,166 @@
+"""Operations on deployments from outside their supervisor: launch detached, list, stop, clean up.
+
+A detached deployment is a re-exec of `python -m llmhost.supervise NAME` in its own session. The API key
+reaches it (and then the engine) through the environment, never argv; state files hold only env var names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from llmhost.errors import EngineError, NotFoundError, UsageError
+from llmhost.supervise import paths
+from llmhost.supervise.process import terminate_tree
+from llmhost.supervise.state import (
+    TERMINAL_STATES,
+    Deployment,
+    DeploymentStatus,
+    deployment_names,
+    engine_processes,
+    forget,
+    read_deployment,
+    refreshed,
+    status_of,
+    supervisor_alive,
+    write_deployment,
+)
+
+
+def claim_name(dep: Deployment) -> None:
+    """Record a new deployment; refuse a name whose supervisor is alive, replace stale state."""
+    existing = read_deployment(dep.name)
+    if existing is not None:
+        current = refreshed(existing)
+        if current.state not in TERMINAL_STATES:
+            raise UsageError(
+                f"A deployment named {dep.name!r} is already running ({current.state}, {current.base_url}).",
+                hint=f"Stop it with `llmhost stop {dep.name}` or choose another --name.",
+            )
+        cleanup(existing)
+    write_deployment(dep)
+
+
+def reserved_ports() -> set[int]:
+    """Ports of live deployments (an engine that is still loading may not have bound its port yet)."""
+    ports = set()
+    for name in deployment_names():
+        dep = read_deployment(name)
+        if dep is not None and refreshed(dep).state not in TERMINAL_STATES:
+            ports.add(dep.port)
+    return ports
+
+
+def launch_detached(dep: Deployment, *, api_key: str | None, timeout_s: float | None = None) -> Deployment:
+    """Start the supervisor in the background and wait until the deployment is ready or has failed."""
+    env = dict(os.environ)
+    if api_key and dep.launch.api_key_env:
+        env[dep.launch.api_key_env] = api_key
+    log_path = paths.supervisor_log(dep.name)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmhost.supervise", dep.name],
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + (timeout_s or dep.launch.ready_deadline_s + 60.0)
+    try:
+        while True:
+            current = read_deployment(dep.name)
+            if current is not None and current.state in ("ready", "failed", "stopped"):
+                return current
+            code = proc.poll()
+            if code is not None:
+                current = read_deployment(dep.name)
+                if current is not None and current.state in TERMINAL_STATES:
+                    return current
+                raise EngineError(
+                    f"The supervisor exited with code {code} before the deployment was ready.",
+                    hint=f"See `llmhost logs {dep.name} --supervisor`.",
+                )
+            if time.monotonic() > deadline:
+                stop_deployment(dep.name)
+                raise EngineError(
+                    f"Deployment {dep.name!r} was not ready in time; stopped it.",
+                    hint=f"See `llmhost logs {dep.name}`.",
+                )
+            time.sleep(0.02)
+    except KeyboardInterrupt:
+        stop_deployment(dep.name)
+        raise
+
+
+def list_deployments(*, clean: bool = True) -> list[DeploymentStatus]:
+    """Every deployment with live figures. With `clean`, a deployment whose supervisor is gone is
+    reported (as "dead", or its final state) once, its orphaned engine stopped and its state removed."""
+    out = []
+    for name in deployment_names():
+        dep = read_deployment(name)
+        if dep is None:
+            continue
+        status = status_of(dep)
+        out.append(status)
+        if clean and not supervisor_alive(dep) and status.state in TERMINAL_STATES:
+            cleanup(dep)
+    return out
+
+
+def cleanup(dep: Deployment) -> None:
+    """Stop whatever is left of a deployment whose supervisor is gone, then forget its state."""
+    if supervisor_alive(dep):
+        return
+    procs = engine_processes(dep)
+    if procs:
+        leader = dep.engine_process.pid if dep.engine_process else procs[0].pid
+        terminate_tree(leader, extra=procs, grace_s=dep.launch.stop_grace_s)
+    forget(dep.name)
+
+
+def stop_deployment(name: str, *, timeout_s: float | None = None) -> Deployment:
+    """Stop a deployment and return once every process of it has exited (then forget its state)."""
+    dep = read_deployment(paths.validate_name(name))
+    if dep is None:
+        raise NotFoundError(f"No deployment named {name!r}.", hint="See `llmhost ps` for what is running.")
+    grace = dep.launch.stop_grace_s
+    wait_s = timeout_s if timeout_s is not None else grace + 20.0
+    if dep.supervisor is not None:
+        sup = dep.supervisor.process()
+        if sup is not None:
+            with contextlib.suppress(psutil.Error):
+                sup.send_signal(signal.SIGTERM)
+            _, alive = psutil.wait_procs([sup], timeout=wait_s)
+            for proc in alive:  # a wedged supervisor: kill it, then clean its engine up ourselves
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            psutil.wait_procs(alive, timeout=5)
+    final = read_deployment(name) or dep
+    procs = engine_processes(final)
+    survivors: list[psutil.Process] = []
+    if procs:
+        leader = final.engine_process.pid if final.engine_process else procs[0].pid
+        survivors = terminate_tree(leader, extra=procs, grace_s=grace)
+    if survivors:
+        raise EngineError(
+            f"Processes of {name!r} survived SIGKILL: {', '.join(str(p.pid) for p in survivors)}.",
+            hint="They may be stuck in the kernel (e.g. a GPU driver call); check `ps` and the driver.",
+        )
+    forget(name)
+    state = "failed" if final.state == "failed" else "stopped"
+    return final.model_copy(update={"state": state})
+
+
+def stop_all() -> list[Deployment]:
+    return [stop_deployment(name) for name in deployment_names()]

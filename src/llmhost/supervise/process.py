@@ -1,0 +1,190 @@
+"""Process-group plumbing: spawn an engine in its own session, stop the whole tree, prove nothing is left.
+
+Why a new session: the engine and everything it forks share one process group we can signal at once,
+and a Ctrl-C in the user's terminal reaches only the supervisor (which then stops the engine in order).
+Why also psutil descendants: some engines' children (vLLM's engine core and workers) may move to other
+groups, and they would otherwise outlive a killed API server and keep holding memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+
+import psutil
+
+from llmhost.errors import EngineError, UsageError
+
+
+def spawn(argv: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start `argv` in a new session, stdout+stderr on one pipe (the supervisor writes the log)."""
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,
+            close_fds=True,
+        )
+    except FileNotFoundError as exc:
+        raise EngineError(
+            f"Engine executable not found: {argv[0]}.",
+            hint="Install it (`llmhost engines` shows what is installed) or pass --engine-bin.",
+        ) from exc
+    except PermissionError as exc:
+        raise EngineError(f"Engine executable is not runnable: {argv[0]} ({exc}).") from exc
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+    return members
+
+
+def tree_of(
+    leader_pid: int, extra: Iterable[psutil.Process] = (), *, leader_alive: bool = True
+) -> list[psutil.Process]:
+    """The leader, its recursive children, its process group and `extra` (deduplicated, live only).
+
+    `leader_alive=False` when the leader was already reaped: its PID may belong to someone else now,
+    so only the group (a PGID is not reused while members live) and `extra` are trusted.
+    """
+    found: dict[int, psutil.Process] = {}
+    if leader_alive:
+        with contextlib.suppress(psutil.Error):
+            leader = psutil.Process(leader_pid)
+            found[leader.pid] = leader
+            for child in leader.children(recursive=True):
+                found[child.pid] = child
+    for proc in group_members(leader_pid):
+        found[proc.pid] = proc
+    for proc in extra:
+        found[proc.pid] = proc
+    return [p for p in found.values() if _alive(p)]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _signal_all(pgid: int, procs: Iterable[psutil.Process], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
+
+
+def terminate_tree(
+    leader_pid: int,
+    *,
+    extra: Iterable[psutil.Process] = (),
+    grace_s: float = 10.0,
+    popen: subprocess.Popen[bytes] | None = None,
+) -> list[psutil.Process]:
+    """SIGTERM the group and every known descendant, wait `grace_s`, SIGKILL what is left.
+
+    Returns the processes still alive afterwards (empty on success). `popen` is reaped when given.
+    """
+
+    def leader_alive() -> bool:
+        return popen is None or popen.poll() is None
+
+    targets = tree_of(leader_pid, extra, leader_alive=leader_alive())
+    _signal_all(leader_pid, targets, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        # Children forked during shutdown join the group: rescan so they are not missed.
+        targets = tree_of(leader_pid, [p for p in targets if _alive(p)], leader_alive=leader_alive())
+        if not targets:
+            break
+        time.sleep(0.05)
+    if targets:
+        _signal_all(leader_pid, targets, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            targets = tree_of(leader_pid, [p for p in targets if _alive(p)], leader_alive=leader_alive())
+            if not targets:
+                break
+            _signal_all(leader_pid, targets, signal.SIGKILL)
+            time.sleep(0.05)
+    if popen is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=1.0)
+    return targets
+
+
+def probe_host(host: str) -> str:
+    """Where to connect to reach a server bound to `host` (a wildcard bind is reached on loopback)."""
+    if host in ("0.0.0.0", ""):  # noqa: S104 (comparing, not binding)
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def port_free(host: str, port: int) -> bool:
+    """True if a server could bind `host:port` now (SO_REUSEADDR, as servers set it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_port_free(host: str, port: int, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if port_free(host, port):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def port_owner(port: int) -> str | None:
+    """'PID 123 (python)' for the process listening on `port`, when the OS lets us see it."""
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                with contextlib.suppress(psutil.Error):
+                    return f"PID {conn.pid} ({psutil.Process(conn.pid).name()})"
+                return f"PID {conn.pid}"
+    return None
+
+
+def check_port_available(host: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise UsageError(f"Port {port} is out of range.", hint="Pass --port between 1024 and 65535.")
+    if not port_free(host, port):
+        owner = port_owner(port)
+        who = f" by {owner}" if owner else ""
+        raise UsageError(
+            f"Port {port} on {host} is already in use{who}.",
+            hint="Pass another --port, or leave --port out to use the next free port.",
+        )
+
+
+def next_free_port(host: str, *, start: int = 8000, exclude: Iterable[int] = (), span: int = 1000) -> int:
+    """The first port from `start` that is free now and not reserved by another deployment."""
+    reserved = set(exclude)
+    for port in range(start, start + span):
+        if port not in reserved and port_free(host, port):
+            return port
+    raise EngineError(f"No free port between {start} and {start + span - 1}.", hint="Pass --port.")

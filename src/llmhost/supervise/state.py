@@ -1,0 +1,213 @@
+"""Deployment state: one JSON file per deployment under the state dir, written atomically with mode 0600.
+
+Public API for other stages (e.g. `llmhost bench NAME`):
+
+- `load_deployment(name) -> Deployment`: the recorded state, with `state` corrected to "dead" when the
+  supervisor is gone (a dead PID, or a PID reused by another program: the process create time is checked).
+  Raises `NotFoundError` when there is no such deployment. `Deployment.base_url` ends in `/v1`;
+  `Deployment.launch.api_key_env` names the env var that held the key (the key itself is never stored).
+- `list_deployments() -> list[DeploymentStatus]`: every deployment, with uptime and memory.
+
+Secrets never reach these files: `LaunchSpec` carries env var *names* only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+import psutil
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmhost.engines.base import FailureCause, LaunchSpec, StartupReport
+from llmhost.errors import NotFoundError
+from llmhost.supervise import paths
+from llmhost.supervise.process import group_members
+
+DeploymentState = Literal["starting", "ready", "restarting", "failed", "stopping", "stopped", "dead"]
+TERMINAL_STATES: frozenset[str] = frozenset({"failed", "stopped", "dead"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProcessRef(_Model):
+    """A process identified by PID *and* create time, so a reused PID is never mistaken for ours."""
+
+    pid: int
+    create_time: float
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRef | None:
+        try:
+            return cls(pid=pid, create_time=psutil.Process(pid).create_time())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+
+    def process(self) -> psutil.Process | None:
+        """The live process, or None if it exited, is a zombie, or the PID now belongs to another program."""
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 0.05:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+
+    def alive(self) -> bool:
+        return self.process() is not None
+
+
+class Deployment(_Model):
+    name: str
+    model: str = Field(description="The model reference the user served.")
+    served_model_name: str
+    engine: str
+    runtime: str
+    base_url: str = Field(description="OpenAI-compatible base URL, ending in /v1.")
+    host: str
+    port: int
+    state: DeploymentState = "starting"
+    detached: bool = False
+    auth: bool = Field(default=False, description="Requests need the API key.")
+    supervisor: ProcessRef | None = None
+    engine_process: ProcessRef | None = None
+    descendants: list[ProcessRef] = Field(
+        default_factory=list, description="Engine children seen so far (they may leave the process group)."
+    )
+    restarts: int = 0
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = Field(default=None, description="When the current engine process started.")
+    ready_at: float | None = None
+    last_exit_code: int | None = None
+    failure: str | None = None
+    failure_cause: FailureCause | None = None
+    requests_served: int | None = None
+    tokens_generated: int | None = None
+    launch: LaunchSpec
+    planned: StartupReport | None = Field(default=None, description="What the plan expected (memory, KV).")
+    actual: StartupReport | None = Field(default=None, description="What the engine reported at start-up.")
+    reasons: list[str] = Field(default_factory=list, description="Why the plan chose this candidate.")
+    log_dir: str
+
+
+class DeploymentStatus(Deployment):
+    """What `llmhost ps --json` prints: the recorded state plus live figures read at query time."""
+
+    supervisor_pid: int | None = None
+    engine_pid: int | None = None
+    uptime_s: float | None = None
+    memory_bytes: int | None = Field(default=None, description="RSS of the engine and its children.")
+
+
+def write_deployment(dep: Deployment) -> None:
+    """Atomically replace the state file (0600 from creation, never world-readable even briefly)."""
+    directory = paths.ensure_private_dir(paths.deployment_dir(dep.name))
+    target = directory / "deployment.json"
+    tmp = directory / f".deployment.{os.getpid()}.tmp"
+    data = dep.model_dump_json(indent=2).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+
+
+def read_deployment(name: str) -> Deployment | None:
+    path = paths.state_file(name)
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        return Deployment.model_validate(json.loads(raw))
+    except (ValueError, ValidationError):
+        # A corrupt or foreign file is not trusted: treat it as absent (it is cleaned on the next write).
+        return None
+
+
+def supervisor_alive(dep: Deployment) -> bool:
+    return dep.supervisor is not None and dep.supervisor.alive()
+
+
+def refreshed(dep: Deployment) -> Deployment:
+    """The deployment with its state corrected when its supervisor is gone."""
+    if dep.state in TERMINAL_STATES or supervisor_alive(dep):
+        return dep
+    if dep.supervisor is None and time.time() - dep.created_at < 30:
+        return dep  # the launcher wrote it and is about to start the supervisor
+    return dep.model_copy(update={"state": "dead"})
+
+
+def load_deployment(name: str) -> Deployment:
+    """The deployment called `name` (see module docstring); raises NotFoundError if there is none."""
+    dep = read_deployment(paths.validate_name(name))
+    if dep is None:
+        raise NotFoundError(f"No deployment named {name!r}.", hint="See `llmhost ps` for what is running.")
+    return refreshed(dep)
+
+
+def engine_processes(dep: Deployment) -> list[psutil.Process]:
+    """Every live process of the deployment's engine: the leader, its process group, tracked children."""
+    found: dict[int, psutil.Process] = {}
+    refs = [dep.engine_process, *dep.descendants] if dep.engine_process else list(dep.descendants)
+    for ref in refs:
+        if ref is None:
+            continue
+        proc = ref.process()
+        if proc is not None:
+            found[proc.pid] = proc
+    leader = dep.engine_process.process() if dep.engine_process else None
+    if leader is not None:
+        with contextlib.suppress(psutil.Error):
+            for child in leader.children(recursive=True):
+                found[child.pid] = child
+        for proc in group_members(leader.pid):
+            found[proc.pid] = proc
+    return list(found.values())
+
+
+def status_of(dep: Deployment) -> DeploymentStatus:
+    dep = refreshed(dep)
+    memory = None
+    procs = engine_processes(dep) if dep.state not in TERMINAL_STATES else []
+    if procs:
+        total = 0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        memory = total
+    uptime = time.time() - dep.started_at if dep.started_at and dep.state not in TERMINAL_STATES else None
+    data = dep.model_dump()
+    data.update(
+        supervisor_pid=dep.supervisor.pid if dep.supervisor else None,
+        engine_pid=dep.engine_process.pid if dep.engine_process else None,
+        uptime_s=uptime,
+        memory_bytes=memory,
+    )
+    return DeploymentStatus.model_validate(data)
+
+
+def deployment_names() -> list[str]:
+    root = paths.deployments_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "deployment.json").is_file())
+
+
+def forget(name: str) -> None:
+    """Remove the state file (the logs stay, so `llmhost logs NAME` still works)."""
+    with contextlib.suppress(FileNotFoundError):
+        paths.state_file(name).unlink()
+
+
+def log_files(name: str) -> tuple[Path, Path]:
+    return paths.engine_log(name), paths.supervisor_log(name)

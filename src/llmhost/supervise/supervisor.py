@@ -1,0 +1,372 @@
+"""The supervisor: runs one deployment's engine from its `LaunchSpec`, whatever the engine.
+
+Life of a deployment:
+
+    starting --ready--> ready --engine exits--> restarting --backoff--> starting ...
+        |                                           |
+        +-- exits before ready / deadline --> failed (no restart: the same flags would fail again)
+                                                    +-- permanent cause, OOM, or crash loop --> failed
+    any state --stop (SIGTERM/Ctrl-C)--> stopping --> stopped
+
+- Readiness: process alive AND health endpoint OK AND the served name listed, before a deadline.
+- Restarts: exponential backoff (2 s doubling to 5 min, as GPUStack's serve manager does), reset after
+  the engine has been ready for 10 minutes; give up after 5 crashes in a row (like systemd's
+  StartLimitBurst). Out of memory is never retried with the same flags.
+- Stop: SIGTERM the process group and tracked descendants, grace period, SIGKILL, then check that no
+  process is left and the port is free.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import psutil
+
+from llmhost.engines.base import Engine, FailureCause
+from llmhost.supervise import paths
+from llmhost.supervise.health import REQUEST_COUNTERS, TOKEN_COUNTERS, Prober, first_counter
+from llmhost.supervise.logs import OutputPump, RotatingLog
+from llmhost.supervise.process import port_free, port_owner, spawn, terminate_tree, wait_port_free
+from llmhost.supervise.state import Deployment, ProcessRef, write_deployment
+
+# Causes for which a restart with the same flags cannot help.
+PERMANENT_CAUSES: frozenset[str] = frozenset(
+    {"out_of_memory", "model_invalid", "port_in_use", "missing_library", "kv_cache_too_small", "bad_argument"}
+)
+
+CAUSE_HINTS: dict[str, str] = {
+    "out_of_memory": "The engine ran out of memory. Serve with a smaller --context or --concurrency, or a "
+    "smaller --quant (see `llmhost plan MODEL`).",
+    "kv_cache_too_small": "The KV cache cannot hold the requested context. Lower --context or raise the "
+    "memory share (see `llmhost plan MODEL`).",
+    "model_invalid": "Not a valid model file for this engine. Check the path or download it again.",
+    "port_in_use": "The port is taken. Pass another --port, or leave it out to pick a free one.",
+    "missing_library": "The engine is missing a shared library. Reinstall it (`llmhost engines`).",
+    "bad_argument": "The engine rejected its arguments; check the profile's extra args.",
+}
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    backoff_initial_s: float = 2.0
+    backoff_max_s: float = 300.0
+    max_consecutive_crashes: int = 5
+    stable_after_s: float = 600.0
+    probe_interval_s: float = 0.05
+    monitor_interval_s: float = 0.25
+    metrics_interval_s: float = 5.0
+    tick_interval_s: float = 0.5
+
+
+def backoff_delay(consecutive_crashes: int, config: SupervisorConfig) -> float:
+    """2 s, 4 s, 8 s ... capped at 5 minutes."""
+    exponent = max(consecutive_crashes - 1, 0)
+    return float(min(config.backoff_initial_s * (2**exponent), config.backoff_max_s))
+
+
+@dataclass
+class _Attempt:
+    outcome: str  # "stopped" | "exited" | "deadline"
+    exit_code: int | None = None
+    was_ready: bool = False
+    ran_for_s: float = 0.0
+
+
+class Supervisor:
+    def __init__(
+        self,
+        deployment: Deployment,
+        *,
+        engine: Engine | None,
+        api_key: str | None = None,
+        config: SupervisorConfig | None = None,
+        on_update: Callable[[Deployment], None] | None = None,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.dep = deployment
+        self.engine = engine
+        self.api_key = api_key
+        self.config = config or SupervisorConfig()
+        self._on_update = on_update
+        self._on_event = on_event
+        self._stop = threading.Event()
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._pump: OutputPump | None = None
+        self._tracked: dict[int, psutil.Process] = {}
+        paths.ensure_private_dir(paths.deployment_dir(deployment.name))
+        self._engine_log = RotatingLog(paths.engine_log(deployment.name))
+        self._last_tick = 0.0
+        self._started_any = False
+
+    # -- public -------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the supervisor to stop the engine and return (safe from a signal handler)."""
+        self._stop.set()
+
+    def run(self) -> Deployment:
+        """Run until stopped or given up; returns the final deployment (state "stopped" or "failed")."""
+        self._save(supervisor=ProcessRef.of(os.getpid()), state="starting")
+        self._event(
+            f"supervisor started for {self.dep.engine}/{self.dep.runtime}: {' '.join(self.dep.launch.argv)}"
+        )
+        consecutive = 0
+        try:
+            while not self._stop.is_set():
+                attempt = self._run_once()
+                if attempt.outcome == "stopped":
+                    break
+                if attempt.ran_for_s >= self.config.stable_after_s:
+                    consecutive = 0
+                if self._give_up(attempt, consecutive):
+                    break
+                consecutive += 1
+                delay = backoff_delay(consecutive, self.config)
+                self._event(f"restarting in {delay:.0f}s (crash {consecutive} in a row)")
+                self._save(state="restarting")
+                if self._stop.wait(delay):
+                    break
+                self._save(restarts=self.dep.restarts + 1)
+        finally:
+            self._shutdown()
+        return self.dep
+
+    # -- one engine process --------------------------------------------------------------------------
+    def _run_once(self) -> _Attempt:
+        spec = self.dep.launch
+        if spec.port is not None and not port_free(spec.host, spec.port):
+            # Do not even start: the engine would fail to bind (or worse, bind the other family).
+            owner = port_owner(spec.port)
+            if not wait_port_free(spec.host, spec.port, 3.0):
+                who = f" by {owner}" if owner else ""
+                self._fail("port_in_use", f"Port {spec.port} on {spec.host} is already in use{who}.")
+                return _Attempt("exited")
+        env = self._engine_env()
+        self._engine_log.write(f"\n===== llmhost: starting engine at {_now()} =====\n".encode())
+        popen = spawn(spec.argv, env)
+        self._popen = popen
+        self._started_any = True
+        assert popen.stdout is not None
+        self._pump = OutputPump(
+            popen.stdout, self._engine_log, secrets=[self.api_key] if self.api_key else []
+        )
+        self._tracked = {}
+        started = time.time()
+        self._save(
+            state="starting",
+            engine_process=ProcessRef.of(popen.pid),
+            descendants=[],
+            started_at=started,
+            ready_at=None,
+            failure=None,
+            failure_cause=None,
+        )
+        self._event(f"engine started: PID {popen.pid}")
+        prober = Prober(spec, self.api_key)
+        deadline = time.monotonic() + spec.ready_deadline_s
+        ready = False
+        last_metrics = 0.0
+        last_track = 0.0
+        try:
+            while True:
+                if self._stop.is_set():
+                    return _Attempt("stopped", was_ready=ready, ran_for_s=time.time() - started)
+                code = popen.poll()
+                if code is not None:
+                    self._pump.join()
+                    return _Attempt(
+                        "exited", exit_code=code, was_ready=ready, ran_for_s=time.time() - started
+                    )
+                now = time.monotonic()
+                if now - last_track >= 1.0:
+                    self._track_descendants(popen.pid)
+                    last_track = now
+                if not ready:
+                    if now > deadline:
+                        self._event(f"not ready after {spec.ready_deadline_s:.0f}s: stopping the engine")
+                        return _Attempt("deadline", was_ready=False, ran_for_s=time.time() - started)
+                    result = prober.check()
+                    if result.state == "ready":
+                        ready = True
+                        self._became_ready(started)
+                    elif result.state == "unauthorized":
+                        self._event(f"readiness probe rejected: {result.detail}")
+                    self._stop.wait(self.config.probe_interval_s)
+                else:
+                    if spec.metrics_path and now - last_metrics >= self.config.metrics_interval_s:
+                        last_metrics = now
+                        samples = prober.metrics()
+                        if samples:
+                            self._save(
+                                requests_served=first_counter(samples, REQUEST_COUNTERS),
+                                tokens_generated=first_counter(samples, TOKEN_COUNTERS),
+                            )
+                    self._tick()
+                    self._stop.wait(self.config.monitor_interval_s)
+        finally:
+            prober.close()
+
+    def _became_ready(self, started: float) -> None:
+        actual = None
+        if self.engine is not None and self._pump is not None:
+            try:
+                actual = self.engine.parse_startup(self._pump.startup_text())
+            except Exception as exc:  # a log parser bug must never take a healthy deployment down
+                self._event(f"could not parse engine start-up figures: {exc}")
+        self._save(state="ready", ready_at=time.time(), actual=actual)
+        self._event(f"ready after {time.time() - started:.2f}s at {self.dep.base_url}")
+
+    def _give_up(self, attempt: _Attempt, consecutive: int) -> bool:
+        """After an engine exit: record why; True if restarting cannot help."""
+        tail = self._pump.tail_text() if self._pump else ""
+        if attempt.outcome == "deadline":
+            self._kill_engine()
+            tail = self._pump.tail_text() if self._pump else tail
+            cause = self._classify(tail)
+            self._fail(
+                cause or "unknown",
+                f"The engine did not become ready within {self.dep.launch.ready_deadline_s:.0f}s.",
+                tail,
+            )
+            return True
+        self._kill_engine()  # the leader exited; its children must not linger
+        cause = self._classify(tail)
+        self._save(last_exit_code=attempt.exit_code)
+        what = f"The engine exited with code {attempt.exit_code}"
+        if self.dep.state == "failed":  # set by _run_once (port in use before launch)
+            return True
+        if not attempt.was_ready and self.dep.restarts == 0:
+            self._fail(cause or "unknown", f"{what} before it became ready.", tail)
+            return True
+        if cause in PERMANENT_CAUSES:
+            self._fail(
+                cause, f"{what} ({cause.replace('_', ' ')}); not restarting with the same flags.", tail
+            )
+            return True
+        if consecutive + 1 > self.config.max_consecutive_crashes:
+            self._fail(
+                cause or "unknown",
+                f"Crash loop: the engine crashed {consecutive + 1} times in a row; giving up.",
+                tail,
+            )
+            return True
+        self._event(f"{what}{f' ({cause})' if cause else ''}; last lines:\n{_indent(tail, 12)}")
+        return False
+
+    def _classify(self, tail: str) -> FailureCause | None:
+        if self.engine is None or not tail:
+            return None
+        try:
+            return self.engine.classify_failure(tail)
+        except Exception:
+            return None
+
+    def _fail(self, cause: FailureCause, message: str, tail: str = "") -> None:
+        hint = CAUSE_HINTS.get(cause)
+        full = message + (f" {hint}" if hint else "")
+        if tail:
+            full += f"\nLast lines of {paths.engine_log(self.dep.name)}:\n{_indent(tail, 15)}"
+        self._save(state="failed", failure=full, failure_cause=cause)
+        self._event(f"failed: {full}")
+
+    # -- environment, children, shutdown --------------------------------------------------------------
+    def _engine_env(self) -> dict[str, str]:
+        spec = self.dep.launch
+        env = dict(os.environ)
+        for name in spec.env_remove:
+            if name.endswith("*"):
+                for key in [k for k in env if k.startswith(name[:-1])]:
+                    del env[key]
+            else:
+                env.pop(name, None)
+        if spec.api_key_env:
+            env.pop(spec.api_key_env, None)
+        env.update(spec.env)
+        for engine_var, source_var in spec.secret_env.items():
+            value = self.api_key if source_var == spec.api_key_env else os.environ.get(source_var)
+            if value:
+                env[engine_var] = value
+        return env
+
+    def _track_descendants(self, leader: int) -> None:
+        try:
+            children = psutil.Process(leader).children(recursive=True)
+        except psutil.Error:
+            return
+        new = [c for c in children if c.pid not in self._tracked]
+        if not new:
+            return
+        for child in new:
+            self._tracked[child.pid] = child
+        refs = [r for r in (ProcessRef.of(p.pid) for p in self._tracked.values()) if r is not None]
+        self._save(descendants=refs)
+
+    def _kill_engine(self) -> list[psutil.Process]:
+        if self._popen is None:
+            return []
+        survivors = terminate_tree(
+            self._popen.pid,
+            extra=list(self._tracked.values()),
+            grace_s=self.dep.launch.stop_grace_s,
+            popen=self._popen,
+        )
+        if self._pump is not None:
+            self._pump.join()
+        self._popen = None
+        return survivors
+
+    def _shutdown(self) -> None:
+        stopping = self.dep.state != "failed"
+        if stopping:
+            self._save(state="stopping")
+            self._event("stopping the engine")
+        survivors = self._kill_engine()
+        spec = self.dep.launch
+        problems = []
+        if survivors:
+            problems.append("processes survived SIGKILL: " + ", ".join(str(p.pid) for p in survivors))
+        if spec.port is not None and self._started_any and not wait_port_free(spec.host, spec.port, 5.0):
+            owner = port_owner(spec.port)
+            problems.append(f"port {spec.port} still in use{f' by {owner}' if owner else ''}")
+        if problems:
+            self._event("warning: " + "; ".join(problems))
+        if stopping:
+            self._save(state="stopped")
+            self._event("stopped; no engine process left" if not problems else "stopped with leftovers")
+        self._engine_log.close()
+
+    # -- state and events -----------------------------------------------------------------------------
+    def _save(self, **changes: object) -> None:
+        self.dep = self.dep.model_copy(update=changes)
+        write_deployment(self.dep)
+        if self._on_update is not None:
+            self._on_update(self.dep)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self._on_update is not None and now - self._last_tick >= self.config.tick_interval_s:
+            self._last_tick = now
+            self._on_update(self.dep)
+
+    def _event(self, message: str) -> None:
+        line = f"{_now()} {message}\n"
+        fd = os.open(paths.supervisor_log(self.dep.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        if self._on_event is not None:
+            self._on_event(message)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def _indent(text: str, lines: int) -> str:
+    return "\n".join("  " + line for line in text.splitlines()[-lines:])
