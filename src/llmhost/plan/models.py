@@ -28,6 +28,11 @@ class DeviceMemory(_Model):
     device: str = Field(description='"cuda:0", "cpu", "metal:0"...')
     breakdown: MemoryBreakdown
     capacity_bytes: int = Field(description="What the engine may use on this device.")
+    decode_read_bytes: int | None = Field(
+        default=None,
+        description="Weight bytes this device reads per decoded token (active experts only, no "
+        "embedding table); the roofline speed uses it.",
+    )
 
 
 class PlanModel(_Model):

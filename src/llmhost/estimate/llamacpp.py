@@ -1,0 +1,228 @@
+"""llama.cpp's buffers per device, the way `llama-server` allocates them.
+
+- Model buffers by `-ngl` (src/llama-model.cpp `load_tensors`): with n layers, layer i is offloaded
+  when `i >= n + 1 - ngl`, and the output layer (index n) as soon as `ngl >= 1`: the output goes
+  first. Token embeddings always stay on the CPU (the input layer); a model without `output.weight`
+  loads a second copy of `token_embd` as its output. Offloaded layers are split over GPUs in
+  proportion to their free memory (the default `--split-mode layer` tensor split).
+- KV cache: `-c` cells in total, one stream of `-c / -np` cells per slot; each layer's cache lives with
+  its layer. Sliding-window layers keep `pad256(n_swa + n_ubatch)` cells per stream unless `--swa-full`.
+- Compute buffer (ggml graph allocator's peak): the largest of the FFN block
+  (3 x n_ff + 3 x n_embd floats per ubatch token), attention without flash attention
+  (the f32 KQ matrix n_kv x n_head per token plus Q/K/V) and the output head
+  (n_vocab x n_seq logits, since llama-context.cpp reserves one output per sequence), plus the KQ mask.
+  Calibrated on the H100 reference: 8B, n_ubatch 512, 4 streams of 2048: 110 MiB (FA on) and
+  168 MiB (off) predicted and measured.
+- Host output buffer: n_vocab x n_seq x 4 bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from llmhost.estimate import overheads as oh
+from llmhost.estimate.kv import layer_kv_bytes_per_token, llamacpp_kv_cells
+from llmhost.estimate.vllm import ffn_width
+from llmhost.estimate.weights import WeightsLayout
+from llmhost.models.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class LlamaCppSettings:
+    n_ctx_seq: int
+    n_parallel: int = 1
+    gpu_layers: int = 0
+    n_batch: int = oh.LLAMACPP_DEFAULT_N_BATCH
+    n_ubatch: int = oh.LLAMACPP_DEFAULT_N_UBATCH
+    flash_attn: bool = True
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    swa_full: bool = False
+    kv_unified: bool = False
+
+    @property
+    def n_ctx(self) -> int:
+        return self.n_ctx_seq * self.n_parallel
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where llama.cpp may put buffers: a GPU or the host."""
+
+    name: str
+    kind: str  # "cuda", "rocm", "metal", "cpu"
+    capacity_bytes: int
+    context_bytes: int = 0
+
+
+@dataclass
+class DeviceBuffers:
+    device: Device
+    layers: list[int] = field(default_factory=list)
+    model_bytes: int = 0
+    kv_bytes: int = 0
+    compute_bytes: int = 0
+    overhead_bytes: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return self.model_bytes + self.kv_bytes + self.compute_bytes + self.overhead_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.device.capacity_bytes
+
+
+def pad_ctx(tokens: int) -> int:
+    return max(math.ceil(tokens / oh.LLAMACPP_CTX_PAD) * oh.LLAMACPP_CTX_PAD, oh.LLAMACPP_CTX_PAD)
+
+
+def layer_kv_bytes(spec: ModelSpec, settings: LlamaCppSettings, layer: int) -> int:
+    """Bytes of layer `layer`'s K and V cache, all streams."""
+    att = spec.attention
+    kind = att.layer_kinds[layer] if layer < len(att.layer_kinds) else "full"
+    if kind in ("linear", "mamba", "none"):
+        return 0
+    full_cells, swa_cells = llamacpp_kv_cells(
+        settings.n_ctx_seq,
+        settings.n_parallel,
+        window=att.sliding_window,
+        n_ubatch=settings.n_ubatch,
+        swa_full=settings.swa_full,
+        unified=settings.kv_unified,
+    )
+    cells = swa_cells if kind == "sliding" and att.sliding_window else full_cells
+    if settings.cache_type_k == settings.cache_type_v:
+        per_token = layer_kv_bytes_per_token(spec, layer, settings.cache_type_k, engine="llamacpp")
+    else:
+        k_only = _half(spec, layer, settings.cache_type_k, k=True)
+        v_only = _half(spec, layer, settings.cache_type_v, k=False)
+        per_token = k_only + v_only
+    return cells * per_token
+
+
+def _half(spec: ModelSpec, layer: int, dtype: str, *, k: bool) -> int:
+    from llmhost.estimate.dtypes import kv_row_bytes
+
+    att = spec.attention
+    kind = att.layer_kinds[layer] if layer < len(att.layer_kinds) else "full"
+    if kind == "mla":
+        return layer_kv_bytes_per_token(spec, layer, dtype, engine="llamacpp") if k else 0
+    heads = att.num_kv_heads[layer] if layer < len(att.num_kv_heads) else 0
+    return kv_row_bytes(dtype, heads * (att.head_dim_k if k else att.head_dim_v))
+
+
+def recurrent_state_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
+    return spec.attention.recurrent_state_bytes_per_seq * settings.n_parallel
+
+
+def compute_buffer_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
+    """Peak of the graph allocator on a device that runs transformer layers."""
+    att = spec.attention
+    t = min(settings.n_ubatch, settings.n_ctx)
+    h = spec.hidden_size
+    kv_heads = max(att.num_kv_heads, default=0)
+    kv_dim = kv_heads * (att.head_dim_k + att.head_dim_v)
+    full_cells, _ = llamacpp_kv_cells(
+        settings.n_ctx_seq,
+        settings.n_parallel,
+        window=None,
+        n_ubatch=settings.n_ubatch,
+        swa_full=True,
+        unified=settings.kv_unified,
+    )
+    streams = 1 if settings.kv_unified else settings.n_parallel
+    n_kv = full_cells // streams
+    ffn = t * 4 * (3 * ffn_width(spec) + 3 * h)
+    if settings.flash_attn:
+        attn = t * 4 * (3 * h + att.num_attention_heads * att.head_dim_k + kv_dim)
+        mask = n_kv * t * 2
+    else:
+        attn = t * 4 * (n_kv * att.num_attention_heads + 4 * h + kv_dim)
+        mask = n_kv * t * 4
+    n_seqs = 1 if settings.kv_unified else settings.n_parallel
+    out = spec.vocab_size * n_seqs * 4 + 2 * t * h * 4
+    return max(ffn, attn, out) + mask
+
+
+def host_compute_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
+    """The small host-side compute buffer (input embeddings of a ubatch) when all layers are offloaded."""
+    return 3 * spec.hidden_size * min(settings.n_ubatch, settings.n_ctx) * 4
+
+
+def output_buffer_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
+    return spec.vocab_size * settings.n_parallel * 4
+
+
+def assign_layers(n_layers: int, gpu_layers: int, gpus: list[Device]) -> list[int]:
+    """Device index (into `gpus`, or -1 for the CPU) of each layer 0..n_layers (n_layers = output)."""
+    i_gpu_start = max(n_layers + 1 - gpu_layers, 0)
+    act = min(gpu_layers, n_layers + 1)
+    total = sum(max(g.capacity_bytes, 0) for g in gpus)
+    splits: list[float] = []
+    acc = 0.0
+    for g in gpus:
+        acc += max(g.capacity_bytes, 0) / total if total else 1 / len(gpus)
+        splits.append(acc)
+    placement: list[int] = []
+    for il in range(n_layers + 1):
+        if not gpus or il < i_gpu_start or act <= 0:
+            placement.append(-1)
+            continue
+        frac = (il - i_gpu_start) / act
+        idx = next((i for i, s in enumerate(splits) if frac < s), len(gpus) - 1)
+        placement.append(idx)
+    return placement
+
+
+def llamacpp_memory(
+    spec: ModelSpec,
+    weights: WeightsLayout,
+    settings: LlamaCppSettings,
+    gpus: list[Device],
+    host: Device,
+) -> list[DeviceBuffers]:
+    """Buffers on each GPU (in order) and then on the host."""
+    n = spec.attention.num_layers
+    placement = assign_layers(n, settings.gpu_layers, gpus)
+    buffers = [DeviceBuffers(device=g) for g in gpus]
+    cpu = DeviceBuffers(device=host)
+    layer_bytes = list(weights.layer_bytes) + [0] * max(n - len(weights.layer_bytes), 0)
+    for il in range(n):
+        target = cpu if placement[il] < 0 else buffers[placement[il]]
+        target.layers.append(il)
+        target.model_bytes += layer_bytes[il]
+        target.kv_bytes += layer_kv_bytes(spec, settings, il)
+    # Output layer (and the final norm with it).
+    out_target = cpu if placement[n] < 0 else buffers[placement[n]]
+    output = weights.output_bytes if weights.output_bytes > 0 else weights.embedding_bytes
+    out_target.model_bytes += output + weights.other_bytes
+    cpu.model_bytes += weights.embedding_bytes
+    # Recurrent state lives with the layers; put it where most layers are.
+    recurrent = recurrent_state_bytes(spec, settings)
+    if recurrent:
+        holder = max([*buffers, cpu], key=lambda b: len(b.layers))
+        holder.kv_bytes += recurrent
+    compute = compute_buffer_bytes(spec, settings)
+    for b in buffers:
+        if b.layers or b is out_target:
+            b.compute_bytes = compute
+            b.overhead_bytes = b.device.context_bytes
+    cpu.compute_bytes = compute if cpu.layers else host_compute_bytes(spec, settings)
+    cpu.overhead_bytes = output_buffer_bytes(spec, settings) + host.context_bytes
+    return [*buffers, cpu]
+
+
+def max_gpu_layers(
+    spec: ModelSpec, weights: WeightsLayout, settings: LlamaCppSettings, gpus: list[Device], host: Device
+) -> int | None:
+    """Largest `-ngl` whose buffers fit every device (None: not even the CPU alone fits)."""
+    n = spec.attention.num_layers
+    best: int | None = None
+    for ngl in range(n + 1, -1, -1) if gpus else [0]:
+        trial = LlamaCppSettings(**{**settings.__dict__, "gpu_layers": ngl})
+        if all(b.fits for b in llamacpp_memory(spec, weights, trial, gpus, host)):
+            best = ngl
+            break
+    return best
