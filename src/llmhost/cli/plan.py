@@ -1,9 +1,195 @@
-"""CLI commands for the plan stage (placeholder until implemented)."""
+"""`llmhost plan MODEL`: will this model run here, how, and how well (thin over `make_plan`)."""
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from llmhost.cli._options import HardwareOpt, JsonOpt
+from llmhost.cli._output import emit
+from llmhost.errors import NothingFitsError
+from llmhost.plan.models import Candidate, Plan, PlanRequest
+
+GIB = 1024**3
+MIB = 1024**2
+COMPACT_ROWS = 8
+
+
+def _size(n: int) -> str:
+    return f"{n / GIB:.2f} GiB" if abs(n) >= GIB else f"{n / MIB:.0f} MiB"
+
+
+def _engine(c: Candidate) -> str:
+    if c.engine == "vllm":
+        return "vLLM CPU" if c.engine_options.get("device") == "cpu" else "vLLM"
+    return "llama.cpp"
+
+
+def _speed(c: Candidate) -> str:
+    return "-" if c.decode_tokens_per_s is None else f"~{c.decode_tokens_per_s:.0f}"
+
+
+def _layout(c: Candidate) -> str:
+    if c.engine == "vllm":
+        return (
+            f"TP {c.tensor_parallel_size}" if c.tensor_parallel_size > 1 else "1 GPU" if c.per_device else "-"
+        )
+    return f"ngl {c.gpu_layers}" if c.gpu_layers else "CPU"
+
+
+def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None:
+    model = plan.model
+    console.print(
+        f"[bold]{model.name}[/bold]  {model.architecture}, {model.parameters / 1e9:.2f}B parameters"
+        + (
+            f" ({model.active_parameters / 1e9:.2f}B active)"
+            if model.active_parameters != model.parameters
+            else ""
+        )
+        + f", {model.quantization}, {_size(model.weights_bytes)}, max context {model.max_context}",
+        highlight=False,
+    )
+    chosen = plan.chosen_candidate
+    if chosen is not None:
+        c = chosen
+        console.print(
+            f"\n[bold green]Run it with {_engine(c)}[/bold green] {c.quantization}, KV {c.kv_cache_dtype}, "
+            f"context {c.context_length} x {c.concurrency} sequence(s), {_layout(c)}",
+            highlight=False,
+        )
+        for reason in c.reasons:
+            console.print(f"  - {reason}", highlight=False)
+        table = Table(title="Memory per device", title_justify="left")
+        for col in ("device", "weights", "KV cache", "compute", "overhead", "total", "available"):
+            table.add_column(col, justify="left" if col == "device" else "right")
+        for d in c.per_device:
+            b = d.breakdown
+            table.add_row(
+                d.device,
+                _size(b.weights_bytes),
+                _size(b.kv_cache_bytes),
+                _size(b.compute_bytes),
+                _size(b.overhead_bytes),
+                _size(b.total_bytes),
+                _size(d.capacity_bytes),
+            )
+        console.print(table)
+        console.print(
+            f"KV cache per token: {c.kv_bytes_per_token / 1024:.1f} KiB   max context: {c.max_context}   "
+            f"max concurrency at {c.context_length}: {c.max_concurrency}   decode: {_speed(c)} tok/s "
+            "(bandwidth roofline)",
+            highlight=False,
+        )
+    else:
+        console.print("\n[bold red]Nothing fits this machine.[/bold red]")
+    others = [(i, c) for i, c in enumerate(plan.candidates) if i != plan.chosen]
+    if others:
+        shown = others if show_all else others[:COMPACT_ROWS]
+        table = Table(title="Other candidates", title_justify="left")
+        for col in (
+            "engine",
+            "quant",
+            "KV",
+            "layout",
+            "context",
+            "fits",
+            "total",
+            "max ctx",
+            "max conc",
+            "tok/s",
+            "why",
+        ):
+            table.add_column(col)
+        for _, c in shown:
+            table.add_row(
+                _engine(c),
+                c.quantization,
+                c.kv_cache_dtype,
+                _layout(c),
+                str(c.context_length),
+                "yes" if c.fits else "no",
+                _size(c.memory.total_bytes),
+                str(c.max_context),
+                str(c.max_concurrency),
+                _speed(c),
+                c.reasons[0] if c.reasons else "",
+            )
+        console.print(table)
+        if len(others) > len(shown):
+            console.print(f"({len(others) - len(shown)} more: `--all` shows them)")
+    for line in plan.advice:
+        console.print(f"[yellow]advice:[/yellow] {line}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Register this module's commands on the app."""
+    """Register `plan`."""
+
+    @app.command("plan")
+    def plan(
+        model: Annotated[
+            str,
+            typer.Argument(
+                help="org/name[@rev], org/name-GGUF:Q4_K_M, a GGUF URL, a local .gguf, "
+                "a model dir or a config.json."
+            ),
+        ],
+        context: Annotated[int | None, typer.Option("--context", help="Context length per sequence.")] = None,
+        concurrency: Annotated[int, typer.Option("--concurrency", help="Sequences served at once.")] = 1,
+        engine: Annotated[
+            Literal["vllm", "llamacpp"] | None, typer.Option("--engine", help="Only plan for this engine.")
+        ] = None,
+        quant: Annotated[
+            str | None, typer.Option("--quant", help="Only this quantization: bf16, fp8, awq, Q4_K_M...")
+        ] = None,
+        kv_cache_dtype: Annotated[
+            str | None,
+            typer.Option("--kv-cache-dtype", help="f16, bf16, fp8 (vLLM), q8_0, q4_0... (llama.cpp)."),
+        ] = None,
+        hardware: HardwareOpt = None,
+        gpu_memory_utilization: Annotated[
+            float | None,
+            typer.Option("--gpu-memory-utilization", help="vLLM's share of TOTAL GPU memory (default 0.90)."),
+        ] = None,
+        tensor_parallel_size: Annotated[
+            int | None, typer.Option("--tensor-parallel-size", "--tp", help="vLLM tensor parallel size.")
+        ] = None,
+        goal: Annotated[
+            Literal["quality", "throughput", "latency"],
+            typer.Option("--goal", help="Ranking policy: quality (default), throughput or latency."),
+        ] = "quality",
+        offline: Annotated[bool, typer.Option("--offline", help="Use only cached model files.")] = False,
+        json_output: JsonOpt = False,
+        show_all: Annotated[bool, typer.Option("--all", help="List every candidate.")] = False,
+    ) -> None:
+        """Estimate memory and speed, and pick engine, quantization and layout for MODEL on this machine.
+
+        Exit 0 when something fits, 2 on bad input, 3 when nothing fits.
+        """
+        from llmhost.cli.hw import resolve_hardware
+        from llmhost.models import resolve
+        from llmhost.plan import make_plan
+
+        request = PlanRequest(
+            context=context,
+            concurrency=concurrency,
+            goal=goal,
+            engine=engine,
+            quantization=quant,
+            kv_cache_dtype=kv_cache_dtype,
+            gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size,
+        )
+        spec = resolve(model, offline=True if offline else None)
+        machine = resolve_hardware(hardware)
+        result = make_plan(spec, machine, request)
+        emit(
+            result, as_json=json_output, human=lambda console: render_plan(console, result, show_all=show_all)
+        )
+        if result.chosen is None:
+            hint = result.advice[0] if result.advice else "Try a smaller quantization or a shorter --context."
+            raise NothingFitsError(
+                f"Nothing fits: no candidate for {spec.name} fits this hardware.", hint=hint
+            )
