@@ -73,7 +73,7 @@ def render_hardware(console: Console, hardware: Hardware) -> None:
     if hardware.gpus:
         table = Table(title=f"{title}: GPUs")
         for column in ("#", "GPU", "memory", "free", "bandwidth", "arch / CC", "FP16/FP8 TFLOPS", "link"):
-            table.add_column(column)
+            table.add_column(column, no_wrap=column in ("#", "bandwidth"))
         for gpu in hardware.gpus:
             memory = _gib(gpu.memory_total_bytes)
             if gpu.memory_limit_source:
@@ -147,7 +147,8 @@ def render_catalog(console: Console) -> None:
 
     table = Table(title="Accelerator catalog (use with --hardware NAME[:COUNT])")
     for column in ("id", "aliases", "name", "memory", "bandwidth", "FP16/FP8 TFLOPS", "CC"):
-        table.add_column(column)
+        # The id is what users type: never truncate it.
+        table.add_column(column, no_wrap=column in ("id", "bandwidth"))
     for entry in list_catalog():
         memory = f"{entry.memory_gb:g} GB"
         if entry.memory_options_gb:
