@@ -40,6 +40,10 @@ class LlamaCppSettings:
     cache_type_v: str = "f16"
     swa_full: bool = False
     kv_unified: bool = False
+    # Logits rows the graph is reserved for. llama-server keeps one output per sequence (None = n_seq);
+    # llama-cpp-python's `Llama` asks for a whole batch (n_outputs_max = n_batch), so its compute
+    # buffer holds n_vocab x n_ubatch f32 logits.
+    n_outputs_max: int | None = None
 
     @property
     def n_ctx(self) -> int:
@@ -142,8 +146,10 @@ def compute_buffer_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
         attn = t * 4 * (n_kv * att.num_attention_heads + 4 * h + kv_dim)
         mask = n_kv * t * 4
     n_seqs = 1 if settings.kv_unified else settings.n_parallel
-    out = spec.vocab_size * n_seqs * 4 + 2 * t * h * 4
-    return max(ffn, attn, out) + mask
+    n_outputs = min(t, settings.n_outputs_max) if settings.n_outputs_max else min(t, max(n_seqs, 1))
+    out = spec.vocab_size * n_outputs * 4 + 2 * t * h * 4
+    # The KQ mask lives through the layers but is freed before the output head runs.
+    return max(max(ffn, attn) + mask, out)
 
 
 def host_compute_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:

@@ -9,9 +9,13 @@ measured llama.cpp speed was 80% of it for an 8B F16 model (167.6 vs 209 tok/s) 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from llmhost.hardware.models import Hardware
 from llmhost.models.spec import ModelSpec
-from llmhost.plan.models import Candidate
+
+if TYPE_CHECKING:  # llmhost.plan imports this package: keep the runtime import one-way
+    from llmhost.plan.models import Candidate
 
 
 def active_weight_fraction(spec: ModelSpec) -> float:
