@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from llmhost.models.refs import ParsedRef, parse_ref
-from llmhost.models.spec import ModelSpec
+from llmhost.models.spec import ModelSpec, QuantizedVariant
 
-__all__ = ["ModelSpec", "ParsedRef", "find_quantized_variants", "parse_ref", "resolve"]
+__all__ = ["ModelSpec", "ParsedRef", "QuantizedVariant", "find_quantized_variants", "parse_ref", "resolve"]
 
 
 def resolve(ref: str, *, offline: bool | None = None, revision: str | None = None) -> ModelSpec:
@@ -20,13 +20,13 @@ def resolve(ref: str, *, offline: bool | None = None, revision: str | None = Non
 
         assert parsed.path is not None
         return resolve_local(parsed.path, ref)
-    from llmhost.models import remote
+    from llmhost.models.remote import resolve_remote
 
-    return remote.resolve_remote(parsed, offline=offline)
+    return resolve_remote(parsed, offline=offline)
 
 
-def find_quantized_variants(repo_id: str, *, offline: bool | None = None) -> list[str]:
+def find_quantized_variants(repo_id: str, *, offline: bool | None = None) -> list[QuantizedVariant]:
     """Hub repos that declare `repo_id` as their quantized base model (the Hub's model tree)."""
-    from llmhost.models import remote
+    from llmhost.models.remote import find_quantized_variants as _find
 
-    return remote.find_quantized_variants(repo_id, offline=offline)
+    return _find(repo_id, offline=offline)

@@ -19,7 +19,7 @@ Config = dict[str, Any]
 _UNGATED = ("gpt2", "gpt_neox", "gptj", "falcon", "phi", "starcoder2", "bloom", "opt", "gpt_bigcode", "mpt")
 # Families with q/k/v biases although config.json does not say so.
 _QKV_BIAS_DEFAULT = ("qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl")
-_QK_NORM = ("qwen3", "qwen3_moe", "qwen3_next", "gemma3", "gemma3_text", "olmo2", "olmoe", "granite4")
+_QK_NORM = ("qwen3", "qwen3_moe", "qwen3_next", "gemma3", "gemma3_text", "lfm2", "lfm2_moe")
 
 
 @dataclass
@@ -78,6 +78,26 @@ def _linear_attention(cfg: Config, h: int) -> int:
     in_proj = h * (2 * key_dim + 2 * value_dim) + h * 2 * nv
     conv = (2 * key_dim + value_dim) * kernel
     return in_proj + conv + 2 * nv + dv + value_dim * h
+
+
+def _short_conv(cfg: Config, h: int) -> int:
+    """LFM2 gated short-convolution block: in_proj (3h), depthwise conv of L_cache taps, out_proj."""
+    l_cache = hc.get_int(cfg, "conv_L_cache", default=3) or 3
+    bias = bool(cfg.get("conv_bias", False))
+    return h * 3 * h + h * l_cache + h * h + (3 * h + h + h if bias else 0)
+
+
+def _lfm2_ff(cfg: Config, inter: int) -> int:
+    """LFM2 shrinks block_ff_dim like Llama's SwiGLU sizing (2/3, multiplier, round up)."""
+    ff = hc.get_int(cfg, "block_ff_dim") or inter
+    if cfg.get("block_auto_adjust_ff_dim"):
+        ff = int(2 * ff / 3)
+        mult = cfg.get("block_ffn_dim_multiplier")
+        if isinstance(mult, int | float):
+            ff = int(mult * ff)
+        multiple = hc.get_int(cfg, "block_multiple_of", default=256) or 256
+        ff = multiple * -(-ff // multiple)
+    return ff
 
 
 def _mamba(cfg: Config, h: int) -> int:
@@ -160,15 +180,17 @@ def count_from_config(full_cfg: Config) -> ConfigCount:
     vocab = hc.vocab_size(cfg)
     inter = hc.get_int(cfg, "intermediate_size", "n_inner", "ffn_hidden_size") or 4 * h
     kinds = hc.layer_kinds(cfg)
-    gated = not mt.startswith(_UNGATED)
-    norms_per_layer = 4 if mt.startswith(("gemma2", "gemma3")) else 2
+    gated = mt not in _UNGATED
+    norms_per_layer = 4 if mt.startswith(("gemma2", "gemma3")) else 1 if mt.startswith("cohere") else 2
+    if mt.startswith("lfm2"):
+        inter = _lfm2_ff(cfg, inter)
     layers: list[int] = []
     active_total = 0
     for i, kind in enumerate(kinds):
         if kind == "linear":
             mixer = _linear_attention(cfg, h)
         elif kind == "mamba":
-            mixer = _mamba(cfg, h)
+            mixer = _short_conv(cfg, h) if mt.startswith("lfm2") else _mamba(cfg, h)
         elif kind == "none":
             mixer = 0
         else:

@@ -204,13 +204,13 @@ def read_local_header(path: str | os.PathLike[str], *, limit: int = MAX_HEADER_B
         ) from exc
 
 
-RangeFetcher = Callable[[int, int], bytes]
-"""fetch(start, end_inclusive) -> bytes; raises LlmhostError subclasses on failure."""
+RangeFetcher = Callable[[int, int], tuple[bytes, int | None]]
+"""fetch(start, end_inclusive) -> (bytes, total file size if known); raises LlmhostError on failure."""
 
 
 def read_remote_header(
     fetch: RangeFetcher,
-    total_size: int,
+    total_size: int | None,
     *,
     label: str,
     first_chunk: int = FIRST_REMOTE_CHUNK,
@@ -221,21 +221,24 @@ def read_remote_header(
     Returns the header and the number of bytes fetched. Growth is bounded by `limit` and by the file
     size, so a corrupt header ends in a `ModelError`, never an endless download.
     """
-    if total_size < 24:
-        raise ModelError(f"{label} is not a GGUF file (only {total_size} bytes).")
     buf = bytearray()
-    want = min(first_chunk, total_size, limit)
+    want = min(first_chunk, limit, total_size or first_chunk)
+    prefix_path = ""
     with tempfile.TemporaryDirectory(prefix="llmhost-gguf-") as tmp:
-        prefix_path = ""
         while True:
             if want > len(buf):
-                chunk = fetch(len(buf), want - 1)
+                chunk, reported = fetch(len(buf), want - 1)
+                if total_size is None:
+                    total_size = reported if reported is not None else len(chunk)
                 if not chunk:
                     raise ModelError(f"{label}: the server returned no bytes for a range request.")
                 buf += chunk
                 prefix_path = os.path.join(tmp, f"prefix-{len(buf)}.gguf")
                 with open(prefix_path, "wb") as fh:
                     fh.write(buf)
+            assert total_size is not None
+            if total_size < 24:
+                raise ModelError(f"{label} is not a GGUF file (only {total_size} bytes).")
             try:
                 header = _parse(prefix_path, total_size=total_size, available=len(buf), limit=limit)
                 return header, len(buf)
@@ -249,3 +252,37 @@ def read_remote_header(
                 raise ModelError(
                     f"{label} is not a valid GGUF file: {exc}.", hint="Pick another file or quant tag."
                 ) from exc
+
+
+def header_to_json(h: GGUFHeader) -> dict[str, Any]:
+    return {
+        "version": h.version,
+        "fields": _jsonable(h.fields),
+        "array_lengths": h.array_lengths,
+        "tensors": [[t.name, list(t.shape), t.ggml_type, t.n_elements, t.n_bytes] for t in h.tensors],
+        "header_bytes": h.header_bytes,
+        "file_size": h.file_size,
+    }
+
+
+def header_from_json(d: dict[str, Any]) -> GGUFHeader:
+    return GGUFHeader(
+        version=int(d["version"]),
+        fields=dict(d["fields"]),
+        array_lengths={k: int(v) for k, v in d["array_lengths"].items()},
+        tensors=[GGUFTensor(n, tuple(s), t, int(e), int(b)) for n, s, t, e, b in d["tensors"]],
+        header_bytes=int(d["header_bytes"]),
+        file_size=int(d["file_size"]),
+    )
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    return v

@@ -18,6 +18,20 @@ F32_BYTES = 4  # llama.cpp keeps recurrent (conv/SSM) state in F32; so do we (se
 
 _NESTED_KEYS = ("text_config", "llm_config", "language_config", "thinker_config")
 
+# transformers config-class defaults that published configs rely on by leaving the key out
+# (e.g. google/gemma-3-*-it's text_config has no vocab_size, head_dim or sliding_window_pattern).
+_CLASS_DEFAULTS: dict[str, Config] = {
+    "gemma3_text": {
+        "vocab_size": 262208,
+        "head_dim": 256,
+        "max_position_embeddings": 131072,
+        "sliding_window_pattern": 6,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+    },
+    "gemma2": {"sliding_window": 4096, "head_dim": 256},
+}
+
 
 def text_part(cfg: Config) -> Config:
     """The language-model part of a (possibly multimodal) config, with top-level fallbacks merged in."""
@@ -26,12 +40,13 @@ def text_part(cfg: Config) -> Config:
         if isinstance(inner, dict) and ("num_hidden_layers" in inner or "hidden_size" in inner):
             if key == "thinker_config":
                 inner = inner.get("text_config", inner)
-            merged = dict(inner)
+            merged = {**_CLASS_DEFAULTS.get(str(inner.get("model_type", "")), {}), **inner}
             for k in ("tie_word_embeddings", "torch_dtype", "dtype", "quantization_config", "architectures"):
                 if k not in merged and k in cfg:
                     merged[k] = cfg[k]
             return merged
-    return cfg
+    defaults = _CLASS_DEFAULTS.get(str(cfg.get("model_type", "")))
+    return {**defaults, **cfg} if defaults else cfg
 
 
 def get_int(cfg: Config, *keys: str, default: int | None = None) -> int | None:

@@ -105,3 +105,11 @@ class ModelSpec(_Model):
     trust_remote_code: bool = Field(default=False, description="The config asks for custom code.")
     bytes_read: int = Field(default=0, description="Bytes fetched over the network to build this spec.")
     notes: list[str] = Field(default_factory=list)
+
+
+class QuantizedVariant(_Model):
+    """A pre-quantized sibling found through the Hub's model tree (`base_model:quantized:<id>`)."""
+
+    repo_id: str
+    method: QuantMethod | None = Field(default=None, description="Guessed from the repo's tags and name.")
+    downloads: int | None = None
