@@ -249,3 +249,15 @@ def test_nvlink_links_are_counted(h100, make_nvml):
     h100["devices"][0]["nvlink"] = [1, 1, 0, 0]
     (gpu,) = read_nvidia(make_nvml(h100), visible_devices=None).gpus
     assert gpu.nvlink_active_links == 2
+
+
+def test_process_without_an_nvml_name_is_named_by_the_os(h100, make_nvml):
+    import os
+
+    import psutil
+
+    h100["devices"][0]["compute_processes"] = [{"pid": os.getpid(), "usedGpuMemory": 1024}]
+    (gpu,) = read_nvidia(make_nvml(h100), visible_devices=None).gpus
+    (proc,) = gpu.processes
+    assert proc.pid == os.getpid() and proc.name == psutil.Process().name()
+    assert proc.used_memory_bytes == 1024

@@ -12,6 +12,8 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
 from llmhost.hardware.catalog import fp8_supported_for_cc, match_gpu
 from llmhost.hardware.models import GPU, BandwidthSource, GPUProcess
 from llmhost.hardware.visible import Device, select_visible
@@ -252,10 +254,17 @@ def _processes(nvml: _Reader, handle: object) -> list[GPUProcess]:
             used = getattr(proc, "usedGpuMemory", None)
             used_bytes = int(used) if used is not None and used != _NVML_VALUE_NOT_AVAILABLE else None
             name = nvml.get("nvmlSystemGetProcessName", pid)
-            seen.setdefault(
-                pid, GPUProcess(pid=pid, name=_text(name) if name else None, used_memory_bytes=used_bytes)
-            )
+            text = _text(name) if name else _process_name(pid)
+            seen.setdefault(pid, GPUProcess(pid=pid, name=text, used_memory_bytes=used_bytes))
     return list(seen.values())
+
+
+def _process_name(pid: int) -> str | None:
+    """NVML cannot always name a process (another container's, another user's); the OS may."""
+    try:
+        return psutil.Process(pid).name()
+    except psutil.Error:
+        return None
 
 
 def _read_mig_instances(nvml: _Reader, handle: object, parent: GPU) -> list[GPU]:
