@@ -1,9 +1,406 @@
-"""CLI commands for the serve stage (placeholder until implemented)."""
+"""`llmhost serve`, `ps`, `logs`, `stop`, `demo-model`: thin commands over `llmhost.supervise`."""
 
 from __future__ import annotations
 
+import json
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from llmhost.cli._options import HardwareOpt, JsonOpt
+from llmhost.cli._output import emit, info, stderr
+from llmhost.errors import EngineError, UsageError
+
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="llamacpp (llama-server if installed, else llama-cpp-python), llama-server, llama-cpp-python "
+        "or vllm. Default: the plan's choice.",
+    ),
+]
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _fmt_duration(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Argument(help="Model: Hub id, org/name-GGUF:Q4_K_M, ./file.gguf, ./dir (or from --profile)."),
+    ] = None,
+    engine: EngineOpt = None,
+    quant: Annotated[str | None, typer.Option("--quant", help="Quantization, e.g. Q4_K_M, awq, fp8.")] = None,
+    context: Annotated[int | None, typer.Option("--context", help="Context length per request.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="Concurrent requests to plan for (slots).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (default: the next free from 8000).")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Bind address (default 127.0.0.1; others need an API key).")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="LLMHOST_API_KEY",
+            show_envvar=True,
+            help="Key clients must send (prefer the env var: argv is visible to other users).",
+        ),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="Listen on a non-loopback address without an API key.")
+    ] = False,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Deployment name (default: from the model).")
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option("--profile", help="Profile YAML file, or a shipped profile's name.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and exact command; start nothing.")
+    ] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Run in the background; return when ready.")
+    ] = False,
+    engine_bin: Annotated[
+        str | None, typer.Option("--engine-bin", help="Path of the llama-server binary.")
+    ] = None,
+    trust_remote_code: Annotated[
+        bool, typer.Option("--trust-remote-code", help="Allow the model's own code (vLLM); off by default.")
+    ] = False,
+    hardware: HardwareOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Plan, launch and supervise an OpenAI-compatible server for MODEL.
+
+    Foreground by default (Ctrl-C stops it); --detach returns once the deployment is ready
+    (see `llmhost ps`, `llmhost logs NAME`, `llmhost stop NAME`).
+    """
+    from llmhost.supervise.deploy import ServeRequest, prepare
+
+    fields: dict[str, object] = {}
+    if profile:
+        from llmhost.profiles import load_profile
+
+        prof = load_profile(profile)
+        fields.update(prof.model_dump(exclude={"description", "model"}, exclude_none=True))
+        model = model or prof.model
+    if not model:
+        raise UsageError(
+            "No model given.",
+            hint="Pass MODEL (e.g. `llmhost serve ./model.gguf`) or a --profile with model:.",
+        )
+    cli = {
+        "engine": engine,
+        "quant": quant,
+        "context": context,
+        "concurrency": concurrency,
+        "port": port,
+        "host": host,
+        "name": name,
+        "engine_bin": engine_bin,
+        "hardware": hardware,
+    }
+    fields.update({k: v for k, v in cli.items() if v is not None})
+    if trust_remote_code:
+        fields["trust_remote_code"] = True
+    request = ServeRequest.model_validate({**fields, "model": model})
+    request = request.model_copy(update={"api_key": api_key, "insecure_no_auth": insecure_no_auth})
+    if hardware and not dry_run:
+        raise UsageError(
+            "--hardware plans for another machine; it can only be combined with --dry-run.",
+            hint="Add --dry-run, or drop --hardware to serve on this machine.",
+        )
+
+    prepared = prepare(request, dry_run=dry_run)
+    dep = prepared.deployment
+    cand = prepared.candidate
+    info(
+        f"plan: {cand.engine}/{dep.runtime} {cand.quantization}, context {cand.context_length}, "
+        f"concurrency {cand.concurrency}, KV {cand.kv_cache_dtype}, "
+        f"memory {_fmt_bytes(cand.memory.total_bytes)}"
+    )
+    for reason in cand.reasons[:4]:
+        info(f"  - {reason}")
+    if dry_run:
+
+        def human(console: Console) -> None:
+            for key, value in prepared.env.items():
+                console.print(f"{key}={value} \\", highlight=False, soft_wrap=True)
+            console.print(prepared.command, highlight=False, soft_wrap=True)
+            for path in prepared.download:
+                stderr.print(f"(would download {path})", highlight=False)
+
+        emit(prepared, as_json=as_json, human=human)
+        return
+
+    if prepared.api_key_generated:
+        stderr.print(
+            f"[bold]API key (shown once, store it now):[/bold] {prepared.api_key}\n"
+            "  clients send `Authorization: Bearer <key>`; export LLMHOST_API_KEY=<key> for the snippets.",
+            highlight=False,
+        )
+    from llmhost.supervise.control import claim_name
+
+    claim_name(dep.model_copy(update={"detached": detach}))
+    if detach:
+        from llmhost.supervise.control import launch_detached
+
+        final = launch_detached(dep.model_copy(update={"detached": True}), api_key=prepared.api_key)
+        if final.state != "ready":
+            from llmhost.supervise.state import forget
+
+            forget(dep.name)
+            raise EngineError(
+                final.failure or f"Deployment {dep.name!r} ended in state {final.state}.",
+                hint=f"Full logs: `llmhost logs {dep.name}`.",
+            )
+
+        def human(console: Console) -> None:
+            _print_ready(console, final.name, final.base_url, final.served_model_name, final.auth)
+
+        emit(final, as_json=as_json, human=human)
+        return
+    _run_foreground(dep, prepared.api_key, as_json=as_json)
+
+
+def _print_ready(console: Console, name: str, base_url: str, served: str, auth: bool) -> None:
+    key_header = ' -H "Authorization: Bearer $LLMHOST_API_KEY"' if auth else ""
+    key_arg = 'os.environ["LLMHOST_API_KEY"]' if auth else '"none"'
+    console.print(
+        f"[green]ready[/green]: {name} serving [bold]{served}[/bold] at {base_url}", highlight=False
+    )
+    body = json.dumps({"model": served, "messages": [{"role": "user", "content": "Hello!"}]})
+    console.print(
+        f"\ncurl {base_url}/chat/completions -H 'Content-Type: application/json'{key_header} \\\n"
+        f"  -d '{body}'\n\n"
+        f"python - <<'EOF'\nimport os\nfrom openai import OpenAI\n"
+        f'client = OpenAI(base_url="{base_url}", api_key={key_arg})\n'
+        f'reply = client.chat.completions.create(model="{served}", '
+        f'messages=[{{"role": "user", "content": "Hello!"}}])\n'
+        f"print(reply.choices[0].message.content)\nEOF\n",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"logs: llmhost logs {name} -f    stop: llmhost stop {name}", highlight=False)
+
+
+def _status_line(dep: object) -> str:
+    from llmhost.supervise.state import Deployment
+
+    assert isinstance(dep, Deployment)
+    colour = {"ready": "green", "starting": "yellow", "restarting": "yellow", "failed": "red"}.get(
+        dep.state, "white"
+    )
+    uptime = _fmt_duration(time.time() - dep.started_at) if dep.started_at and dep.state == "ready" else "-"
+    served = f"  requests {dep.requests_served}" if dep.requests_served is not None else ""
+    tokens = f"  tokens {dep.tokens_generated}" if dep.tokens_generated is not None else ""
+    return (
+        f"[{colour}]● {dep.state}[/{colour}]  {dep.name}  {dep.base_url}  up {uptime}  "
+        f"restarts {dep.restarts}{served}{tokens}  (Ctrl-C to stop)"
+    )
+
+
+def _run_foreground(dep: object, api_key: str | None, *, as_json: bool) -> None:
+    from rich.live import Live
+
+    from llmhost.engines.registry import get_engine
+    from llmhost.supervise.state import Deployment, forget
+    from llmhost.supervise.supervisor import Supervisor
+
+    assert isinstance(dep, Deployment)
+    announced = {"ready": False}
+    live = Live(_status_line(dep), console=stderr, refresh_per_second=4, transient=True)
+
+    def on_update(current: Deployment) -> None:
+        live.update(_status_line(current))
+        if current.state == "ready" and not announced["ready"]:
+            announced["ready"] = True
+            live.console.print(_ready_text(current), highlight=False, soft_wrap=True)
+
+    def on_event(message: str) -> None:
+        live.console.print(f"[dim]{message}[/dim]", highlight=False, soft_wrap=True)
+
+    supervisor = Supervisor(
+        dep, engine=get_engine(dep.engine), api_key=api_key, on_update=on_update, on_event=on_event
+    )
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        supervisor.request_stop()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with live:
+            final = supervisor.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        forget(dep.name)
+    if final.state == "failed":
+        raise EngineError(
+            final.failure or "The engine failed.", hint=f"Full logs: `llmhost logs {dep.name}`."
+        )
+    info(f"stopped {dep.name}.")
+
+
+def _ready_text(dep: object) -> str:
+    from io import StringIO
+
+    from llmhost.supervise.state import Deployment
+
+    assert isinstance(dep, Deployment)
+    buf = StringIO()
+    console = Console(file=buf, no_color=True, width=200)
+    _print_ready(console, dep.name, dep.base_url, dep.served_model_name, dep.auth)
+    return buf.getvalue().rstrip()
+
+
+def ps(as_json: JsonOpt = False) -> None:
+    """List deployments: name, model, engine, URL, PIDs, state, uptime, restarts, memory.
+
+    A deployment whose supervisor died is shown once as "dead"; its leftovers are stopped, its state removed.
+    """
+    from llmhost.supervise.control import list_deployments
+
+    deployments = list_deployments()
+
+    def human(console: Console) -> None:
+        if not deployments:
+            console.print("no deployments (start one with `llmhost serve MODEL --detach`)")
+            return
+        table = Table(box=None, pad_edge=False)
+        for col in ("NAME", "MODEL", "ENGINE", "URL", "PID", "STATE", "UPTIME", "RESTARTS", "MEMORY"):
+            table.add_column(col)
+        for d in deployments:
+            table.add_row(
+                d.name,
+                d.served_model_name,
+                f"{d.engine}/{d.runtime}",
+                d.base_url,
+                f"{d.supervisor_pid or '-'}/{d.engine_pid or '-'}",
+                d.state,
+                _fmt_duration(d.uptime_s),
+                str(d.restarts),
+                _fmt_bytes(d.memory_bytes),
+            )
+        # Piped output (scripts, `| less`) must not be cut to 80 columns.
+        (console if console.is_terminal else Console(width=250, soft_wrap=False)).print(table)
+        for d in deployments:
+            if d.state in ("failed", "dead") and d.failure:
+                console.print(f"{d.name}: {d.failure.splitlines()[0]}", highlight=False)
+            if d.planned and d.actual and d.actual.kv_cache_tokens:
+                console.print(
+                    f"{d.name}: KV cache planned {_fmt_bytes(d.planned.kv_cache_bytes)} / "
+                    f"{d.planned.kv_cache_tokens} tokens, actual {_fmt_bytes(d.actual.kv_cache_bytes)} / "
+                    f"{d.actual.kv_cache_tokens} tokens",
+                    highlight=False,
+                )
+
+    emit(deployments, as_json=as_json, human=human)
+
+
+def logs(
+    name: Annotated[str, typer.Argument(help="Deployment name (see `llmhost ps`).")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C to stop).")
+    ] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many last lines to print.")] = 100,
+    supervisor: Annotated[
+        bool, typer.Option("--supervisor", help="The supervisor's events instead of the engine's output.")
+    ] = False,
+) -> None:
+    """Print a deployment's engine log (rotated at 10 MiB, 3 kept) or its supervisor log."""
+    import sys
+
+    from llmhost.errors import NotFoundError
+    from llmhost.supervise import paths
+    from llmhost.supervise.logs import follow as follow_file
+    from llmhost.supervise.logs import tail
+
+    path = paths.supervisor_log(name) if supervisor else paths.engine_log(name)
+    if not path.exists():
+        raise NotFoundError(f"No logs for {name!r} ({path}).", hint="See `llmhost ps` for deployment names.")
+    for line in tail(path, lines):
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    if follow:
+        try:
+            for line in follow_file(path):
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return
+
+
+def stop(
+    name: Annotated[str | None, typer.Argument(help="Deployment to stop.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Stop every deployment.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop a deployment; returns when every process of it has exited and its port is free."""
+    from llmhost.supervise.control import stop_all, stop_deployment
+
+    if all_ == (name is not None):
+        raise UsageError("Give a deployment NAME or --all (not both).", hint="See `llmhost ps`.")
+    stopped = stop_all() if all_ else [stop_deployment(name or "")]
+
+    def human(console: Console) -> None:
+        if not stopped:
+            console.print("nothing to stop")
+        for d in stopped:
+            console.print(f"stopped {d.name}", highlight=False)
+
+    emit(stopped, as_json=as_json, human=human)
+
+
+def demo_model(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Directory to write into (default: the llmhost cache)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the tiny generated llama GGUF (about 2 MB; gibberish output, real protocol); print its path."""
+    from llmhost.demo_model import DEMO_SHAPE, ensure_demo_model
+
+    path = ensure_demo_model(output)
+    emit(
+        {"path": str(path), "name": DEMO_SHAPE.name, "size_bytes": path.stat().st_size},
+        as_json=as_json,
+        human=lambda c: c.print(str(path), highlight=False, soft_wrap=True),
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Register this module's commands on the app."""
+    app.command()(serve)
+    app.command()(ps)
+    app.command()(logs)
+    app.command()(stop)
+    app.command(name="demo-model")(demo_model)

@@ -22,6 +22,7 @@ from llmhost.supervise.state import (
     TERMINAL_STATES,
     Deployment,
     DeploymentStatus,
+    ProcessRef,
     deployment_names,
     engine_processes,
     forget,
@@ -141,11 +142,12 @@ def stop_deployment(name: str, *, timeout_s: float | None = None) -> Deployment:
         if sup is not None:
             with contextlib.suppress(psutil.Error):
                 sup.send_signal(signal.SIGTERM)
-            _, alive = psutil.wait_procs([sup], timeout=wait_s)
-            for proc in alive:  # a wedged supervisor: kill it, then clean its engine up ourselves
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
-            psutil.wait_procs(alive, timeout=5)
+            if not _wait_gone(dep.supervisor, wait_s):
+                with contextlib.suppress(
+                    psutil.Error
+                ):  # a wedged supervisor: kill it, then clean up ourselves
+                    sup.kill()
+                _wait_gone(dep.supervisor, 5.0)
     final = read_deployment(name) or dep
     procs = engine_processes(final)
     survivors: list[psutil.Process] = []
@@ -160,6 +162,17 @@ def stop_deployment(name: str, *, timeout_s: float | None = None) -> Deployment:
     forget(name)
     state = "failed" if final.state == "failed" else "stopped"
     return final.model_copy(update={"state": state})
+
+
+def _wait_gone(ref: ProcessRef, timeout_s: float) -> bool:
+    """Wait for a process that is not our child to exit. A zombie counts as gone: its reaper (init, or
+    a container's PID 1) may take seconds to collect it, and it holds no resources meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while ref.alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def stop_all() -> list[Deployment]:

@@ -1,0 +1,293 @@
+"""From a `serve` request to a `Deployment` ready to supervise: plan, pick the port, decide auth, build
+the engine command, fetch the model file. The CLI (`llmhost serve`) is a thin layer over `prepare()`.
+
+Nothing here starts a process: `prepare` is what `--dry-run` prints, and `run_foreground` /
+`control.launch_detached` run what it returns.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+import shlex
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmhost.engines.base import ServeOptions, StartupReport
+from llmhost.errors import ModelError, NetworkError, NothingFitsError, UsageError
+from llmhost.plan.models import Candidate
+from llmhost.supervise import paths
+from llmhost.supervise.process import check_port_available, next_free_port
+from llmhost.supervise.state import Deployment
+
+if TYPE_CHECKING:
+    from llmhost.hardware.models import Hardware
+    from llmhost.models.spec import ModelSpec
+    from llmhost.plan.models import Plan
+
+API_KEY_ENV = "LLMHOST_API_KEY"
+
+# `--engine` accepts an engine or one of its runtimes.
+ENGINE_ALIASES: dict[str, tuple[str, str | None]] = {
+    "llamacpp": ("llamacpp", None),
+    "llama.cpp": ("llamacpp", None),
+    "llama-server": ("llamacpp", "llama-server"),
+    "llama-cpp-python": ("llamacpp", "llama-cpp-python"),
+    "vllm": ("vllm", None),
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServeRequest(_Model):
+    """Everything `llmhost serve` was asked (CLI flags merged over a profile)."""
+
+    model: str
+    engine: str | None = None
+    quant: str | None = None
+    kv_cache_dtype: str | None = None
+    context: int | None = None
+    concurrency: int | None = None
+    goal: str | None = None
+    port: int | None = None
+    host: str = "127.0.0.1"
+    api_key: str | None = Field(default=None, exclude=True, repr=False)
+    insecure_no_auth: bool = False
+    name: str | None = None
+    engine_bin: str | None = None
+    hardware: str | None = None
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    trust_remote_code: bool = False
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int | None = None
+
+
+class Prepared(_Model):
+    """What `serve` will run (`--dry-run --json` prints this; the key itself is never included)."""
+
+    deployment: Deployment
+    candidate: Candidate
+    command: str = Field(description="The exact engine command line, shell-quoted.")
+    env: dict[str, str] = Field(description="Environment set for the engine (secrets by reference).")
+    api_key_generated: bool = False
+    api_key: str | None = Field(default=None, exclude=True, repr=False)
+    download: list[str] = Field(default_factory=list, description="Model files still to download.")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def decide_api_key(host: str, api_key: str | None, insecure_no_auth: bool) -> tuple[str | None, bool]:
+    """(key, generated?). Loopback: the key is optional. Elsewhere: required unless explicitly waived."""
+    if api_key:
+        if len(api_key) < 8:
+            raise UsageError(
+                "The API key is too short.", hint="Use at least 8 characters (or omit it to generate one)."
+            )
+        return api_key, False
+    if is_loopback(host) or insecure_no_auth:
+        return None, False
+    return secrets.token_urlsafe(32), True
+
+
+def default_name(spec_name: str) -> str:
+    slug = re.sub(r"[^a-z0-9._-]+", "-", spec_name.lower()).strip("-._") or "model"
+    return slug[:63]
+
+
+def engine_choice(engine: str | None) -> tuple[str | None, str | None]:
+    if engine is None:
+        return None, None
+    try:
+        return ENGINE_ALIASES[engine]
+    except KeyError:
+        raise UsageError(
+            f"Unknown engine {engine!r}.", hint=f"Choose one of: {', '.join(ENGINE_ALIASES)}."
+        ) from None
+
+
+def planned_report(candidate: Candidate) -> StartupReport:
+    mem = candidate.memory
+    return StartupReport(
+        weights_bytes=mem.weights_bytes,
+        kv_cache_bytes=mem.kv_cache_bytes,
+        kv_cache_tokens=candidate.context_length * candidate.concurrency,
+        max_concurrency=float(candidate.max_concurrency),
+        compute_bytes=mem.compute_bytes,
+    )
+
+
+def resolve_and_plan(request: ServeRequest) -> tuple[ModelSpec, Hardware, Plan]:
+    from llmhost.models import resolve
+    from llmhost.plan import PlanRequest, make_plan
+
+    spec = resolve(request.model)
+    if request.hardware:
+        from llmhost.hardware.catalog import hardware_from_spec
+
+        hardware = hardware_from_spec(request.hardware)
+    else:
+        from llmhost.hardware import detect
+
+        hardware = detect()
+    engine, _ = engine_choice(request.engine)
+    plan_request = PlanRequest.model_validate(
+        {
+            k: v
+            for k, v in {
+                "context": request.context,
+                "concurrency": request.concurrency,
+                "goal": request.goal,
+                "engine": engine,
+                "quantization": request.quant,
+                "kv_cache_dtype": request.kv_cache_dtype,
+                "gpu_memory_utilization": request.gpu_memory_utilization,
+                "tensor_parallel_size": request.tensor_parallel_size,
+            }.items()
+            if v is not None
+        }
+    )
+    plan = make_plan(spec, hardware, plan_request)
+    return spec, hardware, plan
+
+
+def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
+    """Plan the deployment and build its launch spec. Does not start anything."""
+    from llmhost.engines.registry import get_engine
+
+    spec, _hardware, plan = resolve_and_plan(request)
+    candidate = plan.chosen_candidate
+    if candidate is None:
+        advice = " ".join(plan.advice) if plan.advice else ""
+        raise NothingFitsError(
+            f"No way to run {request.model} fits this machine. {advice}".strip(),
+            hint=f"See `llmhost plan {request.model}` for every candidate and what each would need.",
+        )
+    _, runtime = engine_choice(request.engine)
+    name = paths.validate_name(request.name or default_name(spec.name))
+    served = spec.name
+    api_key, generated = decide_api_key(request.host, request.api_key, request.insecure_no_auth)
+    if request.port is not None:
+        if not dry_run:
+            check_port_available(request.host, request.port)
+        port = request.port
+    else:
+        from llmhost.supervise.control import reserved_ports
+
+        port = next_free_port(request.host, exclude=reserved_ports())
+    to_download = missing_model_files(spec, candidate)
+    if to_download and not dry_run:
+        local = download_model_files(spec, candidate)
+        candidate = candidate.model_copy(update={"gguf_file": str(local)})
+        to_download = []
+    options = ServeOptions(
+        name=name,
+        served_model_name=served,
+        host=request.host,
+        port=port,
+        api_key_env=API_KEY_ENV if api_key else None,
+        trust_remote_code=request.trust_remote_code,
+        extra_args=list(request.extra_args),
+        env=dict(request.env),
+        engine_bin=request.engine_bin,
+        runtime=runtime,
+    )
+    engine = get_engine(candidate.engine)
+    launch = engine.build_launch(candidate, options)
+    deployment = Deployment(
+        name=name,
+        model=request.model,
+        served_model_name=served,
+        engine=launch.engine,
+        runtime=launch.runtime,
+        base_url=launch.base_url,
+        host=request.host,
+        port=port,
+        auth=api_key is not None,
+        launch=launch,
+        planned=planned_report(candidate),
+        reasons=list(candidate.reasons),
+        log_dir=str(paths.deployment_dir(name)),
+    )
+    return Prepared(
+        deployment=deployment,
+        candidate=candidate,
+        command=shlex.join(launch.argv),
+        env={**launch.env, **{k: f"${v}" for k, v in launch.secret_env.items()}},
+        api_key_generated=generated,
+        api_key=api_key,
+        download=to_download,
+    )
+
+
+# -- model files ---------------------------------------------------------------------------------------
+def _gguf_files(spec: ModelSpec, candidate: Candidate) -> list[tuple[str, int | None]]:
+    """Repo paths (and sizes) of the GGUF file(s) the candidate loads; [] when it is local or not GGUF."""
+    if candidate.engine != "llamacpp" or spec.repo_id is None:
+        return []
+    wanted = candidate.gguf_file
+    if wanted and Path(wanted).is_file():
+        return []
+    for variant in spec.gguf_variants:
+        paths_in_variant = [f.path for f in variant.files]
+        if (wanted and wanted in paths_in_variant) or (not wanted and variant.tag == candidate.quantization):
+            return [(f.path, f.size_bytes) for f in variant.files]
+    if wanted:
+        return [(wanted, None)]
+    return []
+
+
+def missing_model_files(spec: ModelSpec, candidate: Candidate) -> list[str]:
+    return [path for path, _ in _gguf_files(spec, candidate)]
+
+
+def download_model_files(spec: ModelSpec, candidate: Candidate) -> Path:
+    """Download the candidate's GGUF file(s) into the HF cache (resumable, with a progress bar) and
+    return the local path of the first one. Refuses when the disk would not hold them."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    files = _gguf_files(spec, candidate)
+    assert spec.repo_id is not None
+    cache = Path(constants.HF_HUB_CACHE)
+    cache.mkdir(parents=True, exist_ok=True)
+    need = sum(size or 0 for _, size in files)
+    free = shutil.disk_usage(cache).free
+    if need and need > free:
+        raise UsageError(
+            f"Not enough disk space for {spec.repo_id}: need {need / 1e9:.1f} GB, "
+            f"{free / 1e9:.1f} GB free in {cache}.",
+            hint="Free space, or point HF_HOME at a larger disk, then rerun the same command.",
+        )
+    local: list[Path] = []
+    for repo_path, _ in files:
+        try:
+            local.append(Path(hf_hub_download(spec.repo_id, repo_path, revision=spec.revision)))
+        except LocalEntryNotFoundError as exc:
+            raise NetworkError(
+                f"Could not download {repo_path} from {spec.repo_id}: the Hub is unreachable.",
+                hint="Check the network (or HF_ENDPOINT), then rerun; the download resumes where it stopped.",
+            ) from exc
+        except HfHubHTTPError as exc:
+            raise ModelError(
+                f"Could not download {repo_path} from {spec.repo_id}: {exc}.",
+                hint="Check the repo id and quant tag (`llmhost plan MODEL` lists the files).",
+            ) from exc
+        except OSError as exc:
+            raise NetworkError(
+                f"Download of {repo_path} failed: {exc}.", hint="Rerun the same command to resume it."
+            ) from exc
+    return local[0]
