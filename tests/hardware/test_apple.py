@@ -129,3 +129,11 @@ def test_detect_on_a_mac_runs_both_commands_with_list_argv():
     assert tuple(SYSTEM_PROFILER_ARGV) in calls
     assert any(c[0] == "sysctl" and "iogpu.wired_limit_mb" in c for c in calls)
     assert not any(c[0] == "rocm-smi" for c in calls)  # no NVIDIA/AMD probing on macOS
+
+
+def test_macos13_spelling_of_the_wired_limit_is_bytes():
+    sysctl, profiler = outputs("m2_max_32gb")
+    sysctl = sysctl.replace("iogpu.wired_limit_mb: 0\n", "debug.iogpu.wired_limit: 28000000000\n")
+    gpu = apple_from_outputs(sysctl, profiler).gpu
+    assert gpu.memory_total_bytes == 28_000_000_000
+    assert gpu.memory_limit_source == "debug.iogpu.wired_limit=28000000000"

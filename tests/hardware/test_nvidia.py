@@ -261,3 +261,15 @@ def test_process_without_an_nvml_name_is_named_by_the_os(h100, make_nvml):
     (proc,) = gpu.processes
     assert proc.pid == os.getpid() and proc.name == psutil.Process().name()
     assert proc.used_memory_bytes == 1024
+
+
+def test_detect_reads_cuda_visible_devices_from_the_process_environment(two_gpus, make_nvml, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-0d1f3a5b")
+    hardware = detect(nvml=make_nvml(two_gpus), run=lambda argv: None, system="Linux")
+    assert [g.uuid for g in hardware.gpus] == [A100_UUID]
+
+
+def test_newer_architecture_enum_falls_back_to_the_catalog(h100, make_nvml):
+    h100["devices"][0]["architecture"] = 99  # a future NVML enum value
+    (gpu,) = read_nvidia(make_nvml(h100), visible_devices=None).gpus
+    assert gpu.architecture == "hopper"

@@ -27,6 +27,7 @@ SYSCTL_KEYS = (
     "hw.perflevel0.physicalcpu",
     "hw.perflevel1.physicalcpu",
     "iogpu.wired_limit_mb",
+    "debug.iogpu.wired_limit",
     "hw.optional.AdvSIMD",
     "hw.optional.arm.FEAT_FP16",
     "hw.optional.arm.FEAT_DotProd",
@@ -128,13 +129,18 @@ def _str_or_none(value: object) -> str | None:
     return str(value) if value else None
 
 
-def metal_working_set_bytes(ram_bytes: int, wired_limit_mb: int | None) -> tuple[int, str]:
+def metal_working_set_bytes(
+    ram_bytes: int, wired_limit_mb: int | None, *, legacy_wired_limit_bytes: int | None = None
+) -> tuple[int, str]:
     """Memory the GPU may wire (Metal's `recommendedMaxWorkingSetSize`) and the rule that gave it.
 
-    `iogpu.wired_limit_mb` > 0 (set by `sudo sysctl iogpu.wired_limit_mb=N`) replaces the default.
+    `iogpu.wired_limit_mb` > 0 (macOS 14+, `sudo sysctl iogpu.wired_limit_mb=N`) replaces the
+    default; macOS 13 spelled it `debug.iogpu.wired_limit`, in bytes.
     """
     if wired_limit_mb:
         return wired_limit_mb * MIB, f"iogpu.wired_limit_mb={wired_limit_mb}"
+    if legacy_wired_limit_bytes:
+        return legacy_wired_limit_bytes, f"debug.iogpu.wired_limit={legacy_wired_limit_bytes}"
     if ram_bytes > _THREE_QUARTERS_ABOVE_BYTES:
         share, rule = (3, 4), "macOS default: 3/4 of RAM above 32 GiB"
     else:
@@ -169,8 +175,11 @@ def apple_from_outputs(sysctl_text: str | None, profiler_text: str | None) -> Ap
         notes.append("Apple: neither sysctl nor system_profiler said which chip and how much memory.")
         return AppleReading(gpu=None, cpu=None, ram_total_bytes=ram, notes=notes)
 
-    wired = _int(sysctl.get("iogpu.wired_limit_mb"))
-    working_set, rule = metal_working_set_bytes(ram, wired)
+    working_set, rule = metal_working_set_bytes(
+        ram,
+        _int(sysctl.get("iogpu.wired_limit_mb")),
+        legacy_wired_limit_bytes=_int(sysctl.get("debug.iogpu.wired_limit")),
+    )
     entry = match_gpu(chip, vendor="apple")
     gpu_cores = profile.gpu_cores
     if entry is None:

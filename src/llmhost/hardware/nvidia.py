@@ -208,9 +208,8 @@ def _read_device(nvml: _Reader, handle: object, index: int, notes: list[str]) ->
         memory_free_bytes=int(memory.free) if memory is not None else None,
         memory_used_bytes=int(memory.used) if memory is not None else None,
         compute_capability=cc,
-        architecture=_ARCHITECTURES.get(arch_code)
-        if arch_code is not None
-        else (entry.architecture if entry else None),
+        # An enum value newer than this table (or NotSupported) falls back to the catalog row.
+        architecture=_ARCHITECTURES.get(arch_code) or (entry.architecture if entry else None),
         memory_bus_width_bits=int(bus_bits) if bus_bits else None,
         memory_max_clock_mhz=int(mem_clock) if mem_clock else None,
         memory_bandwidth_bytes_per_s=bandwidth,
