@@ -1,10 +1,13 @@
-"""The measuring client: one `httpx.AsyncClient`, a pool sized to the concurrency, a raw SSE reader.
+"""The measuring client: one `aiohttp.ClientSession`, a pool sized to the concurrency, a raw SSE reader.
 
-The reader takes bytes straight from `Response.aiter_raw()` and splits lines itself: measured in
-`benchmarks/bench_client_capacity.py`, this costs less per token than `aiter_lines()` (which
-decodes to text and runs a universal-newline splitter first). Every chunk that arrives in one read
-gets that read's monotonic timestamp; the send time is taken just before the request is handed to
-the connection pool.
+Why aiohttp and not httpx: measured in `benchmarks/bench_client_capacity.py` (128 streams, one token
+every 2 ms), httpx costs about twice the CPU per token, because h11 turns every chunked-transfer frame
+(one per token on vLLM and llama-server) into a Python event that climbs through httpcore and httpx;
+aiohttp's C parser hands over everything received so far in one `iter_any()` read. The reader splits
+lines itself from those bytes (cheaper than `aiter_lines()`-style text decoding). Every event that
+arrives in one read gets that read's monotonic timestamp; the send time is taken just before the
+request is handed to the connection pool. The read buffer is raised from aiohttp's 64 KiB default,
+which throttled vLLM's own benchmark on long lines (vllm-project/vllm#39963).
 
 TTFT stops at the first chunk carrying non-empty content, reasoning or tool calls; an empty or
 role-only chunk (sent at once by some servers) is recorded separately and does not stop the clock.
@@ -12,12 +15,13 @@ role-only chunk (sent at once by some servers) is recorded separately and does n
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from llmhost.bench.models import Api, ErrorClass, RequestRecord, TokenSource
 from llmhost.bench.workload import TokenizerAdapter
@@ -33,15 +37,16 @@ class Prepared:
     output_tokens: int | None
 
 
-def make_http_client(concurrency: int, *, api_key: str | None, read_timeout_s: float) -> httpx.AsyncClient:
+def make_session(concurrency: int, *, api_key: str | None, read_timeout_s: float) -> aiohttp.ClientSession:
     headers = {"accept": "text/event-stream"}
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
-    return httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        timeout=httpx.Timeout(connect=10.0, read=read_timeout_s, write=30.0, pool=None),
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=0, force_close=False),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=read_timeout_s),
         headers=headers,
         trust_env=False,
+        read_bufsize=2**20,
     )
 
 
@@ -69,7 +74,7 @@ class StreamClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         url: str,
         *,
         api: Api,
@@ -99,17 +104,15 @@ class StreamClient:
         done = False
         error_class: ErrorClass | None = None
         error: str | None = None
-        request = self.http.build_request("POST", self.url, content=req.body, headers=self.content_type)
         sent_ns = time.perf_counter_ns()
         try:
-            response = await self.http.send(request, stream=True)
-            try:
-                if response.status_code != 200:
-                    body = await response.aread()
-                    error_class = _http_error_class(response.status_code)
-                    error = _error_message(response.status_code, body)
+            async with self.http.post(self.url, data=req.body, headers=self.content_type) as response:
+                if response.status != 200:
+                    body = await response.read()
+                    error_class = _http_error_class(response.status)
+                    error = _error_message(response.status, body)
                 elif not response.headers.get("content-type", "").startswith("text/event-stream"):
-                    await response.aread()
+                    await response.read()
                     error_class = "non_sse"
                     error = (
                         f"the server answered {response.headers.get('content-type') or 'no content type'} "
@@ -118,7 +121,7 @@ class StreamClient:
                 else:
                     buf = b""
                     loads = json.loads
-                    async for data in response.aiter_raw():
+                    async for data in response.content.iter_any():
                         now = time.perf_counter_ns()
                         lines = (buf + data).split(b"\n")
                         buf = lines.pop()
@@ -164,14 +167,12 @@ class StreamClient:
                                 usage = obj["usage"]
                             if obj.get("timings"):
                                 timings = obj["timings"]
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException as exc:
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             error_class, error = "timeout", f"timed out: {type(exc).__name__}"
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             mid = " mid-stream" if chunk_ns else ""
             error_class, error = "connection", f"connection failed{mid}: {exc or type(exc).__name__}"
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             error_class, error = "other", f"{type(exc).__name__}: {exc}"
         except ValueError as exc:  # a data line that is not JSON
             error_class, error = "bad_stream", f"a stream event is not JSON: {exc}"

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 
 from llmhost import __version__
 from llmhost.bench import checks
-from llmhost.bench.client import Prepared, StreamClient, make_http_client
+from llmhost.bench.client import Prepared, StreamClient, make_session
 from llmhost.bench.metrics import meets_slos, summarize
 from llmhost.bench.models import (
     BenchResult,
@@ -80,39 +80,46 @@ def root_url(base_url: str) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-async def preflight(http: httpx.AsyncClient, target: Target) -> list[Flag]:
+async def _get_json(http: aiohttp.ClientSession, url: str, timeout_s: float) -> tuple[int, Any]:
+    async with http.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+        body = await response.read()
+    try:
+        return response.status, json.loads(body)
+    except ValueError:
+        return response.status, None
+
+
+async def preflight(http: aiohttp.ClientSession, target: Target) -> list[Flag]:
     """Reach the server, check the key and the model name before sending load."""
     url = target.base_url.rstrip("/") + "/models"
     try:
-        response = await http.get(url, timeout=10.0)
-    except httpx.ConnectError as exc:
+        status, data = await _get_json(http, url, 10.0)
+    except aiohttp.ClientConnectorError as exc:
         raise NetworkError(
-            f"cannot reach {target.base_url}: {exc or 'connection refused'}.",
+            f"cannot reach {target.base_url}: {exc.os_error.strerror or exc}.",
             hint="Check --base-url (host, port, /v1) and that the server is up; see `llmhost ps`.",
         ) from exc
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise NetworkError(
             f"cannot reach {target.base_url}: {type(exc).__name__} {exc}.",
             hint="Check --base-url and that the server is up.",
         ) from exc
-    if response.status_code in (401, 403):
+    if status in (401, 403):
         sent = "the API key was rejected" if target.api_key_used else "it needs an API key"
         raise BenchError(
-            f"{target.base_url} answered {response.status_code}: {sent}.",
+            f"{target.base_url} answered {status}: {sent}.",
             hint="Pass --api-key or set LLMHOST_API_KEY (or OPENAI_API_KEY) to the server's key.",
         )
-    if response.status_code != 200:
+    if status != 200:
         return [
             Flag(
                 code="no_model_list",
                 severity="info",
-                message=f"GET {url} answered {response.status_code}: the model name was not checked first.",
+                message=f"GET {url} answered {status}: the model name was not checked first.",
             )
         ]
-    try:
-        ids = [m["id"] for m in response.json().get("data", []) if isinstance(m, dict) and "id" in m]
-    except (ValueError, AttributeError):
-        return []
+    models = data.get("data", []) if isinstance(data, dict) else []
+    ids = [m["id"] for m in models if isinstance(m, dict) and "id" in m]
     if ids and target.model not in ids:
         raise BenchError(
             f"model {target.model!r} is not served at {target.base_url}; it serves: {', '.join(ids)}.",
@@ -121,15 +128,15 @@ async def preflight(http: httpx.AsyncClient, target: Target) -> list[Flag]:
     return []
 
 
-async def probe_slots(http: httpx.AsyncClient, target: Target) -> None:
+async def probe_slots(http: aiohttp.ClientSession, target: Target) -> None:
     """llama-server tells its parallel slots in /props (`total_slots`)."""
     if target.server_slots is not None:
         return
     try:
-        response = await http.get(root_url(target.base_url) + "/props", timeout=5.0)
-        slots = response.json().get("total_slots") if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, AttributeError):
+        status, data = await _get_json(http, root_url(target.base_url) + "/props", 5.0)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
         return
+    slots = data.get("total_slots") if status == 200 and isinstance(data, dict) else None
     if isinstance(slots, int) and slots > 0:
         target.server_slots = slots
         target.server_slots_source = "llama-server /props total_slots"
@@ -257,7 +264,7 @@ async def run_bench(cfg: BenchConfig, progress: ProgressSink | None = None) -> B
     concurrency = wl.concurrency or 1
     pool = max(concurrency, cfg.sweep_max_concurrency if wl.sweep else concurrency) + 2
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    async with make_http_client(pool, api_key=cfg.api_key, read_timeout_s=cfg.read_timeout_s) as http:
+    async with make_session(pool, api_key=cfg.api_key, read_timeout_s=cfg.read_timeout_s) as http:
         flags = await preflight(http, cfg.target)
         await probe_slots(http, cfg.target)
         t0 = time.perf_counter_ns()

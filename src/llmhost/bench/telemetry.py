@@ -14,7 +14,7 @@ import contextlib
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 import psutil
 
 from llmhost.bench.metrics import stat
@@ -49,7 +49,7 @@ def parse_prometheus(text: str) -> dict[str, float]:
 
 
 class MetricsScraper:
-    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
+    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
         self.http = http
         self.url = url
         self.available = True
@@ -58,14 +58,16 @@ class MetricsScraper:
         if not self.available:
             return None
         try:
-            response = await self.http.get(self.url, timeout=3.0)
-        except httpx.HTTPError:
+            async with self.http.get(self.url, timeout=aiohttp.ClientTimeout(total=3.0)) as response:
+                status = response.status
+                text = await response.text(errors="replace")
+        except (aiohttp.ClientError, asyncio.TimeoutError):
             self.available = False
             return None
-        if response.status_code != 200:
+        if status != 200:
             self.available = False
             return None
-        values = parse_prometheus(response.text)
+        values = parse_prometheus(text)
         if not values:
             self.available = False
             return None
