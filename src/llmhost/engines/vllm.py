@@ -7,9 +7,9 @@ What llmhost sets, and why (details and sources in docs/vllm.md):
 - `--gpu-memory-utilization` is a share of TOTAL device memory (vllm/v1/worker/gpu_worker.py); the
   planner lowers it when other processes hold memory. On the CPU build the KV pool is
   `VLLM_CPU_KVCACHE_SPACE` GiB of RAM instead (vllm/v1/worker/cpu_worker.py).
-- `--quantization` only when the plan quantizes on the fly (e.g. fp8 of a bf16 checkpoint): a
-  pre-quantized checkpoint declares its method in config.json and vLLM picks the fastest kernel for it
-  (forcing `awq` would turn off `awq_marlin`).
+- `--quantization` only for methods vLLM applies on the fly (fp8 of a bf16 checkpoint, bitsandbytes):
+  a pre-quantized checkpoint (AWQ, GPTQ...) declares its method in config.json and vLLM picks the
+  fastest kernel for it; forcing `--quantization awq` would turn `awq_marlin` off.
 - The API key reaches vLLM as `VLLM_API_KEY` in its environment, never in argv (visible in `ps`).
 - `--shutdown-timeout` lets in-flight requests drain on SIGTERM; the supervisor's grace period is longer.
 - Internal ports: `VLLM_PORT` is the first port vLLM scans upward from for its internal sockets
@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+from dataclasses import dataclass
 
 from llmhost.engines import vllm_env
 from llmhost.engines.base import EngineStatus, FailureCause, LaunchSpec, ServeOptions, StartupReport
@@ -44,8 +45,9 @@ READY_PER_GIB_S = 15.0
 # Inherited variables that would silently change what the plan decided (ports, memory, the key).
 ENV_REMOVE = ["VLLM_PORT", "VLLM_DP_MASTER_PORT", "VLLM_API_KEY", "VLLM_CPU_KVCACHE_SPACE", "VLLM_HOST_IP"]
 
-# Plan quantization names that are properties of the checkpoint, not a flag vLLM needs.
-_NO_QUANT_FLAG = {"", "none", "auto", "bf16", "bfloat16", "fp16", "float16", "f16", "fp32", "float32"}
+# Methods vLLM can apply to an unquantized checkpoint while loading it; every other method (awq, gptq,
+# compressed-tensors, nvfp4...) is read from the checkpoint's config.json and needs no flag.
+ONLINE_QUANTIZATION = {"fp8", "bitsandbytes", "experts_int8", "ptpc_fp8"}
 # The plan's KV dtype names -> vLLM's --kv-cache-dtype choices (auto = the model dtype).
 _KV_DTYPES = {
     "auto": "auto",
@@ -80,6 +82,8 @@ def ready_deadline_s(candidate: Candidate) -> float:
 
 def runs_on_cpu(candidate: Candidate) -> bool:
     """The plan placed this candidate on the CPU (vLLM's CPU build)."""
+    if "device" in candidate.engine_options:
+        return str(candidate.engine_options["device"]) == "cpu"
     if candidate.per_device:
         return all(d.device.startswith("cpu") for d in candidate.per_device)
     return "cpu_kv_cache_gib" in candidate.engine_options and "gpu_memory_utilization" not in (
@@ -104,7 +108,7 @@ def _quantization_flag(candidate: Candidate) -> str | None:
     if value is None or isinstance(value, bool):
         return None
     text = str(value).strip().lower()
-    return None if text in _NO_QUANT_FLAG else text
+    return text if text in ONLINE_QUANTIZATION else None
 
 
 def _kv_dtype_flag(candidate: Candidate) -> str:
@@ -171,7 +175,13 @@ _CONCURRENCY = re.compile(r"Maximum concurrency for (?P<len>[\d,]+) tokens per r
 _MODEL_LOADING = re.compile(  # v1/worker/gpu_model_runner.py load_model
     r"Model loading took (?P<gib>[\d.]+) ?GiB(?: memory)? and (?P<s>[\d.]+) ?s"
 )
-_WEIGHTS_TAKE = re.compile(r"model weights take (?P<gib>[\d.]+) ?GiB")  # memory profiling summary (older)
+# Older releases: "Loading model weights took 14.9888 GB" (GiB, labelled GB), the memory profiling
+# summary ("model weights take 14.99GiB", "kv_cache_size=3.81GiB") and "# GPU blocks: N" (16 tokens each).
+_LOADING_WEIGHTS = re.compile(r"Loading model weights took (?P<gib>[\d.]+) ?GB")
+_WEIGHTS_TAKE = re.compile(r"model weights take (?P<gib>[\d.]+) ?GiB")
+_PROFILED_KV = re.compile(r"kv_cache_size=(?P<gib>[\d.]+) ?GiB")
+_GPU_BLOCKS = re.compile(r"# GPU blocks: (?P<n>\d+)")
+OLD_BLOCK_TOKENS = 16
 _AVAILABLE_KV = re.compile(r"Available KV cache memory: (?P<gib>[\d.]+) ?GiB")  # v1/worker/gpu_worker.py
 _CPU_KV = re.compile(  # v1/worker/cpu_worker.py determine_available_memory
     r"(?P<how>Explicitly|Auto) set \((?P<gib>[\d.]+)/(?P<total>[\d.]+)\) GiB for KV cache"
@@ -203,9 +213,12 @@ def parse_startup(log_text: str) -> StartupReport:
     if m := _MODEL_LOADING.search(log_text):
         report.weights_bytes = _gib(m["gib"])
         raw["model_loading_s"] = m["s"]
-    elif m := _WEIGHTS_TAKE.search(log_text):
+    elif m := (_LOADING_WEIGHTS.search(log_text) or _WEIGHTS_TAKE.search(log_text)):
         report.weights_bytes = _gib(m["gib"])
-    if m := _AVAILABLE_KV.search(log_text):
+    if report.kv_cache_tokens is None and (m := _GPU_BLOCKS.search(log_text)):
+        report.kv_cache_tokens = int(m["n"]) * OLD_BLOCK_TOKENS
+        raw["gpu_blocks"] = m["n"]
+    if m := (_AVAILABLE_KV.search(log_text) or _PROFILED_KV.search(log_text)):
         report.kv_cache_bytes = _gib(m["gib"])
     elif m := _CPU_KV.search(log_text):
         report.kv_cache_bytes = _gib(m["gib"])
@@ -286,7 +299,10 @@ def classify_failure(log_tail: str) -> FailureCause | None:
     return None
 
 
-_ESTIMATED_LEN = re.compile(r"estimated maximum model length is (?P<n>\d+)")
+_ESTIMATED_LEN = re.compile(
+    r"estimated maximum model length is (?P<n>\d+)"
+    r"|maximum number of tokens that can be stored in KV cache \((?P<v0>\d+)\)"  # V0 wording
+)
 _NEEDED_KV = re.compile(
     r"\((?P<need>[\d.]+) GiB KV cache is needed, .*?available KV cache memory \((?P<have>[\d.]+) GiB\)"
 )
@@ -299,17 +315,57 @@ def _round_context(tokens: int) -> int:
     return max(256, tokens // 256 * 256)
 
 
-def suggest_fix(cause: FailureCause | None, candidate: Candidate, log_tail: str) -> str | None:
-    """Concrete flag values that would let this candidate start, from vLLM's message and the plan."""
+@dataclass(frozen=True)
+class RunSettings:
+    """What a failed start ran with: from the plan candidate, or read back from the launch spec."""
+
+    context_length: int
+    max_num_seqs: int
+    tensor_parallel_size: int
+    kv_bytes_per_token: int  # 0 when unknown
+
+    @classmethod
+    def of_candidate(cls, candidate: Candidate) -> RunSettings:
+        seqs = _opt(candidate, "max_num_seqs")
+        return cls(
+            context_length=candidate.context_length,
+            max_num_seqs=int(seqs) if seqs is not None else max(candidate.concurrency, 1),
+            tensor_parallel_size=candidate.tensor_parallel_size,
+            kv_bytes_per_token=candidate.kv_bytes_per_token,
+        )
+
+    @classmethod
+    def of_launch(cls, launch: LaunchSpec, planned: StartupReport | None = None) -> RunSettings:
+        def value(name: str, default: int) -> int:
+            argv = launch.argv
+            try:
+                return int(argv[argv.index(name) + 1])
+            except (ValueError, IndexError):
+                return default
+
+        per_token = 0
+        if planned and planned.kv_cache_bytes and planned.kv_cache_tokens:
+            per_token = planned.kv_cache_bytes // planned.kv_cache_tokens
+        return cls(
+            context_length=value("--max-model-len", 0),
+            max_num_seqs=value("--max-num-seqs", 1),
+            tensor_parallel_size=value("--tensor-parallel-size", 1),
+            kv_bytes_per_token=per_token,
+        )
+
+
+def suggest_fix(cause: FailureCause | None, run: RunSettings | Candidate, log_tail: str) -> str | None:
+    """Concrete settings that would let this start succeed, from vLLM's message and the plan's figures."""
+    candidate = RunSettings.of_candidate(run) if isinstance(run, Candidate) else run
     if cause == "kv_cache_too_small":
         tokens: int | None = None
         if m := _ESTIMATED_LEN.search(log_tail):
-            tokens = int(m["n"])
+            tokens = int(m["n"] or m["v0"])
         elif (m := _NEEDED_KV.search(log_tail)) and candidate.kv_bytes_per_token > 0:
             tokens = int(float(m["have"]) * GIB / candidate.kv_bytes_per_token)
         if tokens is None or tokens <= 0:
             return "Lower --context (see `llmhost plan MODEL --engine vllm` for what fits)."
-        context = _round_context(min(tokens, candidate.context_length))
+        context = _round_context(min(tokens, candidate.context_length or tokens))
         return (
             f"vLLM has room for about {tokens:,} tokens of KV cache; serve with --context {context} "
             f"(vLLM --max-model-len {context}), or give it more memory."
@@ -329,10 +385,10 @@ def suggest_fix(cause: FailureCause | None, candidate: Candidate, log_tail: str)
             free_gib = float(m["free"])
             space = max(1, int(free_gib) - 1)
             room = int(space * GIB / candidate.kv_bytes_per_token) if candidate.kv_bytes_per_token else 0
-            ctx = f" and --context {_round_context(min(room, candidate.context_length))}" if room else ""
+            fits = min(room, candidate.context_length or room)
+            ctx = f" and --context {_round_context(fits)}" if room else ""
             return f"Only {free_gib:.1f} GiB of RAM is free: use VLLM_CPU_KVCACHE_SPACE={space}{ctx}."
-        seqs = _opt(candidate, "max_num_seqs")
-        seqs_n = int(seqs) if seqs is not None else max(candidate.concurrency, 1)
+        seqs_n = candidate.max_num_seqs
         tp = candidate.tensor_parallel_size
         return (
             f"Reduce what vLLM reserves besides weights: --concurrency {max(1, seqs_n // 2)}, a smaller "
@@ -439,8 +495,11 @@ class VllmEngine:
     def parse_startup(self, log_text: str) -> StartupReport:
         return parse_startup(log_text)
 
-    def suggest_fix(self, cause: FailureCause | None, candidate: Candidate, log_tail: str) -> str | None:
-        return suggest_fix(cause, candidate, log_tail)
+    def suggest_fix(
+        self, cause: FailureCause | None, log_tail: str, launch: LaunchSpec, planned: StartupReport | None
+    ) -> str | None:
+        """The supervisor's hook: a fix for a failed start, from the launch spec and the plan's figures."""
+        return suggest_fix(cause, RunSettings.of_launch(launch, planned), log_tail)
 
 
 ENGINE = VllmEngine()
