@@ -166,3 +166,26 @@ def test_unknown_names_match_nothing():
 def test_lookup_is_case_and_separator_insensitive():
     assert lookup("RTX_4090")[0].id == "rtx-4090-24gb"
     assert lookup("M3 Max 128GB") == (lookup("m3-max")[0], 128)
+
+
+@pytest.mark.parametrize(
+    ("spec", "gpu_cores", "bandwidth"),
+    [
+        ("m3-max-36gb", 30, 300e9),
+        ("m3-max-48gb", 40, 400e9),
+        ("m4-max-36gb", 32, 410e9),
+        ("m4-max", 40, 546e9),
+    ],
+)
+def test_apple_memory_options_sold_only_with_the_binned_gpu(spec, gpu_cores, bandwidth):
+    (gpu,) = hardware_from_spec(spec).gpus
+    assert gpu.gpu_cores == gpu_cores and gpu.memory_bandwidth_bytes_per_s == bandwidth
+
+
+def test_superchip_brings_its_own_host():
+    hardware = hardware_from_spec("gh200:2")
+    assert hardware.cpu.architecture == "aarch64" and "Grace" in hardware.cpu.model_name
+    assert hardware.cpu.physical_cores == 144 and "neon" in hardware.cpu.isa_flags
+    assert hardware.ram_total_bytes == 2 * 480 * GIB
+    assert hardware.cpu.bandwidth_source == "catalog"
+    assert not any("RAM assumed" in n for n in hardware.notes)

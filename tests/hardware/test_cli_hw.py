@@ -97,3 +97,9 @@ def test_doctor_human(capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "Engines" in out and "llamacpp" in out
+
+
+def test_apple_table_explains_the_gpu_memory(capsys):
+    assert main(["hw", "--hardware", "m2-max-32gb"]) == 0
+    out = capsys.readouterr().out
+    assert "21.3 GiB *" in out and "what Metal lets the GPU use" in out

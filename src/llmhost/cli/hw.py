@@ -73,11 +73,9 @@ def render_hardware(console: Console, hardware: Hardware) -> None:
     if hardware.gpus:
         table = Table(title=f"{title}: GPUs")
         for column in ("#", "GPU", "memory", "free", "bandwidth", "arch / CC", "FP16/FP8 TFLOPS", "link"):
-            table.add_column(column, no_wrap=column in ("#", "bandwidth"))
+            table.add_column(column, no_wrap=column in ("#", "memory", "bandwidth"))
         for gpu in hardware.gpus:
-            memory = _gib(gpu.memory_total_bytes)
-            if gpu.memory_limit_source:
-                memory += f"\n{gpu.memory_limit_source}"
+            memory = _gib(gpu.memory_total_bytes) + (" *" if gpu.memory_limit_source else "")
             arch = " ".join(x for x in (gpu.architecture, gpu.compute_capability) if x) or "-"
             flops = f"{gpu.fp16_tflops or '-'} / {gpu.fp8_tflops or '-'}"
             if gpu.fp8_supported:
@@ -104,6 +102,11 @@ def render_hardware(console: Console, hardware: Hardware) -> None:
                 ", ".join(link) or "-",
             )
         console.print(table)
+        for gpu in hardware.gpus:
+            if gpu.memory_limit_source:
+                console.print(
+                    f"* GPU {gpu.index} memory is what Metal lets the GPU use ({gpu.memory_limit_source})."
+                )
     cpu = hardware.cpu
     host = Table(title=f"{title}: host", show_header=False)
     host.add_column("what")

@@ -28,6 +28,19 @@ TERA = 1e12
 Vendor = Literal["nvidia", "amd", "apple"]
 
 
+class HostSpec(BaseModel):
+    """The host a superchip brings with it (GH200: Grace CPU and its LPDDR5X)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu: str
+    architecture: str
+    cores: int = Field(gt=0)
+    ram_gb: int = Field(gt=0)
+    memory_bandwidth_gb_s: float = Field(gt=0)
+    isa_flags: list[str] = Field(default_factory=list)
+
+
 class CatalogEntry(BaseModel):
     """One accelerator model. Units: GB/s for bandwidth, dense TFLOPS, marketed GB for memory."""
 
@@ -55,6 +68,10 @@ class CatalogEntry(BaseModel):
     fp8_supported: bool | None = Field(default=None, description="Override; NVIDIA derives it from CC.")
     gpu_cores: list[int] = Field(default_factory=list)
     cpu_cores: int | None = None
+    gpu_cores_by_memory_gb: dict[int, int] = Field(
+        default_factory=dict, description="Apple: memory options sold only with a binned GPU."
+    )
+    host: HostSpec | None = Field(default=None, description="Per-GPU host of a superchip (GH200).")
     power_w: float | None = None
     source: str
 
@@ -261,6 +278,29 @@ def _discrete_hardware(entry: CatalogEntry, count: int, ram_bytes: int | None, c
     step = 64 * GIB
     default_ram = max(_HOST_RAM_MIN_BYTES, -(-2 * gpu_total // step) * step)
     ram = ram_bytes or default_ram
+    notes = [f"what-if hardware from the catalog: {count} x {entry.name} ({entry.source})."]
+    if entry.host is not None:  # a superchip: the host is part of the product, one per GPU
+        host = entry.host
+        ram = ram_bytes or host.ram_gb * count * GIB
+        cores = cpus or host.cores * count
+        cpu = CPU(
+            model_name=host.cpu if count == 1 else f"{count} x {host.cpu}",
+            architecture=host.architecture,
+            physical_cores=cores,
+            logical_cores=cores,
+            isa_flags=list(host.isa_flags),
+            memory_bandwidth_bytes_per_s=host.memory_bandwidth_gb_s * GB * count,
+            bandwidth_source="catalog",
+        )
+        return Hardware(
+            source="catalog",
+            os="linux",
+            cpu=cpu,
+            ram_total_bytes=ram,
+            ram_available_bytes=ram,
+            gpus=gpus,
+            notes=notes,
+        )
     physical = cpus or _HOST_CORES_PER_GPU * count
     model = "catalog host (x86_64 server)"
     cpu = CPU(
@@ -272,7 +312,6 @@ def _discrete_hardware(entry: CatalogEntry, count: int, ram_bytes: int | None, c
         memory_bandwidth_bytes_per_s=estimate_memory_bandwidth(model, physical, physical * 2, server=True),
         bandwidth_source="estimate",
     )
-    notes = [f"what-if hardware from the catalog: {count} x {entry.name} ({entry.source})."]
     if ram_bytes is None:
         notes.append(f"host RAM assumed {ram // GIB} GiB; set it with ',ram=SIZE'.")
     return Hardware(
@@ -292,7 +331,10 @@ def _apple_hardware(entry: CatalogEntry, memory_gb: int | None, cpus: int | None
     chosen_gb = memory_gb or max(entry.memory_options_gb)
     ram = chosen_gb * GIB
     working_set, rule = metal_working_set_bytes(ram, wired_limit_mb=None)
-    gpu_cores = max(entry.gpu_cores) if entry.gpu_cores else None
+    # Some memory sizes are sold only with the binned GPU (M3 Max 36 GB: 30 cores, 300 GB/s).
+    gpu_cores = entry.gpu_cores_by_memory_gb.get(chosen_gb) or (
+        max(entry.gpu_cores) if entry.gpu_cores else None
+    )
     bandwidth = entry.bandwidth_bytes_per_s(gpu_cores)
     gpu = GPU(
         index=0,
@@ -304,7 +346,11 @@ def _apple_hardware(entry: CatalogEntry, memory_gb: int | None, cpus: int | None
         memory_bus_width_bits=entry.memory_bus_width_bits,
         memory_bandwidth_bytes_per_s=bandwidth,
         bandwidth_source="catalog",
-        fp16_tflops=entry.fp16_tflops,
+        fp16_tflops=(
+            round(entry.fp16_tflops * gpu_cores / max(entry.gpu_cores), 2)
+            if entry.fp16_tflops and gpu_cores and entry.gpu_cores
+            else entry.fp16_tflops
+        ),
         fp8_supported=False,
         unified_memory=True,
         gpu_cores=gpu_cores,
