@@ -1,0 +1,263 @@
+"""End to end: `llmhost serve` the tiny generated GGUF with the real llama.cpp runtimes, talk to it with the
+real `openai` client, break it (SIGKILL, bad files, taken ports, a killed supervisor) and stop it.
+
+Deployments are started once per module where tests only read from them; fault tests start their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from serve_helpers import alive, deployment, group_alive, llmhost, ps_json, serve_detached
+
+pytestmark = [pytest.mark.engine]
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'llmhost[llamacpp]')")
+
+KEY = "test-key-0123456789"
+
+
+def _client(base_url: str, key: str = "none") -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=60)
+
+
+def _wait_for(predicate, timeout: float, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+@pytest.fixture(scope="module")
+def served(tiny_gguf: Path):
+    """One llama-cpp-python deployment with an API key, shared by the read-only tests."""
+    dep = serve_detached(tiny_gguf, "e2e-lcp", "--engine", "llama-cpp-python", env={"LLMHOST_API_KEY": KEY})
+    yield dep
+    llmhost("stop", "e2e-lcp")
+
+
+def test_serve_contract_and_ps(served: dict) -> None:
+    assert served["state"] == "ready"
+    assert served["base_url"].endswith("/v1")
+    assert served["auth"] is True
+    listed = deployment("e2e-lcp")
+    assert listed is not None
+    for key in ("name", "model", "engine", "base_url", "state", "supervisor_pid", "engine_pid", "restarts"):
+        assert key in listed
+    assert (
+        listed["state"] == "ready"
+        and listed["engine"] == "llamacpp"
+        and listed["runtime"] == "llama-cpp-python"
+    )
+    assert alive(listed["supervisor_pid"]) and alive(listed["engine_pid"])
+    assert listed["memory_bytes"] > 10_000_000
+    assert listed["actual"]["kv_cache_tokens"] > 0  # parsed from the engine's start-up log
+
+
+def test_key_is_never_in_argv_state_or_logs(served: dict) -> None:
+    import psutil
+
+    listed = deployment("e2e-lcp")
+    for pid in (listed["supervisor_pid"], listed["engine_pid"]):
+        assert KEY not in " ".join(psutil.Process(pid).cmdline())
+    state_dir = Path(os.environ["LLMHOST_STATE_DIR"]) / "deployments" / "e2e-lcp"
+    for file in state_dir.iterdir():
+        assert KEY not in file.read_text(errors="replace"), file
+        assert file.stat().st_mode & 0o077 == 0, f"{file} is readable by others"
+    assert state_dir.stat().st_mode & 0o077 == 0
+
+
+def test_models_completion_chat_and_streaming(served: dict) -> None:
+    client = _client(served["base_url"], KEY)
+    ids = [m.id for m in client.models.list().data]
+    assert served["served_model_name"] in ids
+    model = served["served_model_name"]
+
+    comp = client.completions.create(model=model, prompt="Hello", max_tokens=8, temperature=0)
+    assert comp.usage.completion_tokens > 0 and comp.choices[0].finish_reason in ("length", "stop")
+
+    chat = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8
+    )
+    assert chat.choices[0].message.role == "assistant"
+    assert chat.usage.prompt_tokens > 3  # the ChatML template was applied
+
+    chunks = list(
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Count"}], max_tokens=12, stream=True
+        )
+    )
+    assert len(chunks) >= 2
+    assert chunks[-1].choices[0].finish_reason in ("length", "stop")
+
+
+def test_api_key_rejected_and_accepted(served: dict) -> None:
+    model = served["served_model_name"]
+    with pytest.raises(openai.AuthenticationError):
+        _client(served["base_url"], "wrong-key").models.list()
+    with pytest.raises(openai.AuthenticationError):
+        _client(served["base_url"], "wrong-key").completions.create(model=model, prompt="x", max_tokens=1)
+    assert _client(served["base_url"], KEY).models.list().data
+
+
+def test_eight_concurrent_streaming_clients_all_complete(served: dict) -> None:
+    client = _client(served["base_url"], KEY)
+    model = served["served_model_name"]
+
+    def one(i: int) -> tuple[int, str | None]:
+        stream = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": f"client {i}"}],
+            max_tokens=16,
+            stream=True,
+        )
+        pieces, finish = 0, None
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces += 1
+            if chunk.choices and chunk.choices[0].finish_reason:
+                finish = chunk.choices[0].finish_reason
+        return pieces, finish
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    # With interrupt_requests left at its default, later requests would cancel earlier streams mid-way.
+    assert all(finish in ("length", "stop") for _, finish in results), results
+    assert sum(1 for pieces, finish in results if finish == "length" and pieces > 0) >= 6, results
+
+
+def test_logs_show_engine_output(served: dict) -> None:
+    out = llmhost("logs", "e2e-lcp", "-n", "400")
+    assert out.returncode == 0
+    assert "llama" in out.stdout.lower()
+    assert KEY not in out.stdout
+    sup = llmhost("logs", "e2e-lcp", "--supervisor")
+    assert "ready after" in sup.stdout
+
+
+def test_sigkill_engine_is_restarted_and_serves_again(tiny_gguf: Path) -> None:
+    dep = serve_detached(tiny_gguf, "e2e-crash", "--engine", "llama-cpp-python")
+    try:
+        old_pid = dep["engine_process"]["pid"]
+        os.kill(old_pid, signal.SIGKILL)
+        restarted = _wait_for(
+            lambda: (
+                (d := deployment("e2e-crash")) and d["state"] == "ready" and d["engine_pid"] != old_pid and d
+            ),
+            timeout=60,
+        )
+        assert restarted, ps_json()
+        assert restarted["restarts"] == 1
+        assert not alive(old_pid)
+        reply = _client(restarted["base_url"]).completions.create(
+            model=restarted["served_model_name"], prompt="again", max_tokens=4
+        )
+        assert reply.usage.completion_tokens > 0
+        sup = llmhost("logs", "e2e-crash", "--supervisor").stdout
+        assert "restarting in 2s" in sup
+    finally:
+        llmhost("stop", "e2e-crash")
+
+
+def test_stop_leaves_no_process_and_frees_the_port(tiny_gguf: Path) -> None:
+    dep = serve_detached(tiny_gguf, "e2e-stop", "--engine", "llama-cpp-python")
+    engine_pid = dep["engine_process"]["pid"]
+    supervisor_pid = dep["supervisor"]["pid"]
+    assert group_alive(engine_pid)
+    out = llmhost("stop", "e2e-stop")
+    assert out.returncode == 0, out.stderr
+    # `stop` returns only once everything has exited: check immediately, no waiting.
+    assert group_alive(engine_pid) == []
+    assert not alive(engine_pid) and not alive(supervisor_pid)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", dep["port"]))
+    assert deployment("e2e-stop") is None
+    again = llmhost("stop", "e2e-stop")
+    assert again.returncode == 5 and "No deployment named" in again.stderr
+
+
+def test_ps_after_supervisor_sigkill_reports_dead_and_cleans_up(tiny_gguf: Path) -> None:
+    dep = serve_detached(tiny_gguf, "e2e-orphan", "--engine", "llama-cpp-python")
+    engine_pid = dep["engine_process"]["pid"]
+    os.kill(dep["supervisor"]["pid"], signal.SIGKILL)
+    _wait_for(lambda: not alive(dep["supervisor"]["pid"]), 10)
+    first = deployment("e2e-orphan")
+    assert first is not None and first["state"] == "dead"
+    # The orphaned engine is not trusted to keep running unsupervised: it is stopped, the state removed.
+    assert _wait_for(lambda: not group_alive(engine_pid), 10) is not None
+    assert deployment("e2e-orphan") is None
+
+
+def test_port_taken_is_a_clear_error_and_no_port_picks_a_free_one(tiny_gguf: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        out = llmhost("serve", str(tiny_gguf), "--detach", "--name", "e2e-port", "--port", str(port))
+        assert out.returncode == 2, out.stderr
+        assert f"Port {port} on 127.0.0.1 is already in use" in out.stderr
+        assert "Traceback" not in out.stderr
+        assert deployment("e2e-port") is None
+    # Without --port: the next free port, skipping ports other deployments hold.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 8000)) if _free(8000) else None
+        dep = serve_detached(tiny_gguf, "e2e-port", "--engine", "llama-cpp-python")
+        try:
+            assert dep["port"] != 8000
+            assert httpx.get(dep["base_url"] + "/models", timeout=10).status_code == 200
+        finally:
+            llmhost("stop", "e2e-port")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_non_gguf_model_file_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "model.gguf"
+    bogus.write_bytes(b"this is not a gguf file at all" * 100)
+    out = llmhost("serve", str(bogus), "--detach", "--name", "e2e-bogus")
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert deployment("e2e-bogus") is None
+
+
+def test_non_loopback_bind_requires_a_key(tiny_gguf: Path) -> None:
+    out = llmhost(
+        "serve", str(tiny_gguf), "--detach", "--name", "e2e-public", "--host", "0.0.0.0",
+        "--engine", "llama-cpp-python", "--json",
+    )  # fmt: skip
+    try:
+        assert out.returncode == 0, out.stderr
+        assert "API key (shown once" in out.stderr
+        key = out.stderr.split("store it now):", 1)[1].split()[0]
+        dep = json.loads(out.stdout)
+        assert dep["auth"] is True and key not in out.stdout
+        base = f"http://127.0.0.1:{dep['port']}/v1"
+        assert httpx.get(base + "/models", timeout=10).status_code == 401
+        ok = httpx.get(base + "/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert ok.status_code == 200
+    finally:
+        llmhost("stop", "e2e-public")
+    # Explicitly waiving auth is allowed, and then no key is asked for.
+    dry = llmhost("serve", str(tiny_gguf), "--host", "0.0.0.0", "--insecure-no-auth", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["deployment"]["auth"] is False
