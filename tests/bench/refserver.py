@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ class RefConfig:
     api_key: str | None = None
     die_after_tokens: int | None = None  # close the connection after K tokens (a crash mid-stream)
     slots: int | None = None  # advertised in /props as total_slots (llama-server)
+    capacity: int | None = None  # streams generated at once; the rest wait (a saturated engine)
     honour_length: bool = True  # False: stop after half the requested tokens (ignore_eos unsupported)
     default_tokens: int = 16
     # What the server actually did, for measuring the server itself.
@@ -80,6 +82,8 @@ class _Conn(asyncio.Protocol):
         self.closed = True
         if self.handle is not None:
             self.handle.cancel()
+            self.handle = None
+            self.server.release()
         self.server.conns.discard(self)
 
     def data_received(self, data: bytes) -> None:
@@ -170,6 +174,10 @@ class _Conn(asyncio.Protocol):
 
         token_frame = _frame(_sse({**base, "choices": [choice(word, None)]}))
         self.server.cfg.requests_served += 1
+        if cfg.capacity is not None and self.server.active >= cfg.capacity:
+            self.server.waiting.append(lambda: self._start_stream(req, chat=chat))
+            return
+        self.server.active += 1
         assert self.transport is not None
         transport = self.transport
 
@@ -220,6 +228,7 @@ class _Conn(asyncio.Protocol):
             transport.write(b"".join(pending) + b"".join(tail))
             pending.clear()
             self.handle = None
+            self.server.release()
             self._done()
 
         def tick() -> None:
@@ -251,6 +260,8 @@ class RefServer:
     def __init__(self, cfg: RefConfig | None = None) -> None:
         self.cfg = cfg or RefConfig()
         self.conns: set[_Conn] = set()
+        self.active = 0
+        self.waiting: list[Callable[[], None]] = []
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -259,6 +270,11 @@ class RefServer:
         self.server = await loop.create_server(lambda: _Conn(self), "127.0.0.1", port, backlog=1024)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
+
+    def release(self) -> None:
+        self.active -= 1
+        if self.waiting:
+            self.waiting.pop(0)()
 
     @property
     def base_url(self) -> str:
