@@ -8,6 +8,7 @@ of `n` elements takes `n / block_size * type_size` bytes (`ggml_row_size`).
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
@@ -30,6 +31,7 @@ _ALIASES = {
 }
 
 
+@lru_cache(maxsize=256)
 def normalize_kv_dtype(name: str) -> str:
     """Canonical spelling of a KV cache type: f16, bf16, f32, fp8, fp8_e4m3, q8_0, q4_0..."""
     key = name.strip().lower()
@@ -47,6 +49,7 @@ def ggml_bits_per_weight(type_name: str) -> float:
     return size * 8 / block
 
 
+@lru_cache(maxsize=4096)
 def kv_row_bytes(kv_dtype: str, n_elements: int) -> int:
     """Bytes one token's K (or V) row of `n_elements` takes in the cache at `kv_dtype`.
 

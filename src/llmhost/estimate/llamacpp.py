@@ -82,13 +82,15 @@ def pad_ctx(tokens: int) -> int:
     return max(math.ceil(tokens / oh.LLAMACPP_CTX_PAD) * oh.LLAMACPP_CTX_PAD, oh.LLAMACPP_CTX_PAD)
 
 
-def layer_kv_bytes(spec: ModelSpec, settings: LlamaCppSettings, layer: int) -> int:
-    """Bytes of layer `layer`'s K and V cache, all streams."""
+def layer_kv_bytes(
+    spec: ModelSpec, settings: LlamaCppSettings, layer: int, cells: tuple[int, int] | None = None
+) -> int:
+    """Bytes of layer `layer`'s K and V cache, all streams (`cells`: precomputed `llamacpp_kv_cells`)."""
     att = spec.attention
     kind = att.layer_kinds[layer] if layer < len(att.layer_kinds) else "full"
     if kind in ("linear", "mamba", "none"):
         return 0
-    full_cells, swa_cells = llamacpp_kv_cells(
+    full_cells, swa_cells = cells or llamacpp_kv_cells(
         settings.n_ctx_seq,
         settings.n_parallel,
         window=att.sliding_window,
@@ -96,14 +98,28 @@ def layer_kv_bytes(spec: ModelSpec, settings: LlamaCppSettings, layer: int) -> i
         swa_full=settings.swa_full,
         unified=settings.kv_unified,
     )
-    cells = swa_cells if kind == "sliding" and att.sliding_window else full_cells
+    cells_here = swa_cells if kind == "sliding" and att.sliding_window else full_cells
     if settings.cache_type_k == settings.cache_type_v:
         per_token = layer_kv_bytes_per_token(spec, layer, settings.cache_type_k, engine="llamacpp")
     else:
         k_only = _half(spec, layer, settings.cache_type_k, k=True)
         v_only = _half(spec, layer, settings.cache_type_v, k=False)
         per_token = k_only + v_only
-    return cells * per_token
+    return cells_here * per_token
+
+
+def layer_kv_per_token(spec: ModelSpec, settings: LlamaCppSettings) -> list[int]:
+    """Per layer: bytes one cached token takes at the settings' K/V types (0 for recurrent layers)."""
+    out: list[int] = []
+    for il in range(spec.attention.num_layers):
+        if settings.cache_type_k == settings.cache_type_v:
+            out.append(layer_kv_bytes_per_token(spec, il, settings.cache_type_k, engine="llamacpp"))
+        else:
+            out.append(
+                _half(spec, il, settings.cache_type_k, k=True)
+                + _half(spec, il, settings.cache_type_v, k=False)
+            )
+    return out
 
 
 def _half(spec: ModelSpec, layer: int, dtype: str, *, k: bool) -> int:
@@ -115,6 +131,14 @@ def _half(spec: ModelSpec, layer: int, dtype: str, *, k: bool) -> int:
         return layer_kv_bytes_per_token(spec, layer, dtype, engine="llamacpp") if k else 0
     heads = att.num_kv_heads[layer] if layer < len(att.num_kv_heads) else 0
     return kv_row_bytes(dtype, heads * (att.head_dim_k if k else att.head_dim_v))
+
+
+def _cells_for(spec: ModelSpec, layer: int, cells: tuple[int, int]) -> int:
+    att = spec.attention
+    kind = att.layer_kinds[layer] if layer < len(att.layer_kinds) else "full"
+    if kind in ("linear", "mamba", "none"):
+        return 0
+    return cells[1] if kind == "sliding" and att.sliding_window else cells[0]
 
 
 def recurrent_state_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
@@ -172,12 +196,14 @@ def assign_layers(n_layers: int, gpu_layers: int, gpus: list[Device]) -> list[in
         acc += max(g.capacity_bytes, 0) / total if total else 1 / len(gpus)
         splits.append(acc)
     placement: list[int] = []
+    idx = 0
     for il in range(n_layers + 1):
         if not gpus or il < i_gpu_start or act <= 0:
             placement.append(-1)
             continue
         frac = (il - i_gpu_start) / act
-        idx = next((i for i, s in enumerate(splits) if frac < s), len(gpus) - 1)
+        while idx < len(splits) - 1 and frac >= splits[idx]:  # layers come in order: the split only grows
+            idx += 1
         placement.append(idx)
     return placement
 
@@ -188,18 +214,31 @@ def llamacpp_memory(
     settings: LlamaCppSettings,
     gpus: list[Device],
     host: Device,
+    kv_per_token: list[int] | None = None,
 ) -> list[DeviceBuffers]:
-    """Buffers on each GPU (in order) and then on the host."""
+    """Buffers on each GPU (in order) and then on the host.
+
+    `kv_per_token` (from `layer_kv_per_token`) may be passed to skip recomputing it in a search loop.
+    """
     n = spec.attention.num_layers
     placement = assign_layers(n, settings.gpu_layers, gpus)
     buffers = [DeviceBuffers(device=g) for g in gpus]
     cpu = DeviceBuffers(device=host)
     layer_bytes = list(weights.layer_bytes) + [0] * max(n - len(weights.layer_bytes), 0)
+    cells = llamacpp_kv_cells(
+        settings.n_ctx_seq,
+        settings.n_parallel,
+        window=spec.attention.sliding_window,
+        n_ubatch=settings.n_ubatch,
+        swa_full=settings.swa_full,
+        unified=settings.kv_unified,
+    )
+    per_token = kv_per_token if kv_per_token is not None else layer_kv_per_token(spec, settings)
     for il in range(n):
         target = cpu if placement[il] < 0 else buffers[placement[il]]
         target.layers.append(il)
         target.model_bytes += layer_bytes[il]
-        target.kv_bytes += layer_kv_bytes(spec, settings, il)
+        target.kv_bytes += _cells_for(spec, il, cells) * per_token[il]
     # Output layer (and the final norm with it).
     out_target = cpu if placement[n] < 0 else buffers[placement[n]]
     output = weights.output_bytes if weights.output_bytes > 0 else weights.embedding_bytes

@@ -20,23 +20,27 @@ LLAMACPP_CTX_PAD = 256
 # vLLM. The CUDA context is created before vLLM's baseline memory snapshot, so it is held on top of
 # `gpu_memory_utilization x total` (vllm/v1/worker/gpu_worker.py: requested_memory vs init_snapshot).
 VLLM_CUDA_CONTEXT_BYTES = 512 * MiB
-# Memory allocated outside PyTorch during profiling (cuBLAS workspace; NCCL buffers with TP>1).
-# vLLM 0.8 logs show 0.20 GiB with TP=4 on 24 GB cards (vllm-project/vllm#14447).
-VLLM_NON_TORCH_BYTES = 160 * MiB
-VLLM_NON_TORCH_TP_EXTRA_BYTES = 256 * MiB
-# CUDA graph capture: "Graph capturing finished ... took 0.5 GiB" is typical for 7-8B models
-# (32 layers); capture memory grows with the number of layers captured.
-VLLM_CUDAGRAPH_BASE_BYTES = 200 * MiB
-VLLM_CUDAGRAPH_PER_LAYER_BYTES = 10 * MiB
+# Memory allocated outside PyTorch during profiling (cuBLAS workspace; NCCL and custom all-reduce
+# buffers with TP > 1). vLLM 0.19 on H100 (llm-d-planner sweep in benchmarks/data/vllm_startup_logs.json):
+# 0.24-0.27 GiB at TP=1, 2.06-2.21 GiB at TP=2/4.
+VLLM_NON_TORCH_BYTES = 256 * MiB
+VLLM_NON_TORCH_TP_EXTRA_BYTES = 1870 * MiB
+# CUDA graph capture. vLLM 0.19 prints it as an estimate and does not take it out of the KV budget
+# (available KV = requested - weights - activations - non-torch matches every record of the sweep),
+# so the graphs come on top of `gpu_memory_utilization x total`. Same sweep: 0.52-1.82 GiB, growing
+# with the number of layers: 0.35 GiB + 15 MiB per layer fits most records within 0.3 GiB.
+VLLM_CUDAGRAPH_BASE_BYTES = 358 * MiB
+VLLM_CUDAGRAPH_PER_LAYER_BYTES = 15 * MiB
 VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.90
 VLLM_DEFAULT_MAX_NUM_SEQS = 256
 # vllm/engine/arg_utils.py: 8192 batched tokens on GPUs with >= 70 GiB (except A100), else 2048.
 VLLM_LARGE_GPU_MNBT = 8192
 VLLM_SMALL_GPU_MNBT = 2048
 VLLM_LARGE_GPU_BYTES = 70 * GiB
-# Sampler peak per (request x vocab entry) in the profile run: fp32 logits, probabilities, sorted
-# values (fp32) and indices (int64) for top-k/top-p.
-VLLM_SAMPLER_BYTES_PER_LOGIT = 20
+# Sampler peak per (request x vocabulary entry) in the profile run (fp32 logits, probabilities and
+# top-k/top-p sort buffers): 14.8-15.5 bytes in the vLLM 0.19 sweep with max_num_seqs 1024
+# (Llama-3.1-8B 1.89 GiB, Qwen2.5-7B 2.21 GiB, Gemma-2 3.62 GiB, Gemma-3 3.89 GiB).
+VLLM_SAMPLER_BYTES_PER_LOGIT = 15.25
 # vLLM CPU: VLLM_CPU_KVCACHE_SPACE default (GiB) and runtime overhead (torch, oneDNN, process).
 VLLM_CPU_DEFAULT_KV_GIB = 4
 VLLM_CPU_RUNTIME_BYTES = 1 * GiB

@@ -97,22 +97,27 @@ def ffn_width(spec: ModelSpec) -> int:
 def activation_peak_bytes(spec: ModelSpec, settings: VllmSettings, act_bytes: int = 2) -> int:
     """PyTorch activation peak of vLLM's profile run (one rank).
 
-    Forward pass over `max_num_batched_tokens` tokens: per token about 4 hidden-size tensors, 4x the
-    (TP-sharded) MLP width (gate/up output, activation output, MoE intermediate caches) and the QKV
-    projection, at 2 bytes. Calibrated on Llama-3-8B, H100, 8192 tokens: 1.26 GiB measured
-    (vllm-project/vllm#10511), 1.22 GiB predicted. The sampler dry run over `max_num_seqs` requests
-    (`VLLM_SAMPLER_BYTES_PER_LOGIT` bytes per vocabulary entry) can exceed it for small models with big
-    vocabularies; the peak is the larger of the two.
+    The larger of two phases:
+    - the forward pass over `max_num_batched_tokens` tokens: per token 4 hidden-size tensors plus 3x the
+      TP-sharded MLP width (gate/up output and activation output); for MoE the fused-MoE caches hold
+      `top_k x (3 x expert width / tp + hidden)` per token. Fitted on vLLM 0.19 records whose vocabulary is
+      small enough for the forward pass to dominate: CodeLlama-7B 0.77 GiB (predicted 0.77),
+      Granite-3.1-8B 0.85 (0.83), Mixtral-8x7B TP2 1.21 (1.19);
+    - the sampler dry run over `max_num_seqs` requests: `VLLM_SAMPLER_BYTES_PER_LOGIT` per vocabulary
+      entry (Llama-3.1-8B with 1024 sequences: 1.89 GiB measured and predicted).
     """
     tp = settings.tensor_parallel_size
-    att = spec.attention
     h = spec.hidden_size
-    kv_heads = max(att.num_kv_heads, default=0)
-    qkv = (att.num_attention_heads * att.head_dim_k + kv_heads * (att.head_dim_k + att.head_dim_v)) // tp
-    per_token = 4 * h + 4 * ffn_width(spec) // tp + qkv
+    if spec.moe is not None:
+        expert = spec.moe.moe_intermediate_size or spec.intermediate_size or 4 * h
+        routed = spec.moe.num_experts_per_tok * (3 * expert // tp + h)
+        shared = spec.moe.num_shared_experts * 3 * expert // tp
+        per_token = 4 * h + routed + shared
+    else:
+        per_token = 4 * h + 3 * ffn_width(spec) // tp
     forward = settings.max_num_batched_tokens * per_token * act_bytes
     requests = min(settings.max_num_seqs, settings.max_num_batched_tokens)
-    sampler = requests * spec.vocab_size * oh.VLLM_SAMPLER_BYTES_PER_LOGIT
+    sampler = round(requests * spec.vocab_size * oh.VLLM_SAMPLER_BYTES_PER_LOGIT)
     return max(forward, sampler)
 
 
@@ -136,7 +141,8 @@ def vllm_gpu_memory(
     activation = activation_peak_bytes(spec, settings)
     graphs = cudagraph_bytes(spec, settings)
     non_torch = oh.VLLM_NON_TORCH_BYTES + (oh.VLLM_NON_TORCH_TP_EXTRA_BYTES if tp > 1 else 0)
-    kv_bytes = requested - weights - activation - graphs - non_torch
+    # CUDA graphs are captured after the KV cache is allocated, outside the requested budget.
+    kv_bytes = requested - weights - activation - non_torch
     return VllmMemory(
         total_bytes=total_memory_bytes,
         requested_bytes=requested,
@@ -151,15 +157,16 @@ def vllm_gpu_memory(
     )
 
 
-def max_gpu_memory_utilization(total_bytes: int, free_bytes: int) -> float:
-    """Largest utilization vLLM accepts given what other processes hold.
+def max_gpu_memory_utilization(total_bytes: int, free_bytes: int, outside_budget_bytes: int = 0) -> float:
+    """Largest utilization that starts and runs given what other processes hold.
 
     vLLM refuses to start when free memory (after its own CUDA context) is below
-    `total x gpu_memory_utilization`. Rounded down to 0.01.
+    `total x gpu_memory_utilization`; CUDA graphs (`outside_budget_bytes`) need room on top.
+    Rounded down to 0.01.
     """
     if total_bytes <= 0:
         return 0.0
-    usable = free_bytes - oh.VLLM_CUDA_CONTEXT_BYTES
+    usable = free_bytes - oh.VLLM_CUDA_CONTEXT_BYTES - outside_budget_bytes
     return max(math.floor(usable / total_bytes * 100) / 100, 0.0)
 
 

@@ -27,12 +27,14 @@ from llmhost.estimate.llamacpp import (
     Device,
     DeviceBuffers,
     LlamaCppSettings,
+    layer_kv_per_token,
     llamacpp_memory,
     pad_ctx,
 )
 from llmhost.estimate.roofline import active_weight_fraction, seconds_per_token
 from llmhost.estimate.vllm import (
     VllmSettings,
+    cudagraph_bytes,
     default_max_num_batched_tokens,
     max_gpu_memory_utilization,
     vllm_cpu_memory,
@@ -212,7 +214,8 @@ def _vllm_gpu_candidate(
     reasons: list[str] = []
     total = min(g.memory_total_bytes for g in used)
     free = min(gpu_free_bytes(g) for g in used)
-    util_cap = max_gpu_memory_utilization(total, free)
+    graphs = cudagraph_bytes(spec, VllmSettings(0.9, 1, 1))
+    util_cap = max_gpu_memory_utilization(total, free, graphs)
     util = request.gpu_memory_utilization or oh.VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
     util_ok = True
     held = max(gpu_held_bytes(g) for g in used)
@@ -226,8 +229,9 @@ def _vllm_gpu_candidate(
         else:
             util_ok = False
             reasons.append(
-                f"vLLM would refuse to start: gpu_memory_utilization {util:.2f} x {_gib(total)} exceeds the "
-                f"{_gib(free)} free (other processes hold {_gib(held)}); at most {util_cap:.2f} works"
+                f"vLLM would not start: gpu_memory_utilization {util:.2f} x {_gib(total)} plus its CUDA "
+                f"context and graphs exceed the {_gib(free)} free (other processes hold {_gib(held)}); "
+                f"at most {util_cap:.2f} works"
             )
     mnbt = default_max_num_batched_tokens(total, used[0].name)
     max_num_seqs = max(oh.VLLM_DEFAULT_MAX_NUM_SEQS, target.concurrency)
@@ -549,6 +553,7 @@ def _llama_eval(
     gpus: list[Device],
     host: Device,
     unified: bool,
+    kv_per_token: list[int],
 ) -> _LlamaEval:
     settings = LlamaCppSettings(
         n_ctx_seq=pad_ctx(ctx_seq),
@@ -560,7 +565,7 @@ def _llama_eval(
         cache_type_k=base.cache_type_k,
         cache_type_v=base.cache_type_v,
     )
-    buffers = llamacpp_memory(spec, layout, settings, gpus, host)
+    buffers = llamacpp_memory(spec, layout, settings, gpus, host, kv_per_token)
     return _LlamaEval(settings, buffers, _buffers_fit(buffers, unified))
 
 
@@ -582,13 +587,14 @@ def _llamacpp_candidate(
     unified = any(g.unified_memory for g in hardware.gpus)
     layout = weights_layout(spec, quant)
     base = LlamaCppSettings(n_ctx_seq=256, cache_type_k=kv_req, cache_type_v=kv_req, flash_attn=True)
+    kv_table = layer_kv_per_token(spec, base)
     n = spec.attention.num_layers
     full = n + 1 if gpus else 0
     n_par = target.concurrency
     reasons: list[str] = []
 
     def ev(ctx: int, ngl: int, par: int = n_par) -> _LlamaEval:
-        return _llama_eval(spec, layout, base, ctx, par, ngl, gpus, host, unified)
+        return _llama_eval(spec, layout, base, ctx, par, ngl, gpus, host, unified, kv_table)
 
     def best_ngl(ctx: int) -> int | None:
         if not gpus:
