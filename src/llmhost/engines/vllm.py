@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from dataclasses import dataclass
 
 from llmhost.engines import vllm_env
@@ -453,8 +452,11 @@ class VllmEngine:
         return [installed.model_copy(update={"usable": True})]
 
     def build_launch(self, candidate: Candidate, options: ServeOptions) -> LaunchSpec:
-        runtime = vllm_env.find_runtime()
-        python = runtime.python if runtime is not None else sys.executable
+        on_cpu = runs_on_cpu(candidate)
+        runtime = vllm_env.find_runtime(device="cpu" if on_cpu else "gpu")
+        # Not installed for this device (e.g. a what-if GPU plan on a laptop): the command still reads
+        # right for a machine where `python3` has vLLM; serving it here fails with a clear cause.
+        python = runtime.python if runtime is not None else "python3"
         argv = build_argv(python, candidate, options)
         deadline = ready_deadline_s(candidate)
         env = {
@@ -464,14 +466,14 @@ class VllmEngine:
             # vLLM reads no stdin; keep its logs unbuffered so start-up figures reach the log at once.
             "PYTHONUNBUFFERED": "1",
         }
-        if runs_on_cpu(candidate):
+        if on_cpu:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(candidate))
         env.update(options.env)
         secret_env = {"VLLM_API_KEY": options.api_key_env} if options.api_key_env else {}
         host = _url_host(options.host)
         return LaunchSpec(
             engine=self.name,
-            runtime=runtime.distribution if runtime is not None else "vllm",
+            runtime=runtime.distribution if runtime is not None else ("vllm-cpu" if on_cpu else "vllm"),
             argv=argv,
             env=env,
             health_path="/health",

@@ -151,20 +151,28 @@ def installed_runtimes() -> list[VllmRuntime]:
     return found
 
 
-def find_runtime(hardware: Hardware | None = None) -> VllmRuntime | None:
-    """The runtime to launch: this hardware's package env, else any env, else `llmhost[vllm]`."""
+def find_runtime(hardware: Hardware | None = None, *, device: str | None = None) -> VllmRuntime | None:
+    """The runtime to launch, or None when vLLM is not installed for it.
+
+    `device` ("cpu" or "gpu") asks for a build that runs there: the CPU build cannot serve a GPU plan,
+    nor the CUDA build a CPU one. Otherwise: this hardware's package env, else any env, else
+    `llmhost[vllm]`. `LLMHOST_VLLM_PYTHON` (a python that imports vllm) overrides everything.
+    """
     override = os.environ.get("LLMHOST_VLLM_PYTHON")
     if override:
         return VllmRuntime(override, "?", "?", override, "?")
-    runtimes = installed_runtimes()
-    if hardware is not None and runtimes:
+    candidates = installed_runtimes()
+    current = _current_interpreter_runtime()
+    if current is not None:
+        candidates.append(current)
+    if device is not None:
+        candidates = [r for r in candidates if (r.device == "cpu") == (device == "cpu")]
+    if hardware is not None and candidates:
         wanted = choose_package(hardware).key
-        for runtime in runtimes:
+        for runtime in candidates:
             if Path(runtime.location).name == wanted:
                 return runtime
-    if runtimes:
-        return runtimes[0]
-    return _current_interpreter_runtime()
+    return candidates[0] if candidates else None
 
 
 def _log(message: str) -> None:
