@@ -1,0 +1,239 @@
+"""The supervisor with real processes: a small HTTP engine (fake_engine.py) for the failure modes an LLM
+engine cannot be made to show on demand, and the real llama.cpp engine for a real invalid model file."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from llmhost.engines.base import LaunchSpec, ServeOptions
+from llmhost.engines.llamacpp import ENGINE as LLAMACPP
+from llmhost.plan.models import Candidate, MemoryBreakdown
+from llmhost.supervise import paths
+from llmhost.supervise.state import Deployment, ProcessRef, load_deployment, read_deployment
+from llmhost.supervise.supervisor import Supervisor, SupervisorConfig, backoff_delay
+
+FAKE = str(Path(__file__).with_name("fake_engine.py"))
+FAST = SupervisorConfig(backoff_initial_s=0.1, backoff_max_s=0.4, max_consecutive_crashes=3)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _deployment(
+    name: str, argv: list[str], port: int, *, deadline: float = 20.0, grace: float = 3.0
+) -> Deployment:
+    spec = LaunchSpec(
+        engine="fake",
+        runtime="fake",
+        argv=argv,
+        base_url=f"http://127.0.0.1:{port}/v1",
+        port=port,
+        served_model_name="m",
+        ready_deadline_s=deadline,
+        stop_grace_s=grace,
+    )
+    return Deployment(
+        name=name, model="m", served_model_name="m", engine="fake", runtime="fake", base_url=spec.base_url,
+        host="127.0.0.1", port=port, launch=spec, log_dir=str(paths.deployment_dir(name)),
+    )  # fmt: skip
+
+
+def _fake(port: int, *opts: str) -> list[str]:
+    return [sys.executable, FAKE, str(port), "m", *opts]
+
+
+class _Run:
+    """Run a supervisor in a thread; stop it on exit."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self.result: Deployment | None = None
+        self.thread = threading.Thread(target=self._go, daemon=True)
+
+    def _go(self) -> None:
+        self.result = self.sup.run()
+
+    def __enter__(self) -> _Run:
+        self.thread.start()
+        return self
+
+    def wait_state(self, state: str, timeout: float = 20.0) -> Deployment:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sup.dep.state == state:
+                return self.sup.dep
+            time.sleep(0.05)
+        raise AssertionError(f"state {self.sup.dep.state!r}, wanted {state!r}")
+
+    def join(self, timeout: float = 30.0) -> Deployment:
+        self.thread.join(timeout)
+        assert self.result is not None, "supervisor did not return"
+        return self.result
+
+    def __exit__(self, *exc: object) -> None:
+        self.sup.request_stop()
+        self.thread.join(30)
+
+
+def test_backoff_doubles_from_2s_to_5min() -> None:
+    cfg = SupervisorConfig()
+    assert [backoff_delay(n, cfg) for n in (1, 2, 3, 4)] == [2, 4, 8, 16]
+    assert backoff_delay(20, cfg) == 300
+
+
+def test_ready_requires_the_served_name_then_stop_leaves_nothing(state_dir: Path) -> None:
+    port = _free_port()
+    dep = _deployment("sv-ready", _fake(port, "--load", "0.5"), port)
+    with _Run(Supervisor(dep, engine=None)) as run:
+        ready = run.wait_state("ready")
+        assert ready.engine_process is not None and ready.ready_at is not None
+        assert ready.ready_at - (ready.started_at or 0) >= 0.5
+        pid = ready.engine_process.pid
+        run.sup.request_stop()
+        final = run.join()
+    assert final.state == "stopped"
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert read_deployment("sv-ready").state == "stopped"  # type: ignore[union-attr]
+    log = paths.engine_log("sv-ready").read_text()
+    assert f"listening on {port}" in log
+
+
+def test_child_that_left_the_process_group_is_stopped_too(state_dir: Path) -> None:
+    port = _free_port()
+    dep = _deployment("sv-child", _fake(port, "--escaping-child"), port)
+    with _Run(Supervisor(dep, engine=None)) as run:
+        run.wait_state("ready")
+        time.sleep(1.3)  # descendants are tracked once a second
+        tracked = run.sup.dep.descendants
+        assert tracked, "the escaping child was not tracked"
+        child = tracked[0].process()
+        assert child is not None and os.getpgid(child.pid) != run.sup.dep.engine_process.pid  # type: ignore[union-attr]
+        run.sup.request_stop()
+        run.join()
+    assert tracked[0].process() is None
+
+
+def test_engine_ignoring_sigterm_is_killed_after_the_grace_period(state_dir: Path) -> None:
+    port = _free_port()
+    dep = _deployment("sv-term", _fake(port, "--ignore-term"), port, grace=1.0)
+    with _Run(Supervisor(dep, engine=None)) as run:
+        ref = run.wait_state("ready").engine_process
+        assert ref is not None and ref.alive()
+        started = time.monotonic()
+        run.sup.request_stop()
+        final = run.join()
+        took = time.monotonic() - started
+    assert final.state == "stopped"
+    assert 1.0 <= took < 8.0
+    assert not ref.alive()
+
+
+def test_crash_loop_gives_up_with_a_clear_message(state_dir: Path) -> None:
+    port = _free_port()
+    dep = _deployment("sv-loop", _fake(port, "--crash-after", "0.3"), port)
+    with _Run(Supervisor(dep, engine=None, config=FAST)) as run:
+        final = run.join(60)
+    assert final.state == "failed"
+    assert final.restarts == FAST.max_consecutive_crashes
+    assert "Crash loop" in (final.failure or "")
+    assert "exited with code 3" in paths.supervisor_log("sv-loop").read_text()
+
+
+def test_exit_before_ready_fails_at_once_with_the_log_tail(state_dir: Path) -> None:
+    port = _free_port()
+    dep = _deployment("sv-early", _fake(port, "--fail", "something went badly wrong"), port)
+    with _Run(Supervisor(dep, engine=None, config=FAST)) as run:
+        final = run.join()
+    assert final.state == "failed" and final.restarts == 0
+    assert "before it became ready" in (final.failure or "")
+    assert "something went badly wrong" in (final.failure or "")
+
+
+def test_out_of_memory_is_not_retried_with_the_same_flags(state_dir: Path) -> None:
+    port = _free_port()
+    oom = "ggml_backend_cpu_buffer_type_alloc_buffer: failed to allocate buffer of size 99999999999"
+    dep = _deployment("sv-oom", _fake(port, "--crash-after", "0.5", "--crash-message", oom), port)
+    with _Run(Supervisor(dep, engine=LLAMACPP, config=FAST)) as run:
+        run.wait_state("ready")
+        final = run.join()
+    assert final.state == "failed" and final.failure_cause == "out_of_memory"
+    assert final.restarts == 0
+    assert "--context" in (final.failure or "")
+
+
+def test_port_in_use_is_reported_before_launch(state_dir: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        dep = _deployment("sv-port", _fake(port), port)
+        with _Run(Supervisor(dep, engine=None)) as run:
+            final = run.join(20)
+    assert final.state == "failed" and final.failure_cause == "port_in_use"
+    assert final.engine_process is None
+
+
+def test_readiness_deadline(state_dir: Path) -> None:
+    port = _free_port()
+    dep = _deployment("sv-slow", _fake(port, "--load", "30"), port, deadline=1.0)
+    with _Run(Supervisor(dep, engine=None)) as run:
+        final = run.join(30)
+    assert final.state == "failed" and "did not become ready within 1s" in (final.failure or "")
+    assert final.engine_process is not None and final.engine_process.process() is None
+
+
+def test_load_deployment_marks_a_dead_supervisor(state_dir: Path) -> None:
+    port = _free_port()
+    dep = _deployment("sv-dead", _fake(port), port)
+    gone = psutil.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    from llmhost.supervise.state import write_deployment
+
+    write_deployment(
+        dep.model_copy(update={"state": "ready", "supervisor": ProcessRef(pid=os.getpid(), create_time=1.0)})
+    )
+    # Our own PID with another create time = a reused PID: never trusted.
+    assert load_deployment("sv-dead").state == "dead"
+    write_deployment(dep.model_copy(update={"state": "ready", "supervisor": ProcessRef.of(os.getpid())}))
+    assert load_deployment("sv-dead").state == "ready"
+    assert (paths.state_file("sv-dead").stat().st_mode & 0o777) == 0o600
+
+
+@pytest.mark.engine
+def test_real_engine_on_an_invalid_model_file_is_classified_and_not_restarted(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("llama_cpp")
+    bogus = tmp_path / "broken.gguf"
+    bogus.write_bytes(b"GGUF" + b"\x00" * 64)  # GGUF magic, garbage after it
+    mem = MemoryBreakdown(weights_bytes=1, kv_cache_bytes=1, compute_bytes=1, overhead_bytes=1, total_bytes=4)
+    cand = Candidate(
+        engine="llamacpp", quantization="F16", kv_cache_dtype="f16", context_length=256, concurrency=1,
+        fits=True, memory=mem, kv_bytes_per_token=1, max_context=256, max_concurrency=1,
+        decode_tokens_per_s=None, model_source=str(bogus), gguf_file=str(bogus),
+    )  # fmt: skip
+    port = _free_port()
+    spec = LLAMACPP.build_launch(
+        cand, ServeOptions(name="sv-bad", served_model_name="bad", port=port, runtime="llama-cpp-python")
+    )
+    dep = Deployment(
+        name="sv-bad", model=str(bogus), served_model_name="bad", engine="llamacpp", runtime=spec.runtime,
+        base_url=spec.base_url, host="127.0.0.1", port=port, launch=spec,
+        log_dir=str(paths.deployment_dir("sv-bad")),
+    )  # fmt: skip
+    with _Run(Supervisor(dep, engine=LLAMACPP)) as run:
+        final = run.join(60)
+    assert final.state == "failed"
+    assert final.failure_cause == "model_invalid", final.failure
+    assert final.restarts == 0
