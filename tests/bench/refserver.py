@@ -42,7 +42,7 @@ class RefConfig:
     buffered: bool = False  # a buffering proxy: hold every chunk until the end
     non_sse: bool = False  # answer a plain JSON completion instead of a stream
     api_key: str | None = None
-    die_after_tokens: int | None = None  # close the connection after K tokens (a crash mid-stream)
+    die_after_tokens: int | None = None  # crash after K tokens in all (connections dropped, port closed)
     slots: int | None = None  # advertised in /props as total_slots (llama-server)
     capacity: int | None = None  # streams generated at once; the rest wait (a saturated engine)
     honour_length: bool = True  # False: stop after half the requested tokens (ignore_eos unsupported)
@@ -243,7 +243,7 @@ class _Conn(asyncio.Protocol):
                 transport.write(token_frame)
             cfg.tokens_predicted += cfg.tokens_per_chunk
             state["i"] = i + 1
-            if cfg.die_after_tokens is not None and state["i"] * cfg.tokens_per_chunk >= cfg.die_after_tokens:
+            if cfg.die_after_tokens is not None and cfg.tokens_predicted >= cfg.die_after_tokens:
                 self.server.die()
                 return
             if state["i"] >= chunks:

@@ -1,0 +1,215 @@
+"""`llmhost bench` end to end through the CLI against the reference server: the JSON contract, files,
+compare, sweep, open loop, the checks, and every kind of bad input (clear message, exit code, partial
+results kept)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from llmhost.bench.models import BenchResult
+from llmhost.cli import main
+from llmhost.errors import ExitCode
+
+FAST = {"ttft_s": 0.005, "itl_s": 0.002}
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["bench", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def common(url: str, *extra: str) -> list[str]:
+    return ["--base-url", url, "--model", "ref-model", "--input-tokens", "8", "--output-tokens", "12", *extra]
+
+
+def codes(result: BenchResult) -> set[str]:
+    return {f.code for f in result.flags}
+
+
+def test_json_contract_and_files(ref_server, capsys, tmp_path: Path) -> None:
+    out_json, out_csv, out_png = tmp_path / "a.json", tmp_path / "a.csv", tmp_path / "a.png"
+    with ref_server(**FAST) as srv:
+        code, out, _ = run(
+            capsys,
+            *common(srv.base_url, "-c", "2", "-n", "6", "--json", "--output", str(out_json)),
+            "--csv", str(out_csv), "--plot", str(out_png),
+        )  # fmt: skip
+    assert code == ExitCode.OK
+    data = json.loads(out)
+    for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
+        assert set(data["summary"][key]) >= {"mean", "p50", "p90", "p95", "p99"}
+    for key in ("output_tokens_per_s", "total_tokens_per_s", "requests_per_s", "completed", "failed"):
+        assert key in data["summary"]
+    result = BenchResult.model_validate(data)
+    assert result.summary.completed == 6 and result.summary.failed == 0
+    assert result.warmup_completed == 2 and len(result.requests) == 6
+    assert result.workload.input_tokens == (8, 8) and result.workload.concurrency == 2
+    assert all(r.output_tokens == 12 and r.output_tokens_source == "usage" for r in result.requests)
+    # Any figure can be recomputed from the per-request records.
+    total = sum(r.output_tokens for r in result.requests)
+    assert total == result.summary.output_tokens == 72
+    assert BenchResult.model_validate_json(out_json.read_text()) == result
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 6 and rows[0]["output_tokens"] == "12" and float(rows[0]["ttft_ms"]) > 0
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_human_output_and_compare(ref_server, capsys, tmp_path: Path) -> None:
+    a, b = tmp_path / "fast.json", tmp_path / "slow.json"
+    with ref_server(ttft_s=0.005, itl_s=0.002) as srv:
+        code, out, _ = run(capsys, *common(srv.base_url, "-n", "4", "--output", str(a)))
+    assert code == 0 and "TTFT ms" in out and "output tokens/s" in out
+    with ref_server(ttft_s=0.005, itl_s=0.004) as srv:
+        assert run(capsys, *common(srv.base_url, "-n", "4", "--output", str(b)))[0] == 0
+    code, out, _ = run(capsys, "compare", str(a), str(b))
+    assert code == 0 and "TPOT p50 ms" in out and "fast.json" in out and "%" in out
+    code, out, _ = run(capsys, "compare", str(a), str(b), "--json")
+    assert code == 0 and len(json.loads(out)) == 2
+    code, _, err = run(capsys, "compare", str(a))
+    assert code == ExitCode.BAD_INPUT and "at least two" in err
+
+
+def test_sweep_finds_the_knee(ref_server, capsys, tmp_path: Path) -> None:
+    with ref_server(ttft_s=0.005, itl_s=0.003, capacity=2) as srv:
+        png = tmp_path / "sweep.png"
+        code, out, _ = run(
+            capsys, *common(srv.base_url, "--sweep", "-n", "4", "--warmup", "0", "--json", "--plot", str(png))
+        )
+    assert code == 0
+    result = BenchResult.model_validate_json(out)
+    levels = [p.concurrency for p in result.sweep]
+    assert levels[:3] == [1, 2, 4]
+    assert result.knee_concurrency == 2
+    rates = {p.concurrency: p.summary.output_tokens_per_s for p in result.sweep}
+    assert rates[2] > 1.6 * rates[1] and rates[4] < 1.1 * rates[2]
+    assert png.exists()
+
+
+def test_open_loop_rate_records_the_schedule(ref_server, capsys) -> None:
+    with ref_server(**FAST) as srv:
+        code, out, _ = run(
+            capsys, *common(srv.base_url, "--rate", "40", "-n", "10", "--burstiness", "0.5", "--json")
+        )
+    assert code == 0
+    result = BenchResult.model_validate_json(out)
+    assert result.summary.completed == 10
+    assert all(r.sent_ms >= r.scheduled_ms for r in result.requests)
+    sched = sorted(r.scheduled_ms for r in result.requests)
+    assert sched[-1] - sched[0] > 50  # spread over time, not all at once
+
+
+@pytest.mark.parametrize(
+    ("server", "args", "flag"),
+    [
+        ({"buffered": True, "itl_s": 0.005}, ["--output-tokens", "20"], "buffered_stream"),
+        ({"honour_length": False}, [], "length_not_honoured"),
+        ({"slots": 1}, ["-c", "2"], "over_capacity"),
+    ],
+)
+def test_checks_flag_untrustworthy_results(ref_server, capsys, server, args, flag) -> None:
+    with ref_server(**{**FAST, **server}) as srv:
+        code, out, _ = run(capsys, *common(srv.base_url, "-n", "4", "--json", *args))
+    assert code == 0
+    assert flag in codes(BenchResult.model_validate_json(out))
+
+
+def test_unreachable_url(capsys) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, out, err = run(capsys, *common(f"http://127.0.0.1:{port}/v1", "-n", "2"))
+    assert code == ExitCode.NETWORK
+    assert "cannot reach" in err and "--base-url" in err and "Traceback" not in err
+    assert out == ""
+
+
+def test_wrong_model_name(ref_server, capsys) -> None:
+    with ref_server(**FAST) as srv:
+        code, _, err = run(capsys, "--base-url", srv.base_url, "--model", "nope", "-n", "2")
+    assert code == ExitCode.BENCH_INCOMPLETE
+    assert "'nope' is not served" in err and "--model ref-model" in err
+
+
+def test_401_without_key_and_key_never_printed(ref_server, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("LLMHOST_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with ref_server(**FAST, api_key="sekret-123") as srv:
+        code, _, err = run(capsys, *common(srv.base_url, "-n", "2"))
+        assert code == ExitCode.BENCH_INCOMPLETE
+        assert "401" in err and "LLMHOST_API_KEY" in err
+        monkeypatch.setenv("LLMHOST_API_KEY", "sekret-123")
+        code, out, err = run(capsys, *common(srv.base_url, "-n", "2", "--json"))
+    assert code == 0
+    assert "sekret" not in out and "sekret" not in err
+    assert BenchResult.model_validate_json(out).target.api_key_used
+
+
+def test_server_dying_mid_run_keeps_partial_results(ref_server, capsys) -> None:
+    with ref_server(ttft_s=0.005, itl_s=0.01, die_after_tokens=150) as srv:
+        code, out, err = run(
+            capsys,
+            *common(srv.base_url, "-c", "2", "-n", "30", "--output-tokens", "40", "--warmup", "0", "--json"),
+        )
+    assert code == ExitCode.BENCH_INCOMPLETE
+    assert "incomplete" in err and "Traceback" not in err
+    result = BenchResult.model_validate_json(out)
+    assert result.incomplete and result.summary.completed >= 2 and result.summary.failed >= 2
+    assert "connection" in result.summary.errors
+    assert result.aborted is not None and len(result.requests) < 30
+
+
+def test_non_sse_reply(ref_server, capsys) -> None:
+    with ref_server(**FAST, non_sse=True) as srv:
+        code, out, err = run(capsys, *common(srv.base_url, "-n", "4", "--warmup", "0", "--json"))
+    assert code == ExitCode.BENCH_INCOMPLETE
+    result = BenchResult.model_validate_json(out)
+    assert result.summary.errors == {"non_sse": result.summary.failed}
+    assert "text/event-stream" in err
+
+
+def test_all_warmups_failing_is_one_clear_error(ref_server, capsys) -> None:
+    with ref_server(**FAST, non_sse=True) as srv:
+        code, out, err = run(capsys, *common(srv.base_url, "-n", "4", "--warmup", "2"))
+    assert code == ExitCode.BENCH_INCOMPLETE and "warm-up" in err and out == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--base-url", "http://x/v1", "--model", "m", "--input-tokens", "abc"], "--input-tokens"),
+        (["--base-url", "http://x/v1", "--model", "m", "--output-tokens", "9:3"], "--output-tokens"),
+        (["--base-url", "http://x/v1", "--model", "m", "--slo", "speed=3"], "SLO"),
+        (["--base-url", "x:1", "--model", "m"], "http"),
+        (["--model", "m"], "llmhost bench NAME"),
+        (["--base-url", "http://x/v1", "--model", "m", "--dataset", "/nonexistent.jsonl"], "cannot read"),
+    ],
+)
+def test_bad_options(capsys, args, needle) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == ExitCode.BAD_INPUT
+    assert needle in err and "Traceback" not in err
+
+
+def test_jsonl_and_sharegpt_prompts(ref_server, capsys, tmp_path: Path) -> None:
+    data = tmp_path / "prompts.jsonl"
+    data.write_text(
+        '{"prompt": "one two three"}\n'
+        '{"messages": [{"role": "user", "content": "four five"}]}\n'
+        '{"conversations": [{"from": "human", "value": "six"}, {"from": "gpt", "value": "a b c d e"}]}\n'
+    )
+    with ref_server(**FAST) as srv:
+        code, out, _ = run(
+            capsys, "--base-url", srv.base_url, "--model", "ref-model", "--dataset", str(data), "-n", "3",
+            "--warmup", "0", "--json",
+        )  # fmt: skip
+    assert code == 0
+    result = BenchResult.model_validate_json(out)
+    # The ShareGPT reply sets the output length when --output-tokens is not given.
+    assert sorted(r.output_tokens for r in result.requests) == [6, 128, 128]
+    assert sorted(r.prompt_tokens for r in result.requests) == [1, 2, 3]
