@@ -131,7 +131,7 @@ def write_safetensors(path: Path, tensors: list[tuple[str, str, tuple[int, ...]]
 
 
 def llama_tensors(cfg: dict[str, Any], dtype: str = "BF16") -> list[tuple[str, str, tuple[int, ...]]]:
-    """The tensor table transformers writes for a Llama/Qwen2/Mistral-style dense config."""
+    """The tensor table transformers writes for a Llama/Qwen2/Qwen3/Mistral-style dense config."""
     h = cfg["hidden_size"]
     heads = cfg["num_attention_heads"]
     kv = cfg.get("num_key_value_heads", heads)
@@ -153,6 +153,11 @@ def llama_tensors(cfg: dict[str, Any], dtype: str = "BF16") -> list[tuple[str, s
             (p + "mlp.up_proj.weight", dtype, (inter, h)),
             (p + "mlp.down_proj.weight", dtype, (h, inter)),
         ]
+        if cfg.get("model_type") in ("qwen3", "qwen3_moe"):
+            out += [
+                (p + "self_attn.q_norm.weight", dtype, (hd,)),
+                (p + "self_attn.k_norm.weight", dtype, (hd,)),
+            ]
         if bias:
             out += [
                 (p + "self_attn.q_proj.bias", dtype, (heads * hd,)),

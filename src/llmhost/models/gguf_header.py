@@ -10,6 +10,8 @@ header prefix does not contain.
 from __future__ import annotations
 
 import os
+import struct
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,12 +118,34 @@ class _BoundedReader(GGUFReader):
 
     def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
         if raw_type == GGUFValueType.ARRAY:
-            item_type = int(self._get(orig_offs, np.uint32)[0])
-            length = int(self._get(orig_offs + 4, np.uint64)[0])
+            item_type_arr = self._get(orig_offs, np.uint32)
+            length_arr = self._get(orig_offs + 4, np.uint64)
+            item_type, length = int(item_type_arr[0]), int(length_arr[0])
             min_item = 8 if item_type == GGUFValueType.STRING else 1
             if length * min_item > self._total_size - orig_offs:
                 raise GGUFFormatError(f"an array claims {length} items, more than the file can hold")
+            if item_type == GGUFValueType.STRING and length > _MAX_DECODED_STRINGS:
+                # Tokenizer vocab/merges: the stock reader builds numpy arrays per string (seconds for
+                # 150k tokens). Only the length is needed, so walk the length prefixes instead.
+                end = self._skip_strings(orig_offs + 12, length)
+                parts = [item_type_arr, length_arr]
+                return end - orig_offs, parts, [], [GGUFValueType.ARRAY, GGUFValueType.STRING]
         return super()._get_field_parts(orig_offs, raw_type)
+
+    def _skip_strings(self, offs: int, count: int) -> int:
+        fmt = "<Q" if (sys.byteorder == "little") == (self.byte_order == "I") else ">Q"
+        view = memoryview(self.data)  # type: ignore[arg-type]
+        bound = min(self._total_size, self._limit)
+        for _ in range(count):
+            if offs + 8 > self._available:
+                self._get(offs, np.uint64)  # raises the right error (truncated / need more / limit)
+            (n,) = struct.unpack_from(fmt, view, offs)
+            offs += 8 + n
+            if offs > bound:
+                self._get(offs - 1, np.uint8)  # past the file or the limit: raises
+        if offs > self._available:
+            raise _NeedMore(offs)
+        return offs
 
     def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
         # Tensor data is not needed (and not present in a header prefix): record the table only.
@@ -150,10 +174,9 @@ def _field_value(reader_field: Any) -> tuple[Any, int | None]:
     if not types:
         return None, None
     if types[0] == GGUFValueType.ARRAY:
-        length = len(reader_field.data)
-        if len(types) > 1 and types[-1] == GGUFValueType.STRING and length > _MAX_DECODED_STRINGS:
-            return None, length
-        return reader_field.contents(), length
+        if not reader_field.data and types == [GGUFValueType.ARRAY, GGUFValueType.STRING]:
+            return None, int(reader_field.parts[-1][0])  # skipped long string array: length only
+        return reader_field.contents(), len(reader_field.data)
     return reader_field.contents(), None
 
 
