@@ -1,0 +1,212 @@
+"""Pure parts of serving: engine argv/env, failure classification and start-up parsing on recorded real
+logs, API-key policy, profiles, state files, log rotation, Prometheus parsing."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from llmhost.engines.base import ServeOptions
+from llmhost.engines.llamacpp import ENGINE, LlamaCppEngine
+from llmhost.errors import ProfileError, UsageError
+from llmhost.plan.models import Candidate, MemoryBreakdown
+from llmhost.profiles import load_profile, parse_profile, shipped_profiles
+from llmhost.supervise.deploy import decide_api_key, default_name, engine_choice, is_loopback
+from llmhost.supervise.health import parse_prometheus
+from llmhost.supervise.logs import RotatingLog, follow, tail
+
+DATA = Path(__file__).with_name("data")
+
+
+def _candidate(path: str, **kw) -> Candidate:
+    mem = MemoryBreakdown(weights_bytes=1, kv_cache_bytes=1, compute_bytes=1, overhead_bytes=1, total_bytes=4)
+    base = dict(
+        engine="llamacpp", quantization="Q4_K_M", kv_cache_dtype="f16", context_length=4096, concurrency=4,
+        fits=True, memory=mem, kv_bytes_per_token=1, max_context=8192, max_concurrency=8,
+        decode_tokens_per_s=None, model_source=path, gguf_file=path, gpu_layers=99,
+        engine_options={"threads": 2, "n_batch": 1024, "n_ubatch": 256},
+    )  # fmt: skip
+    base.update(kw)
+    return Candidate(**base)
+
+
+def _options(**kw) -> ServeOptions:
+    return ServeOptions(name="x", served_model_name="served", port=8123, **kw)
+
+
+def test_llama_server_argv_from_the_plan(tmp_path: Path) -> None:
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    spec = ENGINE.build_launch(
+        _candidate("/m.gguf", kv_cache_dtype="q8_0"),
+        _options(engine_bin=str(binary), api_key_env="LLMHOST_API_KEY", extra_args=["--seed", "1"]),
+    )
+    argv = spec.argv
+    assert argv[0] == str(binary) and spec.runtime == "llama-server"
+    pairs = dict(itertools.pairwise(argv))
+    assert pairs["-m"] == "/m.gguf" and pairs["--alias"] == "served" and pairs["--port"] == "8123"
+    assert pairs["-c"] == str(4096 * 4) and pairs["-np"] == "4"  # total KV = context x slots
+    assert pairs["-ngl"] == "99" and pairs["-t"] == "2" and pairs["-b"] == "1024" and pairs["-ub"] == "256"
+    assert (
+        pairs["-ctk"] == "q8_0" and pairs["-ctv"] == "q8_0" and pairs["-fa"] == "on"
+    )  # quantized V needs FA
+    assert argv[-2:] == ["--seed", "1"]
+    assert spec.secret_env == {"LLAMA_API_KEY": "LLMHOST_API_KEY"} and "--api-key" not in argv
+    assert "LLAMA_ARG_*" in spec.env_remove
+    assert spec.health_path == "/health" and spec.metrics_path == "/metrics"
+    assert spec.base_url == "http://127.0.0.1:8123/v1"
+
+
+def test_llama_cpp_python_argv_is_safe_for_concurrent_clients() -> None:
+    pytest.importorskip("llama_cpp")
+    spec = ENGINE.build_launch(_candidate("/m.gguf"), _options(runtime="llama-cpp-python", api_key_env="K"))
+    argv = spec.argv
+    assert argv[:3] == [sys.executable, "-m", "llama_cpp.server"]
+    assert argv[argv.index("--interrupt_requests") + 1] == "False"
+    assert argv[argv.index("--n_ctx") + 1] == "4096" and argv[argv.index("--model_alias") + 1] == "served"
+    assert "--type_k" not in argv  # f16 is the default: not passed
+    assert (
+        spec.env["PORT"] == "8123" and spec.env["HOST"] == "127.0.0.1"
+    )  # its __main__ prefers env over flags
+    assert spec.secret_env == {"API_KEY": "K"} and "API_KEY" in spec.env_remove
+    assert spec.health_path == spec.models_path == "/v1/models"
+
+
+def test_unknown_runtime_and_bad_engine_bin_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="runtime"):
+        ENGINE.build_launch(_candidate("/m.gguf"), _options(runtime="nope"))
+    with pytest.raises(UsageError, match="not an executable"):
+        ENGINE.build_launch(_candidate("/m.gguf"), _options(engine_bin=str(tmp_path / "missing")))
+
+
+@pytest.mark.parametrize(
+    ("line", "cause"),
+    [
+        ("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 8192.00 MiB on device 0: cudaMalloc failed: "
+         "out of memory", "out_of_memory"),
+        ("llama_init_from_model: failed to allocate compute buffers", "out_of_memory"),
+        ("ERROR:    [Errno 98] error while attempting to bind on address ('127.0.0.1', 8000): "
+         "address already in use", "port_in_use"),
+        ("srv  operator(): couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 8080", "port_in_use"),
+        ("llama-server: error while loading shared libraries: libcuda.so.1: cannot open shared object file",
+         "missing_library"),
+        ("ModuleNotFoundError: No module named 'uvicorn'", "missing_library"),
+        ("error: invalid argument: --bogus", "bad_argument"),
+        ("everything is fine", None),
+    ],
+)  # fmt: skip
+def test_classify_failure(line: str, cause: str | None) -> None:
+    assert ENGINE.classify_failure(f"some line\n{line}\nanother") == cause
+
+
+def test_classify_recorded_invalid_gguf() -> None:
+    assert ENGINE.classify_failure((DATA / "llama_cpp_python_bad_gguf.log").read_text()) == "model_invalid"
+
+
+def test_parse_startup_recorded_llama_cpp_python_log() -> None:
+    report = LlamaCppEngine().parse_startup((DATA / "llama_cpp_python_startup.log").read_text())
+    mib = 1024 * 1024
+    assert report.weights_bytes == 2 * mib
+    assert report.kv_cache_tokens == 2048
+    assert report.kv_cache_bytes == 2 * mib  # 4 layers x 2 KV heads x 32 dims x f16 x 2 (K and V) x 2048
+    assert report.compute_bytes is not None and report.compute_bytes > 0
+    assert report.raw["n_ctx"] == "2048"
+
+
+def test_api_key_policy() -> None:
+    assert decide_api_key("127.0.0.1", None, False) == (None, False)
+    assert decide_api_key("::1", None, False) == (None, False)
+    key, generated = decide_api_key("0.0.0.0", None, False)
+    assert generated and key is not None and len(key) >= 32
+    assert decide_api_key("0.0.0.0", None, True) == (None, False)
+    assert decide_api_key("10.0.0.5", "given-key-123", False) == ("given-key-123", False)
+    with pytest.raises(UsageError, match="too short"):
+        decide_api_key("127.0.0.1", "abc", False)
+    assert is_loopback("localhost") and not is_loopback("example.com")
+
+
+def test_names_and_engine_aliases() -> None:
+    assert default_name("Meta-Llama-3.1-8B-Instruct Q4_K_M") == "meta-llama-3.1-8b-instruct-q4_k_m"
+    assert engine_choice("llama-server") == ("llamacpp", "llama-server")
+    with pytest.raises(UsageError, match="Unknown engine"):
+        engine_choice("tgi")
+
+
+def test_shipped_profiles_are_valid() -> None:
+    names = {p.stem for p in shipped_profiles()}
+    assert {"laptop-chat", "long-context", "throughput", "tiny-demo"} <= names
+    for path in shipped_profiles():
+        load_profile(path)
+    assert load_profile("laptop-chat").quant == "Q4_K_M"
+
+
+def test_profile_errors_name_the_key_and_line() -> None:
+    text = "engine: llamacpp\ncontext: 4096\ncontxt: 8192\nconcurrency: 0\n"
+    with pytest.raises(ProfileError) as err:
+        parse_profile(text, "p.yaml")
+    msg = str(err.value)
+    assert "p.yaml:3: contxt: Extra inputs are not permitted" in msg
+    assert "p.yaml:4: concurrency" in msg
+    with pytest.raises(ProfileError, match=r"p.yaml:\d: invalid YAML"):
+        parse_profile("a: 1\nb: [1\nc: 2\n", "p.yaml")
+    with pytest.raises(ProfileError, match="secrets do not belong"):
+        parse_profile("env:\n  OPENAI_API_KEY: x\n", "p.yaml")
+    with pytest.raises(ProfileError, match="No profile file"):
+        load_profile("/no/such/profile.yaml")
+    # yaml.safe_load semantics: no Python objects.
+    with pytest.raises(ProfileError):
+        parse_profile("model: !!python/object/apply:os.system ['true']\n", "p.yaml")
+
+
+def test_rotating_log_and_tail(tmp_path: Path) -> None:
+    log = RotatingLog(tmp_path / "engine.log", max_bytes=1000, backups=2)
+    for i in range(100):
+        log.write(f"line {i:04d} {'x' * 40}\n".encode())
+    log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["engine.log", "engine.log.1", "engine.log.2"]
+    assert all((tmp_path / f).stat().st_size <= 1000 for f in files)
+    assert (tmp_path / "engine.log").stat().st_mode & 0o777 == 0o600
+    assert tail(tmp_path / "engine.log", 2)[-1].startswith("line 0099")
+
+
+def test_follow_survives_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "engine.log"
+    log = RotatingLog(path, max_bytes=200, backups=1)
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def reader() -> None:
+        for line in follow(path, poll_s=0.02, stop=stop):
+            seen.append(line)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    for i in range(20):
+        log.write(f"entry {i:02d} {'y' * 20}\n".encode())
+        time.sleep(0.03)
+    time.sleep(0.3)
+    stop.set()
+    thread.join(2)
+    log.close()
+    assert [s.split()[1] for s in seen][-3:] == ["17", "18", "19"]
+    assert len(seen) >= 15
+
+
+def test_prometheus_parsing_sums_labelled_samples() -> None:
+    text = (
+        "# HELP vllm:request_success_total x\n"
+        'vllm:request_success_total{finished_reason="stop"} 3\n'
+        'vllm:request_success_total{finished_reason="length"} 4\n'
+        "llamacpp:tokens_predicted_total 120\n"
+    )
+    samples = parse_prometheus(text)
+    assert samples["vllm:request_success_total"] == 7
+    assert samples["llamacpp:tokens_predicted_total"] == 120
