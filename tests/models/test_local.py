@@ -169,3 +169,44 @@ def test_missing_path_and_bad_json(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(ModelError, match="not valid JSON"):
         resolve(str(bad))
+
+
+def test_moe_and_mla_gguf(tmp_path: Path) -> None:
+    """Expert tensors count fully in `parameters`, only experts_per_tok of them in `active_parameters`."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    path = tmp_path / "moe.gguf"
+    w = GGUFWriter(str(path), "deepseek2")
+    n_layers, hidden, experts, used, ff = 2, 64, 8, 2, 32
+    w.add_block_count(n_layers)
+    w.add_embedding_length(hidden)
+    w.add_head_count(4)
+    w.add_head_count_kv(1)
+    w.add_context_length(8192)
+    w.add_uint32("deepseek2.attention.kv_lora_rank", 32)
+    w.add_uint32("deepseek2.rope.dimension_count", 16)
+    w.add_uint32("deepseek2.attention.key_length", 48)
+    w.add_uint32("deepseek2.attention.value_length", 32)
+    w.add_expert_count(experts)
+    w.add_expert_used_count(used)
+    w.add_uint32("deepseek2.expert_shared_count", 1)
+    w.add_token_list([f"t{i}".encode() for i in range(100)])
+    w.add_tensor("token_embd.weight", np.zeros((100, hidden), np.float16))
+    for i in range(n_layers):
+        w.add_tensor(f"blk.{i}.attn_kv_a_mqa.weight", np.zeros((48, hidden), np.float16))
+        for name in ("ffn_gate_exps", "ffn_up_exps"):
+            w.add_tensor(f"blk.{i}.{name}.weight", np.zeros((experts, ff, hidden), np.float16))
+        w.add_tensor(f"blk.{i}.ffn_down_exps.weight", np.zeros((experts, hidden, ff), np.float16))
+        w.add_tensor(f"blk.{i}.ffn_gate_shexp.weight", np.zeros((ff, hidden), np.float16))
+    w.add_tensor("output.weight", np.zeros((100, hidden), np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    spec = resolve(str(path))
+    att = spec.attention
+    assert att.layer_kinds == ["mla", "mla"] and (att.kv_lora_rank, att.qk_rope_head_dim) == (32, 16)
+    assert spec.moe is not None and (spec.moe.num_experts, spec.moe.num_experts_per_tok) == (8, 2)
+    expert_params = n_layers * 3 * experts * ff * hidden
+    assert spec.active_parameters == spec.parameters - expert_params * (experts - used) // experts

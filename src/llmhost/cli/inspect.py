@@ -1,0 +1,118 @@
+"""`llmhost inspect MODEL`: what llmhost reads about a model (the ModelSpec), without downloading weights."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llmhost.cli._options import JsonOpt
+from llmhost.cli._output import emit
+from llmhost.models.spec import ModelSpec
+
+GIB = 1024**3
+
+
+def _count(n: int) -> str:
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def _runs(kinds: list[str]) -> str:
+    """Layer kinds, compressed: ["sliding"]*5 + ["full"] repeated 8 times -> "(sliding x5, full) x8"."""
+    n = len(kinds)
+    period = next((p for p in range(1, n + 1) if n % p == 0 and kinds == kinds[:p] * (n // p)), n)
+    out: list[str] = []
+    prev, run = None, 0
+    for kind in [*kinds[:period], None]:
+        if kind == prev:
+            run += 1
+            continue
+        if prev is not None:
+            out.append(prev if run == 1 else f"{prev} x{run}")
+        prev, run = kind, 1
+    text = ", ".join(out)
+    if period < n:
+        text = f"({text}) x{n // period}" if len(out) > 1 else f"{text} x{n // period}"
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def render_spec(console: Console, spec: ModelSpec) -> None:
+    att = spec.attention
+    table = Table(title=f"{spec.name}  ({spec.kind}: {spec.ref})", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("architecture", f"{spec.architecture} ({spec.model_type or '-'})")
+    source = "tensor headers" if spec.parameters_source == "tensors" else "config.json (architecture)"
+    table.add_row(
+        "parameters", f"{_count(spec.parameters)} total, {_count(spec.active_parameters)} active ({source})"
+    )
+    table.add_row("weights", f"{spec.weights_bytes / GIB:.2f} GiB ({spec.weights_bytes:,} bytes)")
+    if spec.bytes_by_dtype:
+        parts = ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in sorted(spec.bytes_by_dtype.items()))
+        table.add_row("by dtype", parts)
+    q = spec.quantization
+    if q.method != "none":
+        detail = q.gguf_file_type or (f"{q.bits:g} bits" if q.bits else "")
+        group = f", group {q.group_size}" if q.group_size else ""
+        table.add_row("quantization", f"{q.method} {detail}{group}".strip())
+    table.add_row("layers", f"{att.num_layers}: {_runs(list(att.layer_kinds))}")
+    kv = sorted(set(att.num_kv_heads))
+    table.add_row(
+        "attention",
+        f"{att.num_attention_heads} heads, KV heads {kv if len(kv) > 1 else kv[0]}, "
+        f"head dim K {att.head_dim_k} / V {att.head_dim_v}",
+    )
+    if att.sliding_window:
+        table.add_row("sliding window", f"{att.sliding_window} tokens")
+    if att.kv_lora_rank:
+        table.add_row("MLA latent", f"kv_lora_rank {att.kv_lora_rank} + rope {att.qk_rope_head_dim}")
+    if att.recurrent_state_bytes_per_seq:
+        table.add_row("recurrent state", f"{att.recurrent_state_bytes_per_seq / 2**20:.1f} MiB per sequence")
+    if spec.moe:
+        m = spec.moe
+        table.add_row(
+            "experts",
+            f"{m.num_experts} routed, {m.num_experts_per_tok} per token, {m.num_shared_experts} shared",
+        )
+    table.add_row("context", f"{spec.max_context:,} tokens (trained)")
+    table.add_row(
+        "vocabulary", f"{spec.vocab_size:,}" + ("  (tied embeddings)" if spec.tied_embeddings else "")
+    )
+    if spec.gguf_variants:
+        table.add_row(
+            "GGUF variants", ", ".join(f"{v.tag} {v.size_bytes / GIB:.1f} GiB" for v in spec.gguf_variants)
+        )
+    if spec.kind in ("hf_repo", "gguf_repo", "gguf_url"):
+        table.add_row("read", f"{spec.bytes_read:,} bytes over the network")
+    for note in spec.notes:
+        table.add_row("note", note)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Register `inspect`."""
+
+    @app.command("inspect")
+    def inspect(
+        model: Annotated[
+            str,
+            typer.Argument(
+                help="Hub id (org/name[@rev]), GGUF repo with tag (org/name-GGUF:Q4_K_M), .gguf URL, "
+                "model directory, config.json or .gguf file."
+            ),
+        ],
+        json_output: JsonOpt = False,
+        offline: Annotated[
+            bool, typer.Option("--offline", help="Use only the local cache (same as HF_HUB_OFFLINE=1).")
+        ] = False,
+    ) -> None:
+        """Show what llmhost reads about a model: parameters, weights, attention/KV layout, quantization."""
+        from llmhost.models import resolve
+
+        spec = resolve(model, offline=True if offline else None)
+        emit(spec, as_json=json_output, human=lambda console: render_spec(console, spec))
