@@ -263,3 +263,27 @@ def test_cli_exit_codes(small_gguf: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "Nothing fits" in out.out + out.err
     assert main(["plan", str(small_gguf), "--hardware", "h100-80gb"]) == 0
     assert "Run it with llama.cpp" in capsys.readouterr().out
+
+
+def test_pre_quantized_siblings_become_candidates() -> None:
+    from llmhost.models.spec import QuantizedVariant
+
+    # A 14B-class model (~30 GB bf16) on a 24 GiB Ampere GPU (no fp8): bf16 cannot fit, its AWQ sibling can.
+    spec = dense_spec(
+        name="Big-14B", layers=48, hidden=5120, heads=40, kv_heads=8, intermediate=13824, vocab=152064
+    )
+    siblings = [
+        QuantizedVariant(repo_id="someone/Big-14B-AWQ", method="awq", downloads=10),
+        QuantizedVariant(repo_id="org/Big-14B-AWQ", method="awq", downloads=5000),
+        QuantizedVariant(repo_id="org/Big-14B-GGUF", method="gguf", downloads=900),
+    ]
+    hw = machine([gpu("RTX 3090", 24, cc="8.6")])
+    plan = make_plan(spec, hw, PlanRequest(context=8192), siblings=siblings)
+    chosen = plan.chosen_candidate
+    assert chosen is not None and (chosen.engine, chosen.quantization) == ("vllm", "awq")
+    assert chosen.model_source == "org/Big-14B-AWQ"  # the most downloaded one
+    assert chosen.engine_options["quantization"] == "awq"
+    gguf_reasons = [r for c in plan.candidates if c.engine == "llamacpp" for r in c.reasons]
+    assert any("llmhost plan org/Big-14B-GGUF:Q4_K_M" in r for r in gguf_reasons)
+    without = make_plan(spec, hw, PlanRequest(context=8192))
+    assert all(c.model_source == "org/Big-14B" for c in without.candidates)

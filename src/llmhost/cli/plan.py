@@ -9,8 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from llmhost.cli._options import HardwareOpt, JsonOpt
-from llmhost.cli._output import emit
-from llmhost.errors import NothingFitsError
+from llmhost.cli._output import emit, warn
+from llmhost.errors import LlmhostError, NothingFitsError
+from llmhost.models.spec import ModelSpec, QuantizedVariant
 from llmhost.plan.models import Candidate, Plan, PlanRequest
 
 GIB = 1024**3
@@ -60,6 +61,8 @@ def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None
             f"context {c.context_length} x {c.concurrency} sequence(s), {_layout(c)}",
             highlight=False,
         )
+        if not model.ref.startswith(c.model_source):  # a pre-quantized sibling repo
+            console.print(f"  from {c.model_source}", highlight=False)
         for reason in c.reasons:
             console.print(f"  - {reason}", highlight=False)
         table = Table(title="Memory per device", title_justify="left")
@@ -124,6 +127,19 @@ def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None
         console.print(f"[yellow]advice:[/yellow] {line}", highlight=False)
 
 
+def _quantized_siblings(spec: ModelSpec, *, offline: bool) -> list[QuantizedVariant]:
+    """Pre-quantized repos of a Hub model (its model tree); none offline or when the Hub cannot say."""
+    if offline or spec.kind != "hf_repo" or not spec.repo_id:
+        return []
+    from llmhost.models import find_quantized_variants
+
+    try:
+        return find_quantized_variants(spec.repo_id)
+    except LlmhostError as exc:
+        warn(f"could not list pre-quantized versions of {spec.repo_id}: {exc}")
+        return []
+
+
 def register(app: typer.Typer) -> None:
     """Register `plan`."""
 
@@ -184,7 +200,8 @@ def register(app: typer.Typer) -> None:
         )
         spec = resolve(model, offline=True if offline else None)
         machine = resolve_hardware(hardware)
-        result = make_plan(spec, machine, request)
+        siblings = _quantized_siblings(spec, offline=offline)
+        result = make_plan(spec, machine, request, siblings=siblings)
         emit(
             result, as_json=json_output, human=lambda console: render_plan(console, result, show_all=show_all)
         )

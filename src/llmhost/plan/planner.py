@@ -12,6 +12,7 @@ then, by goal,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llmhost.errors import UsageError
@@ -50,7 +51,7 @@ from llmhost.estimate.weights import (
     weights_layout,
 )
 from llmhost.hardware.models import GPU, Hardware
-from llmhost.models.spec import ModelSpec
+from llmhost.models.spec import ModelSpec, QuantizedVariant
 from llmhost.plan.hardware_view import (
     bf16_capable,
     device_name,
@@ -206,12 +207,15 @@ def _vllm_gpu_candidate(
     quant: str,
     tp: int,
     gpus: list[GPU],
+    source: str | None = None,
 ) -> Candidate | None:
     used = gpus[:tp]
     kv_dtype = _vllm_kv_dtype(quant, request)
     if kv_dtype is None:
         return None
     reasons: list[str] = []
+    if source:
+        reasons.append(f"pre-quantized {quant} checkpoint {source} (found through the Hub's model tree)")
     total = min(g.memory_total_bytes for g in used)
     free = min(gpu_free_bytes(g) for g in used)
     graphs = cudagraph_bytes(spec, VllmSettings(0.9, 1, 1))
@@ -284,7 +288,7 @@ def _vllm_gpu_candidate(
             )
         else:
             reasons.append(f"tensor parallel {tp}: weights and KV heads split over {tp} GPUs")
-    if quant == "fp8" and own_quantization(spec) != "fp8":
+    if quant == "fp8" and own_quantization(spec) != "fp8" and not source:
         reasons.append("fp8 weights quantized online by vLLM (GPU compute capability >= 8.9)")
     kv_pool = max(mem.kv_cache_bytes, 0)
     per_rank = MemoryBreakdown(
@@ -343,7 +347,7 @@ def _vllm_gpu_candidate(
         max_concurrency=max_conc,
         decode_tokens_per_s=speed,
         reasons=reasons,
-        model_source=_model_source(spec),
+        model_source=source or _model_source(spec),
         engine_options=options,
     )
 
@@ -577,6 +581,7 @@ def _llamacpp_candidate(
     quant: str,
     gguf_file: str | None,
     needs_conversion: bool,
+    gguf_repo: str | None = None,
 ) -> Candidate | None:
     kv_req = normalize_kv_dtype(request.kv_cache_dtype) if request.kv_cache_dtype else "f16"
     if kv_req == "auto":
@@ -652,7 +657,11 @@ def _llamacpp_candidate(
             f"{b.device.name} needs {_gib(b.total_bytes)} of {_gib(b.device.capacity_bytes)}" for b in short
         )
         reasons.append(f"does not fit even with CPU offload: {where}" if where else "does not fit")
-    if needs_conversion:
+    if needs_conversion and gguf_repo:
+        reasons.append(
+            f"needs a {quant} GGUF: `llmhost plan {gguf_repo}:{quant}` (a GGUF sibling on the Hub)"
+        )
+    elif needs_conversion:
         reasons.append(f"needs a {quant} GGUF of this model (convert with llama.cpp or pick a -GGUF repo)")
     max_ctx = _max_len(lambda c: ev(c, used_ngl, 1).fits, spec.max_context)
     max_conc = _max_conc(lambda p: ev(context, used_ngl, p).fits)
@@ -824,10 +833,10 @@ def _advice(
         n = max(1, math.ceil(need / per_gpu)) if per_gpu > 0 else 0
         n_pow = 1 << (n - 1).bit_length() if n else 0
         if n_pow > len(gpus):
-            cat = gpus[0].catalog_id or gpus[0].name
+            what_if = f" (try `--hardware {gpus[0].catalog_id}:{n_pow}`)" if gpus[0].catalog_id else ""
             advice.append(
                 f"More GPUs: about {_gib(need)} for {smallest.quantization} weights and KV needs {n_pow}x "
-                f"{gpus[0].name} (try `--hardware {cat}:{n_pow}`)."
+                f"{gpus[0].name}{what_if}."
             )
     ram = host_capacity_bytes(hardware)
     if smallest.memory.weights_bytes > ram + sum(gpu_free_bytes(g) for g in gpus):
@@ -839,11 +848,30 @@ def _advice(
     return advice
 
 
+def _best_siblings(spec: ModelSpec, siblings: Sequence[QuantizedVariant]) -> dict[str, str]:
+    """The most downloaded pre-quantized sibling per method (awq, gptq, fp8, gguf)."""
+    best: dict[str, QuantizedVariant] = {}
+    own = own_quantization(spec)
+    for sib in siblings:
+        method = sib.method
+        if method not in ("awq", "gptq", "fp8", "gguf") or method == own:
+            continue
+        current = best.get(method)
+        if current is None or (sib.downloads or 0) > (current.downloads or 0):
+            best[method] = sib
+    return {m: v.repo_id for m, v in sorted(best.items())}
+
+
 def _all_candidates(
-    spec: ModelSpec, hardware: Hardware, request: PlanRequest, target: _Target
+    spec: ModelSpec,
+    hardware: Hardware,
+    request: PlanRequest,
+    target: _Target,
+    siblings: Sequence[QuantizedVariant] = (),
 ) -> list[Candidate]:
     quant = _requested_quant(spec, request)
     cands: list[Candidate] = []
+    found = _best_siblings(spec, siblings)
     if request.engine in (None, "vllm"):
         gpus = vllm_gpus(hardware)
         if gpus:
@@ -855,6 +883,15 @@ def _all_candidates(
                     c = _vllm_gpu_candidate(spec, hardware, request, target, q, tp, gpus)
                     if c is not None:
                         cands.append(c)
+            for method, repo in found.items():
+                if method == "gguf" or (quant is not None and method != quant):
+                    continue
+                if method == "fp8" and "fp8" in _vllm_quants(spec, gpus):
+                    continue  # online fp8 of the original is the same size
+                for tp in _tp_sizes(spec, len(gpus), request):
+                    c = _vllm_gpu_candidate(spec, hardware, request, target, method, tp, gpus, source=repo)
+                    if c is not None:
+                        cands.append(c)
         elif vllm_cpu_supported(hardware) and quant in (None, "bf16", "fp16"):
             c = _vllm_cpu_candidate(spec, hardware, request, target)
             if c is not None:
@@ -863,14 +900,26 @@ def _all_candidates(
         for q, gguf_file, needs_conversion in _llamacpp_quants(spec):
             if quant is not None and normalize_gguf_tag(q) != normalize_gguf_tag(quant):
                 continue
-            c = _llamacpp_candidate(spec, hardware, request, target, q, gguf_file, needs_conversion)
+            c = _llamacpp_candidate(
+                spec, hardware, request, target, q, gguf_file, needs_conversion, found.get("gguf")
+            )
             if c is not None:
                 cands.append(c)
     return cands
 
 
-def make_plan(spec: ModelSpec, hardware: Hardware, request: PlanRequest) -> Plan:
-    """Rank every way to run `spec` on `hardware` for `request`. Pure and deterministic."""
+def make_plan(
+    spec: ModelSpec,
+    hardware: Hardware,
+    request: PlanRequest,
+    *,
+    siblings: Sequence[QuantizedVariant] = (),
+) -> Plan:
+    """Rank every way to run `spec` on `hardware` for `request`. Pure and deterministic.
+
+    `siblings`: pre-quantized repos of the same model (`llmhost.models.find_quantized_variants`); AWQ,
+    GPTQ and FP8 ones become vLLM candidates, a GGUF one is named for the llama.cpp options.
+    """
     target = _validate(spec, request)
     quant = _requested_quant(spec, request)
     if quant is not None and spec.gguf_variants and spec.quantization.method == "gguf":
@@ -879,7 +928,7 @@ def make_plan(spec: ModelSpec, hardware: Hardware, request: PlanRequest) -> Plan
             raise UsageError(
                 f"{spec.name} offers no {quant} file.", hint=f"Offered: {', '.join(sorted(offered))}."
             )
-    candidates = _all_candidates(spec, hardware, request, target)
+    candidates = _all_candidates(spec, hardware, request, target, siblings)
     candidates.sort(key=lambda c: _sort_key(c, request.goal), reverse=True)
     chosen = 0 if candidates and candidates[0].fits else None
     if chosen is not None:
