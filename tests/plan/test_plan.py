@@ -287,3 +287,18 @@ def test_pre_quantized_siblings_become_candidates() -> None:
     assert any("llmhost plan org/Big-14B-GGUF:Q4_K_M" in r for r in gguf_reasons)
     without = make_plan(spec, hw, PlanRequest(context=8192))
     assert all(c.model_source == "org/Big-14B" for c in without.candidates)
+
+
+def test_no_candidate_says_why() -> None:
+    from llmhost.models.spec import Quantization
+
+    fp8_ckpt = dense_spec(quant=Quantization(method="fp8", bits=8), bytes_per_param=1.0)
+    plan = make_plan(fp8_ckpt, machine([], ram_gib=64), PlanRequest(context=8192))
+    assert plan.chosen is None and not plan.candidates
+    assert "needs vLLM on an NVIDIA or AMD GPU" in plan.advice[0]
+    gguf_on_vllm = make_plan(llama8b_q4km_gguf(), machine([h100()]), PlanRequest(engine="vllm"))
+    assert "--engine llamacpp" in gguf_on_vllm.advice[0]
+    wrong_kv = make_plan(
+        llama8b_q4km_gguf(), machine([h100()]), PlanRequest(engine="llamacpp", kv_cache_dtype="fp8")
+    )
+    assert "q8_0" in wrong_kv.advice[0]

@@ -791,13 +791,7 @@ def _advice(
     if any(c.fits for c in cands):
         return advice
     if not cands:
-        if request.engine == "vllm":
-            advice.append(
-                "vLLM needs Linux with an NVIDIA/AMD GPU (or an x86 CPU without GPUs) and a safetensors "
-                "checkpoint; try `--engine llamacpp`."
-            )
-        else:
-            advice.append("No engine can run this model here; try another quantization or `--engine`.")
+        advice.append(_why_no_candidates(spec, hardware, request))
         return advice
     best_short = max(
         cands, key=lambda c: (c.max_context >= 1024, quality_score(c.quantization), c.max_context)
@@ -860,6 +854,32 @@ def _best_siblings(spec: ModelSpec, siblings: Sequence[QuantizedVariant]) -> dic
         if current is None or (sib.downloads or 0) > (current.downloads or 0):
             best[method] = sib
     return {m: v.repo_id for m, v in sorted(best.items())}
+
+
+def _why_no_candidates(spec: ModelSpec, hardware: Hardware, request: PlanRequest) -> str:
+    own = own_quantization(spec)
+    kv = normalize_kv_dtype(request.kv_cache_dtype) if request.kv_cache_dtype else None
+    if kv is not None and request.engine == "llamacpp" and kv not in LLAMACPP_KV_TYPES:
+        return f"llama.cpp has no {kv} KV cache; use `--kv-cache-dtype q8_0` (or q4_0, f16)."
+    if kv is not None and request.engine == "vllm" and kv not in VLLM_KV_TYPES and kv != "auto":
+        return f"vLLM has no {kv} KV cache; use `--kv-cache-dtype fp8` (or bf16)."
+    if spec.quantization.method == "gguf" and request.engine == "vllm":
+        return "llmhost runs GGUF files with llama.cpp; use `--engine llamacpp` (or the original checkpoint)."
+    if request.quantization is not None:
+        return (
+            f"No engine here runs {spec.name} as {request.quantization}; drop `--quant` to see every option."
+        )
+    if spec.quantization.method != "gguf" and own not in (*SIXTEEN_BIT, "fp32") and not vllm_gpus(hardware):
+        return (
+            f"A {own} checkpoint needs vLLM on an NVIDIA or AMD GPU under Linux; here, use the original "
+            "16-bit model or a GGUF version of it with llama.cpp."
+        )
+    if request.engine == "vllm":
+        return (
+            "vLLM needs Linux with an NVIDIA/AMD GPU (or an x86 CPU without GPUs) and a safetensors "
+            "checkpoint; try `--engine llamacpp`."
+        )
+    return "No engine can run this model here; try another quantization or `--engine`."
 
 
 def _all_candidates(
