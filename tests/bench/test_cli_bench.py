@@ -76,11 +76,10 @@ def test_human_output_and_compare(ref_server, capsys, tmp_path: Path) -> None:
 
 
 def test_sweep_finds_the_knee(ref_server, capsys, tmp_path: Path) -> None:
-    with ref_server(ttft_s=0.005, itl_s=0.003, capacity=2) as srv:
+    with ref_server(ttft_s=0.01, itl_s=0.005, capacity=2) as srv:
         png = tmp_path / "sweep.png"
-        code, out, _ = run(
-            capsys, *common(srv.base_url, "--sweep", "-n", "4", "--warmup", "0", "--json", "--plot", str(png))
-        )
+        args = ["--sweep", "-n", "4", "--output-tokens", "24", "--warmup", "0", "--json", "--plot", str(png)]
+        code, out, _ = run(capsys, *common(srv.base_url, *args))
     assert code == 0
     result = BenchResult.model_validate_json(out)
     levels = [p.concurrency for p in result.sweep]

@@ -98,6 +98,7 @@ class StreamClient:
         first_chunk_ns: int | None = None
         last_chunk_ns: int | None = None
         role_first = False
+        token_chunks = 0
         finish: str | None = None
         usage: dict[str, Any] | None = None
         timings: dict[str, Any] | None = None
@@ -144,6 +145,7 @@ class StreamClient:
                             choices = obj.get("choices")
                             if choices:
                                 choice = choices[0]
+                                finish_now = choice.get("finish_reason")
                                 if chat:
                                     delta = choice.get("delta") or {}
                                     text = delta.get("content") or ""
@@ -153,16 +155,24 @@ class StreamClient:
                                         or delta.get("reasoning")
                                         or delta.get("tool_calls")
                                     )
+                                    # A token chunk may decode to "" (a partial UTF-8 sequence, a
+                                    # control token); role and finish-only chunks are not tokens.
+                                    is_token = has or (
+                                        "content" in delta and "role" not in delta and not finish_now
+                                    )
                                 else:
                                     text = choice.get("text") or ""
                                     has = bool(text)
+                                    is_token = has or ("text" in choice and not finish_now)
+                                if is_token:
+                                    token_chunks += 1
                                 if has:
                                     chunk_ns.append(now)
                                     pieces.append(text)
                                 elif not chunk_ns:
                                     role_first = True
-                                if choice.get("finish_reason"):
-                                    finish = choice["finish_reason"]
+                                if finish_now:
+                                    finish = finish_now
                             if obj.get("usage"):
                                 usage = obj["usage"]
                             if obj.get("timings"):
@@ -183,7 +193,7 @@ class StreamClient:
             error_class, error = "empty", "the stream carried no content"
         return self._record(
             req, scheduled_ns, sent_ns, end_ns, chunk_ns, pieces, first_chunk_ns, last_chunk_ns,
-            role_first, finish, usage, timings, error_class, error,
+            role_first, finish, usage, timings, error_class, error, token_chunks,
         )  # fmt: skip
 
     def _record(
@@ -202,6 +212,7 @@ class StreamClient:
         timings: dict[str, Any] | None,
         error_class: ErrorClass | None,
         error: str | None,
+        token_chunks: int,
     ) -> RequestRecord:
         usage_tokens = usage.get("completion_tokens") if usage else None
         tokenizer_tokens = self.tokenizer.count("".join(pieces)) if self.tokenizer and pieces else None
@@ -211,7 +222,7 @@ class StreamClient:
         elif tokenizer_tokens is not None:
             out, source = tokenizer_tokens, "tokenizer"
         else:
-            out, source = len(chunk_ns), "chunks"
+            out, source = token_chunks, "chunks"
         ms = self._ms
         honoured = None
         if req.output_tokens is not None and error_class is None:
@@ -240,6 +251,7 @@ class StreamClient:
             usage_tokens=usage_tokens if isinstance(usage_tokens, int) else None,
             tokenizer_tokens=tokenizer_tokens,
             content_chunks=len(chunk_ns),
+            token_chunks=token_chunks,
             finish_reason=finish,
             length_honoured=honoured,
             role_chunk_first=role_first,

@@ -90,7 +90,7 @@ def summarize(records: Sequence[RequestRecord], slos: dict[str, float] | None = 
     duration_s = (max(ends) - min(starts)) / 1000 if records else 0.0
     out_tokens = sum(r.output_tokens for r in ok)
     in_tokens = sum(r.prompt_tokens if r.prompt_tokens is not None else r.prompt_tokens_requested for r in ok)
-    chunks = sum(r.content_chunks for r in ok)
+    chunks = sum(r.token_chunks or r.content_chunks for r in ok)
     decode_rates = [
         (r.output_tokens - 1) / ((r.last_token_ms - r.first_token_ms) / 1000)
         for r in ok

@@ -95,7 +95,8 @@ class RequestRecord(_Model):
     output_tokens_source: TokenSource = "chunks"
     usage_tokens: int | None = None
     tokenizer_tokens: int | None = None
-    content_chunks: int = 0
+    content_chunks: int = Field(default=0, description="Chunks with non-empty content (those timed).")
+    token_chunks: int = Field(default=0, description="Chunks that carried a token, empty text included.")
     finish_reason: str | None = None
     length_honoured: bool | None = None
     role_chunk_first: bool = Field(default=False, description="An empty/role-only chunk came before content.")
