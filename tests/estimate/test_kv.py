@@ -142,3 +142,10 @@ def test_tensor_parallel_splits_kv_heads_and_replicates_past_their_count() -> No
 def test_mla_latent_replicated_on_every_rank() -> None:
     spec = deepseek_v3()
     assert kv_layout(spec, "bf16", engine="vllm", tp=8).bytes_per_token == 70272
+
+
+def test_vllm_without_hybrid_manager_sizes_sliding_layers_fully() -> None:
+    layout = kv_layout(_gemma3_like(), "bf16", engine="vllm")
+    capped = vllm_request_kv_bytes(layout, 32768, 2048)
+    full = vllm_request_kv_bytes(layout, 32768, 2048, hybrid_manager=False)
+    assert full == 32768 * layout.bytes_per_token > 4 * capped

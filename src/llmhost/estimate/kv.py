@@ -101,16 +101,21 @@ def kv_bytes_per_token(spec: ModelSpec, kv_dtype: str, *, engine: str = "vllm") 
     return kv_layout(spec, kv_dtype, engine=engine).bytes_per_token
 
 
-def vllm_request_kv_bytes(layout: KVLayout, tokens: int, max_num_batched_tokens: int) -> int:
+def vllm_request_kv_bytes(
+    layout: KVLayout, tokens: int, max_num_batched_tokens: int, *, hybrid_manager: bool = True
+) -> int:
     """KV bytes vLLM reserves for one request of `tokens` (its own per-rank page arithmetic).
 
     Full layers take `cdiv(tokens, 16)` blocks; sliding layers at most
-    `cdiv(min(window - 1 + mnbt, tokens), 16) + 1` blocks.
+    `cdiv(min(window - 1 + mnbt, tokens), 16) + 1` blocks. Without the hybrid KV cache manager
+    (`--disable-hybrid-kv-cache-manager`, or a KV connector) sliding layers are sized like full ones.
     """
     bs = VLLM_BLOCK_TOKENS
     full = math.ceil(tokens / bs) * bs * layout.full_bytes_per_token
     sliding = 0
-    if layout.sliding_bytes_per_token:
+    if layout.sliding_bytes_per_token and not hybrid_manager:
+        sliding = math.ceil(tokens / bs) * bs * layout.sliding_bytes_per_token
+    elif layout.sliding_bytes_per_token:
         window = layout.sliding_window or tokens
         capped = min(window - 1 + max_num_batched_tokens, tokens)
         # +1: the window may not start at a block boundary (vLLM's own comment).

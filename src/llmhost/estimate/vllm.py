@@ -27,6 +27,7 @@ class VllmSettings:
     tensor_parallel_size: int = 1
     kv_cache_dtype: str = "bf16"
     enforce_eager: bool = False
+    hybrid_kv_cache_manager: bool = True
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,12 @@ class VllmMemory:
     kv_cache_bytes: int
     kv: KVLayout
     max_num_batched_tokens: int
+    hybrid_kv_cache_manager: bool = True
 
     def request_bytes(self, tokens: int) -> int:
-        return vllm_request_kv_bytes(self.kv, tokens, self.max_num_batched_tokens)
+        return vllm_request_kv_bytes(
+            self.kv, tokens, self.max_num_batched_tokens, hybrid_manager=self.hybrid_kv_cache_manager
+        )
 
     def max_concurrency(self, tokens: int) -> int:
         need = self.request_bytes(tokens)
@@ -154,6 +158,7 @@ def vllm_gpu_memory(
         kv_cache_bytes=kv_bytes,  # negative: weights and activations alone exceed the budget
         kv=kv_layout(spec, settings.kv_cache_dtype, engine="vllm", tp=tp),
         max_num_batched_tokens=settings.max_num_batched_tokens,
+        hybrid_kv_cache_manager=settings.hybrid_kv_cache_manager,
     )
 
 
