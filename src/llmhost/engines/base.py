@@ -50,6 +50,10 @@ class ServeOptions(_Model):
         default=None,
         description='Force one runtime of the engine, e.g. "llama-server" or "llama-cpp-python".',
     )
+    completion_probe_interval_s: float | None = Field(
+        default=None,
+        description="Seconds between 1-token completion probes once ready (0 = off, None = engine default).",
+    )
 
 
 class LaunchSpec(_Model):
@@ -89,6 +93,15 @@ class LaunchSpec(_Model):
     metrics_path: str | None = Field(default=None, description="Prometheus metrics endpoint, if enabled.")
     stop_grace_s: float = Field(default=10.0, description="SIGTERM -> SIGKILL grace period on stop.")
     model_path: str | None = Field(default=None, description="Local model file/dir the engine loads.")
+    # Liveness beyond /health (additive; see llmhost.supervise.probe). None: no completion probe.
+    completion_probe_interval_s: float | None = Field(
+        default=None,
+        description="Once ready, send a 1-token completion this often; /health can be 200 while wedged.",
+    )
+    completion_probe_timeout_s: float = Field(default=30.0, description="A probe slower than this fails.")
+    completion_probe_failures: int = Field(
+        default=3, description="Consecutive failed probes after which the engine is restarted."
+    )
 
 
 class EngineStatus(_Model):
