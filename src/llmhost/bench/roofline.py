@@ -1,16 +1,14 @@
 """The decode roofline: how fast one stream could decode if memory bandwidth were the only limit.
 
 At batch 1 every decode step reads the active weights once plus the KV cache of the context, so
-t_step >= (W_read + KV_bytes_per_token * context) / BW and the limit is 1 / t_step tokens per second.
+t_step >= (W_read + KV_bytes_per_token * context) / BW. The limit comes from the planner
+(`llmhost.estimate.roofline.decode_roofline`, the same function `plan` uses for its speed figures);
 MBU (model bandwidth utilisation, Databricks' definition) = measured per-stream decode rate / limit.
-The planner's own roofline (`llmhost.estimate`) is used when it offers one; otherwise the same
-formula is computed here from the `ModelSpec` and `Hardware` contracts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from llmhost.bench.models import Roofline
 from llmhost.errors import LlmhostError
@@ -19,31 +17,12 @@ from llmhost.hardware.models import Hardware
 RooflineFn = Callable[[float | None, int], Roofline | None]
 
 
-def hardware_bandwidth(hw: Hardware) -> tuple[float | None, str]:
-    gpus = [g for g in hw.gpus if g.memory_bandwidth_bytes_per_s]
-    if gpus:
-        # Tensor parallel splits the weights, so the ranks' bandwidths add up.
-        return sum(g.memory_bandwidth_bytes_per_s or 0.0 for g in gpus), f"{len(gpus)}x {gpus[0].name}"
-    if hw.cpu.memory_bandwidth_bytes_per_s:
-        return hw.cpu.memory_bandwidth_bytes_per_s, f"CPU {hw.cpu.model_name}"
-    return None, "unknown"
-
-
-def bytes_per_token(spec: Any, context_tokens: int) -> float:
-    """Active weight bytes (one embedding row, not the table) + KV read for `context_tokens`."""
-    weights = float(spec.weights_bytes)
-    if spec.parameters and spec.active_parameters and spec.active_parameters < spec.parameters:
-        weights *= spec.active_parameters / spec.parameters
-    weights -= float(spec.embedding_bytes)  # only one row of the input embedding is read per token
-    kv_per_token = 0
-    try:
-        from llmhost.estimate.kv import kv_bytes_per_token
-
-        kv_per_token = kv_bytes_per_token(spec, "f16")
-    except (ImportError, LlmhostError, ValueError, TypeError):
-        att = spec.attention
-        kv_per_token = sum(2 * h * att.head_dim_k * 2 for h in att.num_kv_heads)
-    return max(weights, 1.0) + kv_per_token * context_tokens
+def hardware_name(hw: Hardware) -> tuple[float | None, str]:
+    """Bandwidth the planner's roofline uses (first GPU, else RAM) and a readable name."""
+    if hw.gpus:
+        gpu = hw.gpus[0]
+        return gpu.memory_bandwidth_bytes_per_s, gpu.name
+    return hw.cpu.memory_bandwidth_bytes_per_s, f"CPU {hw.cpu.model_name}"
 
 
 def make_roofline(
@@ -70,25 +49,27 @@ def make_roofline(
     except LlmhostError as exc:
         warn(f"no roofline: {exc}")
         return None, None
-    bandwidth, hw_name = hardware_bandwidth(hw)
-    if bandwidth is None:
+    bandwidth, hw_name = hardware_name(hw)
+    if not bandwidth:
         warn(
             "no roofline: the hardware's memory bandwidth is unknown (pass --hardware NAME from the catalog)."
         )
         return None, hw
+    from llmhost.estimate.roofline import decode_roofline
 
-    def roofline(measured: float | None, context_tokens: int) -> Roofline:
-        per_token = bytes_per_token(spec, context_tokens)
-        limit = bandwidth / per_token
+    def roofline(measured: float | None, context_tokens: int) -> Roofline | None:
+        limit = decode_roofline(spec, hw, context_tokens)
+        if not limit:
+            return None
         return Roofline(
             hardware=hw_name,
             model_ref=model_ref,
             bandwidth_bytes_per_s=bandwidth,
-            bytes_per_token=per_token,
+            bytes_per_token=bandwidth / limit,
             decode_limit_tokens_per_s=limit,
             measured_tokens_per_s_per_stream=measured,
             mbu=measured / limit if measured else None,
-            source="llmhost.bench.roofline (active weights + f16 KV at the mean context) / bandwidth",
+            source=f"llmhost.estimate.roofline.decode_roofline at {context_tokens} tokens of context",
         )
 
     return roofline, hw

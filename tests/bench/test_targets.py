@@ -1,0 +1,160 @@
+"""Targets and extras: a deployment by name (real supervisor state files), the roofline from the
+planner, client health, NVML absent, reconciliation with the server's own figures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from llmhost.bench import checks
+from llmhost.bench.models import BenchResult, RequestRecord, Stat, Telemetry
+from llmhost.bench.telemetry import Monitor, parse_prometheus
+from llmhost.cli import main
+from llmhost.errors import ExitCode
+
+
+def _deployment(name: str, base_url: str, *, state: str = "ready", key_env: str | None = None) -> None:
+    from llmhost.engines.base import LaunchSpec
+    from llmhost.supervise.state import Deployment, ProcessRef, write_deployment
+
+    me = ProcessRef.of(os.getpid())
+    launch = LaunchSpec(
+        engine="llamacpp",
+        runtime="llama-server",
+        argv=["llama-server", "-m", "x.gguf", "-np", "3"],
+        base_url=base_url,
+        api_key_env=key_env,
+    )
+    dep = Deployment(
+        name=name, model="./x.gguf", served_model_name="ref-model", engine="llamacpp", runtime="llama-server",
+        base_url=base_url, host="127.0.0.1", port=int(base_url.rsplit(":", 1)[1].split("/")[0]), state=state,
+        supervisor=me, engine_process=me, launch=launch, log_dir="/tmp",
+    )  # fmt: skip
+    write_deployment(dep)
+
+
+def test_bench_a_deployment_by_name(ref_server, capsys, state_dir: Path, monkeypatch) -> None:
+    monkeypatch.delenv("LLMHOST_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("MY_DEPLOY_KEY", "k-123")
+    with ref_server(ttft_s=0.005, itl_s=0.002, api_key="k-123") as srv:
+        _deployment("web", srv.base_url, key_env="MY_DEPLOY_KEY")
+        code = main(
+            ["bench", "web", "-c", "4", "-n", "4", "--input-tokens", "8", "--output-tokens", "8", "--json"]
+        )
+        out, err = capsys.readouterr()
+    assert code == 0, err
+    result = BenchResult.model_validate_json(out)
+    t = result.target
+    assert (t.deployment, t.model, t.base_url) == ("web", "ref-model", srv.base_url)
+    assert t.server_slots == 3 and "-np" in (t.server_slots_source or "")
+    assert "over_capacity" in {f.code for f in result.flags}
+    assert "k-123" not in out
+
+
+def test_missing_and_dead_deployments(capsys, state_dir: Path) -> None:
+    assert main(["bench", "nothere"]) == ExitCode.NOT_FOUND
+    assert "nothere" in capsys.readouterr().err
+    _deployment("old", "http://127.0.0.1:9/v1", state="stopped")
+    assert main(["bench", "old"]) == ExitCode.BENCH_INCOMPLETE
+    assert "stopped" in capsys.readouterr().err
+
+
+def test_roofline_from_the_planner(ref_server, capsys, tiny_gguf: Path) -> None:
+    from llmhost.estimate.roofline import decode_roofline
+    from llmhost.hardware.catalog import hardware_from_spec
+    from llmhost.models import resolve
+
+    with ref_server(ttft_s=0.005, itl_s=0.002) as srv:
+        code = main(
+            ["bench", "--base-url", srv.base_url, "--model", "ref-model", "-n", "4", "--input-tokens", "16",
+             "--output-tokens", "16", "--hardware", "h100-80gb", "--model-ref", str(tiny_gguf), "--json"]
+        )  # fmt: skip
+        out, err = capsys.readouterr()
+    assert code == 0, err
+    result = BenchResult.model_validate_json(out)
+    roof = result.roofline
+    assert roof is not None and result.hardware is not None
+    context = (result.summary.input_tokens + result.summary.output_tokens // 2) // result.summary.completed
+    expected = decode_roofline(resolve(str(tiny_gguf)), hardware_from_spec("h100-80gb"), context)
+    assert expected and roof.decode_limit_tokens_per_s == pytest.approx(expected)
+    measured = result.summary.decode_tokens_per_s_per_stream.p50
+    assert roof.measured_tokens_per_s_per_stream == measured
+    assert roof.mbu == pytest.approx(measured / expected)
+
+
+def test_client_health_marks_a_blocked_event_loop() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        monitor = Monitor(None, time.perf_counter_ns())
+        await monitor.start()
+        await asyncio.sleep(0.1)
+        healthy = monitor.client_health().client_bound
+        for _ in range(5):
+            time.sleep(0.05)  # a client that hogs its loop (per-token work too heavy)
+            await asyncio.sleep(0)
+        busy = monitor.client_health()
+        telemetry = await monitor.stop()
+        assert any("NVML" in note for note in telemetry.notes)  # no GPU here: skipped with a note
+        return healthy, busy.client_bound
+
+    healthy, bound = asyncio.run(scenario())
+    assert not healthy and bound
+    flags = checks.client_flags(
+        Monitor(None, 0)
+        .client_health()
+        .model_copy(update={"client_bound": True, "loop_lag_ms": Stat(p99=40.0)})
+    )
+    assert flags and flags[0].code == "client_bound"
+
+
+def _record(**kw: object) -> RequestRecord:
+    base: dict[str, object] = dict(
+        index=0, ok=True, scheduled_ms=0.0, sent_ms=0.0, first_chunk_ms=5.0, first_token_ms=50.0,
+        last_token_ms=240.0, prompt_tokens_requested=8, output_tokens=20, output_tokens_requested=20,
+        output_tokens_source="usage", content_chunks=20, token_chunks=20,
+    )  # fmt: skip
+    base.update(kw)
+    return RequestRecord.model_validate(base)
+
+
+def test_reconciliation_with_llama_server_timings() -> None:
+    # 19 gaps in 190 ms: the client saw 100 tok/s per stream.
+    agree = _record(server_timings={"predicted_n": 20, "predicted_per_second": 102.0, "prompt_ms": 30.0})
+    assert checks.reconcile_llama_timings([agree]) == []
+    off = _record(server_timings={"predicted_n": 21, "predicted_per_second": 150.0, "prompt_ms": 80.0})
+    codes = {f.code for f in checks.reconcile_llama_timings([off])}
+    assert codes == {"server_token_count_mismatch", "server_disagrees_decode", "ttft_below_server_prefill"}
+
+
+VLLM_METRICS = """\
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 3.0
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+vllm:num_preemptions_total{engine="0",model_name="m"} %(pre)s
+vllm:generation_tokens_total{engine="0",model_name="m"} %(gen)s
+vllm:time_to_first_token_seconds_bucket{engine="0",le="0.1",model_name="m"} 4.0
+vllm:time_to_first_token_seconds_count{engine="0",model_name="m"} %(n)s
+vllm:time_to_first_token_seconds_sum{engine="0",model_name="m"} %(ttft)s
+llamacpp:requests_deferred 0
+python_gc_objects_collected_total{generation="0"} 1.0
+"""
+
+
+def test_vllm_metrics_parsed_and_reconciled() -> None:
+    before = parse_prometheus(VLLM_METRICS % {"pre": 0, "gen": 100, "n": 2, "ttft": 0.2})
+    assert before["vllm:num_requests_running"] == 3.0 and "python_gc_objects_collected_total" not in before
+    assert not any(k.endswith("_bucket") for k in before)
+    after = parse_prometheus(VLLM_METRICS % {"pre": 2, "gen": 260, "n": 6, "ttft": 1.0})
+    from llmhost.bench.metrics import summarize
+
+    records = [_record(index=i, first_token_ms=50.0) for i in range(4)]  # client TTFT 50 ms, 80 tokens
+    summary = summarize(records)
+    telemetry = Telemetry(before=before, after=after)
+    codes = {f.code for f in checks.reconcile_vllm_metrics(telemetry, summary)}
+    # vLLM saw 200 ms mean TTFT (0.8 s / 4) and 160 tokens: the client is wrong or not alone.
+    assert codes == {"server_disagrees_ttft", "server_token_count_mismatch", "preemptions"}
