@@ -139,8 +139,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if not head and body:
+            self.fake._count(len(body))  # before writing: the client may assert as soon as it has the bytes
             self.wfile.write(body)
-            self.fake._count(len(body))
 
     def _error(self, status: int, code: str, message: str, *, head: bool) -> None:
         body = json.dumps({"error": message}).encode()

@@ -19,8 +19,8 @@ from llmhost.models.spec import ModelSpec
     ("ref", "kind", "repo", "rev", "tag"),
     [
         ("meta-llama/Llama-3.1-8B-Instruct", "hf_repo", "meta-llama/Llama-3.1-8B-Instruct", None, None),
-        ("meta-llama/Llama-3.1-8B-Instruct@v1.0", "hf_repo", "meta-llama/Llama-3.1-8B-Instruct", "v1.0", None),
-        ("bartowski/Qwen2.5-7B-Instruct-GGUF:q4_k_m", "gguf_repo", "bartowski/Qwen2.5-7B-Instruct-GGUF", None, "Q4_K_M"),
+        ("meta-llama/Llama-3.1-8B@v1.0", "hf_repo", "meta-llama/Llama-3.1-8B", "v1.0", None),
+        ("bartowski/Qwen2.5-7B-GGUF:q4_k_m", "gguf_repo", "bartowski/Qwen2.5-7B-GGUF", None, "Q4_K_M"),
         ("hf.co/unsloth/Qwen3-8B-GGUF:Q8_0", "gguf_repo", "unsloth/Qwen3-8B-GGUF", None, "Q8_0"),
         ("unsloth/Qwen3-8B-GGUF", "gguf_repo", "unsloth/Qwen3-8B-GGUF", None, "Q4_K_M"),
         ("org/x-GGUF@abc123:Q6_K", "gguf_repo", "org/x-GGUF", "abc123", "Q6_K"),
