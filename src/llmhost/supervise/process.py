@@ -42,6 +42,34 @@ def spawn(argv: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         raise EngineError(f"Engine executable is not runnable: {argv[0]} ({exc}).") from exc
 
 
+def engine_env(
+    base: Mapping[str, str],
+    *,
+    env: Mapping[str, str],
+    env_remove: Iterable[str],
+    secret_env: Mapping[str, str],
+    api_key_env: str | None,
+    api_key: str | None,
+) -> dict[str, str]:
+    """The engine's environment: inherited minus `env_remove` (trailing * = prefix) and minus our own
+    key variable, plus `env`, plus secrets resolved by reference (`secret_env`: engine var -> our var)."""
+    out = dict(base)
+    for name in env_remove:
+        if name.endswith("*"):
+            for key in [k for k in out if k.startswith(name[:-1])]:
+                del out[key]
+        else:
+            out.pop(name, None)
+    if api_key_env:
+        out.pop(api_key_env, None)
+    out.update(env)
+    for engine_var, source_var in secret_env.items():
+        value = api_key if source_var == api_key_env else base.get(source_var)
+        if value:
+            out[engine_var] = value
+    return out
+
+
 def group_members(pgid: int) -> list[psutil.Process]:
     members = []
     for proc in psutil.process_iter():

@@ -32,7 +32,14 @@ from llmhost.engines.base import Engine, FailureCause
 from llmhost.supervise import paths
 from llmhost.supervise.health import REQUEST_COUNTERS, TOKEN_COUNTERS, Prober, first_counter
 from llmhost.supervise.logs import OutputPump, RotatingLog
-from llmhost.supervise.process import port_free, port_owner, spawn, terminate_tree, wait_port_free
+from llmhost.supervise.process import (
+    engine_env,
+    port_free,
+    port_owner,
+    spawn,
+    terminate_tree,
+    wait_port_free,
+)
 from llmhost.supervise.state import Deployment, ProcessRef, write_deployment
 
 # Causes for which a restart with the same flags cannot help.
@@ -88,6 +95,7 @@ class Supervisor:
         config: SupervisorConfig | None = None,
         on_update: Callable[[Deployment], None] | None = None,
         on_event: Callable[[str], None] | None = None,
+        early_process: subprocess.Popen[bytes] | None = None,
     ) -> None:
         self.dep = deployment
         self.engine = engine
@@ -103,6 +111,7 @@ class Supervisor:
         self._engine_log = RotatingLog(paths.engine_log(deployment.name))
         self._last_tick = 0.0
         self._started_any = False
+        self._early = early_process
 
     # -- public -------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -139,16 +148,19 @@ class Supervisor:
     # -- one engine process --------------------------------------------------------------------------
     def _run_once(self) -> _Attempt:
         spec = self.dep.launch
-        if spec.port is not None and not port_free(spec.host, spec.port):
+        early, self._early = self._early, None
+        if early is not None:
+            popen = early  # spawned by the detached entry point before the heavy imports (see __main__)
+        elif spec.port is not None and not port_free(spec.host, spec.port):
             # Do not even start: the engine would fail to bind (or worse, bind the other family).
             owner = port_owner(spec.port)
             if not wait_port_free(spec.host, spec.port, 3.0):
                 who = f" by {owner}" if owner else ""
                 self._fail("port_in_use", f"Port {spec.port} on {spec.host} is already in use{who}.")
                 return _Attempt("exited")
-        env = self._engine_env()
         self._engine_log.write(f"\n===== llmhost: starting engine at {_now()} =====\n".encode())
-        popen = spawn(spec.argv, env)
+        if early is None:
+            popen = spawn(spec.argv, self._engine_env())
         self._popen = popen
         self._started_any = True
         assert popen.stdout is not None
@@ -277,21 +289,14 @@ class Supervisor:
     # -- environment, children, shutdown --------------------------------------------------------------
     def _engine_env(self) -> dict[str, str]:
         spec = self.dep.launch
-        env = dict(os.environ)
-        for name in spec.env_remove:
-            if name.endswith("*"):
-                for key in [k for k in env if k.startswith(name[:-1])]:
-                    del env[key]
-            else:
-                env.pop(name, None)
-        if spec.api_key_env:
-            env.pop(spec.api_key_env, None)
-        env.update(spec.env)
-        for engine_var, source_var in spec.secret_env.items():
-            value = self.api_key if source_var == spec.api_key_env else os.environ.get(source_var)
-            if value:
-                env[engine_var] = value
-        return env
+        return engine_env(
+            os.environ,
+            env=spec.env,
+            env_remove=spec.env_remove,
+            secret_env=spec.secret_env,
+            api_key_env=spec.api_key_env,
+            api_key=self.api_key,
+        )
 
     def _track_descendants(self, leader: int) -> None:
         try:
