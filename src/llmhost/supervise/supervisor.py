@@ -32,6 +32,7 @@ from llmhost.engines.base import Engine, FailureCause
 from llmhost.supervise import paths
 from llmhost.supervise.health import REQUEST_COUNTERS, TOKEN_COUNTERS, Prober, first_counter
 from llmhost.supervise.logs import OutputPump, RotatingLog
+from llmhost.supervise.probe import CompletionProbe
 from llmhost.supervise.process import (
     engine_env,
     port_free,
@@ -79,7 +80,7 @@ def backoff_delay(consecutive_crashes: int, config: SupervisorConfig) -> float:
 
 @dataclass
 class _Attempt:
-    outcome: str  # "stopped" | "exited" | "deadline"
+    outcome: str  # "stopped" | "exited" | "deadline" | "wedged"
     exit_code: int | None = None
     was_ready: bool = False
     ran_for_s: float = 0.0
@@ -182,6 +183,7 @@ class Supervisor:
         prober = Prober(spec, self.api_key)
         deadline = time.monotonic() + spec.ready_deadline_s
         ready = False
+        watchdog: CompletionProbe | None = None  # started once ready, if the launch spec asks for it
         last_metrics = 0.0
         last_track = 0.0
         try:
@@ -206,10 +208,14 @@ class Supervisor:
                     if result.state == "ready":
                         ready = True
                         self._became_ready(started)
+                        watchdog = CompletionProbe.for_launch(spec, self.api_key)
                     elif result.state == "unauthorized":
                         self._event(f"readiness probe rejected: {result.detail}")
                     self._stop.wait(self.config.probe_interval_s)
                 else:
+                    if watchdog is not None and watchdog.wedged:
+                        self._event(f"engine wedged: {watchdog.reason}; restarting it")
+                        return _Attempt("wedged", was_ready=True, ran_for_s=time.time() - started)
                     if spec.metrics_path and now - last_metrics >= self.config.metrics_interval_s:
                         last_metrics = now
                         samples = prober.metrics()
@@ -222,6 +228,8 @@ class Supervisor:
                     self._stop.wait(self.config.monitor_interval_s)
         finally:
             prober.close()
+            if watchdog is not None:
+                watchdog.stop()
 
     def _became_ready(self, started: float) -> None:
         actual = None
@@ -249,7 +257,11 @@ class Supervisor:
         self._kill_engine()  # the leader exited; its children must not linger
         cause = self._classify(tail)
         self._save(last_exit_code=attempt.exit_code)
-        what = f"The engine exited with code {attempt.exit_code}"
+        what = (
+            "The engine stopped answering (wedged)"
+            if attempt.outcome == "wedged"
+            else f"The engine exited with code {attempt.exit_code}"
+        )
         if self.dep.state == "failed":  # set by _run_once (port in use before launch)
             return True
         if not attempt.was_ready and self.dep.restarts == 0:
@@ -279,12 +291,23 @@ class Supervisor:
             return None
 
     def _fail(self, cause: FailureCause, message: str, tail: str = "") -> None:
-        hint = CAUSE_HINTS.get(cause)
+        hint = self._engine_fix(cause, tail) or CAUSE_HINTS.get(cause)
         full = message + (f" {hint}" if hint else "")
         if tail:
             full += f"\nLast lines of {paths.engine_log(self.dep.name)}:\n{_indent(tail, 15)}"
         self._save(state="failed", failure=full, failure_cause=cause)
         self._event(f"failed: {full}")
+
+    def _engine_fix(self, cause: FailureCause, tail: str) -> str | None:
+        """The engine's own answer (settings that would work), for engines that offer `suggest_fix`."""
+        suggest = getattr(self.engine, "suggest_fix", None)
+        if suggest is None or not tail:
+            return None
+        try:
+            fix = suggest(cause, tail, self.dep.launch, self.dep.planned)
+        except Exception:  # a hint is a courtesy: never let it mask the failure itself
+            return None
+        return str(fix) if fix else None
 
     # -- environment, children, shutdown --------------------------------------------------------------
     def _engine_env(self) -> dict[str, str]:
