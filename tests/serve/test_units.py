@@ -210,3 +210,14 @@ def test_prometheus_parsing_sums_labelled_samples() -> None:
     samples = parse_prometheus(text)
     assert samples["vllm:request_success_total"] == 7
     assert samples["llamacpp:tokens_predicted_total"] == 120
+
+
+def test_parse_startup_recorded_llama_server_log() -> None:
+    # llama-server at -lv 4, 2 slots of 1024 tokens each, non-unified KV (one stream per slot).
+    report = ENGINE.parse_startup((DATA / "llama_server_startup.log").read_text())
+    mib = 1024 * 1024
+    assert report.weights_bytes == 2 * mib
+    assert report.kv_cache_tokens == 2048
+    assert report.kv_cache_bytes == 2 * mib
+    assert report.compute_bytes == int(4.26 * mib)
+    assert report.raw["n_seq_max"] == "2"

@@ -56,7 +56,8 @@ def _list(as_json: bool) -> None:
                 s.version or "-",
                 where,
             )
-        console.print(table)
+        # Piped output must not be cut to 80 columns.
+        (console if console.is_terminal else Console(width=250, soft_wrap=False)).print(table)
 
     emit(statuses, as_json=as_json, human=human)
 

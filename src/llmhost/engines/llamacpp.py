@@ -93,10 +93,9 @@ def llama_server_version(binary: Path) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    match = re.search(r"version:\s*(\S+)(?:\s*\(([0-9a-f]+)\))?", proc.stdout + proc.stderr)
-    if not match:
-        return None
-    return f"b{match.group(1)}" + (f" ({match.group(2)})" if match.group(2) else "")
+    # "version: 7890 (abc1234)" (releases) or "version: 0.5.0-dev (build 0, commit unknown)" (sdist).
+    match = re.search(r"version:\s*([^\n]+)", proc.stdout + proc.stderr)
+    return match.group(1).strip() if match else None
 
 
 def _build_info(binary: Path) -> str:
@@ -219,6 +218,9 @@ class LlamaCppEngine:
                 "-c", str(context * parallel), "-np", str(parallel),
                 "-ngl", str(gpu_layers),
                 "--metrics", "--no-webui",
+                # Verbosity 4 ("trace") keeps the model/KV/compute buffer lines parse_startup reads;
+                # the default (3) drops them. It adds a few lines per request; the log is rotated.
+                "-lv", "4",
             ]  # fmt: skip
             if threads:
                 argv += ["-t", str(threads)]
@@ -302,7 +304,7 @@ class LlamaCppEngine:
                 compute += float(m.group(1))
                 seen["compute"] = True
             elif m := _KV_CELLS.search(line):
-                kv_tokens = int(m.group(1))
+                kv_tokens = int(m.group(1)) * int(m.group(2))
                 raw["kv_cache"] = line.split(":", 1)[-1].strip()
             elif m := _CTX_SETTING.search(line):
                 raw[m.group(1)] = m.group(2)
@@ -326,7 +328,11 @@ class LlamaCppEngine:
 _MODEL_BUFFER = re.compile(r"\S+ model buffer size =\s+([\d.]+) MiB")
 _KV_BUFFER = re.compile(r"\S+ KV buffer size =\s+([\d.]+) MiB")
 _COMPUTE_BUFFER = re.compile(r"\S+ compute buffer size =\s+([\d.]+) MiB")
-_KV_CELLS = re.compile(r"llama_kv_cache: size =\s+[\d.]+ MiB \(\s*(\d+) cells")
+# "(1024 cells, 4 layers, 2/2 seqs)": cells per stream; llama-server without a unified KV keeps one
+# stream per slot, so the tokens the cache holds are cells x streams.
+_KV_CELLS = re.compile(
+    r"llama_kv_cache: size =\s+[\d.]+ MiB \(\s*(\d+) cells,\s+\d+ layers,\s+\d+/(\d+) seqs"
+)
 _CTX_SETTING = re.compile(r"llama_context: (n_ctx|n_ctx_seq|n_seq_max|n_batch|n_ubatch|flash_attn)\s+= (\S+)")
 
 # Order matters: an allocation failure is often followed by "failed to load model".
