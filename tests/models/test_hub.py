@@ -237,3 +237,15 @@ def test_find_quantized_variants(fake_hub: FakeHub) -> None:
     found = {v.repo_id: v.method for v in find_quantized_variants(base)}
     assert found == {"Qwen/Qwen3-8B-AWQ": "awq", "x/Qwen3-8B-GGUF": "gguf"}
     assert find_quantized_variants(base, offline=True) == []
+
+
+def test_offline_with_only_a_cached_config_uses_the_architecture(fake_hub: FakeHub) -> None:
+    """config.json fetched by another tool (here hf_hub_download itself) is enough offline."""
+    from huggingface_hub import hf_hub_download
+
+    fake_hub.add_repo("Qwen/Qwen3-8B", safetensors_repo(_config("Qwen--Qwen3-8B"), shards=2))
+    hf_hub_download("Qwen/Qwen3-8B", "config.json")
+    fake_hub.reset_counters()
+    spec = resolve("Qwen/Qwen3-8B", offline=True)
+    assert spec.parameters_source == "config" and spec.parameters == 8_190_735_360
+    assert fake_hub.requests == []

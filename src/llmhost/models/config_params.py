@@ -53,7 +53,8 @@ def _attention(cfg: Config, h: int) -> int:
         return q + kv + heads * v * h
     kv_heads = hc.num_kv_heads(cfg)
     hd = hc.head_dim(cfg)
-    q_out = heads * hd * (2 if mt == "qwen3_next" else 1)  # Qwen3-Next gates attention output
+    gated_out = mt == "qwen3_next" or cfg.get("attn_output_gate") is True
+    q_out = heads * hd * (2 if gated_out else 1)  # Qwen3-Next/3.5 gate the attention output
     n = h * q_out + 2 * h * kv_heads * hd + heads * hd * h
     qkv_bias = cfg.get("attention_bias", mt in _QKV_BIAS_DEFAULT)
     if qkv_bias:

@@ -92,6 +92,8 @@ def resolve_remote(parsed: ParsedRef, *, offline: bool | None = None) -> ModelSp
     assert parsed.repo_id is not None
     revision = parsed.revision or "main"
     cache = _Cache(ctx, parsed.repo_id)
+    if ctx.offline and parsed.kind == "hf_repo" and cache.listing(revision) is None:
+        return _offline_config_only(ctx, parsed, revision)
     info = _listing(ctx, cache, parsed.repo_id, revision)
     names = {f.path for f in info.files}
     if parsed.kind == "gguf_repo" or ("config.json" not in names and any(n.endswith(".gguf") for n in names)):
@@ -111,6 +113,29 @@ def _listing(ctx: hub.HubContext, cache: _Cache, repo_id: str, revision: str) ->
     info = hub.repo_info(ctx, repo_id, revision)
     cache.save_listing(revision, info)
     return info
+
+
+def _offline_config_only(ctx: hub.HubContext, parsed: ParsedRef, revision: str) -> ModelSpec:
+    """Offline, never resolved by llmhost, but another tool left config.json in the HF cache."""
+    repo_id = parsed.repo_id or ""
+    try:
+        config, sha, _ = hub.download_json(ctx, repo_id, "config.json", revision)
+    except ModelError as exc:
+        raise ModelError(
+            f"{repo_id}@{revision} is not in the local cache and offline mode is on.",
+            hint="Run the same command once online, or unset HF_HUB_OFFLINE.",
+        ) from exc
+    return spec_from_hf(
+        ref=parsed.raw,
+        kind="hf_repo",
+        name=repo_id.split("/")[-1],
+        config=config,
+        tensors=None,
+        files=[],
+        repo_id=repo_id,
+        revision=sha,
+        notes=["Offline with only config.json cached: counts come from the architecture."],
+    )
 
 
 # --- safetensors repos ----------------------------------------------------------------------------
