@@ -210,3 +210,55 @@ def test_moe_and_mla_gguf(tmp_path: Path) -> None:
     assert spec.moe is not None and (spec.moe.num_experts, spec.moe.num_experts_per_tok) == (8, 2)
     expert_params = n_layers * 3 * experts * ff * hidden
     assert spec.active_parameters == spec.parameters - expert_params * (experts - used) // experts
+
+
+def _count(tensors: list[tuple[str, str, tuple[int, ...]]]) -> int:
+    import math
+
+    return sum(math.prod(shape) for _, _, shape in tensors)
+
+
+@pytest.mark.parametrize("scheme", ["fp8_block", "compressed_int4", "mxfp4"])
+def test_quantized_safetensors_logical_parameters(tmp_path: Path, scheme: str) -> None:
+    """Packed/8-bit weights count as the weights they hold; scales are bytes, not parameters."""
+    qcfg: dict[str, object] = {
+        "fp8_block": {"quant_method": "fp8", "weight_block_size": [128, 128]},
+        "compressed_int4": {
+            "quant_method": "compressed-tensors",
+            "config_groups": {"group_0": {"weights": {"num_bits": 4, "group_size": 128}}},
+        },
+        "mxfp4": {"quant_method": "mxfp4"},
+    }[scheme]
+    cfg = _tiny_config(hidden_size=256, intermediate_size=512, quantization_config=qcfg)
+    dense = llama_tensors(cfg)
+    stored: list[tuple[str, str, tuple[int, ...]]] = []
+    for name, dtype, shape in dense:
+        if not name.endswith("proj.weight"):
+            stored.append((name, dtype, shape))
+            continue
+        out_f, in_f = shape
+        base = name.removesuffix(".weight")
+        if scheme == "fp8_block":
+            stored += [
+                (name, "F8_E4M3", shape),
+                (base + ".weight_scale_inv", "F32", (out_f // 128, in_f // 128)),
+            ]
+        elif scheme == "compressed_int4":
+            stored += [
+                (base + ".weight_packed", "I32", (out_f, in_f // 8)),
+                (base + ".weight_scale", "BF16", (out_f, in_f // 128)),
+                (base + ".weight_shape", "I32", (2,)),
+            ]
+        else:  # gpt-oss layout: 32 fp4 values per 16-byte block, one E8M0 scale per block
+            stored += [
+                (base + "_blocks", "U8", (out_f, in_f // 32, 16)),
+                (base + "_scales", "U8", (out_f, in_f // 32)),
+            ]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    write_safetensors(tmp_path / "model.safetensors", stored)
+    spec = resolve(str(tmp_path))
+    assert spec.parameters == _count(dense)
+    expected_bits = {"fp8_block": 8.0, "compressed_int4": 4.0, "mxfp4": 4.25}[scheme]
+    assert spec.quantization.bits == expected_bits
+    # quantized blocks are much smaller than their 16-bit size
+    assert spec.layer_bytes[0] < 0.6 * 2 * spec.layer_parameters[0]

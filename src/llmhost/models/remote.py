@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -174,8 +175,10 @@ def _resolve_hf_repo(ctx: hub.HubContext, cache: _Cache, parsed: ParsedRef, info
         shards = [s for s in shards if not s.startswith("consolidated")] or shards
     notes: list[str] = []
     tensors: list[TensorRecord] = []
-    for shard in shards:
-        records, n = _safetensors_header(ctx, cache, repo_id, info.sha, shard)
+    # Large MoE repos have 100+ shards: fetch their headers concurrently (as huggingface_hub does).
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(shards)))) as pool:
+        results = list(pool.map(lambda s: _safetensors_header(ctx, cache, repo_id, info.sha, s), shards))
+    for records, n in results:
         if records is None:
             notes.append("Safetensors headers are not cached (offline): counts come from config.json.")
             tensors = []
