@@ -10,6 +10,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -261,3 +263,37 @@ def test_non_loopback_bind_requires_a_key(tiny_gguf: Path) -> None:
     dry = llmhost("serve", str(tiny_gguf), "--host", "0.0.0.0", "--insecure-no-auth", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["deployment"]["auth"] is False
+
+
+def test_foreground_serve_stops_cleanly_on_ctrl_c(tiny_gguf: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "LLMHOST_API_KEY"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmhost",
+            "serve",
+            str(tiny_gguf),
+            "--name",
+            "e2e-fg",
+            "--engine",
+            "llama-cpp-python",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "NO_COLOR": "1"},
+    )
+    try:
+        ready = _wait_for(lambda: (d := deployment("e2e-fg")) and d["state"] == "ready" and d, timeout=60)
+        assert ready, "foreground deployment never became ready"
+        assert ready["detached"] is False and ready["supervisor_pid"] == proc.pid
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "ready" in err and "/chat/completions" in err and "stopped e2e-fg" in err
+    assert group_alive(ready["engine_pid"]) == []
+    assert deployment("e2e-fg") is None
