@@ -188,3 +188,24 @@ def test_roofline_reads_active_experts_only() -> None:
         )
         is None
     )
+
+
+def test_cpu_repack_and_tied_output_copy() -> None:
+    """Recorded llama.cpp CPU buffers: Q4_K blocks are repacked (CPU_REPACK) on top of the mapped file;
+    a tied token_embd gets a second copy only when the output layer sits on a GPU."""
+    spec = llama8b_q4km_gguf()
+    layout = weights_layout(spec, "Q4_K_M")
+    host = Device("cpu", "cpu", 100 * GiB)
+    (cpu,) = llamacpp_memory(spec, layout, LlamaCppSettings(n_ctx_seq=4096), [], host)
+    assert cpu.model_bytes == layout.total_bytes + round(sum(layout.layer_bytes) * 0.885)
+    (plain,) = llamacpp_memory(spec, layout, LlamaCppSettings(n_ctx_seq=4096, cpu_repack=False), [], host)
+    assert plain.model_bytes == layout.total_bytes
+    tied = dense_spec(tied=True)
+    tied_layout = weights_layout(tied, "bf16")
+    (cpu_only,) = llamacpp_memory(tied, tied_layout, LlamaCppSettings(n_ctx_seq=4096), [], host)
+    assert cpu_only.model_bytes == tied_layout.total_bytes
+    gpu = Device("cuda:0", "cuda", 80 * GiB)
+    on_gpu, host_side = llamacpp_memory(
+        tied, tied_layout, LlamaCppSettings(n_ctx_seq=4096, gpu_layers=33), [gpu], host
+    )
+    assert on_gpu.model_bytes + host_side.model_bytes == tied_layout.total_bytes + tied_layout.embedding_bytes

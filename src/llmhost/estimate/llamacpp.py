@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 from llmhost.estimate import overheads as oh
+from llmhost.estimate.dtypes import ggml_bits_per_weight
 from llmhost.estimate.kv import layer_kv_bytes_per_token, llamacpp_kv_cells
 from llmhost.estimate.vllm import ffn_width
 from llmhost.estimate.weights import WeightsLayout
@@ -44,6 +45,9 @@ class LlamaCppSettings:
     # llama-cpp-python's `Llama` asks for a whole batch (n_outputs_max = n_batch), so its compute
     # buffer holds n_vocab x n_ubatch f32 logits.
     n_outputs_max: int | None = None
+    # The CPU backend copies weights of some types into an interleaved layout (`CPU_REPACK` buffer)
+    # for the layers it runs, on top of the mmap'd file (llama.cpp `--repack`, on by default).
+    cpu_repack: bool = True
 
     @property
     def n_ctx(self) -> int:
@@ -185,6 +189,34 @@ def output_buffer_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
     return spec.vocab_size * settings.n_parallel * 4
 
 
+# ggml-cpu repacks these types on x86 AVX2 (ggml/src/ggml-cpu/repack.cpp); measured with
+# llama-cpp-python 0.3.36 (benchmarks/data/llamacpp_measurements.json): Q4_0, Q4_K, IQ4_NL and Q2_K
+# tensors of the blocks are copied, token_embd (read by get_rows) and Q3_K/Q5_K/Q6_K/Q8_0 are not.
+REPACKED_TYPES = ("Q4_0", "Q4_K", "IQ4_NL", "Q2_K")
+# Share of the block weights in a repacked type, for hypothetical files (from the recorded files:
+# Q4_K_M 0.885, Q2_K 0.71, Q3_K_M 0.45).
+_REPACK_SHARE = {"Q4_K_M": 0.885, "Q4_K_S": 1.0, "Q4_0": 1.0, "IQ4_NL": 1.0, "Q2_K": 0.71, "Q3_K_M": 0.45}
+
+
+def cpu_repack_share(spec: ModelSpec, weights: WeightsLayout) -> float:
+    """Share of the block weight bytes the CPU backend duplicates into its repack buffer."""
+    layers = sum(weights.layer_bytes)
+    if layers <= 0:
+        return 0.0
+    if weights.exact and spec.quantization.method == "gguf" and spec.bytes_by_dtype:
+        repacked = sum(spec.bytes_by_dtype.get(t, 0) for t in REPACKED_TYPES)
+        if repacked and spec.embedding_parameters:
+            emb_bits = spec.embedding_bytes * 8 / spec.embedding_parameters
+            emb_repackable = any(
+                abs(emb_bits - ggml_bits_per_weight(t)) < 0.01 and spec.bytes_by_dtype.get(t)
+                for t in REPACKED_TYPES
+            )
+            if emb_repackable:
+                repacked -= spec.embedding_bytes
+        return min(max(repacked, 0) / layers, 1.0)
+    return _REPACK_SHARE.get(weights.quantization.upper(), 0.0)
+
+
 def assign_layers(n_layers: int, gpu_layers: int, gpus: list[Device]) -> list[int]:
     """Device index (into `gpus`, or -1 for the CPU) of each layer 0..n_layers (n_layers = output)."""
     i_gpu_start = max(n_layers + 1 - gpu_layers, 0)
@@ -241,7 +273,9 @@ def llamacpp_memory(
         target.kv_bytes += _cells_for(spec, il, cells) * per_token[il]
     # Output layer (and the final norm with it).
     out_target = cpu if placement[n] < 0 else buffers[placement[n]]
-    output = weights.output_bytes if weights.output_bytes > 0 else weights.embedding_bytes
+    # A tied model's output reuses token_embd; a second copy is loaded only on a GPU.
+    tied_copy = weights.embedding_bytes if out_target is not cpu else 0
+    output = weights.output_bytes if weights.output_bytes > 0 else tied_copy
     out_target.model_bytes += output + weights.other_bytes
     cpu.model_bytes += weights.embedding_bytes
     # Recurrent state lives with the layers; put it where most layers are.
@@ -249,6 +283,9 @@ def llamacpp_memory(
     if recurrent:
         holder = max([*buffers, cpu], key=lambda b: len(b.layers))
         holder.kv_bytes += recurrent
+    if settings.cpu_repack and cpu.layers:
+        cpu_layer_bytes = sum(layer_bytes[il] for il in cpu.layers)
+        cpu.model_bytes += round(cpu_layer_bytes * cpu_repack_share(spec, weights))
     compute = compute_buffer_bytes(spec, settings)
     for b in buffers:
         if b.layers or b is out_target:
