@@ -80,7 +80,11 @@ def register(app: typer.Typer) -> None:
     def bench(
         args: Annotated[
             list[str] | None,
-            typer.Argument(help="Deployment NAME, or `compare FILE.json FILE.json ...`.", show_default=False),
+            typer.Argument(
+                help="Deployment NAME, or `compare FILE.json FILE.json ...`.",
+                show_default=False,
+                metavar="NAME",
+            ),
         ] = None,
         base_url: Annotated[
             str | None,
