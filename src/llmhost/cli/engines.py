@@ -114,9 +114,9 @@ def register(app: typer.Typer) -> None:
                 raise EngineError(
                     "llmhost.engines.vllm_env has no install() function.", hint="Update llmhost."
                 )
-            result = install_fn()
-            if result is not None:
-                typer.echo(str(result))
+            result = install_fn(force=force)
+            location = getattr(result, "location", None)
+            typer.echo(str(location if location is not None else result))
             return
         raise UsageError(
             f"Unknown engine {name!r} to install.", hint=f"Choose one of: {', '.join(INSTALLABLE)}."

@@ -1,0 +1,71 @@
+"""The serve-side CLI without starting engines: dry runs, profiles, engines listing, usage errors."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from serve_helpers import llmhost
+
+
+def test_dry_run_prints_the_exact_command_and_starts_nothing(tiny_gguf: Path) -> None:
+    out = llmhost("serve", str(tiny_gguf), "--dry-run", "--engine", "llama-cpp-python", "--context", "1024")
+    assert out.returncode == 0, out.stderr
+    command = next(line for line in out.stdout.splitlines() if "llama_cpp.server" in line)
+    argv = shlex.split(command)
+    assert argv[argv.index("--n_ctx") + 1] == "1024" and argv[argv.index("--model") + 1] == str(tiny_gguf)
+    assert "plan: llamacpp/llama-cpp-python" in out.stderr
+    assert json.loads(llmhost("ps", "--json").stdout) == []
+
+
+def test_profile_fills_options_and_flags_win(tiny_gguf: Path) -> None:
+    out = llmhost("serve", str(tiny_gguf), "--profile", "tiny-demo", "--dry-run", "--json")
+    assert out.returncode == 0, out.stderr
+    prepared = json.loads(out.stdout)
+    assert prepared["deployment"]["runtime"] == "llama-cpp-python"
+    assert prepared["candidate"]["context_length"] == 2048
+    out = llmhost(
+        "serve", str(tiny_gguf), "--profile", "tiny-demo", "--context", "512", "--dry-run", "--json"
+    )
+    assert json.loads(out.stdout)["candidate"]["context_length"] == 512
+
+
+def test_bad_profile_names_key_and_line(tiny_gguf: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine: llamacpp\ncontext: 2048\nconcurency: 4\n")
+    out = llmhost("serve", str(tiny_gguf), "--profile", str(bad), "--dry-run")
+    assert out.returncode == 2
+    assert f"{bad}:3: concurency: Extra inputs are not permitted" in out.stderr.replace("\n", "")
+    assert "Traceback" not in out.stderr
+
+
+def test_usage_errors(tiny_gguf: Path) -> None:
+    out = llmhost("serve", str(tiny_gguf), "--hardware", "h100-80gb")
+    assert out.returncode == 2 and "--dry-run" in out.stderr
+    out = llmhost("serve", str(tiny_gguf), "--engine", "tgi", "--dry-run")
+    assert out.returncode == 2 and "Unknown engine" in out.stderr
+    out = llmhost("serve", str(tiny_gguf), "--name", "Bad Name!", "--dry-run")
+    assert out.returncode == 2 and "Invalid deployment name" in out.stderr
+    out = llmhost("stop")
+    assert out.returncode == 2 and "--all" in out.stderr
+    out = llmhost("logs", "nope")
+    assert out.returncode == 5
+    out = llmhost("engines", "install", "tgi")
+    assert out.returncode == 2
+
+
+def test_engines_lists_every_llamacpp_runtime() -> None:
+    out = llmhost("engines", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {(r["name"], r["runtime"]): r for r in json.loads(out.stdout)}
+    assert ("llamacpp", "llama-server") in rows and ("llamacpp", "llama-cpp-python") in rows
+    native = rows[("llamacpp", "llama-server")]
+    assert native["usable"] == bool(native["location"]) or native["reason"]
+
+
+def test_demo_model_command(tmp_path: Path) -> None:
+    out = llmhost("demo-model", "--output", str(tmp_path), "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert Path(info["path"]).parent == tmp_path and Path(info["path"]).read_bytes()[:4] == b"GGUF"
