@@ -28,9 +28,10 @@ if str(HERE) not in sys.path:
 
 # llmhost.estimate imports llmhost.plan (roofline -> plan.models) which imports llmhost.estimate back;
 # importing the plan package first resolves the cycle in the order the CLI does.
-import llmhost.plan  # noqa: E402, F401
 from _gguf_shapes import write_replica  # noqa: E402
 from _llamacpp_logs import MIB, RESOLUTION_MIB, totals_mib  # noqa: E402
+
+import llmhost.plan  # noqa: E402, F401
 from llmhost import estimate as est  # noqa: E402
 from llmhost.models import resolve  # noqa: E402
 from llmhost.models.spec import ModelSpec  # noqa: E402
@@ -61,9 +62,14 @@ def rel_error(predicted: float, measured: float) -> float:
 # ---------------------------------------------------------------------------------------------- llama.cpp
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _replica_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="llmhost-acc-replicas-"))
+
+
+LLAMACPP_SPECS = HERE / "data" / "llamacpp_specs.json"
+# Fields that name where the replica was written, not what the model is.
+VOLATILE_SPEC_FIELDS = ("ref", "name", "files", "bytes_read")
 
 
 def llamacpp_spec(model_name: str, header: str) -> ModelSpec:
@@ -71,7 +77,32 @@ def llamacpp_spec(model_name: str, header: str) -> ModelSpec:
     return _llamacpp_spec_cached(model_name, header)
 
 
-@functools.lru_cache(maxsize=None)
+def resolve_llamacpp_specs(data: dict[str, Any]) -> dict[str, ModelSpec]:
+    """Resolve every recorded model (slow for big vocabularies: the gguf reader parses every token)."""
+    return {
+        name: llamacpp_spec(name, json.dumps(model["gguf"], sort_keys=True))
+        for name, model in data["models"].items()
+    }
+
+
+def spec_facts(spec: ModelSpec) -> dict[str, Any]:
+    """A spec as JSON, without the fields that depend on where the file was."""
+    facts: dict[str, Any] = spec.model_dump(mode="json", exclude=set(VOLATILE_SPEC_FIELDS))
+    return facts
+
+
+def write_spec_snapshot(specs: dict[str, ModelSpec], path: Path = LLAMACPP_SPECS) -> None:
+    """Keep what the resolver made of each recorded model, so tests can skip the slow GGUF parse."""
+    snapshot = {name: spec.model_dump(mode="json") for name, spec in sorted(specs.items())}
+    path.write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
+
+
+def load_spec_snapshot(path: Path = LLAMACPP_SPECS) -> dict[str, ModelSpec]:
+    raw: dict[str, Any] = json.loads(path.read_text())
+    return {name: ModelSpec.model_validate(value) for name, value in raw.items()}
+
+
+@functools.cache
 def _llamacpp_spec_cached(model_name: str, header: str) -> ModelSpec:
     path = _replica_dir() / f"{model_name}.gguf"
     write_replica(json.loads(header), path)
@@ -122,9 +153,7 @@ def component_ok(predicted: float, measured: float, tolerance: float) -> bool:
     return abs(rel_error(predicted, measured)) <= tolerance
 
 
-def score_llamacpp_case(data: dict[str, Any], case: dict[str, Any]) -> dict[str, Any]:
-    model = data["models"][case["model"]]
-    spec = llamacpp_spec(case["model"], json.dumps(model["gguf"], sort_keys=True))
+def score_llamacpp_case(spec: ModelSpec, case: dict[str, Any]) -> dict[str, Any]:
     predicted = llamacpp_predicted_mib(spec, llamacpp_settings(case))
     measured = totals_mib(case["measured_mib"])
     row: dict[str, Any] = {"id": case["id"], "settings": case["settings"], "measured": measured}
@@ -136,8 +165,8 @@ def score_llamacpp_case(data: dict[str, Any], case: dict[str, Any]) -> dict[str,
     return row
 
 
-def score_llamacpp(data: dict[str, Any]) -> list[dict[str, Any]]:
-    return [score_llamacpp_case(data, c) for c in data["cases"] if "measured_mib" in c]
+def score_llamacpp(data: dict[str, Any], specs: dict[str, ModelSpec]) -> list[dict[str, Any]]:
+    return [score_llamacpp_case(specs[c["model"]], c) for c in data["cases"] if "measured_mib" in c]
 
 
 def _pct(x: float) -> str:
@@ -195,7 +224,7 @@ def llamacpp_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- vLLM
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def vllm_spec(model: str, config: str) -> ModelSpec:
     """The ModelSpec llmhost resolves from a directory holding only the recorded config.json."""
     directory = Path(tempfile.mkdtemp(prefix="llmhost-acc-config-"))
@@ -311,7 +340,8 @@ def vllm_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['id']} | {rec['model']} | {rec['gpu']['name']} x{rec['gpu']['count']} "
             f"| {rec['flags']['tensor_parallel_size']} | {pair('weights_gib', '.2f')} "
-            f"| {pair('available_kv_gib', '.2f')} | {pair('kv_tokens', ',d')} | [link]({rec['source']['url']}) |"
+            f"| {pair('available_kv_gib', '.2f')} | {pair('kv_tokens', ',d')} "
+            f"| [link]({rec['source']['url']}) |"
         )
     return head + "\n".join(lines) + "\n"
 

@@ -29,6 +29,11 @@ KV_SIZE = re.compile(
     r" V \((?P<v_type>\w+)\):\s+(?P<v_mib>[\d.]+) MiB$"
 )
 CONTEXT_SETTING = re.compile(r"^llama_context: (?P<key>\w+)\s+= (?P<value>\S+)$")
+# With flash_attn "auto", llama.cpp probes the backend and says what it chose (src/llama-context.cpp).
+FLASH_ATTN_RESOLVED = re.compile(r"^\w+: Flash Attention (?P<state>enabled|not supported, set to disabled)")
+
+# Lines kept next to the memory lines: the settings llama.cpp resolved and how it split the SWA cache.
+CONTEXT_PREFIXES = ("llama_context: ", "llama_kv_cache_iswa: ", "resolve_fused_ops: ")
 
 # Every line any of the patterns above matches; a recorded line that matches none is a parser defect.
 MEMORY_LINE = re.compile(r"(model|output|compute|KV) buffer size =|^\w+: size = .* cells")
@@ -70,6 +75,8 @@ def parse_lines(lines: list[str]) -> dict[str, Any]:
             )
         elif m := CONTEXT_SETTING.match(line):
             out["context"][m["key"]] = m["value"]
+        elif m := FLASH_ATTN_RESOLVED.match(line):
+            out["context"]["flash_attn"] = "enabled" if m["state"] == "enabled" else "disabled"
     return out
 
 

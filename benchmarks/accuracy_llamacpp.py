@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _gguf_shapes import Shape, describe_gguf, quantize, write_gguf  # noqa: E402
-from _llamacpp_logs import is_memory_line, parse_lines  # noqa: E402
+from _llamacpp_logs import CONTEXT_PREFIXES, is_memory_line, parse_lines  # noqa: E402
 
 DATA = HERE / "data" / "llamacpp_measurements.json"
 KV_LIMIT_BYTES = 1536 * 1024 * 1024  # keep each context's KV cache (which llama.cpp zero-fills) small
@@ -144,8 +144,6 @@ SWA_EXTRA: list[dict[str, Any]] = [
 # The shapes that only change the weights' quantization get the first three settings only.
 WEIGHTS_ONLY_SETTINGS = 3
 
-# Context lines kept next to the memory lines: the settings llama.cpp resolved and the SWA cache split.
-KEPT_PREFIXES = ("llama_context: ", "llama_kv_cache_iswa: ")
 GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
@@ -212,7 +210,7 @@ def _child_load(gguf_path: str, settings_json: str) -> None:
         cp.n_threads = cp.n_threads_batch = 1
         ctx = llama_cpp.llama_init_from_model(model, cp)
         text = "".join(lines).splitlines()
-        keep = [ln for ln in text if is_memory_line(ln) or ln.startswith(KEPT_PREFIXES)]
+        keep = [ln for ln in text if is_memory_line(ln) or ln.startswith(CONTEXT_PREFIXES)]
         if not ctx:
             results.append({"settings": s, "error": errors[-3:] or ["context creation failed"]})
             continue
@@ -342,7 +340,10 @@ def compare(path: Path, *, write_docs: bool) -> int:
 
     started = time.monotonic()
     data = acc.load(path)
-    rows = acc.score_llamacpp(data)
+    specs = acc.resolve_llamacpp_specs(data)
+    if write_docs:
+        acc.write_spec_snapshot(specs)
+    rows = acc.score_llamacpp(data, specs)
     summary = acc.llamacpp_summary(rows)
     table = acc.llamacpp_table(rows)
     print(table)
@@ -357,13 +358,15 @@ def compare(path: Path, *, write_docs: bool) -> int:
     for k in (*acc.COMPONENTS, "total"):
         s = summary[k]
         lines.append(
-            f"| {k} | {s['pass']}/{summary['cases']} | {s['median_abs_error']:.1%} | {s['max_abs_error']:.1%} |"
+            f"| {k} | {s['pass']}/{summary['cases']} "
+            f"| {s['median_abs_error']:.1%} | {s['max_abs_error']:.1%} |"
         )
     repack = [r for r in rows if r["repack_mib"]]
     lines += [
         "",
-        f"{len(repack)} cases carry a `CPU_REPACK` model buffer (llama.cpp's AVX2 re-layout of Q4_0/Q4_K/IQ4_NL "
-        "weights, an extra copy on the CPU backend only); it is counted in the measured model buffer.",
+        f"{len(repack)} cases carry a `CPU_REPACK` model buffer (llama.cpp's AVX2 re-layout of "
+        "Q4_0/Q4_K/IQ4_NL weights, an extra copy on the CPU backend only); it is counted in the measured "
+        "model buffer.",
         f"{len(refused)} contexts were refused by llama.cpp as expected (quantized V cache without flash "
         "attention): " + "; ".join(sorted({c["error"][-1] for c in refused})) + ".",
     ]
@@ -372,10 +375,8 @@ def compare(path: Path, *, write_docs: bool) -> int:
     print(f"(compared {len(rows)} cases in {time.monotonic() - started:.1f} s)")
     if write_docs:
         body = (
-            f"Measured with llama-cpp-python {data['llama_cpp_python']} on {data['machine']} (CPU backend).\n\n"
-            + summary_md
-            + "\n\n"
-            + table
+            f"Measured with llama-cpp-python {data['llama_cpp_python']} on {data['machine']} "
+            "(CPU backend).\n\n" + summary_md + "\n\n" + table
         )
         if acc.replace_block(acc.ACCURACY_DOC, "llamacpp", body):
             print(f"updated {acc.ACCURACY_DOC}")
