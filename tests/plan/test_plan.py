@@ -302,3 +302,30 @@ def test_no_candidate_says_why() -> None:
         llama8b_q4km_gguf(), machine([h100()]), PlanRequest(engine="llamacpp", kv_cache_dtype="fp8")
     )
     assert "q8_0" in wrong_kv.advice[0]
+
+
+def test_partial_offload_ranks_below_full_gpu_and_reports_its_cost() -> None:
+    # 8B Q4_K_M (4.6 GiB) with 32k context x 4 on a 4 GiB GPU: only partial offload fits.
+    spec = llama8b_q4km_gguf()
+    hw = machine([gpu("GTX 1650", 4, cc="7.5", bw=192e9)], ram_gib=64)
+    c = make_plan(spec, hw, PlanRequest(context=8192, concurrency=4)).chosen_candidate
+    assert c is not None and c.fits and 0 < (c.gpu_layers or 0) < 33
+    assert any("partial offload" in r for r in c.reasons) and any(
+        "CPU offload costs speed" in r for r in c.reasons
+    )
+    cuda = next(d for d in c.per_device if d.device == "cuda:0")
+    assert cuda.breakdown.total_bytes <= cuda.capacity_bytes
+    cpu = next(d for d in c.per_device if d.device == "cpu")
+    assert cpu.breakdown.kv_cache_bytes > 0  # the CPU layers keep their own KV cache
+    # The same model with everything on a big GPU decodes faster than the split one.
+    full = make_plan(spec, machine([h100()]), PlanRequest(context=8192, concurrency=4)).chosen_candidate
+    assert full is not None and full.decode_tokens_per_s > c.decode_tokens_per_s  # type: ignore[operator]
+
+
+def test_fp8_kv_advice_when_only_the_cache_is_too_big() -> None:
+    # Llama-3.1-8B bf16 on a 24 GiB GPU at 128k context: the KV cache (16 GiB) does not fit beside the
+    # weights at bf16, but fits at fp8.
+    hw = machine([gpu("RTX 4090", 24, cc="8.9")])
+    plan = make_plan(dense_spec(), hw, PlanRequest(context=131072, engine="vllm", quantization="fp8"))
+    assert plan.chosen is None
+    assert any("--kv-cache-dtype fp8" in a for a in plan.advice)

@@ -671,7 +671,7 @@ def _llamacpp_candidate(
     kv_tok = kv_bytes_per_token(spec, kv_req, engine="llamacpp")
     total_kv = sum(b.kv_bytes for b in result.buffers) or 1
     for b in result.buffers:
-        if b.device.kind == "cpu" and not b.layers and b.total_bytes == 0:
+        if b.total_bytes == 0:  # a device llama.cpp leaves unused
             continue
         layer_w = sum(layout.layer_bytes[i] for i in b.layers if i < len(layout.layer_bytes))
         out_w = b.model_bytes - layer_w - (layout.embedding_bytes if b.device.kind == "cpu" else 0)
@@ -758,25 +758,23 @@ def _bandwidth(hardware: Hardware, device: Device) -> float | None:
 # ---------------------------------------------------------------- ranking and advice
 
 
-def _placement(c: Candidate) -> int:
-    if c.engine == "llamacpp" and c.gpu_layers is not None:
-        devices = [d for d in c.per_device if d.device != "cpu"]
-        if not devices:
-            return 0
-        full = c.engine_options.get("n_gpu_layers")
-        cpu = next((d for d in c.per_device if d.device == "cpu"), None)
-        partial = "partial offload" in " ".join(c.reasons)
-        return 1 if partial or (cpu is not None and full == 0) else 2
-    return 0 if any(d.device == "cpu" for d in c.per_device) else 2
+def _placement(c: Candidate, n_layers: int) -> int:
+    """2: everything on accelerators; 1: llama.cpp partial CPU offload; 0: CPU only."""
+    on_gpu = [d for d in c.per_device if d.device != "cpu" and d.breakdown.total_bytes > 0]
+    if not on_gpu:
+        return 0
+    if c.engine == "llamacpp" and (c.gpu_layers or 0) < n_layers + 1:
+        return 1
+    return 2
 
 
-def _sort_key(c: Candidate, goal: str) -> tuple[float, ...]:
+def _sort_key(c: Candidate, goal: str, n_layers: int) -> tuple[float, ...]:
     launchable = not c.engine_options.get("needs_gguf_conversion", False)
     q = quality_score(c.quantization)
     decent = q >= QUALITY_FLOOR
     speed = c.decode_tokens_per_s or 0.0
     vllm = 1 if c.engine == "vllm" else 0
-    head = (float(c.fits), float(launchable), float(decent), float(_placement(c)))
+    head = (float(c.fits), float(launchable), float(decent), float(_placement(c, n_layers)))
     if goal == "latency":
         return (*head, speed, q, -c.tensor_parallel_size)
     if goal == "throughput":
@@ -949,7 +947,8 @@ def make_plan(
                 f"{spec.name} offers no {quant} file.", hint=f"Offered: {', '.join(sorted(offered))}."
             )
     candidates = _all_candidates(spec, hardware, request, target, siblings)
-    candidates.sort(key=lambda c: _sort_key(c, request.goal), reverse=True)
+    n_layers = spec.attention.num_layers
+    candidates.sort(key=lambda c: _sort_key(c, request.goal, n_layers), reverse=True)
     chosen = 0 if candidates and candidates[0].fits else None
     if chosen is not None:
         candidates[0] = candidates[0].model_copy(
