@@ -169,3 +169,43 @@ def test_config_only_bytes_follow_quantization() -> None:
 def test_trust_remote_code_flag() -> None:
     assert _spec("deepseek-ai--DeepSeek-V3").trust_remote_code
     assert not _spec("meta-llama--Llama-3.1-8B-Instruct").trust_remote_code
+
+
+# Well-known f16 KV cache sizes per token (all layers, K and V, before any sliding-window cap):
+# Llama-3.1-8B 128 KiB, 70B 320 KiB, Qwen2.5-7B 56 KiB, Phi-3-mini 384 KiB, DeepSeek-V3 MLA
+# 61 x 576 elements, hybrids only on their attention layers.
+KV_F16_BYTES_PER_TOKEN = {
+    "meta-llama--Llama-3.1-8B-Instruct": 131_072,
+    "meta-llama--Llama-3.1-70B-Instruct": 327_680,
+    "Qwen--Qwen2.5-7B-Instruct": 57_344,
+    "Qwen--Qwen3-8B": 147_456,
+    "mistralai--Mistral-Small-24B-Instruct-2501": 163_840,
+    "mistralai--Mixtral-8x7B-v0.1": 131_072,
+    "google--gemma-2-9b": 344_064,
+    "google--gemma-3-12b-it": 393_216,
+    "microsoft--Phi-3-mini-4k-instruct": 393_216,
+    "microsoft--phi-4": 204_800,
+    "deepseek-ai--DeepSeek-V3": 61 * 576 * 2,
+    "deepseek-ai--DeepSeek-V2-Lite": 27 * 576 * 2,
+    "openai--gpt-oss-20b": 49_152,
+    "Qwen--Qwen3-Next-80B-A3B-Instruct": 24_576,
+    "ai21labs--Jamba-v0.1": 16_384,
+    "LiquidAI--LFM2-1.2B": 12_288,
+    "CohereForAI--c4ai-command-r7b-12-2024": 131_072,
+}
+
+
+def _kv_f16_per_token(spec) -> int:  # type: ignore[no-untyped-def]
+    att = spec.attention
+    total = 0
+    for kind, heads in zip(att.layer_kinds, att.num_kv_heads, strict=True):
+        if kind == "mla":
+            total += (att.kv_lora_rank + att.qk_rope_head_dim) * 2
+        elif kind in ("full", "sliding"):
+            total += heads * (att.head_dim_k + att.head_dim_v) * 2
+    return total
+
+
+@pytest.mark.parametrize("name", sorted(KV_F16_BYTES_PER_TOKEN))
+def test_kv_bytes_per_token_exact(name: str) -> None:
+    assert _kv_f16_per_token(_spec(name)) == KV_F16_BYTES_PER_TOKEN[name]

@@ -35,6 +35,8 @@ def test_parse_ref(ref: str, kind: str, repo: str, rev: str | None, tag: str | N
 
 def test_parse_ref_urls_and_bad_input() -> None:
     assert parse_ref("https://example.com/m/model-Q4_K_M.gguf").kind == "gguf_url"
+    blob = parse_ref("https://huggingface.co/org/x-GGUF/blob/main/x-Q4_K_M.gguf")
+    assert blob.url == "https://huggingface.co/org/x-GGUF/resolve/main/x-Q4_K_M.gguf"
     assert parse_ref("org/name", revision="dev").revision == "dev"
     with pytest.raises(ModelError, match=r"not point at a \.gguf"):
         parse_ref("https://example.com/page.html")

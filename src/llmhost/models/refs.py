@@ -60,7 +60,9 @@ def parse_ref(ref: str, *, revision: str | None = None) -> ParsedRef:
                 f"URL {ref!r} does not point at a .gguf file.",
                 hint="Pass a direct .gguf URL, or a Hub id like org/name.",
             )
-        return ParsedRef(kind="gguf_url", raw=raw, url=ref)
+        # A Hub web page URL (/blob/) serves HTML; the file itself is under /resolve/.
+        url = re.sub(r"^(https?://(?:hf\.co|huggingface\.co)/[^/]+/[^/]+)/blob/", r"\1/resolve/", ref)
+        return ParsedRef(kind="gguf_url", raw=raw, url=url)
     path = Path(ref).expanduser()
     if path.exists():
         return ParsedRef(kind="local_path", raw=raw, path=path)
