@@ -305,6 +305,14 @@ def measure(only: list[str] | None) -> dict[str, Any]:
     return record
 
 
+def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Replace the re-measured models (`--only`) in the recorded data, keep the others."""
+    fresh = set(new["models"])
+    merged = {**old, "models": {**old["models"], **new["models"]}}
+    merged["cases"] = [c for c in old["cases"] if c["model"] not in fresh] + new["cases"]
+    return merged
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["_load"]:
         _child_load(argv[1], argv[2])
@@ -326,6 +334,8 @@ def main(argv: list[str]) -> int:
             print("llama-cpp-python is not installed: comparing the recorded measurements only")
         else:
             record = measure(args.only)
+            if args.only and args.data.exists():
+                record = _merge(json.loads(args.data.read_text()), record)
             args.data.parent.mkdir(parents=True, exist_ok=True)
             args.data.write_text(json.dumps(record, indent=1) + "\n")
             print(f"wrote {len(record['cases'])} cases to {args.data}")
