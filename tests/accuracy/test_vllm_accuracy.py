@@ -7,6 +7,7 @@ KV heads split over TP), and the start-up error's "X GiB KV cache is needed" / s
 
 from __future__ import annotations
 
+import json
 import statistics
 from typing import Any
 
@@ -75,3 +76,25 @@ def test_start_up_error_is_predicted() -> None:
         assert row["predicted"]["estimated_max_model_len"] == pytest.approx(
             printed["estimated_max_model_len"], abs=16
         )
+
+
+FIXTURES = acc.HERE.parent / "tests" / "fixtures" / "configs"
+
+
+def test_recorded_configs_agree_with_the_config_fixtures() -> None:
+    """The config facts typed into the validation set match the real config.json fixtures."""
+    checked = 0
+    for model, config in DATA["configs"].items():
+        path = FIXTURES / (model.replace("/", "--") + ".json")
+        if not path.exists():
+            continue
+        fixture = json.loads(path.read_text())
+        fixture = fixture.get("config", fixture)
+        for key, value in config.items():
+            if isinstance(value, dict) and isinstance(fixture.get(key), dict):
+                shared = value.keys() & fixture[key].keys()
+                assert {k: value[k] for k in shared} == {k: fixture[key][k] for k in shared}, (model, key)
+            elif key in fixture:
+                assert value == fixture[key], (model, key)
+        checked += 1
+    assert checked >= 5
