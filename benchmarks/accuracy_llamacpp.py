@@ -248,6 +248,13 @@ def _quantize_quietly(fn: Any, *args: Any) -> Any:
             os.close(saved)
 
 
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
 def measure(only: list[str] | None) -> dict[str, Any]:
     import llama_cpp
 
@@ -258,7 +265,9 @@ def measure(only: list[str] | None) -> dict[str, Any]:
             "backend. Regenerate with: python benchmarks/accuracy_llamacpp.py measure"
         ),
         "llama_cpp_python": llama_cpp.__version__,
-        "machine": f"{platform.machine()} {platform.system()} {platform.python_version()}",
+        "machine": (
+            f"{_cpu_name()}, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+        ),
         "models": {},
         "cases": [],
     }
