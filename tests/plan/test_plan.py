@@ -329,3 +329,18 @@ def test_fp8_kv_advice_when_only_the_cache_is_too_big() -> None:
     plan = make_plan(dense_spec(), hw, PlanRequest(context=131072, engine="vllm", quantization="fp8"))
     assert plan.chosen is None
     assert any("--kv-cache-dtype fp8" in a for a in plan.advice)
+
+
+def test_pipeline_parallel_when_tensor_parallel_cannot_use_every_gpu() -> None:
+    # ~38 GiB of bf16 weights on three 24 GiB GPUs: TP must be a power of two dividing the heads, so TP 2
+    # leaves too little KV room; pipeline parallel 3 splits the layers over all three.
+    spec = dense_spec(name="Mid-20B", layers=48, hidden=6144, heads=48, kv_heads=8, intermediate=16384)
+    hw = machine([gpu("RTX 3090", 24, index=i, cc="8.6") for i in range(3)])
+    plan = make_plan(spec, hw, PlanRequest(context=8192, engine="vllm"))
+    chosen = plan.chosen_candidate
+    assert chosen is not None and chosen.pipeline_parallel_size == 3 and chosen.tensor_parallel_size == 1
+    assert chosen.engine_options["pipeline_parallel_size"] == 3 and len(chosen.per_device) == 3
+    per_rank = chosen.per_device[0].breakdown.weights_bytes
+    assert per_rank < spec.weights_bytes / 2.5
+    tp2 = next(c for c in plan.candidates if c.tensor_parallel_size == 2)
+    assert not tp2.fits

@@ -26,6 +26,7 @@ class VllmSettings:
     max_num_batched_tokens: int
     tensor_parallel_size: int = 1
     kv_cache_dtype: str = "bf16"
+    pipeline_parallel_size: int = 1
     enforce_eager: bool = False
     hybrid_kv_cache_manager: bool = True
 
@@ -128,23 +129,47 @@ def activation_peak_bytes(spec: ModelSpec, settings: VllmSettings, act_bytes: in
 def cudagraph_bytes(spec: ModelSpec, settings: VllmSettings) -> int:
     if settings.enforce_eager:
         return 0
-    return oh.VLLM_CUDAGRAPH_BASE_BYTES + spec.attention.num_layers * oh.VLLM_CUDAGRAPH_PER_LAYER_BYTES
+    layers = math.ceil(spec.attention.num_layers / max(settings.pipeline_parallel_size, 1))
+    return oh.VLLM_CUDAGRAPH_BASE_BYTES + layers * oh.VLLM_CUDAGRAPH_PER_LAYER_BYTES
 
 
-def rank_weights_bytes(layout: WeightsLayout, tp: int) -> int:
-    """Weights on one TP rank: every matrix is sharded (embeddings and lm_head by vocabulary)."""
-    return math.ceil(layout.total_bytes / tp)
+def rank_weights_bytes(layout: WeightsLayout, tp: int, pp: int = 1) -> int:
+    """Weights on the fullest rank: every matrix is sharded over TP (embeddings and lm_head by
+    vocabulary); pipeline stages take `ceil(layers / pp)` blocks each, the first also the embeddings
+    and the last the output head."""
+    if pp <= 1:
+        return math.ceil(layout.total_bytes / tp)
+    per_stage = math.ceil(layout.num_layers / pp)
+    blocks = sorted(layout.layer_bytes, reverse=True)[:per_stage]
+    ends = max(layout.embedding_bytes, layout.output_bytes + layout.other_bytes)
+    return math.ceil((sum(blocks) + ends) / tp)
+
+
+def _stage_kv(kv: KVLayout, layers: int, pp: int) -> KVLayout:
+    """The KV layout of one pipeline stage (its share of the layers)."""
+    if pp <= 1 or layers <= 0:
+        return kv
+    share = math.ceil(layers / pp) / layers
+    return KVLayout(
+        full_bytes_per_token=math.ceil(kv.full_bytes_per_token * share),
+        sliding_bytes_per_token=math.ceil(kv.sliding_bytes_per_token * share),
+        sliding_window=kv.sliding_window,
+        recurrent_bytes_per_seq=math.ceil(kv.recurrent_bytes_per_seq * share),
+        full_layers=math.ceil(kv.full_layers * share),
+        sliding_layers=math.ceil(kv.sliding_layers * share),
+    )
 
 
 def vllm_gpu_memory(
     spec: ModelSpec, layout: WeightsLayout, settings: VllmSettings, total_memory_bytes: int
 ) -> VllmMemory:
     tp = settings.tensor_parallel_size
+    pp = settings.pipeline_parallel_size
     requested = int(total_memory_bytes * settings.gpu_memory_utilization)
-    weights = rank_weights_bytes(layout, tp)
+    weights = rank_weights_bytes(layout, tp, pp)
     activation = activation_peak_bytes(spec, settings)
     graphs = cudagraph_bytes(spec, settings)
-    non_torch = oh.VLLM_NON_TORCH_BYTES + (oh.VLLM_NON_TORCH_TP_EXTRA_BYTES if tp > 1 else 0)
+    non_torch = oh.VLLM_NON_TORCH_BYTES + (oh.VLLM_NON_TORCH_TP_EXTRA_BYTES if tp * pp > 1 else 0)
     # CUDA graphs are captured after the KV cache is allocated, outside the requested budget.
     kv_bytes = requested - weights - activation - non_torch
     return VllmMemory(
@@ -156,7 +181,9 @@ def vllm_gpu_memory(
         non_torch_bytes=non_torch,
         context_bytes=oh.VLLM_CUDA_CONTEXT_BYTES,
         kv_cache_bytes=kv_bytes,  # negative: weights and activations alone exceed the budget
-        kv=kv_layout(spec, settings.kv_cache_dtype, engine="vllm", tp=tp),
+        kv=_stage_kv(
+            kv_layout(spec, settings.kv_cache_dtype, engine="vllm", tp=tp), spec.attention.num_layers, pp
+        ),
         max_num_batched_tokens=settings.max_num_batched_tokens,
         hybrid_kv_cache_manager=settings.hybrid_kv_cache_manager,
     )

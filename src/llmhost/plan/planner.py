@@ -208,8 +208,9 @@ def _vllm_gpu_candidate(
     tp: int,
     gpus: list[GPU],
     source: str | None = None,
+    pp: int = 1,
 ) -> Candidate | None:
-    used = gpus[:tp]
+    used = gpus[: tp * pp]
     kv_dtype = _vllm_kv_dtype(quant, request)
     if kv_dtype is None:
         return None
@@ -245,6 +246,7 @@ def _vllm_gpu_candidate(
         max_num_batched_tokens=mnbt,
         tensor_parallel_size=tp,
         kv_cache_dtype=kv_dtype,
+        pipeline_parallel_size=pp,
     )
     layout = weights_layout(spec, quant)
     mem = vllm_gpu_memory(spec, layout, settings, total)
@@ -288,6 +290,11 @@ def _vllm_gpu_candidate(
             )
         else:
             reasons.append(f"tensor parallel {tp}: weights and KV heads split over {tp} GPUs")
+    if pp > 1:
+        reasons.append(
+            f"pipeline parallel {pp}: each GPU holds about 1/{pp} of the layers and their KV cache "
+            "(tensor parallelism cannot divide the attention heads over this many GPUs)"
+        )
     if quant == "fp8" and own_quantization(spec) != "fp8" and not source:
         reasons.append("fp8 weights quantized online by vLLM (GPU compute capability >= 8.9)")
     kv_pool = max(mem.kv_cache_bytes, 0)
@@ -303,7 +310,7 @@ def _vllm_gpu_candidate(
         + mem.non_torch_bytes
         + mem.context_bytes,
     )
-    read = _read_bytes(spec, layout) // tp
+    read = _read_bytes(spec, layout) // (tp * pp)
     per_device = [
         DeviceMemory(
             device=device_name(g),
@@ -315,10 +322,13 @@ def _vllm_gpu_candidate(
     ]
     memory = _sum_breakdowns([d.breakdown for d in per_device])
     kv_rank = mem.kv.bytes_per_token
+    # Tensor-parallel ranks read at the same time; pipeline stages one after another.
     speed = _speed(
-        [(read + kv_rank * min(context, SPEED_CONTEXT), g.memory_bandwidth_bytes_per_s) for g in used],
+        [(read + kv_rank * min(context, SPEED_CONTEXT), g.memory_bandwidth_bytes_per_s) for g in used[:tp]],
         parallel=True,
     )
+    if speed is not None and pp > 1:
+        speed = round(speed / pp, 1)
     options: dict[str, str | int | float | bool] = {
         "gpu_memory_utilization": util,
         "max_num_seqs": max_num_seqs,
@@ -328,6 +338,7 @@ def _vllm_gpu_candidate(
         "dtype": _vllm_dtype(quant, used),
         "kv_cache_dtype": _vllm_engine_kv(kv_dtype),
         "tensor_parallel_size": tp,
+        "pipeline_parallel_size": pp,
     }
     if quant == "fp8" or quant in ("awq", "gptq"):
         options["quantization"] = quant
@@ -338,6 +349,7 @@ def _vllm_gpu_candidate(
         context_length=context,
         concurrency=target.concurrency,
         tensor_parallel_size=tp,
+        pipeline_parallel_size=pp,
         gpu_layers=None,
         fits=fits,
         memory=memory,
@@ -776,10 +788,10 @@ def _sort_key(c: Candidate, goal: str, n_layers: int) -> tuple[float, ...]:
     vllm = 1 if c.engine == "vllm" else 0
     head = (float(c.fits), float(launchable), float(decent), float(_placement(c, n_layers)))
     if goal == "latency":
-        return (*head, speed, q, -c.tensor_parallel_size)
+        return (*head, speed, q, -c.tensor_parallel_size * c.pipeline_parallel_size)
     if goal == "throughput":
         return (*head, vllm, c.max_concurrency, speed, q)
-    return (*head, q, vllm, -c.tensor_parallel_size, speed)
+    return (*head, q, vllm, -c.tensor_parallel_size * c.pipeline_parallel_size, speed)
 
 
 def _advice(
@@ -897,8 +909,14 @@ def _all_candidates(
             for q in _vllm_quants(spec, gpus):
                 if quant is not None and q != quant:
                     continue
-                for tp in _tp_sizes(spec, len(gpus), request):
+                tps = _tp_sizes(spec, len(gpus), request)
+                for tp in tps:
                     c = _vllm_gpu_candidate(spec, hardware, request, target, q, tp, gpus)
+                    if c is not None:
+                        cands.append(c)
+                if request.tensor_parallel_size is None and len(gpus) > max(tps, default=1):
+                    # More GPUs than tensor parallelism can use: split the layers instead.
+                    c = _vllm_gpu_candidate(spec, hardware, request, target, q, 1, gpus, pp=len(gpus))
                     if c is not None:
                         cands.append(c)
             for method, repo in found.items():
