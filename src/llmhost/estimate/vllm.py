@@ -26,9 +26,9 @@ class VllmSettings:
     max_num_batched_tokens: int
     tensor_parallel_size: int = 1
     kv_cache_dtype: str = "bf16"
-    pipeline_parallel_size: int = 1
     enforce_eager: bool = False
     hybrid_kv_cache_manager: bool = True
+    pipeline_parallel_size: int = 1
 
 
 @dataclass(frozen=True)
