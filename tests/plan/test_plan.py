@@ -344,3 +344,20 @@ def test_pipeline_parallel_when_tensor_parallel_cannot_use_every_gpu() -> None:
     assert per_rank < spec.weights_bytes / 2.5
     tp2 = next(c for c in plan.candidates if c.tensor_parallel_size == 2)
     assert not tp2.fits
+
+
+def test_decode_roofline_on_a_candidate_matches_the_plan() -> None:
+    from llmhost.estimate import decode_roofline
+
+    hw = machine([h100(0), h100(1)])
+    for spec, request in (
+        (dense_spec(), PlanRequest(context=8192)),
+        (dense_spec(), PlanRequest(context=8192, tensor_parallel_size=2, engine="vllm")),
+        (llama8b_q4km_gguf(), PlanRequest(context=8192)),
+    ):
+        c = make_plan(spec, hw, request).chosen_candidate
+        assert c is not None and c.decode_tokens_per_s is not None
+        speed = decode_roofline(c, hw, 4096)
+        assert speed is not None and abs(speed - c.decode_tokens_per_s) / c.decode_tokens_per_s < 0.05
+        # More context read per token: slower.
+        assert decode_roofline(c, hw, 32768) < speed  # type: ignore[operator]
