@@ -424,14 +424,15 @@ def _vllm_cpu_candidate(
             context = lo // 256 * 256
             need = base.request_bytes(context) * target.concurrency
             reasons.append(f"context lowered to {context} so the KV cache fits in RAM")
-    kv_gib = max(
-        math.ceil(need / GiB), oh.VLLM_CPU_DEFAULT_KV_GIB if budget >= oh.VLLM_CPU_DEFAULT_KV_GIB * GiB else 1
-    )
-    kv_gib = max(min(kv_gib, int(budget // GiB)), 1) if budget >= GiB else max(math.ceil(need / GiB), 1)
+    # VLLM_CPU_KVCACHE_SPACE is whole GiB: what the context x concurrency needs, raised to vLLM's
+    # 4 GiB default when RAM has room for it (spare KV is prefix-cache space).
+    want = max(math.ceil(need / GiB), 1)
+    room = max(budget, 0) // GiB
+    kv_gib = min(max(want, oh.VLLM_CPU_DEFAULT_KV_GIB), room) if room >= want else want
     mem = vllm_cpu_memory(spec, layout, settings, kv_gib * GiB)
-    fits = budget >= need and kv_gib * GiB >= need and mem.total_bytes <= host_capacity_bytes(hardware)
+    fits = room >= want and mem.total_bytes <= host_capacity_bytes(hardware)
     one = mem.request_bytes(context)
-    max_conc = mem.kv_cache_bytes // one if one else 0
+    max_conc = (mem.kv_cache_bytes if fits else max(budget, 0)) // one if one else 0
     max_ctx = _max_len(lambda n: mem.request_bytes(n) <= max(budget, 0), spec.max_context)
     if fits:
         reasons.append(f"vLLM CPU build: VLLM_CPU_KVCACHE_SPACE={kv_gib} GiB of RAM for the KV cache")
