@@ -4,6 +4,7 @@ HTTP server speaking the Hub's protocol) stands in for it, serving the tiny gene
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,3 +61,47 @@ def test_unreachable_hub_is_a_network_error(tmp_path: Path) -> None:
     assert out.returncode == 7, out.stderr  # ExitCode.NETWORK
     assert "HF_ENDPOINT" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.fixture
+def inprocess_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
+    """The fake Hub for in-process calls (huggingface_hub reads some settings at import: patch them too)."""
+    import huggingface_hub.constants as hf_constants
+
+    fake = FakeHub().start()
+    home = tmp_path / "hf_home"
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", fake.url)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setattr(hf_constants, "ENDPOINT", fake.url)
+    monkeypatch.setattr(
+        hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "HF_HOME", str(home))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(home / "hub"))
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def test_refuses_to_download_what_the_disk_cannot_hold(
+    inprocess_hub: FakeHub, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from llmhost.errors import UsageError
+    from llmhost.supervise import deploy
+
+    inprocess_hub.add_repo("llmhost/tiny-GGUF", {"tiny-F16.gguf": HubFile(tiny_gguf.read_bytes(), lfs=True)})
+    spec, _, plan = deploy.resolve_and_plan(deploy.ServeRequest(model="llmhost/tiny-GGUF:F16"))
+    candidate = plan.chosen_candidate
+    assert candidate is not None and deploy.missing_model_files(spec, candidate) == ["tiny-F16.gguf"]
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(UsageError, match="Not enough disk space"):
+        deploy.download_model_files(spec, candidate)
+    assert not list(Path(os.environ["HF_HOME"]).rglob("*.gguf"))
