@@ -48,9 +48,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from llmhost.cli import bench, engines, hw, plan, serve
+    from llmhost.cli import bench, engines, hw, inspect, plan, serve
 
-    for module in (hw, plan, serve, engines, bench):
+    for module in (hw, inspect, plan, serve, engines, bench):
         module.register(app)
 
 
