@@ -35,9 +35,11 @@ def _speed(c: Candidate) -> str:
 
 def _layout(c: Candidate) -> str:
     if c.engine == "vllm":
-        return (
-            f"TP {c.tensor_parallel_size}" if c.tensor_parallel_size > 1 else "1 GPU" if c.per_device else "-"
-        )
+        if c.engine_options.get("device") == "cpu":
+            return "CPU"
+        if c.pipeline_parallel_size > 1:
+            return f"PP {c.pipeline_parallel_size}"
+        return f"TP {c.tensor_parallel_size}" if c.tensor_parallel_size > 1 else "1 GPU"
     return f"ngl {c.gpu_layers}" if c.gpu_layers else "CPU"
 
 

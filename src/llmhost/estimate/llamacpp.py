@@ -72,14 +72,22 @@ class DeviceBuffers:
     kv_bytes: int = 0
     compute_bytes: int = 0
     overhead_bytes: int = 0
+    # Mapped file pages superseded by the CPU repack copy: counted in `model_bytes` (llama.cpp reports
+    # both buffers) but clean, file-backed pages the OS can drop, so not needed to fit.
+    reclaimable_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
         return self.model_bytes + self.kv_bytes + self.compute_bytes + self.overhead_bytes
 
     @property
+    def resident_bytes(self) -> int:
+        """What must stay in memory: the buffers minus mapped pages the repack made unused."""
+        return self.total_bytes - self.reclaimable_bytes
+
+    @property
     def fits(self) -> bool:
-        return self.total_bytes <= self.device.capacity_bytes
+        return self.resident_bytes <= self.device.capacity_bytes
 
 
 def pad_ctx(tokens: int) -> int:
@@ -285,7 +293,9 @@ def llamacpp_memory(
         holder.kv_bytes += recurrent
     if settings.cpu_repack and cpu.layers:
         cpu_layer_bytes = sum(layer_bytes[il] for il in cpu.layers)
-        cpu.model_bytes += round(cpu_layer_bytes * cpu_repack_share(spec, weights))
+        repacked = round(cpu_layer_bytes * cpu_repack_share(spec, weights))
+        cpu.model_bytes += repacked
+        cpu.reclaimable_bytes = repacked
     compute = compute_buffer_bytes(spec, settings)
     for b in buffers:
         if b.layers or b is out_target:

@@ -549,7 +549,7 @@ def _buffers_fit(buffers: list[DeviceBuffers], unified: bool) -> bool:
         return False
     if unified:  # Metal buffers come out of the same RAM as the host's
         host = buffers[-1]
-        return sum(b.total_bytes for b in buffers) <= host.device.capacity_bytes
+        return sum(b.resident_bytes for b in buffers) <= host.device.capacity_bytes
     return True
 
 
@@ -667,7 +667,8 @@ def _llamacpp_candidate(
     if not fits:
         short = [b for b in result.buffers if not b.fits]
         where = ", ".join(
-            f"{b.device.name} needs {_gib(b.total_bytes)} of {_gib(b.device.capacity_bytes)}" for b in short
+            f"{b.device.name} needs {_gib(b.resident_bytes)} of {_gib(b.device.capacity_bytes)}"
+            for b in short
         )
         reasons.append(f"does not fit even with CPU offload: {where}" if where else "does not fit")
     if needs_conversion and gguf_repo:
@@ -687,19 +688,21 @@ def _llamacpp_candidate(
         if b.total_bytes == 0:  # a device llama.cpp leaves unused
             continue
         layer_w = sum(layout.layer_bytes[i] for i in b.layers if i < len(layout.layer_bytes))
-        out_w = b.model_bytes - layer_w - (layout.embedding_bytes if b.device.kind == "cpu" else 0)
+        out_w = b.model_bytes - b.reclaimable_bytes - layer_w
+        out_w -= layout.embedding_bytes if b.device.kind == "cpu" else 0
         read = round(layer_w * frac) + max(out_w, 0)
         bw = _bandwidth(hardware, b.device)
         reads.append((read + round(kv_tok * min(context, SPEED_CONTEXT) * b.kv_bytes / total_kv), bw))
         per_device.append(
             DeviceMemory(
                 device=b.device.name,
+                # Resident memory: repacked weights counted once (see DeviceBuffers.reclaimable_bytes).
                 breakdown=MemoryBreakdown(
-                    weights_bytes=b.model_bytes,
+                    weights_bytes=b.model_bytes - b.reclaimable_bytes,
                     kv_cache_bytes=b.kv_bytes,
                     compute_bytes=b.compute_bytes,
                     overhead_bytes=b.overhead_bytes,
-                    total_bytes=b.total_bytes,
+                    total_bytes=b.resident_bytes,
                 ),
                 capacity_bytes=b.device.capacity_bytes,
                 decode_read_bytes=read,
