@@ -198,6 +198,8 @@ def test_cpu_repack_and_tied_output_copy() -> None:
     host = Device("cpu", "cpu", 100 * GiB)
     (cpu,) = llamacpp_memory(spec, layout, LlamaCppSettings(n_ctx_seq=4096), [], host)
     assert cpu.model_bytes == layout.total_bytes + round(sum(layout.layer_bytes) * 0.885)
+    # What must stay resident counts the repacked weights once.
+    assert cpu.resident_bytes == cpu.total_bytes - round(sum(layout.layer_bytes) * 0.885)
     (plain,) = llamacpp_memory(spec, layout, LlamaCppSettings(n_ctx_seq=4096, cpu_repack=False), [], host)
     assert plain.model_bytes == layout.total_bytes
     tied = dense_spec(tied=True)
