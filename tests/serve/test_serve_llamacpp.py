@@ -297,3 +297,20 @@ def test_foreground_serve_stops_cleanly_on_ctrl_c(tiny_gguf: Path) -> None:
     assert "ready" in err and "/chat/completions" in err and "stopped e2e-fg" in err
     assert group_alive(ready["engine_pid"]) == []
     assert deployment("e2e-fg") is None
+
+
+def test_engine_rejecting_the_model_is_exit_4_with_the_cause_and_no_retry(
+    tiny_gguf: Path, tmp_path: Path
+) -> None:
+    # A GGUF whose header is fine (so resolve and plan accept it) but whose tensor data is cut short.
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(tiny_gguf.read_bytes()[:1_500_000])
+    out = llmhost("serve", str(truncated), "--detach", "--name", "e2e-trunc", "--engine", "llama-cpp-python")
+    err = out.stderr.replace("\n", " ")
+    assert out.returncode == 4, out.stderr
+    assert "before it became ready" in err and "Not a valid model file" in err
+    assert "not within the file bounds" in err  # the engine's own words, picked out of the traceback
+    assert "Traceback (most recent call last)" not in err
+    assert deployment("e2e-trunc") is None
+    sup = llmhost("logs", "e2e-trunc", "--supervisor").stdout
+    assert sup.count("engine started") == 1  # no restart loop

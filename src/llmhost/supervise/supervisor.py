@@ -294,7 +294,7 @@ class Supervisor:
         hint = self._engine_fix(cause, tail) or CAUSE_HINTS.get(cause)
         full = message + (f" {hint}" if hint else "")
         if tail:
-            full += f"\nLast lines of {paths.engine_log(self.dep.name)}:\n{_indent(tail, 15)}"
+            full += f"\nFrom {paths.engine_log(self.dep.name)}:\n{_indent(_excerpt(tail), 15)}"
         self._save(state="failed", failure=full, failure_cause=cause)
         self._event(f"failed: {full}")
 
@@ -394,6 +394,21 @@ class Supervisor:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+_SIGNAL_WORDS = ("error", "failed", "fatal", "exception", "cannot", "unable", "out of memory", "killed")
+
+
+def _excerpt(tail: str, *, keep_last: int = 4, max_lines: int = 15) -> str:
+    """The lines of a log tail that say what went wrong (errors), then its last lines, in order.
+
+    A Python traceback or a verbose loader can push the one telling line out of a plain tail.
+    """
+    lines = [line for line in tail.splitlines() if line.strip()]
+    chosen = {i for i, line in enumerate(lines) if any(w in line.lower() for w in _SIGNAL_WORDS)}
+    chosen |= set(range(max(len(lines) - keep_last, 0), len(lines)))
+    picked = [lines[i] for i in sorted(chosen)]
+    return "\n".join(picked[-max_lines:])
 
 
 def _indent(text: str, lines: int) -> str:
