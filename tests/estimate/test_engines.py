@@ -150,6 +150,15 @@ def test_llamacpp_partial_offload_fits_a_small_gpu() -> None:
         host,
     )
     assert buffers[0].total_bytes <= 3 * GiB and buffers[1].layers  # the rest runs on the CPU
+    # Op offload stages one CPU layer's weights in the GPU compute buffer.
+    full = llamacpp_memory(
+        spec,
+        layout,
+        LlamaCppSettings(n_ctx_seq=8192, gpu_layers=33),
+        [Device("cuda:0", "cuda", 12 * GiB)],
+        host,
+    )
+    assert buffers[0].compute_bytes == full[0].compute_bytes + layout.layer_bytes[0]
 
 
 def test_compute_buffer_grows_with_ubatch_and_context_without_flash_attention() -> None:

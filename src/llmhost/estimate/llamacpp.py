@@ -297,9 +297,13 @@ def llamacpp_memory(
         cpu.model_bytes += repacked
         cpu.reclaimable_bytes = repacked
     compute = compute_buffer_bytes(spec, settings)
+    # Op offload (on by default): with CPU-resident layers, batches of >= 32 tokens run their matrix
+    # products on the GPU, which copies that layer's weights into its compute buffer first.
+    staged = max((layer_bytes[il] for il in cpu.layers), default=0) if settings.n_ubatch >= 32 else 0
+    first_gpu = next((b for b in buffers if b.layers or b is out_target), None)
     for b in buffers:
         if b.layers or b is out_target:
-            b.compute_bytes = compute
+            b.compute_bytes = compute + (staged if b is first_gpu else 0)
             b.overhead_bytes = b.device.context_bytes
     cpu.compute_bytes = compute if cpu.layers else host_compute_bytes(spec, settings)
     cpu.overhead_bytes = output_buffer_bytes(spec, settings) + host.context_bytes
