@@ -25,6 +25,7 @@ ARCHS = {
     "qwen3moe": gguf.MODEL_ARCH.QWEN3MOE,
     "gemma2": gguf.MODEL_ARCH.GEMMA2,
     "gemma3": gguf.MODEL_ARCH.GEMMA3,
+    "deepseek2": gguf.MODEL_ARCH.DEEPSEEK2,
 }
 T = gguf.MODEL_TENSOR
 
@@ -49,6 +50,13 @@ class Shape:
     n_expert: int = 0
     n_expert_used: int = 0
     n_ff_exp: int = 0
+    # MLA (DeepSeek V2/V3 layout): latent ranks and the rope/nope/value head split
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_rope_dim: int = 0
+    v_head_dim: int = 0
+    n_expert_shared: int = 0
+    n_dense_lead: int = 0
     ftype: str = "F16"  # the file type after quantization (F16/BF16/F32 are written directly)
 
     @property
@@ -110,6 +118,9 @@ def _tensor_specs(s: Shape) -> list[tuple[str, tuple[int, ...]]]:
         def n(t: gguf.MODEL_TENSOR, suffix: str = "weight", i: int = i) -> str:
             return name[t].format(bid=i) + "." + suffix
 
+        if s.arch == "deepseek2":
+            out += _mla_layer(s, n, i)
+            continue
         out += [
             (n(T.ATTN_NORM), (s.n_embd,)),
             (n(T.ATTN_Q), (s.n_embd, q_dim)),
@@ -141,6 +152,43 @@ def _tensor_specs(s: Shape) -> list[tuple[str, tuple[int, ...]]]:
     return out
 
 
+def _mla_layer(s: Shape, n: Any, layer: int) -> list[tuple[str, tuple[int, ...]]]:
+    """One DeepSeek-V3-style block: low-rank Q, the shared KV latent, per-head K/V up-projections
+    (split into attn_k_b / attn_v_b as llama.cpp's converter writes them), a dense FFN for the
+    leading blocks and routed + shared experts after."""
+    nope = s.head_dim - s.qk_rope_dim
+    out: list[tuple[str, tuple[int, ...]]] = [
+        (n(T.ATTN_NORM), (s.n_embd,)),
+        (n(T.ATTN_Q_A_NORM), (s.q_lora_rank,)),
+        (n(T.ATTN_KV_A_NORM), (s.kv_lora_rank,)),
+        (n(T.ATTN_Q_A), (s.n_embd, s.q_lora_rank)),
+        (n(T.ATTN_Q_B), (s.q_lora_rank, s.n_head * s.head_dim)),
+        (n(T.ATTN_KV_A_MQA), (s.n_embd, s.kv_lora_rank + s.qk_rope_dim)),
+        (n(T.ATTN_K_B), (nope, s.kv_lora_rank, s.n_head)),
+        (n(T.ATTN_V_B), (s.kv_lora_rank, s.v_head_dim, s.n_head)),
+        (n(T.ATTN_OUT), (s.n_head * s.v_head_dim, s.n_embd)),
+        (n(T.FFN_NORM), (s.n_embd,)),
+    ]
+    if layer < s.n_dense_lead:
+        out += [
+            (n(T.FFN_GATE), (s.n_embd, s.n_ff)),
+            (n(T.FFN_UP), (s.n_embd, s.n_ff)),
+            (n(T.FFN_DOWN), (s.n_ff, s.n_embd)),
+        ]
+        return out
+    shared = s.n_ff_exp * s.n_expert_shared
+    out += [
+        (n(T.FFN_GATE_INP), (s.n_embd, s.n_expert)),
+        (n(T.FFN_GATE_EXP), (s.n_embd, s.n_ff_exp, s.n_expert)),
+        (n(T.FFN_UP_EXP), (s.n_embd, s.n_ff_exp, s.n_expert)),
+        (n(T.FFN_DOWN_EXP), (s.n_ff_exp, s.n_embd, s.n_expert)),
+        (n(T.FFN_GATE_SHEXP), (s.n_embd, shared)),
+        (n(T.FFN_UP_SHEXP), (s.n_embd, shared)),
+        (n(T.FFN_DOWN_SHEXP), (shared, s.n_embd)),
+    ]
+    return out
+
+
 def _add_metadata(w: gguf.GGUFWriter, s: Shape) -> None:
     w.add_name(s.name)
     w.add_context_length(s.n_ctx_train)
@@ -149,9 +197,23 @@ def _add_metadata(w: gguf.GGUFWriter, s: Shape) -> None:
     w.add_feed_forward_length(s.n_ff)
     w.add_head_count(s.n_head)
     w.add_head_count_kv(s.n_head_kv)
-    w.add_key_length(s.head_dim)
-    w.add_value_length(s.head_dim)
-    w.add_rope_dimension_count(s.head_dim)
+    if s.arch == "deepseek2":
+        # MLA as llama.cpp's converter writes it: one KV "head" holding the latent (+ its rope part),
+        # and the per-head sizes after decompression in the *_mla keys.
+        w.add_key_length(s.kv_lora_rank + s.qk_rope_dim)
+        w.add_value_length(s.kv_lora_rank)
+        w.add_key_length_mla(s.head_dim)
+        w.add_value_length_mla(s.v_head_dim)
+        w.add_rope_dimension_count(s.qk_rope_dim)
+        w.add_q_lora_rank(s.q_lora_rank)
+        w.add_kv_lora_rank(s.kv_lora_rank)
+        w.add_leading_dense_block_count(s.n_dense_lead)
+        w.add_expert_shared_count(s.n_expert_shared)
+        w.add_expert_weights_scale(1.0)
+    else:
+        w.add_key_length(s.head_dim)
+        w.add_value_length(s.head_dim)
+        w.add_rope_dimension_count(s.head_dim)
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-6)
     if s.sliding_window:
