@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from rich.table import Table
 from llmhost.cli._options import HardwareOpt, JsonOpt
 from llmhost.cli._output import emit, info, stderr
 from llmhost.errors import EngineError, UsageError
+
+if TYPE_CHECKING:
+    from llmhost.supervise.state import Deployment
 
 EngineOpt = Annotated[
     str | None,
@@ -187,7 +190,7 @@ def serve(
 
         emit(final, as_json=as_json, human=human)
         return
-    _run_foreground(dep, prepared.api_key, as_json=as_json)
+    _run_foreground(dep, prepared.api_key)
 
 
 def _print_ready(console: Console, name: str, base_url: str, served: str, auth: bool) -> None:
@@ -211,10 +214,7 @@ def _print_ready(console: Console, name: str, base_url: str, served: str, auth: 
     console.print(f"logs: llmhost logs {name} -f    stop: llmhost stop {name}", highlight=False)
 
 
-def _status_line(dep: object) -> str:
-    from llmhost.supervise.state import Deployment
-
-    assert isinstance(dep, Deployment)
+def _status_line(dep: Deployment) -> str:
     colour = {"ready": "green", "starting": "yellow", "restarting": "yellow", "failed": "red"}.get(
         dep.state, "white"
     )
@@ -227,14 +227,13 @@ def _status_line(dep: object) -> str:
     )
 
 
-def _run_foreground(dep: object, api_key: str | None, *, as_json: bool) -> None:
+def _run_foreground(dep: Deployment, api_key: str | None) -> None:
     from rich.live import Live
 
     from llmhost.engines.registry import get_engine
-    from llmhost.supervise.state import Deployment, forget
+    from llmhost.supervise.state import forget
     from llmhost.supervise.supervisor import Supervisor
 
-    assert isinstance(dep, Deployment)
     announced = {"ready": False}
     live = Live(_status_line(dep), console=stderr, refresh_per_second=4, transient=True)
 
@@ -269,12 +268,9 @@ def _run_foreground(dep: object, api_key: str | None, *, as_json: bool) -> None:
     info(f"stopped {dep.name}.")
 
 
-def _ready_text(dep: object) -> str:
+def _ready_text(dep: Deployment) -> str:
     from io import StringIO
 
-    from llmhost.supervise.state import Deployment
-
-    assert isinstance(dep, Deployment)
     buf = StringIO()
     console = Console(file=buf, no_color=True, width=200)
     _print_ready(console, dep.name, dep.base_url, dep.served_model_name, dep.auth)
