@@ -172,6 +172,11 @@ class LlamaCppEngine:
     # -- launch ----------------------------------------------------------------------------------------
     def build_launch(self, candidate: Candidate, options: ServeOptions) -> LaunchSpec:
         model_path = candidate.gguf_file or candidate.model_source
+        if not str(model_path).lower().endswith(".gguf") and not Path(model_path).is_file():
+            raise UsageError(
+                f"llama.cpp loads GGUF files; {model_path} is not one.",
+                hint="Serve a GGUF (a .gguf file, or org/name-GGUF:Q4_K_M), or use --engine vllm for this model.",
+            )
         runtime = self.pick_runtime(options)
         opts = candidate.engine_options
         context = int(candidate.context_length)
