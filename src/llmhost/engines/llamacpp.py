@@ -175,7 +175,7 @@ class LlamaCppEngine:
         if not str(model_path).lower().endswith(".gguf") and not Path(model_path).is_file():
             raise UsageError(
                 f"llama.cpp loads GGUF files; {model_path} is not one.",
-                hint="Serve a GGUF (a .gguf file, or org/name-GGUF:Q4_K_M), or use --engine vllm for this model.",
+                hint="Serve a .gguf file or org/name-GGUF:Q4_K_M, or use --engine vllm for this model.",
             )
         runtime = self.pick_runtime(options)
         opts = candidate.engine_options
