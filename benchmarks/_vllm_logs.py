@@ -2,6 +2,7 @@
 
 Formats (source files in vllm-project/vllm at the versions named):
   V0 model_runner.py      "Loading model weights took 14.9888 GB"           (GiB: divided by 2**30)
+                          "Loading model weights took 244.61 MB"            (0.3.x, MiB)
   V1 gpu_model_runner.py  "Model loading took 14.9889 GiB and 3.65 seconds" / "... GiB memory and ..."
   V0 worker.py (0.6.5)    "model weights take   14.96GiB", "available_kv_cache_memory    53.29GiB"
   V0 worker.py (0.7/0.8)  "model weights take 30.71GiB; non_torch_memory takes 0.30GiB; PyTorch
@@ -21,12 +22,13 @@ import re
 from typing import Any
 
 BLOCK_TOKENS = 16
-_NUM = r"([\d.]+)"
+_NUM = r"(-?[\d.]+)"  # vLLM prints a negative KV figure when nothing is left
 _INT = r"([\d,]+)"
 
 # (pattern, figure name, converter); a line may yield several figures.
 FIGURES: list[tuple[re.Pattern[str], str, Any]] = [
     (re.compile(r"Loading model weights took " + _NUM + " GB"), "weights_gib", float),
+    (re.compile(r"Loading model weights took " + _NUM + " MB"), "weights_gib", "mib"),
     (re.compile(r"Model loading took " + _NUM + " Gi?B"), "weights_gib", float),
     (re.compile(r"model weights take\s+" + _NUM + r"\s?GiB"), "weights_gib", float),
     (re.compile(r"weights memory: " + _NUM + "GiB"), "weights_gib", float),
@@ -77,6 +79,8 @@ def _convert(raw: str, how: Any) -> Any:
         return int(raw.replace(",", ""))
     if how == "blocks":
         return int(raw) * BLOCK_TOKENS
+    if how == "mib":  # vLLM 0.3's "MB" is MiB (divided by 2**20)
+        return float(raw) / 1024
     return how(raw)
 
 
