@@ -174,6 +174,9 @@ def test_rotating_log_and_tail(tmp_path: Path) -> None:
     assert all((tmp_path / f).stat().st_size <= 1000 for f in files)
     assert (tmp_path / "engine.log").stat().st_mode & 0o777 == 0o600
     assert tail(tmp_path / "engine.log", 2)[-1].startswith("line 0099")
+    # Asking for more lines than the current file holds continues into the rotated one, in order.
+    many = tail(tmp_path / "engine.log", 30)
+    assert len(many) == 30 and many[-1].startswith("line 0099") and many[0].startswith("line 0070")
 
 
 def test_follow_survives_rotation(tmp_path: Path) -> None:

@@ -92,7 +92,17 @@ class OutputPump:
 
 
 def tail(path: Path, lines: int) -> list[str]:
-    """The last `lines` lines of `path` (reads backwards in blocks; fine for large logs)."""
+    """The last `lines` lines of the log at `path`, continuing into its rotated predecessors (`.1`, `.2`...)
+    when the current file is shorter (reads backwards in blocks; fine for large logs)."""
+    out = _tail_one(path, lines)
+    n = 1
+    while len(out) < lines and (older := path.with_name(f"{path.name}.{n}")).exists():
+        out = _tail_one(older, lines - len(out)) + out
+        n += 1
+    return out
+
+
+def _tail_one(path: Path, lines: int) -> list[str]:
     if not path.exists():
         return []
     with path.open("rb") as fh:

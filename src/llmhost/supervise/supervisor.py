@@ -110,6 +110,7 @@ class Supervisor:
         self._tracked: dict[int, psutil.Process] = {}
         paths.ensure_private_dir(paths.deployment_dir(deployment.name))
         self._engine_log = RotatingLog(paths.engine_log(deployment.name))
+        self._supervisor_log = RotatingLog(paths.supervisor_log(deployment.name), max_bytes=1024 * 1024)
         self._last_tick = 0.0
         self._started_any = False
         self._early = early_process
@@ -367,6 +368,7 @@ class Supervisor:
             self._save(state="stopped")
             self._event("stopped; no engine process left" if not problems else "stopped with leftovers")
         self._engine_log.close()
+        self._supervisor_log.close()
 
     # -- state and events -----------------------------------------------------------------------------
     def _save(self, **changes: object) -> None:
@@ -382,12 +384,7 @@ class Supervisor:
             self._on_update(self.dep)
 
     def _event(self, message: str) -> None:
-        line = f"{_now()} {message}\n"
-        fd = os.open(paths.supervisor_log(self.dep.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        self._supervisor_log.write(f"{_now()} {message}\n".encode())
         if self._on_event is not None:
             self._on_event(message)
 
