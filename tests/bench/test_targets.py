@@ -158,3 +158,30 @@ def test_vllm_metrics_parsed_and_reconciled() -> None:
     codes = {f.code for f in checks.reconcile_vllm_metrics(telemetry, summary)}
     # vLLM saw 200 ms mean TTFT (0.8 s / 4) and 160 tokens: the client is wrong or not alone.
     assert codes == {"server_disagrees_ttft", "server_token_count_mismatch", "preemptions"}
+
+
+DATA = Path(__file__).with_name("data")
+
+
+def test_recorded_vllm_metrics_reconcile_with_the_recorded_run() -> None:
+    """Real /metrics from vLLM 0.32.0 (CPU build, tiny llama) scraped right before and after a real
+    `llmhost bench` run of 8 requests x 16 tokens (also recorded), with nothing else on the server."""
+    before = parse_prometheus((DATA / "vllm-0.32-cpu-metrics-before.txt").read_text())
+    after = parse_prometheus((DATA / "vllm-0.32-cpu-metrics-after.txt").read_text())
+    result = BenchResult.model_validate_json((DATA / "vllm-0.32-cpu-bench.json").read_text())
+    assert after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"] == 128
+    assert result.summary.output_tokens == 128
+    assert "vllm:kv_cache_usage_perc" in after and "vllm:num_requests_waiting" in after
+    telemetry = Telemetry(before=before, after=after)
+    assert checks.reconcile_vllm_metrics(telemetry, result.summary) == []
+    # A client that stopped its clock at the role chunk would undercut vLLM's own TTFT.
+    early = result.summary.model_copy(update={"ttft_ms": Stat(mean=5.0)})
+    assert {f.code for f in checks.reconcile_vllm_metrics(telemetry, early)} == {"server_disagrees_ttft"}
+    # The recorded run's figures recompute from its per-request records.
+    from llmhost.bench.metrics import summarize
+
+    again = summarize(result.requests)
+    assert (
+        again.tpot_ms == result.summary.tpot_ms
+        and again.output_tokens_per_s == result.summary.output_tokens_per_s
+    )

@@ -27,6 +27,7 @@ from llmhost.bench.models import Api, ErrorClass, RequestRecord, TokenSource
 from llmhost.bench.workload import TokenizerAdapter
 
 _NS_PER_MS = 1_000_000
+STALE_RETRIES = 3
 
 
 @dataclass
@@ -99,102 +100,120 @@ class StreamClient:
         last_chunk_ns: int | None = None
         role_first = False
         token_chunks = 0
+        tok_first_ns: int | None = None
+        tok_last_ns: int | None = None
         finish: str | None = None
         usage: dict[str, Any] | None = None
         timings: dict[str, Any] | None = None
         done = False
         error_class: ErrorClass | None = None
         error: str | None = None
-        sent_ns = time.perf_counter_ns()
-        try:
-            async with self.http.post(self.url, data=req.body, headers=self.content_type) as response:
-                if response.status != 200:
-                    body = await response.read()
-                    error_class = _http_error_class(response.status)
-                    error = _error_message(response.status, body)
-                elif not response.headers.get("content-type", "").startswith("text/event-stream"):
-                    await response.read()
-                    error_class = "non_sse"
-                    error = (
-                        f"the server answered {response.headers.get('content-type') or 'no content type'} "
-                        "instead of a text/event-stream: it ignored stream=true"
-                    )
-                else:
-                    buf = b""
-                    loads = json.loads
-                    async for data in response.content.iter_any():
-                        now = time.perf_counter_ns()
-                        lines = (buf + data).split(b"\n")
-                        buf = lines.pop()
-                        for line in lines:
-                            if not line.startswith(b"data:"):
-                                continue
-                            payload = line[5:].strip()
-                            last_chunk_ns = now
-                            if first_chunk_ns is None:
-                                first_chunk_ns = now
-                            if payload == b"[DONE]":
-                                done = True
-                                continue
-                            obj = loads(payload)
-                            if "error" in obj and not obj.get("choices"):
-                                err = obj["error"]
-                                error_class = "bad_stream"
-                                error = str(err.get("message", err) if isinstance(err, dict) else err)
-                                continue
-                            choices = obj.get("choices")
-                            if choices:
-                                choice = choices[0]
-                                finish_now = choice.get("finish_reason")
-                                if chat:
-                                    delta = choice.get("delta") or {}
-                                    text = delta.get("content") or ""
-                                    has = bool(
-                                        text
-                                        or delta.get("reasoning_content")
-                                        or delta.get("reasoning")
-                                        or delta.get("tool_calls")
-                                    )
-                                    # A token chunk may decode to "" (a partial UTF-8 sequence, a
-                                    # control token); role and finish-only chunks are not tokens.
-                                    is_token = has or (
-                                        "content" in delta and "role" not in delta and not finish_now
-                                    )
-                                else:
-                                    text = choice.get("text") or ""
-                                    has = bool(text)
-                                    is_token = has or ("text" in choice and not finish_now)
-                                if is_token:
-                                    token_chunks += 1
-                                if has:
-                                    chunk_ns.append(now)
-                                    pieces.append(text)
-                                elif not chunk_ns:
-                                    role_first = True
-                                if finish_now:
-                                    finish = finish_now
-                            if obj.get("usage"):
-                                usage = obj["usage"]
-                            if obj.get("timings"):
-                                timings = obj["timings"]
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            error_class, error = "timeout", f"timed out: {type(exc).__name__}"
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            mid = " mid-stream" if chunk_ns else ""
-            error_class, error = "connection", f"connection failed{mid}: {exc or type(exc).__name__}"
-        except aiohttp.ClientError as exc:
-            error_class, error = "other", f"{type(exc).__name__}: {exc}"
-        except ValueError as exc:  # a data line that is not JSON
-            error_class, error = "bad_stream", f"a stream event is not JSON: {exc}"
+        retried = False
+        # A keep-alive connection the server closed while idle fails before any byte of a response:
+        # the request never reached the server, so it is sent again (the pool drops the dead one).
+        for attempt in range(STALE_RETRIES + 1):
+            sent_ns = time.perf_counter_ns()
+            try:
+                responded = False
+                async with self.http.post(self.url, data=req.body, headers=self.content_type) as response:
+                    responded = True
+                    if response.status != 200:
+                        body = await response.read()
+                        error_class = _http_error_class(response.status)
+                        error = _error_message(response.status, body)
+                    elif not response.headers.get("content-type", "").startswith("text/event-stream"):
+                        await response.read()
+                        error_class = "non_sse"
+                        kind = response.headers.get("content-type") or "no content type"
+                        error = f"the server answered {kind}, not a text/event-stream: it ignored stream=true"
+                    else:
+                        buf = b""
+                        loads = json.loads
+                        async for data in response.content.iter_any():
+                            now = time.perf_counter_ns()
+                            lines = (buf + data).split(b"\n")
+                            buf = lines.pop()
+                            for line in lines:
+                                if not line.startswith(b"data:"):
+                                    continue
+                                payload = line[5:].strip()
+                                last_chunk_ns = now
+                                if first_chunk_ns is None:
+                                    first_chunk_ns = now
+                                if payload == b"[DONE]":
+                                    done = True
+                                    continue
+                                obj = loads(payload)
+                                if "error" in obj and not obj.get("choices"):
+                                    err = obj["error"]
+                                    error_class = "bad_stream"
+                                    error = str(err.get("message", err) if isinstance(err, dict) else err)
+                                    continue
+                                choices = obj.get("choices")
+                                if choices:
+                                    choice = choices[0]
+                                    finish_now = choice.get("finish_reason")
+                                    if chat:
+                                        delta = choice.get("delta") or {}
+                                        text = delta.get("content") or ""
+                                        has = bool(
+                                            text
+                                            or delta.get("reasoning_content")
+                                            or delta.get("reasoning")
+                                            or delta.get("tool_calls")
+                                        )
+                                        # A token chunk may decode to "" (a partial UTF-8 sequence, a
+                                        # control token); role and finish-only chunks are not tokens.
+                                        is_token = has or (
+                                            "content" in delta and "role" not in delta and not finish_now
+                                        )
+                                    else:
+                                        text = choice.get("text") or ""
+                                        has = bool(text)
+                                        is_token = has or ("text" in choice and not finish_now)
+                                    if is_token:
+                                        token_chunks += 1
+                                        if tok_first_ns is None:
+                                            tok_first_ns = now
+                                        tok_last_ns = now
+                                    if has:
+                                        chunk_ns.append(now)
+                                        pieces.append(text)
+                                    elif not chunk_ns:
+                                        role_first = True
+                                    if finish_now:
+                                        finish = finish_now
+                                if obj.get("usage"):
+                                    usage = obj["usage"]
+                                if obj.get("timings"):
+                                    timings = obj["timings"]
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                error_class, error = "timeout", f"timed out: {type(exc).__name__}"
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                stale = not responded and not isinstance(
+                    exc, aiohttp.ClientConnectorError | aiohttp.ClientPayloadError
+                )
+                if stale and attempt < STALE_RETRIES:
+                    retried = True
+                    continue
+                mid = " mid-stream" if chunk_ns else ""
+                error_class, error = "connection", f"connection failed{mid}: {exc or type(exc).__name__}"
+            except aiohttp.ClientError as exc:
+                error_class, error = "other", f"{type(exc).__name__}: {exc}"
+            except ValueError as exc:  # a data line that is not JSON
+                error_class, error = "bad_stream", f"a stream event is not JSON: {exc}"
+            break
         end_ns = time.perf_counter_ns()
         if error_class is None and not done and finish is None:
             error_class, error = "bad_stream", "the stream ended without a finish reason or [DONE]"
         if error_class is None and not chunk_ns:
             error_class, error = "empty", "the stream carried no content"
-        return self._record(
+        record = self._record(
             req, scheduled_ns, sent_ns, end_ns, chunk_ns, pieces, first_chunk_ns, last_chunk_ns,
-            role_first, finish, usage, timings, error_class, error, token_chunks,
+            role_first, finish, usage, timings, error_class, error, token_chunks, tok_first_ns, tok_last_ns,
         )  # fmt: skip
+        record.retried = retried
+        return record
 
     def _record(
         self,
@@ -213,6 +232,8 @@ class StreamClient:
         error_class: ErrorClass | None,
         error: str | None,
         token_chunks: int,
+        tok_first_ns: int | None,
+        tok_last_ns: int | None,
     ) -> RequestRecord:
         usage_tokens = usage.get("completion_tokens") if usage else None
         tokenizer_tokens = self.tokenizer.count("".join(pieces)) if self.tokenizer and pieces else None
@@ -240,6 +261,8 @@ class StreamClient:
             first_chunk_ms=ms(first_chunk_ns) if first_chunk_ns is not None else None,
             first_token_ms=ms(chunk_ns[0]) if chunk_ns else None,
             last_token_ms=ms(chunk_ns[-1]) if chunk_ns else None,
+            first_token_chunk_ms=ms(tok_first_ns) if tok_first_ns is not None else None,
+            last_token_chunk_ms=ms(tok_last_ns) if tok_last_ns is not None else None,
             last_chunk_ms=ms(last_chunk_ns) if last_chunk_ns is not None else None,
             ended_ms=ms(end_ns),
             chunk_ms=[ms(t) for t in chunk_ns],

@@ -84,21 +84,14 @@ def summarize(records: Sequence[RequestRecord], slos: dict[str, float] | None = 
     failed = [r for r in records if not r.ok]
     starts = [r.sent_ms for r in records]
     ends = [
-        r.last_token_ms if r.ok and r.last_token_ms is not None else (r.ended_ms or r.sent_ms)
+        r.decode_end_ms if r.ok and r.decode_end_ms is not None else (r.ended_ms or r.sent_ms)
         for r in records
     ]
     duration_s = (max(ends) - min(starts)) / 1000 if records else 0.0
     out_tokens = sum(r.output_tokens for r in ok)
     in_tokens = sum(r.prompt_tokens if r.prompt_tokens is not None else r.prompt_tokens_requested for r in ok)
     chunks = sum(r.token_chunks or r.content_chunks for r in ok)
-    decode_rates = [
-        (r.output_tokens - 1) / ((r.last_token_ms - r.first_token_ms) / 1000)
-        for r in ok
-        if r.output_tokens > 1
-        and r.first_token_ms is not None
-        and r.last_token_ms is not None
-        and r.last_token_ms > r.first_token_ms
-    ]
+    decode_rates = [r.decode_tokens_per_s for r in ok]
     per_s = (lambda x: x / duration_s) if duration_s > 0 else (lambda x: 0.0)
     goodput = good_fraction = None
     if slos:

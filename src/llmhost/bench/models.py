@@ -82,6 +82,10 @@ class RequestRecord(_Model):
     )
     first_token_ms: float | None = Field(default=None, description="First chunk with non-empty content.")
     last_token_ms: float | None = Field(default=None, description="Last chunk with non-empty content.")
+    first_token_chunk_ms: float | None = Field(
+        default=None, description="First chunk carrying a token, empty text included (decode start)."
+    )
+    last_token_chunk_ms: float | None = Field(default=None, description="Last chunk carrying a token.")
     last_chunk_ms: float | None = Field(
         default=None, description="Last SSE data line, usage/[DONE] included."
     )
@@ -99,6 +103,7 @@ class RequestRecord(_Model):
     token_chunks: int = Field(default=0, description="Chunks that carried a token, empty text included.")
     finish_reason: str | None = None
     length_honoured: bool | None = None
+    retried: bool = Field(default=False, description="Re-sent once: a stale keep-alive connection failed.")
     role_chunk_first: bool = Field(default=False, description="An empty/role-only chunk came before content.")
     server_timings: dict[str, float | int | None] | None = Field(
         default=None, description="llama-server's per-response `timings`, when sent."
@@ -114,14 +119,38 @@ class RequestRecord(_Model):
         return None if self.first_token_ms is None else self.first_token_ms - self.scheduled_ms
 
     @property
+    def decode_start_ms(self) -> float | None:
+        """First token-carrying chunk (a token may decode to "": it still started decoding)."""
+        return self.first_token_chunk_ms if self.first_token_chunk_ms is not None else self.first_token_ms
+
+    @property
+    def decode_end_ms(self) -> float | None:
+        """Last token-carrying chunk, trailing finish/usage/[DONE] events excluded."""
+        return self.last_token_chunk_ms if self.last_token_chunk_ms is not None else self.last_token_ms
+
+    @property
     def e2e_ms(self) -> float | None:
-        return None if self.last_token_ms is None else self.last_token_ms - self.sent_ms
+        end = self.decode_end_ms
+        return None if end is None or self.first_token_ms is None else end - self.sent_ms
+
+    @property
+    def decode_ms(self) -> float | None:
+        start, end = self.decode_start_ms, self.decode_end_ms
+        return None if start is None or end is None or end <= start else end - start
 
     @property
     def tpot_ms(self) -> float | None:
-        if self.first_token_ms is None or self.last_token_ms is None or self.output_tokens < 2:
+        span = self.decode_ms
+        if span is None or self.output_tokens < 2:
             return None
-        return (self.last_token_ms - self.first_token_ms) / (self.output_tokens - 1)
+        return span / (self.output_tokens - 1)
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        span = self.decode_ms
+        if span is None or self.output_tokens < 2:
+            return None
+        return (self.output_tokens - 1) / (span / 1000)
 
 
 class Stat(_Model):

@@ -81,7 +81,10 @@ def root_url(base_url: str) -> str:
 
 
 async def _get_json(http: aiohttp.ClientSession, url: str, timeout_s: float) -> tuple[int, Any]:
-    async with http.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+    # Connection: close, so side requests never pin one of the server's HTTP threads with an idle
+    # keep-alive connection (llama-server serves each connection on one of n_slots+2 threads).
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with http.get(url, timeout=timeout, headers={"connection": "close"}) as response:
         body = await response.read()
     try:
         return response.status, json.loads(body)
