@@ -1,0 +1,75 @@
+"""`llmhost plan` end to end against a fake Hub (real huggingface_hub client, HTTP on 127.0.0.1).
+
+The Hub fixture and model makers belong to tests/models; they are loaded from there by path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MODELS_TESTS = Path(__file__).resolve().parents[1] / "models"
+CONFIGS = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
+sys.path.insert(0, str(MODELS_TESTS))
+
+_spec = importlib.util.spec_from_file_location("llmhost_models_test_conftest", MODELS_TESTS / "conftest.py")
+assert _spec is not None and _spec.loader is not None
+_models_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_models_conftest)
+fake_hub = _models_conftest.fake_hub  # the fixture, re-exported for this module
+
+from hubserver import FakeHub, HubFile  # noqa: E402
+from model_makers import llama_tensors, safetensors_header  # noqa: E402
+
+
+def _repo(config: dict[str, Any]) -> dict[str, HubFile | bytes]:
+    tensors = llama_tensors(config, "BF16")
+    header, size = safetensors_header(tensors)
+    return {
+        "config.json": json.dumps(config).encode(),
+        "model.safetensors": HubFile(header, size=len(header) + size, lfs=True),
+    }
+
+
+def test_plan_a_hub_repo_with_a_quantized_sibling(
+    fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmhost.cli import main
+
+    base = "Qwen/Qwen2.5-7B-Instruct"
+    config = json.loads((CONFIGS / "Qwen--Qwen2.5-7B-Instruct.json").read_text())
+    fake_hub.add_repo(base, _repo(config))
+    fake_hub.add_repo(
+        "Qwen/Qwen2.5-7B-Instruct-AWQ", {"config.json": b"{}"}, tags=[f"base_model:quantized:{base}", "awq"]
+    )
+    fake_hub.add_repo(
+        "x/Qwen2.5-7B-Instruct-GGUF", {"a.gguf": b""}, tags=[f"base_model:quantized:{base}", "gguf"]
+    )
+    # 15 GB of bf16 weights do not fit a 16 GB T4 (no bf16, no fp8 there): the AWQ sibling does.
+    rc = main(["plan", base, "--hardware", "t4-16gb", "--context", "8192", "--json"])
+    assert rc == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["model"]["parameters"] == 7_615_616_512
+    chosen = plan["candidates"][plan["chosen"]]
+    assert chosen["engine"] == "vllm" and chosen["quantization"] == "awq"
+    assert chosen["model_source"] == "Qwen/Qwen2.5-7B-Instruct-AWQ"
+    assert chosen["engine_options"]["dtype"] == "float16"  # compute capability 7.5 has no bf16
+    reasons = [r for c in plan["candidates"] if c["engine"] == "llamacpp" for r in c["reasons"]]
+    assert any("x/Qwen2.5-7B-Instruct-GGUF:" in r for r in reasons)
+    assert ("GET", "/api/models", None) in fake_hub.requests  # the model tree search
+    # --offline never asks the Hub for siblings (the repo's own files are cached by now).
+    fake_hub.reset_counters()
+    rc = main(["plan", base, "--hardware", "t4-16gb", "--context", "8192", "--json", "--offline"])
+    plan = json.loads(capsys.readouterr().out)
+    assert rc == 0 and all(c["model_source"] == base for c in plan["candidates"])
+    # Without the sibling, vLLM's bf16 does not fit; the best is a GGUF this repo would need converted.
+    offline_choice = plan["candidates"][plan["chosen"]]
+    assert (
+        offline_choice["engine"] == "llamacpp" and offline_choice["engine_options"]["needs_gguf_conversion"]
+    )
+    assert not fake_hub.requests
