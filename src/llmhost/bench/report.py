@@ -139,6 +139,8 @@ class LiveView:
 
     def phase(self, name: str, total: int | None) -> None:
         self.progress.reset(self.task, description=name, total=total, completed=0)
+        self.completed = self.failed = 0
+        self.tokens.clear()
 
     def record(self, record: RequestRecord) -> None:
         self.progress.advance(self.task)
