@@ -361,3 +361,12 @@ def test_decode_roofline_on_a_candidate_matches_the_plan() -> None:
         assert speed is not None and abs(speed - c.decode_tokens_per_s) / c.decode_tokens_per_s < 0.05
         # More context read per token: slower.
         assert decode_roofline(c, hw, 32768) < speed  # type: ignore[operator]
+
+
+def test_a_candidate_that_needs_conversion_is_advice_not_the_choice() -> None:
+    # A safetensors checkpoint on a Mac: llama.cpp could run a GGUF of it, but none was given.
+    mac = machine([], os="darwin", arch="arm64", ram_gib=32)
+    plan = make_plan(dense_spec(), mac, PlanRequest(context=8192))
+    assert plan.chosen is None
+    assert plan.candidates and all(c.engine_options.get("needs_gguf_conversion") for c in plan.candidates)
+    assert any("Q8_0 GGUF of it would fit" in a and "convert_hf_to_gguf" in a for a in plan.advice)

@@ -66,10 +66,9 @@ def test_plan_a_hub_repo_with_a_quantized_sibling(
     fake_hub.reset_counters()
     rc = main(["plan", base, "--hardware", "t4-16gb", "--context", "8192", "--json", "--offline"])
     plan = json.loads(capsys.readouterr().out)
-    assert rc == 0 and all(c["model_source"] == base for c in plan["candidates"])
-    # Without the sibling, vLLM's bf16 does not fit; the best is a GGUF this repo would need converted.
-    offline_choice = plan["candidates"][plan["chosen"]]
-    assert (
-        offline_choice["engine"] == "llamacpp" and offline_choice["engine_options"]["needs_gguf_conversion"]
-    )
+    # Without the sibling, vLLM's bf16 does not fit and nothing launches as is (exit 3); a GGUF this repo
+    # would need converted is the advice, not the choice (serve runs the choice).
+    assert rc == 3 and plan["chosen"] is None
+    assert all(c["model_source"] == base for c in plan["candidates"])
+    assert any("GGUF of it would fit with llama.cpp" in a for a in plan["advice"])
     assert not fake_hub.requests

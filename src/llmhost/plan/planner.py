@@ -784,8 +784,12 @@ def _placement(c: Candidate, n_layers: int) -> int:
     return 2
 
 
+def _launchable(c: Candidate) -> bool:
+    return not c.engine_options.get("needs_gguf_conversion", False)
+
+
 def _sort_key(c: Candidate, goal: str, n_layers: int) -> tuple[float, ...]:
-    launchable = not c.engine_options.get("needs_gguf_conversion", False)
+    launchable = _launchable(c)
     q = quality_score(c.quantization)
     decent = q >= QUALITY_FLOOR
     speed = c.decode_tokens_per_s or 0.0
@@ -802,8 +806,22 @@ def _advice(
     spec: ModelSpec, hardware: Hardware, request: PlanRequest, target: _Target, cands: list[Candidate]
 ) -> list[str]:
     advice: list[str] = []
-    if any(c.fits for c in cands):
+    if any(c.fits and _launchable(c) for c in cands):
         return advice
+    convertible = [c for c in cands if c.fits and not _launchable(c)]
+    if convertible:
+        best = convertible[0]  # already ranked
+        speed = f" (~{best.decode_tokens_per_s:.0f} tok/s)" if best.decode_tokens_per_s else ""
+        gguf = next((r for r in best.reasons if "llmhost plan" in r), None)
+        how = (
+            gguf.split(": ", 1)[1].split(" (")[0]
+            if gguf
+            else "convert it with llama.cpp's convert_hf_to_gguf.py and llama-quantize, or plan a -GGUF repo"
+        )
+        advice.append(
+            f"This checkpoint cannot run here as is, but a {best.quantization} GGUF of it would fit with "
+            f"llama.cpp{speed}: {how}."
+        )
     if not cands:
         advice.append(_why_no_candidates(spec, hardware, request))
         return advice
@@ -971,7 +989,9 @@ def make_plan(
     candidates = _all_candidates(spec, hardware, request, target, siblings)
     n_layers = spec.attention.num_layers
     candidates.sort(key=lambda c: _sort_key(c, request.goal, n_layers), reverse=True)
-    chosen = 0 if candidates and candidates[0].fits else None
+    # Only a candidate that launches as is can be chosen: `serve` runs the chosen one. One that would
+    # need a GGUF conversion is reported through advice instead.
+    chosen = 0 if candidates and candidates[0].fits and _launchable(candidates[0]) else None
     if chosen is not None:
         candidates[0] = candidates[0].model_copy(
             update={"reasons": [_why_chosen(candidates[0], request.goal), *candidates[0].reasons]}
