@@ -89,7 +89,10 @@ def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None
             highlight=False,
         )
     else:
-        console.print("\n[bold red]Nothing fits this machine.[/bold red]")
+        if any(c.fits for c in plan.candidates):
+            console.print("\n[bold red]Nothing runs here as given[/bold red] (see the advice below).")
+        else:
+            console.print("\n[bold red]Nothing fits this machine.[/bold red]")
     others = [(i, c) for i, c in enumerate(plan.candidates) if i != plan.chosen]
     if others:
         shown = others if show_all else others[:COMPACT_ROWS]
@@ -210,5 +213,5 @@ def register(app: typer.Typer) -> None:
         if result.chosen is None:
             hint = result.advice[0] if result.advice else "Try a smaller quantization or a shorter --context."
             raise NothingFitsError(
-                f"Nothing fits: no candidate for {spec.name} fits this hardware.", hint=hint
+                f"Nothing fits: no way to run {spec.name} as given fits this hardware.", hint=hint
             )
