@@ -124,7 +124,13 @@ def planned_report(candidate: Candidate) -> StartupReport:
     return StartupReport(
         weights_bytes=mem.weights_bytes,
         kv_cache_bytes=mem.kv_cache_bytes,
-        kv_cache_tokens=candidate.context_length * candidate.concurrency,
+        # vLLM reports the tokens its whole KV pool holds ("KV cache size: N tokens"); llama.cpp its
+        # context cells (n_ctx = context x slots).
+        kv_cache_tokens=(
+            mem.kv_cache_bytes // candidate.kv_bytes_per_token
+            if candidate.engine == "vllm" and candidate.kv_bytes_per_token > 0
+            else candidate.context_length * candidate.concurrency
+        ),
         max_concurrency=float(candidate.max_concurrency),
         compute_bytes=mem.compute_bytes,
     )
