@@ -1,0 +1,283 @@
+"""llama.cpp candidates: GGUF quantizations, GPU layers (partial offload), context and slots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmhost.estimate import overheads as oh
+from llmhost.estimate.dtypes import LLAMACPP_KV_TYPES, is_quantized_kv, normalize_kv_dtype
+from llmhost.estimate.kv import kv_bytes_per_token
+from llmhost.estimate.llamacpp import (
+    Device,
+    DeviceBuffers,
+    LlamaCppSettings,
+    layer_kv_per_token,
+    llamacpp_memory,
+    pad_ctx,
+)
+from llmhost.estimate.roofline import active_weight_fraction
+from llmhost.estimate.weights import (
+    GGUF_STANDARD_QUANTS,
+    SIXTEEN_BIT,
+    WeightsLayout,
+    normalize_gguf_tag,
+    own_quantization,
+    weights_layout,
+)
+from llmhost.hardware.models import Hardware
+from llmhost.models.spec import ModelSpec
+from llmhost.plan.common import (
+    SPEED_CONTEXT,
+    Target,
+    fmt_gib,
+    max_concurrency_for,
+    max_length,
+    source_of,
+    sum_breakdowns,
+    tokens_per_s,
+)
+from llmhost.plan.hardware_view import device_name, gpu_free_bytes, host_capacity_bytes
+from llmhost.plan.models import Candidate, DeviceMemory, MemoryBreakdown, PlanRequest
+
+
+def llamacpp_quants(spec: ModelSpec) -> list[tuple[str, str | None, bool]]:
+    """(quant, gguf file, needs conversion) for each llama.cpp option."""
+    own = own_quantization(spec)
+    if spec.quantization.method == "gguf":
+        first = spec.files[0].path if spec.files else None
+        options: list[tuple[str, str | None, bool]] = [(own, first, False)]
+        explicit_tag = spec.kind in ("local_gguf", "gguf_url") or ":" in spec.ref.split("/")[-1]
+        if not explicit_tag:
+            for variant in spec.gguf_variants:
+                tag = normalize_gguf_tag(variant.tag)
+                if tag != own and (tag in GGUF_STANDARD_QUANTS or tag in ("F16", "BF16")):
+                    options.append((tag, variant.files[0].path if variant.files else None, False))
+        return options
+    if own not in (*SIXTEEN_BIT, "fp32"):
+        return []  # AWQ/GPTQ/FP8 checkpoints have no direct GGUF conversion path
+    return [(q, None, True) for q in GGUF_STANDARD_QUANTS]
+
+
+def _llamacpp_devices(hardware: Hardware) -> tuple[list[Device], Device]:
+    gpus: list[Device] = []
+    for g in hardware.gpus:
+        if g.vendor == "apple":
+            capacity = min(g.memory_total_bytes, hardware.ram_available_bytes)
+            gpus.append(Device(device_name(g), "metal", capacity, oh.LLAMACPP_METAL_CONTEXT_BYTES))
+        else:
+            kind = "cuda" if g.vendor == "nvidia" else "rocm"
+            gpus.append(Device(device_name(g), kind, gpu_free_bytes(g), oh.LLAMACPP_GPU_CONTEXT_BYTES))
+    host = Device("cpu", "cpu", host_capacity_bytes(hardware), oh.LLAMACPP_HOST_OVERHEAD_BYTES)
+    return gpus, host
+
+
+def _buffers_fit(buffers: list[DeviceBuffers], unified: bool) -> bool:
+    if not all(b.fits for b in buffers):
+        return False
+    if unified:  # Metal buffers come out of the same RAM as the host's
+        host = buffers[-1]
+        return sum(b.resident_bytes for b in buffers) <= host.device.capacity_bytes
+    return True
+
+
+@dataclass(frozen=True)
+class _LlamaEval:
+    settings: LlamaCppSettings
+    buffers: list[DeviceBuffers]
+    fits: bool
+
+
+def _llama_eval(
+    spec: ModelSpec,
+    layout: WeightsLayout,
+    base: LlamaCppSettings,
+    ctx_seq: int,
+    n_par: int,
+    ngl: int,
+    gpus: list[Device],
+    host: Device,
+    unified: bool,
+    kv_per_token: list[int],
+) -> _LlamaEval:
+    settings = LlamaCppSettings(
+        n_ctx_seq=pad_ctx(ctx_seq),
+        n_parallel=n_par,
+        gpu_layers=ngl,
+        n_batch=base.n_batch,
+        n_ubatch=base.n_ubatch,
+        flash_attn=base.flash_attn,
+        cache_type_k=base.cache_type_k,
+        cache_type_v=base.cache_type_v,
+    )
+    buffers = llamacpp_memory(spec, layout, settings, gpus, host, kv_per_token)
+    return _LlamaEval(settings, buffers, _buffers_fit(buffers, unified))
+
+
+def llamacpp_candidate(
+    spec: ModelSpec,
+    hardware: Hardware,
+    request: PlanRequest,
+    target: Target,
+    quant: str,
+    gguf_file: str | None,
+    needs_conversion: bool,
+    gguf_repo: str | None = None,
+) -> Candidate | None:
+    kv_req = normalize_kv_dtype(request.kv_cache_dtype) if request.kv_cache_dtype else "f16"
+    if kv_req == "auto":
+        kv_req = "f16"
+    if kv_req not in LLAMACPP_KV_TYPES:
+        return None
+    gpus, host = _llamacpp_devices(hardware)
+    unified = any(g.unified_memory for g in hardware.gpus)
+    layout = weights_layout(spec, quant)
+    base = LlamaCppSettings(n_ctx_seq=256, cache_type_k=kv_req, cache_type_v=kv_req, flash_attn=True)
+    kv_table = layer_kv_per_token(spec, base)
+    n = spec.attention.num_layers
+    full = n + 1 if gpus else 0
+    n_par = target.concurrency
+    reasons: list[str] = []
+
+    def ev(ctx: int, ngl: int, par: int = n_par) -> _LlamaEval:
+        return _llama_eval(spec, layout, base, ctx, par, ngl, gpus, host, unified, kv_table)
+
+    def best_ngl(ctx: int) -> int | None:
+        if not gpus:
+            return 0 if ev(ctx, 0).fits else None
+        if ev(ctx, full).fits:
+            return full
+        lo, hi = -1, full  # fits(lo) known true-ish boundary search over ngl
+        if not ev(ctx, 0).fits:
+            # The host cannot hold everything; more offload may still make it fit.
+            for ngl in range(full, -1, -1):
+                if ev(ctx, ngl).fits:
+                    return ngl
+            return None
+        lo = 0
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if ev(ctx, mid).fits else (lo, mid)
+        return lo
+
+    context = target.context
+    ngl = best_ngl(context)
+    if not target.explicit and (ngl is None or ngl < full):
+        # Prefer a shorter (but >= floor) context that stays fully offloaded / fits at all.
+        want = full
+        fit_len = (
+            max_length(lambda c: ev(c, want).fits, context)
+            if gpus
+            else max_length(lambda c: ev(c, 0).fits, context)
+        )
+        if fit_len >= target.floor:
+            context = fit_len // 256 * 256 if fit_len >= 256 else fit_len
+            ngl = want if gpus else 0
+            reasons.append(
+                f"context lowered to {context} to keep every layer on the accelerator"
+                if gpus
+                else f"context lowered to {context} to fit in RAM"
+            )
+    fits = ngl is not None
+    used_ngl = ngl if ngl is not None else full
+    result = ev(context, used_ngl)
+    if gpus and fits and used_ngl < full:
+        on_gpu = max(used_ngl - 1, 0)
+        reasons.append(
+            f"partial offload: {on_gpu} of {n} layers (and the output layer) on the GPU, the rest on the CPU"
+        )
+    elif gpus and fits:
+        reasons.append(
+            f"all {n} layers on the GPU" + (f"s ({len(gpus)}, split by layer)" if len(gpus) > 1 else "")
+        )
+    elif not gpus and fits:
+        reasons.append("CPU only")
+    if not fits:
+        short = [b for b in result.buffers if not b.fits]
+        where = ", ".join(
+            f"{b.device.name} needs {fmt_gib(b.resident_bytes)} of {fmt_gib(b.device.capacity_bytes)}"
+            for b in short
+        )
+        reasons.append(f"does not fit even with CPU offload: {where}" if where else "does not fit")
+    if needs_conversion and gguf_repo:
+        reasons.append(
+            f"needs a {quant} GGUF: `llmhost plan {gguf_repo}:{quant}` (a GGUF sibling on the Hub)"
+        )
+    elif needs_conversion:
+        reasons.append(f"needs a {quant} GGUF of this model (convert with llama.cpp or pick a -GGUF repo)")
+    max_ctx = max_length(lambda c: ev(c, used_ngl, 1).fits, spec.max_context)
+    max_conc = max_concurrency_for(lambda p: ev(context, used_ngl, p).fits)
+    per_device: list[DeviceMemory] = []
+    frac = active_weight_fraction(spec)
+    reads: list[tuple[int, float | None]] = []
+    kv_tok = kv_bytes_per_token(spec, kv_req, engine="llamacpp")
+    total_kv = sum(b.kv_bytes for b in result.buffers) or 1
+    for b in result.buffers:
+        if b.total_bytes == 0:  # a device llama.cpp leaves unused
+            continue
+        layer_w = sum(layout.layer_bytes[i] for i in b.layers if i < len(layout.layer_bytes))
+        out_w = b.model_bytes - b.reclaimable_bytes - layer_w
+        out_w -= layout.embedding_bytes if b.device.kind == "cpu" else 0
+        read = round(layer_w * frac) + max(out_w, 0)
+        bw = _bandwidth(hardware, b.device)
+        reads.append((read + round(kv_tok * min(context, SPEED_CONTEXT) * b.kv_bytes / total_kv), bw))
+        per_device.append(
+            DeviceMemory(
+                device=b.device.name,
+                # Resident memory: repacked weights counted once (see DeviceBuffers.reclaimable_bytes).
+                breakdown=MemoryBreakdown(
+                    weights_bytes=b.model_bytes - b.reclaimable_bytes,
+                    kv_cache_bytes=b.kv_bytes,
+                    compute_bytes=b.compute_bytes,
+                    overhead_bytes=b.overhead_bytes,
+                    total_bytes=b.resident_bytes,
+                ),
+                capacity_bytes=b.device.capacity_bytes,
+                decode_read_bytes=read,
+            )
+        )
+    speed = tokens_per_s(reads, parallel=False)
+    if gpus and fits and used_ngl < full and speed is not None:
+        reasons.append(f"CPU offload costs speed: ~{speed:.0f} tok/s")
+    s = result.settings
+    flash = s.flash_attn or is_quantized_kv(kv_req)
+    options: dict[str, str | int | float | bool] = {
+        "n_parallel": s.n_parallel,
+        "n_ctx": s.n_ctx,
+        "n_batch": s.n_batch,
+        "n_ubatch": s.n_ubatch,
+        "flash_attn": flash,
+        "cache_type_k": kv_req,
+        "cache_type_v": kv_req,
+        "n_gpu_layers": used_ngl,
+        "threads": hardware.cpu.physical_cores or hardware.cpu.logical_cores,
+    }
+    if needs_conversion:
+        options["needs_gguf_conversion"] = True
+    return Candidate(
+        engine="llamacpp",
+        quantization=quant,
+        kv_cache_dtype=kv_req,
+        context_length=context,
+        concurrency=target.concurrency,
+        gpu_layers=used_ngl,
+        fits=fits,
+        memory=sum_breakdowns([d.breakdown for d in per_device]),
+        per_device=per_device,
+        kv_bytes_per_token=kv_tok,
+        max_context=max_ctx,
+        max_concurrency=max_conc,
+        decode_tokens_per_s=speed,
+        reasons=reasons,
+        model_source=source_of(spec),
+        gguf_file=gguf_file,
+        engine_options=options,
+    )
+
+
+def _bandwidth(hardware: Hardware, device: Device) -> float | None:
+    if device.kind == "cpu":
+        return hardware.cpu.memory_bandwidth_bytes_per_s
+    for g in hardware.gpus:
+        if device_name(g) == device.name:
+            return g.memory_bandwidth_bytes_per_s
+    return None

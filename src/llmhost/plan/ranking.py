@@ -1,0 +1,45 @@
+"""The ranking policy (docs/planning.md): what comes first for each goal, and why in words."""
+
+from __future__ import annotations
+
+from llmhost.estimate.weights import quality_score
+from llmhost.plan.common import QUALITY_FLOOR
+from llmhost.plan.models import Candidate
+
+
+def _placement(c: Candidate, n_layers: int) -> int:
+    """2: everything on accelerators; 1: llama.cpp partial CPU offload; 0: CPU only."""
+    on_gpu = [d for d in c.per_device if d.device != "cpu" and d.breakdown.total_bytes > 0]
+    if not on_gpu:
+        return 0
+    if c.engine == "llamacpp" and (c.gpu_layers or 0) < n_layers + 1:
+        return 1
+    return 2
+
+
+def launchable(c: Candidate) -> bool:
+    return not c.engine_options.get("needs_gguf_conversion", False)
+
+
+def sort_key(c: Candidate, goal: str, n_layers: int) -> tuple[float, ...]:
+    can_launch = launchable(c)
+    q = quality_score(c.quantization)
+    decent = q >= QUALITY_FLOOR
+    speed = c.decode_tokens_per_s or 0.0
+    vllm = 1 if c.engine == "vllm" else 0
+    head = (float(c.fits), float(can_launch), float(decent), float(_placement(c, n_layers)))
+    if goal == "latency":
+        return (*head, speed, q, -c.tensor_parallel_size * c.pipeline_parallel_size)
+    if goal == "throughput":
+        return (*head, vllm, c.max_concurrency, speed, q)
+    return (*head, q, vllm, -c.tensor_parallel_size * c.pipeline_parallel_size, speed)
+
+
+def why_chosen(c: Candidate, goal: str) -> str:
+    engine = "vLLM" if c.engine == "vllm" else "llama.cpp"
+    if goal == "latency":
+        speed = c.decode_tokens_per_s or 0
+        return f"chosen for latency: fastest decode (~{speed:.0f} tok/s) among fitting {engine} options"
+    if goal == "throughput":
+        return f"chosen for throughput: {c.max_concurrency} concurrent sequences with {engine}"
+    return f"chosen for quality: {c.quantization} is the highest precision that fits the requested context"

@@ -1,0 +1,63 @@
+"""Checking a `PlanRequest` against the model: bad input raises `UsageError` (exit 2)."""
+
+from __future__ import annotations
+
+from llmhost.errors import UsageError
+from llmhost.estimate.dtypes import LLAMACPP_KV_TYPES, VLLM_KV_TYPES, normalize_kv_dtype
+from llmhost.estimate.weights import normalize_gguf_tag, quality_score
+from llmhost.models.spec import ModelSpec
+from llmhost.plan.common import DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_FLOOR, Target
+from llmhost.plan.models import PlanRequest
+
+
+def validate_request(spec: ModelSpec, request: PlanRequest) -> Target:
+    if request.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1.", hint="Try `--concurrency 1`.")
+    if request.context is not None and request.context < 16:
+        raise UsageError(
+            f"--context {request.context} is too small.", hint="Give a context of at least 16 tokens."
+        )
+    if request.context is not None and request.context > spec.max_context:
+        raise UsageError(
+            f"--context {request.context} is longer than {spec.name}'s maximum context ({spec.max_context}).",
+            hint=f"Use `--context {spec.max_context}` or less.",
+        )
+    util = request.gpu_memory_utilization
+    if util is not None and not 0 < util <= 1:
+        raise UsageError(
+            f"--gpu-memory-utilization {util} is out of range.",
+            hint="Give a share of total memory in (0, 1].",
+        )
+    if request.kv_cache_dtype is not None:
+        kv = normalize_kv_dtype(request.kv_cache_dtype)
+        if kv not in LLAMACPP_KV_TYPES and kv not in VLLM_KV_TYPES and kv != "auto":
+            raise UsageError(
+                f"Unknown --kv-cache-dtype {request.kv_cache_dtype!r}.",
+                hint="Use f16, bf16, fp8 (vLLM), q8_0, q5_1, q5_0, q4_1 or q4_0 (llama.cpp).",
+            )
+    if request.tensor_parallel_size is not None and request.tensor_parallel_size < 1:
+        raise UsageError("--tensor-parallel-size must be at least 1.")
+    if request.context is not None:
+        return Target(request.context, request.context, True, request.concurrency)
+    cap = min(spec.max_context, DEFAULT_CONTEXT_CAP)
+    return Target(cap, min(spec.max_context, DEFAULT_CONTEXT_FLOOR), False, request.concurrency)
+
+
+def requested_quant(spec: ModelSpec, request: PlanRequest) -> str | None:
+    if request.quantization is None:
+        return None
+    q = request.quantization.strip()
+    low = q.lower()
+    if low in ("bf16", "bfloat16"):
+        return "bf16" if spec.quantization.method != "gguf" else "BF16"
+    if low in ("fp16", "float16", "f16"):
+        return "fp16" if spec.quantization.method != "gguf" else "F16"
+    if low in ("fp8", "awq", "gptq"):
+        return low
+    tag = normalize_gguf_tag(q)
+    if quality_score(tag) == 50 and tag not in {normalize_gguf_tag(v.tag) for v in spec.gguf_variants}:
+        raise UsageError(
+            f"Unknown quantization {request.quantization!r}.",
+            hint="Use bf16, fp16, fp8, awq, gptq or a GGUF type (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q3_K_M, Q2_K).",
+        )
+    return tag
