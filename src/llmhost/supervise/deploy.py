@@ -170,17 +170,61 @@ def resolve_and_plan(request: ServeRequest) -> tuple[ModelSpec, Hardware, Plan]:
     return spec, hardware, plan
 
 
+def runnable_candidate(
+    plan: Plan, chosen: Candidate, hardware: Hardware, *, forced: bool, dry_run: bool
+) -> Candidate:
+    """The chosen candidate if its engine can run here; else the best one whose engine can.
+
+    The planner is pure: it knows the hardware, not what is installed. A plan may pick vLLM on a machine
+    where it is not installed (or cannot run); unless `--engine` forced it, serve falls back to the
+    next candidate that fits and whose engine is usable here, and says why.
+    """
+    from llmhost.engines.registry import get_engine
+    from llmhost.errors import EngineError
+    from llmhost.plan.ranking import launchable
+
+    def why_not(engine_name: str) -> str | None:
+        statuses = get_engine(engine_name).status(hardware)
+        if any(s.usable for s in statuses):
+            return None
+        return "; ".join(s.reason for s in statuses if s.reason) or f"{engine_name} is not usable here"
+
+    reason = why_not(chosen.engine)
+    if reason is None:
+        return chosen
+    if forced:
+        if dry_run:
+            return chosen
+        raise EngineError(f"{chosen.engine} cannot run here: {reason}", hint="See `llmhost engines`.")
+    for alternative in plan.candidates:
+        if alternative.engine == chosen.engine or not (alternative.fits and launchable(alternative)):
+            continue
+        if why_not(alternative.engine) is None:
+            note = f"{chosen.engine} cannot run here ({reason}); using {alternative.engine}"
+            return alternative.model_copy(update={"reasons": [note, *alternative.reasons]})
+    if dry_run:
+        return chosen
+    raise EngineError(
+        f"{chosen.engine} cannot run here: {reason}",
+        hint="Install it (`llmhost engines install vllm`), or serve a GGUF with --engine llamacpp.",
+    )
+
+
 def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
     """Plan the deployment and build its launch spec. Does not start anything."""
     from llmhost.engines.registry import get_engine
 
-    spec, _hardware, plan = resolve_and_plan(request)
+    spec, hardware, plan = resolve_and_plan(request)
     candidate = plan.chosen_candidate
     if candidate is None:
         advice = " ".join(plan.advice) if plan.advice else ""
         raise NothingFitsError(
             f"No way to run {request.model} fits this machine. {advice}".strip(),
             hint=f"See `llmhost plan {request.model}` for every candidate and what each would need.",
+        )
+    if not request.hardware:  # a what-if plan (--hardware) describes another machine: nothing to check
+        candidate = runnable_candidate(
+            plan, candidate, hardware, forced=request.engine is not None, dry_run=dry_run
         )
     _, runtime = engine_choice(request.engine)
     name = paths.validate_name(request.name or default_name(spec.name))
