@@ -10,13 +10,16 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
 from llmhost.errors import UsageError
 
-GGML_BLOCKS: dict[str, tuple[int, int]] = {
-    qtype.name.upper(): (block, size) for qtype, (block, size) in GGML_QUANT_SIZES.items()
-}
+
+@lru_cache(maxsize=1)
+def ggml_blocks() -> dict[str, tuple[int, int]]:
+    """GGML type name -> (block size, bytes per block). Imported on first use: `gguf` pulls in numpy."""
+    from gguf.constants import GGML_QUANT_SIZES
+
+    return {qtype.name.upper(): (block, size) for qtype, (block, size) in GGML_QUANT_SIZES.items()}
+
 
 # KV cache types each engine accepts (`--cache-type-k/-v` in llama.cpp, `--kv-cache-dtype` in vLLM).
 LLAMACPP_KV_TYPES = ("f16", "bf16", "f32", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
@@ -40,12 +43,12 @@ def normalize_kv_dtype(name: str) -> str:
 
 def ggml_row_bytes(type_name: str, n_elements: int) -> int:
     """Bytes of one row of `n_elements` of GGML type `type_name` (llama.cpp's `ggml_row_size`)."""
-    block, size = GGML_BLOCKS[type_name.upper()]
+    block, size = ggml_blocks()[type_name.upper()]
     return math.ceil(n_elements / block) * size
 
 
 def ggml_bits_per_weight(type_name: str) -> float:
-    block, size = GGML_BLOCKS[type_name.upper()]
+    block, size = ggml_blocks()[type_name.upper()]
     return size * 8 / block
 
 
@@ -61,7 +64,7 @@ def kv_row_bytes(kv_dtype: str, n_elements: int) -> int:
         return n_elements
     if dtype == "auto":
         dtype = "f16"
-    if dtype.upper() not in GGML_BLOCKS or dtype not in LLAMACPP_KV_TYPES:
+    if dtype.upper() not in ggml_blocks() or dtype not in LLAMACPP_KV_TYPES:
         raise UsageError(
             f"Unknown KV cache type {kv_dtype!r}.",
             hint=f"Use one of: {', '.join(sorted(set(LLAMACPP_KV_TYPES) | set(VLLM_KV_TYPES)))}.",
@@ -77,7 +80,3 @@ def kv_bits_per_element(kv_dtype: str) -> float:
 def is_quantized_kv(kv_dtype: str) -> bool:
     """llama.cpp block-quantized cache types (a quantized V cache needs flash attention)."""
     return normalize_kv_dtype(kv_dtype) in ("q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
-
-
-def ggml_type_name(qtype: GGMLQuantizationType) -> str:
-    return qtype.name.upper()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmhost.estimate.dtypes import ggml_bits_per_weight
+from llmhost.estimate.dtypes import ggml_bits_per_weight, ggml_blocks
 from llmhost.models.spec import ModelSpec
 
 # Higher is better quality; used by the planner's quality-first policy.
@@ -212,12 +212,11 @@ def _gguf_layer_bits(spec: ModelSpec, tag: str, i: int, n: int, params: int) -> 
 
 def _base_ggml_type(tag: str) -> str | None:
     """Q4_K_S -> Q4_K, IQ4_XS -> IQ4_XS, Q4_0 -> Q4_0."""
-    from llmhost.estimate.dtypes import GGML_BLOCKS
-
-    if tag in GGML_BLOCKS:
+    blocks = ggml_blocks()
+    if tag in blocks:
         return tag
     for suffix in ("_S", "_M", "_L", "_XL"):
-        if tag.endswith(suffix) and tag.removesuffix(suffix) in GGML_BLOCKS:
+        if tag.endswith(suffix) and tag.removesuffix(suffix) in blocks:
             return tag.removesuffix(suffix)
     return None
 
