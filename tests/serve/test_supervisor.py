@@ -237,3 +237,28 @@ def test_real_engine_on_an_invalid_model_file_is_classified_and_not_restarted(
     assert final.state == "failed"
     assert final.failure_cause == "model_invalid", final.failure
     assert final.restarts == 0
+
+
+def test_early_spawned_engine_is_recorded_so_it_can_never_be_orphaned(state_dir: Path) -> None:
+    """The detached entry point spawns the engine before its heavy imports; the state file names the
+    engine at once, so a supervisor that dies right then still leaves nothing running after cleanup."""
+    from llmhost.supervise.__main__ import _early_spawn
+    from llmhost.supervise.control import cleanup
+    from llmhost.supervise.state import write_deployment
+
+    port = _free_port()
+    write_deployment(_deployment("sv-early-spawn", _fake(port), port))
+    popen = _early_spawn("sv-early-spawn")
+    assert popen is not None
+    try:
+        recorded = read_deployment("sv-early-spawn")
+        assert recorded is not None and recorded.engine_process is not None
+        assert recorded.engine_process.pid == popen.pid and recorded.engine_process.alive()
+        assert (paths.state_file("sv-early-spawn").stat().st_mode & 0o777) == 0o600
+        cleanup(recorded)  # what `ps`/the launcher do when the supervisor is gone
+        popen.wait(10)
+        assert not recorded.engine_process.alive()
+        assert read_deployment("sv-early-spawn") is None
+    finally:
+        if popen.poll() is None:
+            popen.kill()

@@ -38,9 +38,32 @@ def _early_spawn(name: str) -> subprocess.Popen[bytes] | None:
             api_key_env=key_env,
             api_key=os.environ.get(key_env) if key_env else None,
         )
-        return spawn(list(launch["argv"]), env)
+        popen = spawn(list(launch["argv"]), env)
+        _record_early_engine(name, raw, popen.pid)
+        return popen
     except Exception:  # anything odd: the supervisor proper spawns it and reports the failure properly
         return None
+
+
+def _record_early_engine(name: str, raw: dict[str, object], pid: int) -> None:
+    """Write the engine's identity into the state file at once, so that even if this supervisor dies
+    before its first proper save, `llmhost ps`/`stop` can find and stop the engine (no orphan)."""
+    import psutil
+
+    from llmhost.supervise import paths
+
+    try:
+        raw["engine_process"] = {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+    except psutil.Error:
+        return
+    target = paths.state_file(name)
+    tmp = target.with_name(f".deployment.{os.getpid()}.early.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps(raw, indent=2).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
 
 
 def main(argv: list[str]) -> int:

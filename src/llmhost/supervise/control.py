@@ -88,6 +88,8 @@ def launch_detached(dep: Deployment, *, api_key: str | None, timeout_s: float | 
                 current = read_deployment(dep.name)
                 if current is not None and current.state in TERMINAL_STATES:
                     return current
+                if current is not None:
+                    cleanup(current)  # the supervisor died: do not leave its engine running unsupervised
                 raise EngineError(
                     f"The supervisor exited with code {code} before the deployment was ready.",
                     hint=f"See `llmhost logs {dep.name} --supervisor`.",
