@@ -139,7 +139,8 @@ async def llmhost_client(base_url: str, concurrency: int, tokens: int) -> tuple[
     health = result.client
     note = f"failed={s.failed}, TPOT p50={s.tpot_ms.p50:.3f} ms"
     if health is not None:
-        note += f", client CPU {health.cpu_percent:.0f}%, loop lag p99 {health.loop_lag_ms.p99:.1f} ms"
+        note += f", client CPU {health.cpu_percent:.0f}%, loop lag p90 {health.loop_lag_ms.p90:.1f} ms"
+        note += ", client-bound" if health.client_bound else ""
     return s.output_tokens_per_s, note
 
 
@@ -169,7 +170,8 @@ def vllm_bench(python: str, port: int, concurrency: int, tokens: int) -> tuple[f
     )
     argv = [
         python, "-c", runner,
-        "--backend", "openai-chat", "--base-url", f"http://127.0.0.1:{port}", "--endpoint", "/v1/chat/completions",
+        "--backend", "openai-chat", "--base-url", f"http://127.0.0.1:{port}",
+        "--endpoint", "/v1/chat/completions",
         "--model", "ref-model", "--tokenizer", tokenizer, "--dataset-name", "random",
         "--random-input-len", "16", "--random-output-len", str(tokens), "--num-prompts", str(concurrency),
         "--max-concurrency", str(concurrency), "--ignore-eos", "--save-result", "--result-dir", out_dir,
@@ -231,7 +233,8 @@ def main() -> None:
         values = samples.get(name)
         rows.append((name, statistics.median(values) if values else None, notes[name]))
     print(
-        f"medians of {ns.rounds} interleaved rounds; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        f"medians of {ns.rounds} interleaved rounds; "
+        f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     for name, rate, note in rows:
         share = f"{rate / ideal:6.1%}" if rate else "   n/a"

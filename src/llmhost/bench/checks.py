@@ -14,6 +14,7 @@ from llmhost.bench.models import ClientHealth, Flag, RequestRecord, Summary, Tar
 TOKEN_DISAGREEMENT = 0.02  # usage vs tokenizer counts
 RECONCILE_TOLERANCE = 0.10  # client vs server decode rate / TTFT
 BUFFERED_MAX_ARRIVALS = 2  # distinct arrival times of a stream of >= 8 content chunks
+BUNDLED_TOKENS_PER_CHUNK = 1.05  # above this, client TPOT is not compared with the server's
 EARLY_CHUNK_MIN_MS = 1.0  # an empty first chunk this much before the content is reported
 
 
@@ -238,8 +239,11 @@ def reconcile_vllm_metrics(telemetry: Telemetry | None, summary: Summary) -> lis
     server_tpot = delta_mean("vllm:request_time_per_output_token_seconds") or delta_mean(
         "vllm:time_per_output_token_seconds"
     )
+    # Bundled chunks hide when a bundle's first tokens were decoded: compare unbundled runs only.
+    bundled = (summary.tokens_per_chunk or 1.0) > BUNDLED_TOKENS_PER_CHUNK
     if (
-        server_tpot is not None
+        not bundled
+        and server_tpot is not None
         and summary.tpot_ms.mean is not None
         and _ratio_off(summary.tpot_ms.mean, server_tpot * 1000)
     ):

@@ -62,7 +62,9 @@ def totals_table(result: BenchResult) -> Table:
         )
     if result.client is not None:
         c = result.client
-        rows.append(("client CPU / loop lag p99", f"{c.cpu_percent:.0f}% / {_f(c.loop_lag_ms.p99, 1)} ms"))
+        bound = " (client-bound)" if c.client_bound else ""
+        lag = f"{_f(c.loop_lag_ms.p90, 1)} / {_f(c.loop_lag_ms.p99, 1)} ms"
+        rows.append(("client CPU / loop lag p90, p99", f"{c.cpu_percent:.0f}% / {lag}{bound}"))
     if result.roofline is not None:
         r = result.roofline
         mbu = f"{r.mbu:.0%}" if r.mbu is not None else "-"
