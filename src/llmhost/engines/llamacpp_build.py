@@ -102,7 +102,6 @@ def download_sdist(version: str = LLAMA_CPP_PYTHON_VERSION, *, log: Callable[[st
         "--no-binary",
         ":all:",
         "--no-deps",
-        "--no-build-isolation",
         "-d",
         str(dest),
         f"llama-cpp-python=={version}",
