@@ -262,3 +262,19 @@ def test_early_spawned_engine_is_recorded_so_it_can_never_be_orphaned(state_dir:
     finally:
         if popen.poll() is None:
             popen.kill()
+
+
+def test_stop_before_the_first_attempt_still_stops_an_early_spawned_engine(state_dir: Path) -> None:
+    from llmhost.supervise.__main__ import _early_spawn
+    from llmhost.supervise.state import write_deployment
+
+    port = _free_port()
+    dep = _deployment("sv-early-stop", _fake(port), port)
+    write_deployment(dep)
+    popen = _early_spawn("sv-early-stop")
+    assert popen is not None
+    sup = Supervisor(read_deployment("sv-early-stop"), engine=None, early_process=popen)  # type: ignore[arg-type]
+    sup.request_stop()  # e.g. SIGTERM arrived while the supervisor was still importing
+    final = sup.run()
+    assert final.state == "stopped"
+    assert popen.poll() is not None

@@ -350,6 +350,9 @@ class Supervisor:
         return survivors
 
     def _shutdown(self) -> None:
+        if self._early is not None:  # stopped before the first attempt adopted the early-spawned engine
+            self._popen, self._early = self._early, None
+            self._started_any = True
         stopping = self.dep.state != "failed"
         if stopping:
             self._save(state="stopping")
