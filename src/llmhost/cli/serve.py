@@ -306,7 +306,8 @@ def ps(as_json: JsonOpt = False) -> None:
                 _fmt_bytes(d.memory_bytes),
             )
         # Piped output (scripts, `| less`) must not be cut to 80 columns.
-        (console if console.is_terminal else Console(width=250, soft_wrap=False)).print(table)
+        console = console if console.is_terminal else Console(width=250, soft_wrap=False)
+        console.print(table)
         for d in deployments:
             if d.state in ("failed", "dead") and d.failure:
                 console.print(f"{d.name}: {d.failure.splitlines()[0]}", highlight=False)
