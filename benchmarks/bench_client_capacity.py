@@ -117,9 +117,10 @@ async def _aiohttp_reader(base_url: str, body: bytes, concurrency: int) -> float
         return sum(counts) / (time.perf_counter() - t)
 
 
-async def llmhost_client(base_url: str, concurrency: int, tokens: int) -> tuple[float, str]:
+def llmhost_client(base_url: str, concurrency: int, tokens: int) -> tuple[float, str]:
+    """llmhost's client exactly as `llmhost bench` runs it (`run_blocking`: uvloop where installed)."""
     from llmhost.bench.models import Target, Workload
-    from llmhost.bench.runner import BenchConfig, run_bench
+    from llmhost.bench.runner import BenchConfig, run_blocking
     from llmhost.bench.workload import SyntheticWorkload
 
     workload = Workload(
@@ -134,13 +135,14 @@ async def llmhost_client(base_url: str, concurrency: int, tokens: int) -> tuple[
         workload=workload,
         synthetic=SyntheticWorkload((16, 16), (tokens, tokens), seed=1),
     )
-    result = await run_bench(cfg)
+    result = run_blocking(cfg)
     s = result.summary
     health = result.client
     note = f"failed={s.failed}, TPOT p50={s.tpot_ms.p50:.3f} ms"
     if health is not None:
         note += f", client CPU {health.cpu_percent:.0f}%, loop lag p90 {health.loop_lag_ms.p90:.1f} ms"
         note += ", client-bound" if health.client_bound else ""
+        note += f", {health.event_loop} loop"
     return s.output_tokens_per_s, note
 
 
@@ -217,7 +219,7 @@ def main() -> None:
                 name = "bare aiohttp iter_any" if mode == "aiohttp" else f"bare httpx {mode}"
                 samples.setdefault(name, []).append(rate)
                 notes[name] = "reader loop only"
-            rate, notes["llmhost bench"] = asyncio.run(llmhost_client(base_url, ns.concurrency, ns.tokens))
+            rate, notes["llmhost bench"] = llmhost_client(base_url, ns.concurrency, ns.tokens)
             samples.setdefault("llmhost bench", []).append(rate)
             if python is None:
                 notes["vllm bench serve"] = "no vLLM engine env (llmhost engines install vllm)"

@@ -199,6 +199,7 @@ class ClientHealth(_Model):
     loop_lag_ms: Stat
     cpu_percent: float = Field(description="Client process CPU over the run, % of one core.")
     client_bound: bool
+    event_loop: str | None = Field(default=None, description='"uvloop" or "asyncio".')
 
 
 class MetricsSample(_Model):

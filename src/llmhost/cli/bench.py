@@ -6,7 +6,6 @@ Thin: parse options, build a `BenchConfig`, run `llmhost.bench.runner.run_bench`
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import random
@@ -200,7 +199,7 @@ def _run(
     from llmhost.bench.metrics import parse_slos
     from llmhost.bench.models import Target, Workload
     from llmhost.bench.report import LiveView, render
-    from llmhost.bench.runner import BenchConfig, check_workload, run_bench
+    from llmhost.bench.runner import BenchConfig, check_workload, run_blocking
     from llmhost.bench.workload import FileWorkload, SyntheticWorkload, TokenizerAdapter, parse_range
     from llmhost.cli._output import emit, stderr
 
@@ -282,7 +281,7 @@ def _run(
         cfg.roofline, cfg.hardware = make_roofline(model_ref or deployment_model, hardware)
 
     with LiveView(stderr) as live:
-        result = asyncio.run(run_bench(cfg, live))
+        result = run_blocking(cfg, live)
 
     _save(result, output, csv_path, plot)
     emit(result, as_json=as_json, human=lambda console: render(result, console))
