@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 from llmhost.engines import vllm_env
+from llmhost.supervise.process import next_free_port
 from llmhost.tiny_hf import tiny_llama_checkpoint
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -89,6 +90,14 @@ def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     return out
 
 
+def still_running(pid: int, create_time: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - create_time) < 0.05 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -103,9 +112,12 @@ def served() -> Iterator[dict[str, Any]]:
     _require_engine()
     model = tiny_llama_checkpoint()
     started = time.monotonic()
+    # An explicit port away from the 8000+ default range: test sessions running side by side each
+    # have their own state dir, so they cannot see (and avoid) each other's ports during a restart.
+    port = next_free_port("127.0.0.1", start=18600)
     done = llmhost(
         "serve", str(model), "--engine", "vllm", "--detach", "--name", NAME,
-        "--context", "1024", "--concurrency", "4",
+        "--context", "1024", "--concurrency", "4", "--port", str(port),
         timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, f"serve failed:\n{done.stdout}\n{done.stderr}"
@@ -174,6 +186,9 @@ def test_ps_shows_planned_versus_actual(served: dict[str, Any]) -> None:
     # The KV pool is exactly the plan's VLLM_CPU_KVCACHE_SPACE.
     space = int(next(iter([v for k, v in entry["launch"]["env"].items() if k == "VLLM_CPU_KVCACHE_SPACE"])))
     assert actual["kv_cache_bytes"] == space * 1024**3
+    # The plan's KV bytes and per-token size predict vLLM's reported capacity exactly on the CPU build.
+    assert planned["kv_cache_bytes"] == actual["kv_cache_bytes"]
+    assert planned["kv_cache_tokens"] == actual["kv_cache_tokens"]
     human = llmhost("ps")
     assert human.returncode == 0 and "planned" in human.stdout and "actual" in human.stdout
 
@@ -225,13 +240,13 @@ def test_stop_leaves_no_vllm_process_and_frees_the_port(served: dict[str, Any]) 
     done = llmhost("stop", NAME, timeout=180)
     assert done.returncode == 0, done.stderr
     assert alive(procs) == [] and alive([supervisor]) == []
+    # Every process the supervisor ever recorded for this deployment is gone too (PID + create time).
+    assert [r for r in entry["descendants"] if still_running(r["pid"], r["create_time"])] == []
     model_dir = str(tiny_llama_checkpoint())
     leftovers = []
-    for proc in psutil.process_iter(["cmdline", "name"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if model_dir in cmd or (proc.info["name"] or "").startswith("VLLM::"):
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                leftovers.append(proc)
+    for proc in psutil.process_iter(["cmdline"]):
+        if model_dir in " ".join(proc.info["cmdline"] or []) and proc.status() != psutil.STATUS_ZOMBIE:
+            leftovers.append(proc)
     assert leftovers == []
     import socket
 
