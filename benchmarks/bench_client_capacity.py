@@ -233,6 +233,8 @@ def main() -> None:
     rows: list[tuple[str, float | None, str]] = []
     for name in (*samples, *(n for n in notes if n not in samples)):
         values = samples.get(name)
+        if values:
+            notes[name] = f"rounds {', '.join(f'{v / ideal:.0%}' for v in values)}; last: {notes[name]}"
         rows.append((name, statistics.median(values) if values else None, notes[name]))
     print(
         f"medians of {ns.rounds} interleaved rounds; "
