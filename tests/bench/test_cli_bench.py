@@ -212,3 +212,42 @@ def test_jsonl_and_sharegpt_prompts(ref_server, capsys, tmp_path: Path) -> None:
     # The ShareGPT reply sets the output length when --output-tokens is not given.
     assert sorted(r.output_tokens for r in result.requests) == [6, 128, 128]
     assert sorted(r.prompt_tokens for r in result.requests) == [1, 2, 3]
+
+
+def test_duration_runs_the_closed_loop_for_that_long(ref_server, capsys) -> None:
+    with ref_server(**FAST) as srv:
+        code, out, _ = run(capsys, *common(srv.base_url, "-c", "2", "--duration", "1", "--json"))
+    assert code == 0
+    result = BenchResult.model_validate_json(out)
+    sends = [r.sent_ms - result.requests[0].sent_ms for r in result.requests]
+    assert result.summary.completed > 10 and max(sends) < 1100 and max(sends) > 800
+
+
+def test_sweep_stops_when_slos_break(ref_server, capsys) -> None:
+    # Two streams at a time: from concurrency 4 on, requests queue and TTFT passes 40 ms.
+    with ref_server(ttft_s=0.01, itl_s=0.003, capacity=2) as srv:
+        code, out, _ = run(
+            capsys,
+            *common(srv.base_url, "--sweep", "-n", "8", "--warmup", "0", "--slo", "ttft=30ms", "--json"),
+        )
+    assert code == 0
+    result = BenchResult.model_validate_json(out)
+    assert [p.slo_ok for p in result.sweep] == [True, True, False]
+    assert result.knee_concurrency == 2
+
+
+def test_tokenizer_counts_when_the_server_sends_no_usage(ref_server, capsys) -> None:
+    from llmhost.tiny_hf import tiny_llama_checkpoint
+
+    tok = str(tiny_llama_checkpoint())
+    with ref_server(**FAST, usage=False) as srv:
+        code, out, _ = run(capsys, *common(srv.base_url, "-n", "3", "--tokenizer", tok, "--json"))
+    assert code == 0
+    result = BenchResult.model_validate_json(out)
+    assert {r.output_tokens_source for r in result.requests} == {"tokenizer"}
+    assert all(r.tokenizer_tokens == r.output_tokens and r.usage_tokens is None for r in result.requests)
+    # With a tokenizer the prompt is cut to exactly the requested length.
+    from llmhost.bench.workload import TokenizerAdapter
+
+    adapter = TokenizerAdapter(tok)
+    assert adapter.count(adapter.cut("the of and to in is was for on that with as by at from", 8)) == 8
