@@ -29,7 +29,9 @@ from datetime import datetime, timezone
 import psutil
 
 from llmhost.engines.base import Engine, FailureCause
+from llmhost.hardware.models import GPUProcess
 from llmhost.supervise import paths
+from llmhost.supervise.gpu import wait_gpu_released
 from llmhost.supervise.health import REQUEST_COUNTERS, TOKEN_COUNTERS, Prober, first_counter
 from llmhost.supervise.logs import OutputPump, RotatingLog
 from llmhost.supervise.probe import CompletionProbe
@@ -108,6 +110,7 @@ class Supervisor:
         self._popen: subprocess.Popen[bytes] | None = None
         self._pump: OutputPump | None = None
         self._tracked: dict[int, psutil.Process] = {}
+        self._gpu_held: list[GPUProcess] = []  # engine processes NVML still listed after the last kill
         paths.ensure_private_dir(paths.deployment_dir(deployment.name))
         self._engine_log = RotatingLog(paths.engine_log(deployment.name))
         self._supervisor_log = RotatingLog(paths.supervisor_log(deployment.name), max_bytes=1024 * 1024)
@@ -338,6 +341,7 @@ class Supervisor:
     def _kill_engine(self) -> list[psutil.Process]:
         if self._popen is None:
             return []
+        engine_pids = {self._popen.pid, *self._tracked}
         survivors = terminate_tree(
             self._popen.pid,
             extra=list(self._tracked.values()),
@@ -347,6 +351,8 @@ class Supervisor:
         if self._pump is not None:
             self._pump.join()
         self._popen = None
+        # The driver frees a dead process's GPU memory a moment later; a restart must find it free.
+        self._gpu_held = wait_gpu_released(engine_pids)
         return survivors
 
     def _shutdown(self) -> None:
@@ -362,6 +368,8 @@ class Supervisor:
         problems = []
         if survivors:
             problems.append("processes survived SIGKILL: " + ", ".join(str(p.pid) for p in survivors))
+        if self._gpu_held:
+            problems.append("GPU memory still held by PIDs " + ", ".join(str(p.pid) for p in self._gpu_held))
         if spec.port is not None and self._started_any and not wait_port_free(spec.host, spec.port, 5.0):
             owner = port_owner(spec.port)
             problems.append(f"port {spec.port} still in use{f' by {owner}' if owner else ''}")
