@@ -251,3 +251,34 @@ def test_tokenizer_counts_when_the_server_sends_no_usage(ref_server, capsys) -> 
 
     adapter = TokenizerAdapter(tok)
     assert adapter.count(adapter.cut("the of and to in is was for on that with as by at from", 8)) == 8
+
+
+def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("refserver.py")), "--ttft-ms", "5", "--itl-ms", "5"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = int(server.stdout.readline().split()[1])
+        bench = subprocess.Popen(
+            [sys.executable, "-m", "llmhost", "bench", *common(f"http://127.0.0.1:{port}/v1"), "-c", "2",
+             "-n", "10000", "--output-tokens", "20", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(6)  # start-up, warm-up, then some measured requests
+        bench.send_signal(signal.SIGINT)
+        out, err = bench.communicate(timeout=30)
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert bench.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    result = BenchResult.model_validate_json(out)
+    assert result.incomplete and result.aborted and "interrupted" in result.aborted
+    assert result.summary.completed > 0 and result.summary.failed == 0

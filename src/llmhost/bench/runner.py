@@ -12,8 +12,10 @@ Load shapes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -308,6 +310,9 @@ async def run_bench(cfg: BenchConfig, progress: ProgressSink | None = None) -> B
             else:
                 sink.phase(f"concurrency {concurrency}", wl.num_requests)
                 await load.closed_loop(concurrency, wl.num_requests, wl.duration_s)
+        except asyncio.CancelledError:
+            # Ctrl-C (see run_blocking): in-flight requests are dropped, finished ones kept.
+            load.aborted = INTERRUPTED
         finally:
             if health is None:
                 health = monitor.client_health()
@@ -385,6 +390,9 @@ async def _sweep(
     return knee, points, worst_health
 
 
+INTERRUPTED = "interrupted by the user (Ctrl-C)"
+
+
 def run_blocking(cfg: BenchConfig, progress: ProgressSink | None = None) -> BenchResult:
     """Run a benchmark on a fresh event loop: uvloop's where installed (measured in
     benchmarks/bench_client_capacity.py: about 40% more tokens per second through the same client at
@@ -395,8 +403,19 @@ def run_blocking(cfg: BenchConfig, progress: ProgressSink | None = None) -> Benc
         loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     except ImportError:  # uvloop has no Windows build
         loop = asyncio.new_event_loop()
+    main = loop.create_task(run_bench(cfg, progress))
+
+    def interrupt() -> None:
+        loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C stops at once
+        main.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signals: Windows, threads
+        loop.add_signal_handler(signal.SIGINT, interrupt)
     try:
-        result = loop.run_until_complete(run_bench(cfg, progress))
+        try:
+            result = loop.run_until_complete(main)
+        except asyncio.CancelledError:  # Ctrl-C before the load started: nothing measured
+            raise KeyboardInterrupt from None
         if result.client is not None:
             result.client.event_loop = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
         return result

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from llmhost.cli._options import JsonOpt
-from llmhost.errors import BenchError, UsageError
+from llmhost.errors import BenchError, ExitCode, UsageError
 
 if TYPE_CHECKING:
     from llmhost.bench.models import BenchResult, Target
@@ -199,9 +199,9 @@ def _run(
     from llmhost.bench.metrics import parse_slos
     from llmhost.bench.models import Target, Workload
     from llmhost.bench.report import LiveView, render
-    from llmhost.bench.runner import BenchConfig, check_workload, run_blocking
+    from llmhost.bench.runner import INTERRUPTED, BenchConfig, check_workload, run_blocking
     from llmhost.bench.workload import FileWorkload, SyntheticWorkload, TokenizerAdapter, parse_range
-    from llmhost.cli._output import emit, stderr
+    from llmhost.cli._output import emit, stderr, warn
 
     if len(positional) > 1:
         raise UsageError(
@@ -285,6 +285,9 @@ def _run(
 
     _save(result, output, csv_path, plot)
     emit(result, as_json=as_json, human=lambda console: render(result, console))
+    if result.aborted == INTERRUPTED:
+        warn(f"{INTERRUPTED}: the partial results above are marked incomplete.")
+        raise typer.Exit(ExitCode.INTERRUPTED)
     if result.incomplete:
         s = result.summary
         raise BenchError(
