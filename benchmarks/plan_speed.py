@@ -1,0 +1,227 @@
+"""How fast `llmhost plan` answers for a local GGUF, a local HF model dir, and a warm Hub cache.
+
+Issue 3's target: `plan` on a cached repo or a local file answers in under 1 s. This prints, for each
+input, the wall-clock median of `llmhost plan <ref> --json` run as a fresh process (what a user waits
+for), the same median for `python -c pass` and `import llmhost.cli` (the floor under it), the in-process
+phases (import of llmhost.cli, resolve, detect, make_plan, rendering) measured in a fresh interpreter,
+and the ratio to the 1 s target. Then `python -X importtime` top offenders for the GGUF case.
+
+Inputs are generated here: a llama GGUF (llmhost.demo_model.write_llama_gguf), a model dir with a real
+config.json (tests/fixtures/configs) and a safetensors file listing its real tensor table (zero data,
+sparse on disk), and a repo on the fake Hub (tests/models/hubserver.py, real huggingface_hub client)
+resolved once online into a temporary HF_HOME, then timed with HF_HUB_OFFLINE=1.
+
+Noisy machines: figures are medians of RUNS runs; nothing here asserts a speed.
+    python benchmarks/plan_speed.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "models"))  # the fake Hub and model writers the tests use
+
+TARGET_S = 1.0
+CONFIG = "meta-llama--Llama-3.2-1B-Instruct"
+HUB_CONFIG = "meta-llama--Llama-3.1-8B-Instruct"
+HUB_REPO = "meta-llama/Llama-3.1-8B-Instruct"
+
+# Runs in a fresh interpreter: times each phase of `plan` in process, prints JSON on the last line.
+PHASES = r"""
+import io, json, sys, time
+t0 = time.perf_counter()
+import llmhost.cli
+t1 = time.perf_counter()
+from llmhost.models import resolve
+spec = resolve(sys.argv[1])
+t2 = time.perf_counter()
+from llmhost.hardware import detect
+hw = detect()
+t3 = time.perf_counter()
+from llmhost.plan import make_plan
+from llmhost.plan.models import PlanRequest
+plan = make_plan(spec, hw, PlanRequest())
+t4 = time.perf_counter()
+from llmhost.cli._output import to_json
+to_json(plan)
+t5 = time.perf_counter()
+from rich.console import Console
+from llmhost.cli.plan import render_plan
+render_plan(Console(file=io.StringIO(), width=120), plan)
+t6 = time.perf_counter()
+print(json.dumps({"import llmhost.cli": t1 - t0, "resolve": t2 - t1, "detect": t3 - t2,
+                  "make_plan": t4 - t3, "render --json": t5 - t4, "render table": t6 - t5}))
+"""
+
+
+def llmhost_argv() -> list[str]:
+    script = Path(sys.executable).with_name("llmhost")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "llmhost"]
+
+
+def median_wall(argv: list[str], env: dict[str, str], runs: int, ok: tuple[int, ...] = (0,)) -> float:
+    times: list[float] = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        times.append(time.perf_counter() - started)
+        if proc.returncode not in ok:
+            raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return statistics.median(times)
+
+
+def median_phases(ref: str, env: dict[str, str], runs: int) -> dict[str, float]:
+    samples: list[dict[str, float]] = []
+    for _ in range(runs):
+        proc = subprocess.run(
+            [sys.executable, "-c", PHASES, ref], env=env, capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"phases for {ref} failed: {proc.stderr.strip()[-500:]}")
+        samples.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+
+
+def make_gguf(tmp: Path) -> Path:
+    from llmhost.demo_model import write_llama_gguf
+
+    return write_llama_gguf(
+        tmp / "bench-llama.gguf", n_layer=4, n_embd=256, n_head=4, n_head_kv=2, n_ff=512, n_vocab=1000
+    )
+
+
+def make_hf_dir(tmp: Path) -> Path:
+    from model_makers import llama_tensors, write_safetensors
+
+    config = json.loads((ROOT / "tests" / "fixtures" / "configs" / f"{CONFIG}.json").read_text())
+    model_dir = tmp / "Llama-3.2-1B-Instruct"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(config))
+    write_safetensors(model_dir / "model.safetensors", llama_tensors(config))  # sparse: header only
+    return model_dir
+
+
+def warm_hub_cache(tmp: Path, env: dict[str, str]) -> dict[str, str] | None:
+    """Serve HUB_REPO on the fake Hub, resolve it once online, return the env for offline runs."""
+    try:
+        from hubserver import FakeHub, HubFile
+        from model_makers import llama_tensors, safetensors_header
+    except ImportError as exc:  # the tests folder is not there (an installed package)
+        print(f"hub case skipped: {exc}")
+        return None
+    config = json.loads((ROOT / "tests" / "fixtures" / "configs" / f"{HUB_CONFIG}.json").read_text())
+    tensors = llama_tensors(config)
+    files: dict[str, HubFile | bytes] = {"config.json": json.dumps(config).encode()}
+    weight_map: dict[str, str] = {}
+    total, shards = 0, 4
+    for i in range(shards):
+        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = tensors[i * len(tensors) // shards : (i + 1) * len(tensors) // shards]
+        header, size = safetensors_header(part)
+        files[name] = HubFile(header, size=len(header) + size, lfs=True)
+        weight_map.update({t[0]: name for t in part})
+        total += size
+    files["model.safetensors.index.json"] = json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": weight_map}
+    ).encode()
+    hub = FakeHub()
+    hub.add_repo(HUB_REPO, files)
+    hub.start()
+    try:
+        online = {**env, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp / "hf_home")}
+        for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_CACHE", "HF_HUB_OFFLINE"):
+            online.pop(var, None)
+        proc = subprocess.run(
+            [*llmhost_argv(), "plan", HUB_REPO, "--json"], env=online, capture_output=True, text=True
+        )
+        if proc.returncode not in (0, 3):
+            print(f"hub case skipped: warm-up exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+            return None
+        print(f"fake Hub warm-up: {hub.bytes_served} bytes served in {len(hub.requests)} requests")
+    finally:
+        hub.stop()
+    return {**online, "HF_HUB_OFFLINE": "1"}  # the Hub is gone: every read must come from the cache
+
+
+def import_offenders(ref: str, env: dict[str, str], top: int = 15) -> None:
+    """`python -X importtime` of one `plan` run: self time summed per top-level package, and the slowest
+    single modules, so the next thing to make lazy is obvious."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "llmhost", "plan", ref, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    per_package: dict[str, int] = {}
+    cumulative: list[tuple[int, str]] = []
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        _, self_us, cum_us, name = (part.strip() for part in line.replace("import time:", "|").split("|"))
+        root = name.split(".")[0]
+        per_package[root] = per_package.get(root, 0) + int(self_us)
+        cumulative.append((int(cum_us), name))
+    total = sum(per_package.values())
+    print(f"\n-X importtime for `plan {Path(ref).name} --json`: {total / 1000:.0f} ms of imports in all")
+    print(f"  {'package (self time summed)':<34}{'ms':>8}")
+    for name, us in sorted(per_package.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {name:<34}{us / 1000:>8.1f}")
+    print(f"  {'slowest imports (cumulative)':<34}{'ms':>8}")
+    for us, name in sorted(cumulative, reverse=True)[:top]:
+        print(f"  {name:<34}{us / 1000:>8.1f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="runs per figure (median is printed)")
+    args = parser.parse_args()
+
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    tmp = Path(tempfile.mkdtemp(prefix="llmhost-plan-speed-"))
+    try:
+        cases: list[tuple[str, str, dict[str, str]]] = [
+            ("local GGUF", str(make_gguf(tmp)), env),
+            ("local HF dir (1B)", str(make_hf_dir(tmp)), env),
+        ]
+        hub_env = warm_hub_cache(tmp, env)
+        if hub_env is not None:
+            cases.append(("cached Hub repo (8B, offline)", HUB_REPO, hub_env))
+
+        floor_python = median_wall([sys.executable, "-c", "pass"], env, args.runs)
+        floor_import = median_wall([sys.executable, "-c", "import llmhost.cli"], env, args.runs)
+        print(f"\nwall clock, median of {args.runs} fresh processes (target {TARGET_S:.1f} s)")
+        print(f"  {'python -c pass':<34}{floor_python:>8.3f} s")
+        print(f"  {'python -c import llmhost.cli':<34}{floor_import:>8.3f} s")
+        rows: list[tuple[str, float, dict[str, float]]] = []
+        for label, ref, case_env in cases:
+            wall = median_wall([*llmhost_argv(), "plan", ref, "--json"], case_env, args.runs, ok=(0, 3))
+            rows.append((label, wall, median_phases(ref, case_env, args.runs)))
+            print(f"  {'plan ' + label:<34}{wall:>8.3f} s   {wall / TARGET_S:.2f}x the 1 s target")
+
+        phase_names = list(rows[0][2])
+        print(f"\nin-process phases, ms (median of {args.runs}, fresh interpreter each)")
+        print(f"  {'phase':<20}" + "".join(f"{label[:24]:>26}" for label, _, _ in rows))
+        for phase in phase_names:
+            print(f"  {phase:<20}" + "".join(f"{p[phase] * 1000:>26.1f}" for _, _, p in rows))
+        print(f"  {'sum':<20}" + "".join(f"{sum(p.values()) * 1000:>26.1f}" for _, _, p in rows))
+
+        import_offenders(cases[0][1], env)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
