@@ -101,6 +101,13 @@ def test_plan_knobs_change_the_command(make_gpu_candidate) -> None:
     assert argv[-2:] == ["--seed", "7"]  # profile extra args last, so they win
 
 
+def test_prequantized_fp8_checkpoint_gets_no_quantization_flag(make_gpu_candidate) -> None:
+    # e.g. RedHatAI/...-FP8 declares compressed-tensors; `--quantization fp8` would make vLLM refuse it.
+    options_ = {"gpu_memory_utilization": 0.9, "quantization": "fp8", "quantize_online": False}
+    candidate = make_gpu_candidate(quantization="fp8", engine_options=options_)
+    assert "--quantization" not in ENGINE.build_launch(candidate, options()).argv
+
+
 def test_prequantized_checkpoint_gets_no_quantization_flag(make_gpu_candidate) -> None:
     # An AWQ checkpoint declares its method; forcing --quantization awq would disable awq_marlin.
     candidate = make_gpu_candidate(

@@ -115,7 +115,11 @@ def _quantization_flag(candidate: Candidate) -> str | None:
     if value is None or isinstance(value, bool):
         return None
     text = str(value).strip().lower()
-    return text if text in ONLINE_QUANTIZATION else None
+    # The planner marks a pre-quantized checkpoint (quantize_online=False): vLLM reads its method from
+    # config.json and refuses a --quantization that names another one (compressed-tensors vs fp8).
+    if text not in ONLINE_QUANTIZATION or _opt(candidate, "quantize_online") is False:
+        return None
+    return text
 
 
 def _kv_dtype_flag(candidate: Candidate) -> str:

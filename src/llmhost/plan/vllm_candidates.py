@@ -244,6 +244,9 @@ def vllm_gpu_candidate(
     }
     if quant == "fp8" or quant in ("awq", "gptq"):
         options["quantization"] = quant
+        # Only an online quantization needs vLLM's --quantization flag; a pre-quantized checkpoint
+        # declares its method in config.json (and a mismatching flag makes vLLM refuse to start).
+        options["quantize_online"] = quant == "fp8" and own_quantization(spec) != "fp8" and not source
     return Candidate(
         engine="vllm",
         quantization=quant,
