@@ -3,6 +3,7 @@ engine cannot be made to show on demand, and the real llama.cpp engine for a rea
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -278,3 +279,29 @@ def test_stop_before_the_first_attempt_still_stops_an_early_spawned_engine(state
     final = sup.run()
     assert final.state == "stopped"
     assert popen.poll() is not None
+
+
+def test_detached_supervisors_and_stop_all(state_dir: Path) -> None:
+    """Two detached deployments of the small HTTP engine, listed by `ps`, then `llmhost stop --all`."""
+    from serve_helpers import llmhost
+
+    from llmhost.supervise.control import claim_name, launch_detached, list_deployments
+
+    started = []
+    for name in ("sv-all-a", "sv-all-b"):
+        port = _free_port()
+        dep = _deployment(name, _fake(port), port).model_copy(update={"detached": True})
+        claim_name(dep)
+        final = launch_detached(dep, api_key=None)
+        assert final.state == "ready", final.failure
+        started.append(final)
+    listed = {d.name: d for d in list_deployments()}
+    assert set(listed) == {"sv-all-a", "sv-all-b"}
+    assert all(d.supervisor_pid and d.engine_pid and d.uptime_s is not None for d in listed.values())
+    out = llmhost("stop", "--all", "--json", env={"LLMHOST_STATE_DIR": str(state_dir)})
+    assert out.returncode == 0, out.stderr
+    assert sorted(d["name"] for d in json.loads(out.stdout)) == ["sv-all-a", "sv-all-b"]
+    for dep in started:
+        assert dep.supervisor is not None and not dep.supervisor.alive()
+        assert dep.engine_process is not None and not dep.engine_process.alive()
+    assert list_deployments() == []
