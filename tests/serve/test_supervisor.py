@@ -305,3 +305,17 @@ def test_detached_supervisors_and_stop_all(state_dir: Path) -> None:
         assert dep.supervisor is not None and not dep.supervisor.alive()
         assert dep.engine_process is not None and not dep.engine_process.alive()
     assert list_deployments() == []
+
+
+def test_second_stop_request_skips_the_grace_period(state_dir: Path) -> None:
+    port = _free_port()
+    dep = _deployment("sv-hurry", _fake(port, "--ignore-term"), port, grace=20.0)
+    with _Run(Supervisor(dep, engine=None)) as run:
+        run.wait_state("ready")
+        began = time.monotonic()
+        run.sup.request_stop()
+        time.sleep(0.5)
+        run.sup.request_stop()  # the second Ctrl-C
+        final = run.join()
+    assert final.state == "stopped"
+    assert time.monotonic() - began < 5.0  # not the 20 s grace period

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import psutil
 
@@ -122,10 +122,12 @@ def terminate_tree(
     extra: Iterable[psutil.Process] = (),
     grace_s: float = 10.0,
     popen: subprocess.Popen[bytes] | None = None,
+    hurry: Callable[[], bool] | None = None,
 ) -> list[psutil.Process]:
     """SIGTERM the group and every known descendant, wait `grace_s`, SIGKILL what is left.
 
     Returns the processes still alive afterwards (empty on success). `popen` is reaped when given.
+    `hurry()` returning True ends the grace period early (a second Ctrl-C).
     """
 
     def leader_alive() -> bool:
@@ -137,7 +139,7 @@ def terminate_tree(
     while time.monotonic() < deadline:
         # Children forked during shutdown join the group: rescan so they are not missed.
         targets = tree_of(leader_pid, [p for p in targets if _alive(p)], leader_alive=leader_alive())
-        if not targets:
+        if not targets or (hurry is not None and hurry()):
             break
         time.sleep(0.05)
     if targets:

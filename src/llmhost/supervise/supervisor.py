@@ -107,6 +107,7 @@ class Supervisor:
         self._on_update = on_update
         self._on_event = on_event
         self._stop = threading.Event()
+        self._hurry = threading.Event()
         self._popen: subprocess.Popen[bytes] | None = None
         self._pump: OutputPump | None = None
         self._tracked: dict[int, psutil.Process] = {}
@@ -120,7 +121,12 @@ class Supervisor:
 
     # -- public -------------------------------------------------------------------------------------
     def request_stop(self) -> None:
-        """Ask the supervisor to stop the engine and return (safe from a signal handler)."""
+        """Ask the supervisor to stop the engine and return (safe from a signal handler).
+
+        A second request while stopping cuts the grace period short (SIGKILL now), as a second Ctrl-C
+        does in most servers."""
+        if self._stop.is_set():
+            self._hurry.set()
         self._stop.set()
 
     def run(self) -> Deployment:
@@ -347,6 +353,7 @@ class Supervisor:
             extra=list(self._tracked.values()),
             grace_s=self.dep.launch.stop_grace_s,
             popen=self._popen,
+            hurry=self._hurry.is_set,
         )
         if self._pump is not None:
             self._pump.join()
