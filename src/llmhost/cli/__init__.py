@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 
-from llmhost import __version__
 from llmhost.errors import EXIT_CODE_HELP, ExitCode, LlmhostError
 
 app = typer.Typer(
@@ -30,6 +29,8 @@ _state = {"debug": False}
 
 def _version_callback(value: bool) -> None:
     if value:
+        from llmhost import __version__
+
         typer.echo(f"llmhost {__version__}")
         raise typer.Exit()
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field
-from rich.console import Console
-from rich.table import Table
 
 from llmhost.cli._options import HardwareOpt, JsonOpt
 from llmhost.cli._output import emit
 from llmhost.engines.base import EngineStatus
 from llmhost.hardware.models import Hardware
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 GIB = 1024**3
 
@@ -69,6 +70,8 @@ def _bandwidth(value: float | None, source: str) -> str:
 
 
 def render_hardware(console: Console, hardware: Hardware) -> None:
+    from rich.table import Table
+
     title = "Catalog hardware" if hardware.source == "catalog" else "This machine"
     if hardware.gpus:
         table = Table(title=f"{title}: GPUs")
@@ -129,6 +132,8 @@ def render_hardware(console: Console, hardware: Hardware) -> None:
 
 
 def render_doctor(console: Console, report: DoctorReport) -> None:
+    from rich.table import Table
+
     render_hardware(console, report.hardware)
     table = Table(title="Engines")
     for column in ("engine", "runtime", "installed", "usable", "version", "why not / where"):
@@ -146,6 +151,8 @@ def render_doctor(console: Console, report: DoctorReport) -> None:
 
 
 def render_catalog(console: Console) -> None:
+    from rich.table import Table
+
     from llmhost.hardware.catalog import list_catalog
 
     table = Table(title="Accelerator catalog (use with --hardware NAME[:COUNT])")

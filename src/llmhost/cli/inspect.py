@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from llmhost.cli._options import JsonOpt
 from llmhost.cli._output import emit
 from llmhost.models.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 GIB = 1024**3
 
@@ -42,6 +43,8 @@ def _runs(kinds: list[str]) -> str:
 
 
 def render_spec(console: Console, spec: ModelSpec) -> None:
+    from rich.table import Table
+
     att = spec.attention
     table = Table(title=f"{spec.name}  ({spec.kind}: {spec.ref})", show_header=False, title_justify="left")
     table.add_column("field", style="bold")

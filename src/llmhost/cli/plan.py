@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from llmhost.cli._options import HardwareOpt, JsonOpt
 from llmhost.cli._output import emit, warn
 from llmhost.errors import LlmhostError, NothingFitsError
 from llmhost.models.spec import ModelSpec, QuantizedVariant
 from llmhost.plan.models import Candidate, Plan, PlanRequest
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 GIB = 1024**3
 MIB = 1024**2
@@ -44,6 +45,8 @@ def _layout(c: Candidate) -> str:
 
 
 def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None:
+    from rich.table import Table  # only the human view draws tables; `--json` never loads them
+
     model = plan.model
     console.print(
         f"[bold]{model.name}[/bold]  {model.architecture}, {model.parameters / 1e9:.2f}B parameters"

@@ -13,11 +13,9 @@ from functools import lru_cache
 from importlib import resources
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmhost.errors import HardwareError
-from llmhost.hardware.cpu import estimate_memory_bandwidth
 from llmhost.hardware.models import CPU, GPU, Hardware
 
 GIB = 1024**3
@@ -133,6 +131,8 @@ class Catalog(BaseModel):
 @lru_cache(maxsize=1)
 def load_catalog() -> Catalog:
     """Read and validate `llmhost/data/accelerators.yaml` (package data)."""
+    import yaml  # only the first lookup pays for it (the result is cached for the process)
+
     text = resources.files("llmhost").joinpath("data/accelerators.yaml").read_text(encoding="utf-8")
     raw = yaml.safe_load(text)
     try:
@@ -301,6 +301,8 @@ def _discrete_hardware(entry: CatalogEntry, count: int, ram_bytes: int | None, c
             gpus=gpus,
             notes=notes,
         )
+    from llmhost.hardware.cpu import estimate_memory_bandwidth  # cpu.py imports psutil
+
     physical = cpus or _HOST_CORES_PER_GPU * count
     model = "catalog host (x86_64 server)"
     cpu = CPU(

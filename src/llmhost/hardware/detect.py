@@ -12,11 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmhost.hardware._run import Runner, run_command
-from llmhost.hardware.amd import read_amd
-from llmhost.hardware.apple import read_apple
-from llmhost.hardware.cpu import read_cpu, read_ram
 from llmhost.hardware.models import GPU, Hardware
-from llmhost.hardware.nvidia import load_nvml, read_nvidia
 
 _USE_REAL_NVML: Any = object()
 
@@ -36,6 +32,13 @@ def detect(
     machine: str | None = None,
 ) -> Hardware:
     """Detect this machine's hardware. Keyword arguments exist for tests; callers pass none."""
+    # The probes (psutil, the YAML catalog, pynvml) load here, not when `llmhost.hardware` is
+    # imported: every CLI command imports the `Hardware` model, few of them detect.
+    from llmhost.hardware.amd import read_amd
+    from llmhost.hardware.apple import read_apple
+    from llmhost.hardware.cpu import read_cpu, read_ram
+    from llmhost.hardware.nvidia import load_nvml, read_nvidia
+
     environ = os.environ if environ is None else environ
     system = system or platform.system()
     machine = machine or platform.machine()

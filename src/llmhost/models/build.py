@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmhost.errors import ModelError
 from llmhost.models import hf_config as hc
 from llmhost.models.config_params import count_from_config
-from llmhost.models.gguf_header import GGUFHeader
 from llmhost.models.spec import (
     Attention,
     GGUFVariant,
@@ -19,6 +18,9 @@ from llmhost.models.spec import (
     SourceKind,
 )
 from llmhost.models.tensors import TensorRecord, TensorSummary, summarize
+
+if TYPE_CHECKING:  # gguf_header imports gguf and numpy: only GGUF inputs pay for them
+    from llmhost.models.gguf_header import GGUFHeader
 
 _DTYPE_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "float8_e4m3fn": 1.0}
 

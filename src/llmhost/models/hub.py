@@ -12,14 +12,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import huggingface_hub
-from huggingface_hub import HfApi, get_session, hf_hub_download, hf_hub_url, hf_raise_for_status
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
+from huggingface_hub import hf_hub_download, hf_hub_url
 
 from llmhost.errors import LlmhostError, ModelError, NetworkError
+
+if TYPE_CHECKING:  # hf_api is the heaviest part of huggingface_hub; a warm-cache plan never needs it
+    from huggingface_hub import HfApi
 
 _TIMEOUT_S = 15.0
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -128,6 +131,8 @@ def translate(repo_id: str, what: str, ctx: HubContext) -> Iterator[None]:
 
 
 def api(ctx: HubContext) -> HfApi:
+    from huggingface_hub import HfApi
+
     return HfApi(endpoint=ctx.endpoint, token=ctx.token)
 
 
@@ -194,6 +199,8 @@ def fetch_range(ctx: HubContext, url: str, start: int, end: int, *, label: str) 
     if ctx.token and url.startswith(ctx.endpoint):
         headers["Authorization"] = f"Bearer {ctx.token}"
     want = end - start + 1
+    from huggingface_hub import get_session, hf_raise_for_status
+
     session = get_session()
     with (
         translate(label, f"bytes {start}-{end}", ctx),

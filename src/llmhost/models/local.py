@@ -8,7 +8,6 @@ from typing import Any
 
 from llmhost.errors import ModelError
 from llmhost.models.build import spec_from_gguf, spec_from_hf
-from llmhost.models.gguf_header import read_local_header
 from llmhost.models.refs import SPLIT_RE
 from llmhost.models.safetensors_meta import read_local
 from llmhost.models.spec import ModelFile, ModelSpec
@@ -48,6 +47,8 @@ def split_shards(path: Path) -> list[Path]:
 
 def resolve_gguf_file(path: Path, ref: str) -> ModelSpec:
     shards = split_shards(path)
+    from llmhost.models.gguf_header import read_local_header  # gguf + numpy, for GGUF inputs only
+
     headers = [read_local_header(s) for s in shards]
     name = SPLIT_RE.sub("", path.name).removesuffix(".gguf") if SPLIT_RE.search(path.name) else path.stem
     files = [ModelFile(path=str(s.resolve()), size_bytes=s.stat().st_size) for s in shards]

@@ -13,21 +13,18 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmhost.errors import ModelError
 from llmhost.models import gguf_tags, hub
 from llmhost.models.build import spec_from_gguf, spec_from_hf
-from llmhost.models.gguf_header import (
-    GGUFHeader,
-    header_from_json,
-    header_to_json,
-    read_remote_header,
-)
 from llmhost.models.refs import DEFAULT_GGUF_TAG, ParsedRef
 from llmhost.models.safetensors_meta import header_length, parse_header
 from llmhost.models.spec import ModelFile, ModelSpec, QuantizedVariant, QuantMethod
 from llmhost.models.tensors import TensorRecord
+
+if TYPE_CHECKING:  # gguf_header imports gguf and numpy: only GGUF inputs pay for them
+    from llmhost.models.gguf_header import GGUFHeader
 
 # Safetensors headers of real shards are a few KiB; one 16 KiB read usually holds the whole header.
 _SAFETENSORS_FIRST_READ = 16 * 1024
@@ -236,6 +233,8 @@ def _safetensors_header(
 def _remote_gguf_header(
     ctx: hub.HubContext, cache: _Cache, sha: str, filename: str, url: str, size: int | None, label: str
 ) -> tuple[GGUFHeader, int]:
+    from llmhost.models.gguf_header import header_from_json, header_to_json, read_remote_header
+
     cached = cache.header(sha, filename)
     if cached is not None:
         return header_from_json(cached), 0

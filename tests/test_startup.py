@@ -1,0 +1,138 @@
+"""Start-up guard: what `llmhost` loads before it does anything, and what `plan` loads per input.
+
+Issue 3 wants `plan` on a local file or a cached repo in under 1 s; most of that second is imports
+(benchmarks/plan_speed.py measures it). These tests pin the lazy imports that keep it there: each heavy
+module below is loaded only by the code path that needs it. They check which modules get imported,
+not timings. (tests/test_cli.py already guards torch, vllm, llama_cpp, transformers and matplotlib.)
+
+Each check runs in a fresh interpreter, since this test process has imported everything already.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CONFIGS = Path(__file__).resolve().parent / "fixtures" / "configs"
+
+# Third-party packages that `import llmhost.cli` must not load, and why each is deferred.
+HEAVY_THIRD_PARTY = [
+    "numpy",  # via gguf: only GGUF inputs parse headers
+    "gguf",
+    "huggingface_hub",  # only Hub references
+    "httpx",  # huggingface_hub's HTTP client
+    "psutil",  # only hardware detection
+    "yaml",  # the accelerator catalog, read on first lookup
+    "pynvml",  # only NVIDIA detection
+]
+# llmhost's own modules that pull those in, or that belong to commands other than the one run.
+HEAVY_OWN = [
+    "llmhost.hardware.cpu",
+    "llmhost.hardware.catalog",
+    "llmhost.hardware.nvidia",
+    "llmhost.hardware.amd",
+    "llmhost.hardware.apple",
+    "llmhost.models.gguf_header",
+    "llmhost.models.hub",
+    "llmhost.models.remote",
+    "llmhost.models.local",
+    "llmhost.estimate",
+    "llmhost.plan.planner",
+    "llmhost.bench",
+    "llmhost.supervise",
+    "llmhost.engines.registry",
+    "llmhost.engines.vllm",
+    "llmhost.engines.llamacpp",
+]
+
+# Runs `llmhost` in-process with the given argv (if any), then lists the loaded modules on stdout.
+_PROBE = """
+import json, sys
+argv = json.loads(sys.argv[1])
+import llmhost.cli
+if argv:
+    import contextlib, io
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = llmhost.cli.main(argv)
+    assert code in (0, 3), code
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def loaded_modules(argv: list[str] | None = None) -> set[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(argv or [])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def loaded(modules: set[str], names: list[str]) -> list[str]:
+    """The names (packages included: `llmhost.bench` covers `llmhost.bench.runner`) that are loaded."""
+    return [n for n in names if any(m == n or m.startswith(n + ".") for m in modules)]
+
+
+def test_importing_the_cli_loads_no_heavy_module() -> None:
+    modules = loaded_modules()
+    assert "llmhost.cli.plan" in modules  # every command is registered: the probe did import the CLI
+    assert loaded(modules, HEAVY_THIRD_PARTY) == []
+    assert loaded(modules, HEAVY_OWN) == []
+
+
+def test_version_is_read_on_first_use() -> None:
+    probe = (
+        "import sys, llmhost; assert 'importlib.metadata' not in sys.modules; "
+        "from importlib.metadata import version; assert llmhost.__version__ == version('llmhost'); "
+        "print(llmhost.__version__)"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    import llmhost
+
+    with pytest.raises(AttributeError):
+        _ = llmhost.no_such_attribute  # type: ignore[attr-defined]
+
+
+def test_plan_on_a_local_config_reads_neither_gguf_nor_the_hub(tmp_path: Path) -> None:
+    model_dir = tmp_path / "Llama-3.2-1B-Instruct"
+    model_dir.mkdir()
+    shutil.copy(CONFIGS / "meta-llama--Llama-3.2-1B-Instruct.json", model_dir / "config.json")
+    modules = loaded_modules(["plan", str(model_dir), "--json"])
+    assert "llmhost.plan.planner" in modules and "psutil" in modules  # it planned, for this machine
+    assert loaded(modules, ["numpy", "gguf", "huggingface_hub", "httpx"]) == []
+    assert loaded(modules, ["llmhost.models.gguf_header", "llmhost.models.hub", "llmhost.bench"]) == []
+
+
+def test_plan_on_a_local_gguf_does_not_load_the_hub_client(tmp_path: Path) -> None:
+    from llmhost.demo_model import write_llama_gguf
+
+    gguf_path = write_llama_gguf(
+        tmp_path / "tiny.gguf", n_layer=2, n_embd=64, n_head=2, n_head_kv=1, n_ff=128, n_vocab=300
+    )
+    modules = loaded_modules(["plan", str(gguf_path), "--json"])
+    assert "llmhost.models.gguf_header" in modules and "gguf" in modules  # parsed by llama.cpp's reader
+    assert loaded(modules, ["huggingface_hub", "httpx", "llmhost.models.hub", "llmhost.supervise"]) == []
+
+
+def test_ggml_sizes_read_without_the_gguf_package_equal_gguf_s_own_table() -> None:
+    probe = (
+        "import json, sys; from llmhost.estimate.dtypes import ggml_blocks; table = ggml_blocks(); "
+        "assert 'gguf' not in sys.modules and 'numpy' not in sys.modules, 'gguf package was imported'; "
+        "print(json.dumps(table))"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    from gguf.constants import GGML_QUANT_SIZES
+
+    expected = {qtype.name.upper(): list(sizes) for qtype, sizes in GGML_QUANT_SIZES.items()}
+    assert json.loads(proc.stdout) == expected
+    assert expected["Q4_K"] == [256, 144]  # llama.cpp: 256 weights in 144 bytes (4.5 bits)
