@@ -5,6 +5,7 @@ results kept)."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import socket
 from pathlib import Path
@@ -91,16 +92,19 @@ def test_sweep_finds_the_knee(ref_server, capsys, tmp_path: Path) -> None:
 
 
 def test_open_loop_rate_records_the_schedule(ref_server, capsys) -> None:
-    with ref_server(**FAST) as srv:
+    with ref_server(ttft_s=0.005, itl_s=0.01) as srv:
         code, out, _ = run(
-            capsys, *common(srv.base_url, "--rate", "40", "-n", "10", "--burstiness", "0.5", "--json")
+            capsys, *common(srv.base_url, "--rate", "40", "-n", "12", "--burstiness", "0.5", "--json")
         )
     assert code == 0
     result = BenchResult.model_validate_json(out)
-    assert result.summary.completed == 10
+    assert result.summary.completed == 12 and result.workload.concurrency is None
     assert all(r.sent_ms >= r.scheduled_ms for r in result.requests)
     sched = sorted(r.scheduled_ms for r in result.requests)
     assert sched[-1] - sched[0] > 50  # spread over time, not all at once
+    # Open loop: arrivals do not wait for earlier requests (each takes ~120 ms, arrivals ~25 ms apart).
+    ordered = sorted(result.requests, key=lambda r: r.sent_ms)
+    assert any(b.sent_ms < a.ended_ms for a, b in itertools.pairwise(ordered))
 
 
 @pytest.mark.parametrize(
@@ -282,3 +286,16 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
     result = BenchResult.model_validate_json(out)
     assert result.incomplete and result.aborted and "interrupted" in result.aborted
     assert result.summary.completed > 0 and result.summary.failed == 0
+
+
+def test_unwritable_output_and_missing_matplotlib(ref_server, capsys, tmp_path: Path, monkeypatch) -> None:
+    with ref_server(**FAST) as srv:
+        code, out, err = run(
+            capsys, *common(srv.base_url, "-n", "2", "--output", str(tmp_path / "no" / "a.json"))
+        )
+        assert (
+            code == ExitCode.BAD_INPUT and "cannot write" in err and "TTFT ms" in out
+        )  # results shown first
+        monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+        code, _, err = run(capsys, *common(srv.base_url, "-n", "2", "--plot", str(tmp_path / "p.png")))
+    assert code == ExitCode.BAD_INPUT and "matplotlib" in err and "plot extra" in err

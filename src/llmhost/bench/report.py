@@ -190,7 +190,7 @@ def write_plot(result: BenchResult, path: Path) -> None:
     except ImportError as exc:
         raise UsageError(
             "--plot needs matplotlib, which is not installed.",
-            hint="Install the extra: pip install 'llmhost[plot]'.",
+            hint="Install it: pip install matplotlib (the plot extra of llmhost).",
         ) from exc
     ok = [r for r in result.requests if r.ok]
     panels = 4 if result.sweep else 3

@@ -207,6 +207,16 @@ class _Load:
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
+    async def _wait_until(self, when_ns: int) -> bool:
+        """Sleep until `when_ns` (timers may fire up to a millisecond early: wait again); True if stopped."""
+        while (delay := (when_ns - time.perf_counter_ns()) / 1e9) > 0:
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=delay)
+                return True
+            except asyncio.TimeoutError:
+                continue
+        return self.stop.is_set()
+
     async def open_loop(
         self,
         rate: float,
@@ -239,13 +249,8 @@ class _Load:
                 break
             scheduled_ns = start + int(at * 1e9)
             req = self.prepare()
-            delay = (scheduled_ns - time.perf_counter_ns()) / 1e9
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(self.stop.wait(), timeout=delay)
-                    break
-                except asyncio.TimeoutError:
-                    pass
+            if await self._wait_until(scheduled_ns):
+                break
             task = asyncio.create_task(one(req, scheduled_ns))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -268,6 +273,8 @@ async def run_bench(cfg: BenchConfig, progress: ProgressSink | None = None) -> B
     wl = cfg.workload
     concurrency = wl.concurrency or 1
     pool = max(concurrency, cfg.sweep_max_concurrency if wl.sweep else concurrency) + 2
+    if wl.rate is not None and wl.concurrency is None:
+        pool = 0  # open loop without a cap: as many connections as arrivals need (aiohttp: 0 = no limit)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     async with make_session(pool, api_key=cfg.api_key, read_timeout_s=cfg.read_timeout_s) as http:
         flags = await preflight(http, cfg.target)

@@ -97,7 +97,14 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         api: Annotated[ApiChoice, typer.Option("--api", help="chat or completions.")] = "chat",
-        concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight.")] = 1,
+        concurrency: Annotated[
+            int | None,
+            typer.Option(
+                "--concurrency",
+                "-c",
+                help="Requests in flight (default 1; with --rate: a cap, none by default).",
+            ),
+        ] = None,
         num_requests: Annotated[
             int | None, typer.Option("--num-requests", "-n", help="Requests to measure (default 50).")
         ] = None,
@@ -172,7 +179,7 @@ def _run(
     model: str | None,
     api_key: str | None,
     api: ApiChoice,
-    concurrency: int,
+    concurrency: int | None,
     num_requests: int | None,
     duration: float | None,
     rate: float | None,
@@ -242,7 +249,7 @@ def _run(
         output_tokens=out_range or (128, 128),
         num_requests=num_requests,
         duration_s=duration,
-        concurrency=concurrency,
+        concurrency=concurrency if concurrency is not None else (None if rate is not None else 1),
         rate=rate,
         burstiness=burstiness,
         warmup=warmup,
@@ -283,8 +290,8 @@ def _run(
     with LiveView(stderr) as live:
         result = run_blocking(cfg, live)
 
-    _save(result, output, csv_path, plot)
     emit(result, as_json=as_json, human=lambda console: render(result, console))
+    _save(result, output, csv_path, plot)
     if result.aborted == INTERRUPTED:
         warn(f"{INTERRUPTED}: the partial results above are marked incomplete.")
         raise typer.Exit(ExitCode.INTERRUPTED)
@@ -302,12 +309,22 @@ def _save(result: BenchResult, output: Path | None, csv_path: Path | None, plot:
     from llmhost.bench.report import write_csv, write_plot
     from llmhost.cli._output import info
 
-    if output:
-        output.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        info(f"wrote {output}")
-    if csv_path:
-        write_csv(result, csv_path)
-        info(f"wrote {csv_path}")
-    if plot:
-        write_plot(result, plot)
-        info(f"wrote {plot}")
+    target: Path | None = None
+    try:
+        if output:
+            target = output
+            output.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+            info(f"wrote {output}")
+        if csv_path:
+            target = csv_path
+            write_csv(result, csv_path)
+            info(f"wrote {csv_path}")
+        if plot:
+            target = plot
+            write_plot(result, plot)
+            info(f"wrote {plot}")
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {target}: {exc.strerror or exc}.",
+            hint="Check that the folder exists and is writable.",
+        ) from exc
