@@ -8,7 +8,6 @@ runs are noisy, so each figure is the median of three runs.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import socket
 import statistics
@@ -16,7 +15,7 @@ import time
 from typing import Any
 
 from llmhost.bench.models import BenchResult, Target, Workload
-from llmhost.bench.runner import BenchConfig, run_bench
+from llmhost.bench.runner import BenchConfig, run_blocking
 from llmhost.bench.workload import SyntheticWorkload
 
 T0_MS = 100.0
@@ -42,7 +41,7 @@ def bench(base_url: str, *, concurrency: int = 2, n: int = 6, tokens: int = TOKE
         slos=slos,
         synthetic=SyntheticWorkload((16, 16), (tokens, tokens), seed=7, api=api),
     )
-    return asyncio.run(run_bench(cfg))
+    return run_blocking(cfg)  # as `llmhost bench` runs it (uvloop where installed)
 
 
 def overhead_ms(result: BenchResult) -> float:
