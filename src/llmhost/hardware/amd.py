@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass, field
 
 from llmhost.hardware._run import Runner, run_command
-from llmhost.hardware.catalog import match_gpu
 from llmhost.hardware.models import GPU
 
 ROCM_SMI_ARGV = ("rocm-smi", "--showproductname", "--showmeminfo", "vram", "--json")
@@ -26,6 +25,9 @@ class AmdReading:
 
 
 def parse_rocm_smi(text: str) -> AmdReading:
+    # The catalog (pydantic models, YAML) loads only when a GPU is found.
+    from llmhost.hardware.catalog import match_gpu
+
     reading = AmdReading()
     try:
         data = json.loads(text)

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass, field
 
 from llmhost.hardware._run import Runner, run_command
-from llmhost.hardware.catalog import match_gpu
 from llmhost.hardware.models import CPU, GPU
 
 GIB = 1024**3
@@ -160,6 +159,9 @@ class AppleReading:
 
 def apple_from_outputs(sysctl_text: str | None, profiler_text: str | None) -> AppleReading:
     """Combine recorded `sysctl` and `system_profiler` output into the chip's GPU and CPU."""
+    # The catalog (pydantic models, YAML) loads only when a GPU is found.
+    from llmhost.hardware.catalog import match_gpu
+
     notes: list[str] = []
     sysctl = parse_sysctl(sysctl_text or "")
     if sysctl_text is None:

@@ -14,7 +14,6 @@ from typing import Any
 
 import psutil
 
-from llmhost.hardware.catalog import fp8_supported_for_cc, match_gpu
 from llmhost.hardware.models import GPU, BandwidthSource, GPUProcess
 from llmhost.hardware.visible import Device, select_visible
 
@@ -166,6 +165,9 @@ def _read_initialised(nvml: _Reader, visible_devices: str | None, reading: Nvidi
 
 
 def _read_device(nvml: _Reader, handle: object, index: int, notes: list[str]) -> GPU:
+    # The catalog (pydantic models, YAML) loads only when a GPU is found.
+    from llmhost.hardware.catalog import fp8_supported_for_cc, match_gpu
+
     name = _text(nvml.get("nvmlDeviceGetName", handle) or f"NVIDIA GPU {index}")
     uuid_raw = nvml.get("nvmlDeviceGetUUID", handle)
     memory = nvml.get("nvmlDeviceGetMemoryInfo", handle)
