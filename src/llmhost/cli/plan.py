@@ -99,35 +99,27 @@ def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None
     others = [(i, c) for i, c in enumerate(plan.candidates) if i != plan.chosen]
     if others:
         shown = others if show_all else others[:COMPACT_ROWS]
-        table = Table(title="Other candidates", title_justify="left")
-        for col in (
-            "engine",
-            "quant",
-            "KV",
-            "layout",
-            "context",
-            "fits",
-            "total",
-            "max ctx",
-            "max conc",
-            "tok/s",
-            "why",
-        ):
-            table.add_column(col)
+        # The reasons column only where the terminal has room: an 80-column table must stay readable.
+        wide = console.width >= 140
+        table = Table(title="Other candidates", title_justify="left", box=None, pad_edge=False)
+        columns = ["engine", "quant", "KV", "layout", "fits", "total", "max ctx", "max conc", "tok/s"]
+        for col in [*columns, "why"] if wide else columns:
+            table.add_column(col, no_wrap=col != "why", overflow="ellipsis")
         for _, c in shown:
-            table.add_row(
+            row = [
                 _engine(c),
                 c.quantization,
                 c.kv_cache_dtype,
                 _layout(c),
-                str(c.context_length),
                 "yes" if c.fits else "no",
                 _size(c.memory.total_bytes),
                 str(c.max_context),
                 str(c.max_concurrency),
                 _speed(c),
-                c.reasons[0] if c.reasons else "",
-            )
+            ]
+            if wide:
+                row.append(c.reasons[0] if c.reasons else "")
+            table.add_row(*row)
         console.print(table)
         if len(others) > len(shown):
             console.print(f"({len(others) - len(shown)} more: `--all` shows them)")
