@@ -361,10 +361,12 @@ class RunSettings:
     @classmethod
     def of_launch(cls, launch: LaunchSpec, planned: StartupReport | None = None) -> RunSettings:
         def value(name: str, default: int) -> int:
+            """The flag's last value, as argparse takes it (profile extra args come last and win)."""
             argv = launch.argv
+            at = [i for i, arg in enumerate(argv[:-1]) if arg == name]
             try:
-                return int(argv[argv.index(name) + 1])
-            except (ValueError, IndexError):
+                return int(argv[at[-1] + 1]) if at else default
+            except ValueError:
                 return default
 
         per_token = 0
