@@ -185,3 +185,13 @@ def test_recorded_vllm_metrics_reconcile_with_the_recorded_run() -> None:
         again.tpot_ms == result.summary.tpot_ms
         and again.output_tokens_per_s == result.summary.output_tokens_per_s
     )
+
+
+def test_wrong_hardware_or_model_ref_is_a_usage_error(capsys, tmp_path: Path) -> None:
+    base = ["bench", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "-n", "1"]
+    assert main([*base, "--hardware", "no-such-gpu", "--model-ref", "x.gguf"]) == ExitCode.BAD_INPUT
+    assert "no-such-gpu" in capsys.readouterr().err
+    assert (
+        main([*base, "--hardware", "h100-80gb", "--model-ref", str(tmp_path / "none.gguf")])
+        == ExitCode.BAD_INPUT
+    )

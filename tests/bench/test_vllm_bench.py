@@ -68,8 +68,16 @@ def test_bench_vllm_by_name_agrees_with_vllm(deployment: str) -> None:
     assert result.target.engine == "vllm" and result.target.api_key_used
     assert result.target.server_slots == 4  # from the deployment's --max-num-seqs
     codes = {f.code for f in result.flags}
-    distrust = {"length_not_honoured", "server_disagrees_ttft", "server_disagrees_tpot", "buffered_stream"}
-    assert not codes & (distrust | {"server_token_count_mismatch"})
+    distrust = {
+        "length_not_honoured",
+        "server_disagrees_ttft",
+        "buffered_stream",
+        "server_token_count_mismatch",
+    }
+    assert not codes & distrust
+    if "client_bound" not in codes:
+        # A starved client stamps chunks late (and says so); a healthy one must agree with vLLM.
+        assert "server_disagrees_tpot" not in codes
     t = result.telemetry
     assert t is not None and t.metrics_available
     generated = t.after["vllm:generation_tokens_total"] - t.before["vllm:generation_tokens_total"]

@@ -26,29 +26,35 @@ def hardware_name(hw: Hardware) -> tuple[float | None, str]:
 
 
 def make_roofline(
-    model_ref: str | None, hardware_spec: str | None
+    model_ref: str | None, hardware_spec: str | None, *, model_is_explicit: bool = True
 ) -> tuple[RooflineFn | None, Hardware | None]:
-    """Resolve the model and the hardware once; return a function of the measured rate."""
+    """Resolve the model and the hardware once; return a function of the measured rate.
+
+    A wrong `--hardware` or `--model-ref` is the user's mistake and raises; a deployment's own model
+    that cannot be resolved (offline, say) only costs the roofline, with a warning.
+    """
     from llmhost.cli._output import warn
 
     if not model_ref:
         warn("the roofline needs the model: pass --model-ref (a repo or GGUF) as well as --hardware.")
         return None, None
+    if hardware_spec:
+        from llmhost.hardware.catalog import hardware_from_spec
+
+        hw = hardware_from_spec(hardware_spec)
+    else:
+        from llmhost.hardware import detect
+
+        hw = detect()
+    from llmhost.models import resolve
+
     try:
-        if hardware_spec:
-            from llmhost.hardware.catalog import hardware_from_spec
-
-            hw = hardware_from_spec(hardware_spec)
-        else:
-            from llmhost.hardware import detect
-
-            hw = detect()
-        from llmhost.models import resolve
-
         spec = resolve(model_ref)
     except LlmhostError as exc:
+        if model_is_explicit:
+            raise
         warn(f"no roofline: {exc}")
-        return None, None
+        return None, hw
     bandwidth, hw_name = hardware_name(hw)
     if not bandwidth:
         warn(

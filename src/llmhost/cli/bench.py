@@ -285,7 +285,9 @@ def _run(
     if hardware or model_ref or deployment_model:
         from llmhost.bench.roofline import make_roofline
 
-        cfg.roofline, cfg.hardware = make_roofline(model_ref or deployment_model, hardware)
+        cfg.roofline, cfg.hardware = make_roofline(
+            model_ref or deployment_model, hardware, model_is_explicit=model_ref is not None
+        )
 
     with LiveView(stderr) as live:
         result = run_blocking(cfg, live)
