@@ -138,6 +138,18 @@ def test_two_deployments_get_distinct_internal_ports(make_gpu_candidate) -> None
     assert "VLLM_PORT" in spec.env_remove  # a VLLM_PORT exported in the shell is replaced, not inherited
 
 
+def test_probe_endpoints_are_kept_out_of_the_access_log_on_032(make_cpu_candidate, tmp_path: Path) -> None:
+    argv = vllm_engine.build_argv("python", make_cpu_candidate(str(tmp_path)), options(), quiet_probes=True)
+    assert flag(argv, "--disable-access-log-for-endpoints") == "/health,/metrics,/v1/models"
+    assert "--disable-access-log-for-endpoints" not in vllm_engine.build_argv(
+        "python", make_cpu_candidate(str(tmp_path)), options()
+    )  # an older or unknown vLLM might not know the flag
+    assert vllm_engine._version_at_least("0.32.0", (0, 32))
+    assert not vllm_engine._version_at_least("0.10.2", (0, 32)) and not vllm_engine._version_at_least(
+        "?", (0, 32)
+    )
+
+
 def test_profile_env_passes_through(make_gpu_candidate) -> None:
     spec = ENGINE.build_launch(make_gpu_candidate(), options(env={"VLLM_ATTENTION_BACKEND": "FLASHINFER"}))
     assert spec.env["VLLM_ATTENTION_BACKEND"] == "FLASHINFER"

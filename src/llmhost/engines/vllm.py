@@ -49,6 +49,9 @@ COMPLETION_PROBE_INTERVAL_S = 60.0
 COMPLETION_PROBE_TIMEOUT_S = 60.0
 PROBE_INTERVAL_ENV = "LLMHOST_COMPLETION_PROBE_INTERVAL_S"
 PROBE_TIMEOUT_ENV = "LLMHOST_COMPLETION_PROBE_TIMEOUT_S"
+# Endpoints llmhost itself polls, kept out of vLLM's access log (the flag exists in the pinned 0.32).
+QUIET_ENDPOINTS = "/health,/metrics,/v1/models"
+QUIET_ENDPOINTS_SINCE = (0, 32)
 # Inherited variables that would silently change what the plan decided (ports, memory, the key).
 ENV_REMOVE = ["VLLM_PORT", "VLLM_DP_MASTER_PORT", "VLLM_API_KEY", "VLLM_CPU_KVCACHE_SPACE", "VLLM_HOST_IP"]
 
@@ -135,7 +138,14 @@ def _dtype_flag(candidate: Candidate) -> str | None:
     return _DTYPES.get(candidate.quantization.lower())
 
 
-def build_argv(python: str, candidate: Candidate, options: ServeOptions) -> list[str]:
+def _version_at_least(version: str, wanted: tuple[int, int]) -> bool:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return match is not None and (int(match[1]), int(match[2])) >= wanted
+
+
+def build_argv(
+    python: str, candidate: Candidate, options: ServeOptions, *, quiet_probes: bool = False
+) -> list[str]:
     argv = [python, "-m", API_SERVER_MODULE, "--model", candidate.model_source]
     argv += ["--served-model-name", options.served_model_name]
     argv += ["--host", options.host, "--port", str(options.port)]
@@ -167,6 +177,9 @@ def build_argv(python: str, candidate: Candidate, options: ServeOptions) -> list
     argv += ["--shutdown-timeout", str(SHUTDOWN_DRAIN_S)]
     if options.trust_remote_code:
         argv.append("--trust-remote-code")
+    if quiet_probes:
+        # The supervisor polls these every few seconds; their access-log lines would bury real requests.
+        argv += ["--disable-access-log-for-endpoints", QUIET_ENDPOINTS]
     argv += options.extra_args
     return argv
 
@@ -484,7 +497,8 @@ class VllmEngine:
         # Not installed for this device (e.g. a what-if GPU plan on a laptop): the command still reads
         # right for a machine where `python3` has vLLM; serving it here fails with a clear cause.
         python = runtime.python if runtime is not None else "python3"
-        argv = build_argv(python, candidate, options)
+        quiet = runtime is not None and _version_at_least(runtime.version, QUIET_ENDPOINTS_SINCE)
+        argv = build_argv(python, candidate, options, quiet_probes=quiet)
         deadline = ready_deadline_s(candidate)
         env = {
             "VLLM_PORT": str(internal_port(options.port)),
