@@ -114,8 +114,10 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
 def load_profile(path: str | Path) -> Profile:
     """Load a profile file, or a shipped profile by name (`laptop-chat` -> profiles/laptop-chat.yaml)."""
     file = Path(path).expanduser()
-    if not file.is_file() and not file.suffix and (PROFILES_DIR / f"{path}.yaml").is_file():
-        file = PROFILES_DIR / f"{path}.yaml"
+    # Shipped names may contain dots ("qwen2.5-7b-instruct"), so only a YAML suffix marks a path.
+    shipped_file = PROFILES_DIR / f"{path}.yaml"
+    if not file.is_file() and file.suffix not in (".yaml", ".yml") and shipped_file.is_file():
+        file = shipped_file
     try:
         text = file.read_text()
     except FileNotFoundError:

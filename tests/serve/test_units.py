@@ -15,7 +15,7 @@ from llmhost.engines.base import ServeOptions
 from llmhost.engines.llamacpp import ENGINE, LlamaCppEngine
 from llmhost.errors import ProfileError, UsageError
 from llmhost.plan.models import Candidate, MemoryBreakdown
-from llmhost.profiles import load_profile, parse_profile, shipped_profiles
+from llmhost.profiles import PROFILES_DIR, load_profile, parse_profile, shipped_profiles
 from llmhost.supervise.deploy import decide_api_key, default_name, engine_choice, is_loopback
 from llmhost.supervise.health import parse_prometheus
 from llmhost.supervise.logs import RotatingLog, follow, tail
@@ -144,6 +144,10 @@ def test_shipped_profiles_are_valid() -> None:
     for path in shipped_profiles():
         load_profile(path)
     assert load_profile("laptop-chat").quant == "Q4_K_M"
+    # Names with dots load by name too, as the "No profile file" hint lists them.
+    for name in names:
+        assert load_profile(name) == load_profile(PROFILES_DIR / f"{name}.yaml")
+    assert load_profile("qwen2.5-7b-instruct").model == "Qwen/Qwen2.5-7B-Instruct"
 
 
 def test_profile_errors_name_the_key_and_line() -> None:
