@@ -14,6 +14,7 @@ from llmhost.bench.models import ClientHealth, Flag, RequestRecord, Summary, Tar
 TOKEN_DISAGREEMENT = 0.02  # usage vs tokenizer counts
 RECONCILE_TOLERANCE = 0.10  # client vs server decode rate / TTFT
 BUFFERED_MAX_ARRIVALS = 2  # distinct arrival times of a stream of >= 8 content chunks
+BUFFERED_MIN_TTFT_SHARE = 0.9  # ... and TTFT this close to E2E: it all came at the end
 BUNDLED_TOKENS_PER_CHUNK = 1.05  # above this, client TPOT is not compared with the server's
 EARLY_CHUNK_MIN_MS = 1.0  # an empty first chunk this much before the content is reported
 
@@ -84,13 +85,14 @@ def streaming_flags(records: Sequence[RequestRecord], summary: Summary) -> list[
                 f"{naive:.1f} ms).",
             )
         )
-    # A buffering proxy delivers a whole response in one or two reads. Fast engines also coalesce
-    # events into one write (vLLM with a tiny model: most gaps are 0), so zero gaps alone prove nothing.
+    # A buffering proxy delivers a whole response in one or two reads, at the end. Fast engines also
+    # coalesce events into one write (vLLM with a tiny model: most gaps are 0; a starved vLLM API
+    # server sent 24 tokens in 2 writes, half-way), so neither zero gaps nor few reads alone prove it.
     long = [r for r in ok if r.content_chunks >= 8 and r.ttft_ms is not None and r.e2e_ms]
     if long:
         arrivals = statistics.median(len(set(r.chunk_ms)) for r in long)
         ratio = statistics.median(r.ttft_ms / r.e2e_ms for r in long)  # type: ignore[operator]
-        if arrivals <= BUFFERED_MAX_ARRIVALS:
+        if arrivals <= BUFFERED_MAX_ARRIVALS and ratio > BUFFERED_MIN_TTFT_SHARE:
             flags.append(
                 Flag(
                     code="buffered_stream",
