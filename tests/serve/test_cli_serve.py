@@ -47,6 +47,14 @@ def test_usage_errors(tiny_gguf: Path) -> None:
     assert out.returncode == 2 and "Unknown engine" in out.stderr
     out = llmhost("serve", str(tiny_gguf), "--name", "Bad Name!", "--dry-run")
     assert out.returncode == 2 and "Invalid deployment name" in out.stderr
+    # A host this machine cannot listen on is named as such, not blamed on ports (exit 2, no traceback).
+    out = llmhost("serve", str(tiny_gguf), "--host", "bad..host", "--dry-run")
+    assert out.returncode == 2 and "Cannot resolve --host bad..host" in out.stderr, out.stderr
+    out = llmhost("serve", str(tiny_gguf), "--host", "192.0.2.1", "--api-key", "k" * 20, "--port", "18999")
+    assert out.returncode == 2 and "Cannot listen on --host 192.0.2.1" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    out = llmhost("serve", str(tiny_gguf), "--port", "70000", "--dry-run")
+    assert out.returncode == 2 and "out of range" in out.stderr
     out = llmhost("stop")
     assert out.returncode == 2 and "--all" in out.stderr
     out = llmhost("logs", "nope")

@@ -21,7 +21,12 @@ from llmhost.engines.base import ServeOptions, StartupReport
 from llmhost.errors import ModelError, NetworkError, NothingFitsError, UsageError
 from llmhost.plan.models import Candidate
 from llmhost.supervise import paths
-from llmhost.supervise.process import check_port_available, next_free_port
+from llmhost.supervise.process import (
+    check_host_bindable,
+    check_port_available,
+    check_port_in_range,
+    next_free_port,
+)
 from llmhost.supervise.state import Deployment
 
 if TYPE_CHECKING:
@@ -229,8 +234,10 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
     _, runtime = engine_choice(request.engine)
     name = paths.validate_name(request.name or default_name(spec.name))
     served = spec.name
+    check_host_bindable(request.host)
     api_key, generated = decide_api_key(request.host, request.api_key, request.insecure_no_auth)
     if request.port is not None:
+        check_port_in_range(request.port)
         if not dry_run:
             check_port_available(request.host, request.port)
         port = request.port

@@ -199,9 +199,34 @@ def port_owner(port: int) -> str | None:
     return None
 
 
-def check_port_available(host: str, port: int) -> None:
+def check_host_bindable(host: str) -> None:
+    """A usage error when `host` is no address of this machine (a typo, another machine's IP).
+
+    Checked before any port: otherwise every port looks "in use" and the user is sent after ports.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except socket.gaierror as exc:
+            raise UsageError(
+                f"Cannot resolve --host {host} ({exc.strerror}).",
+                hint="Pass an address of this machine, 127.0.0.1 or 0.0.0.0.",
+            ) from exc
+        except OSError as exc:
+            raise UsageError(
+                f"Cannot listen on --host {host}: {exc.strerror}.",
+                hint="Pass an address of this machine (see `ip addr`), 127.0.0.1 or 0.0.0.0.",
+            ) from exc
+
+
+def check_port_in_range(port: int) -> None:
     if not 1 <= port <= 65535:
         raise UsageError(f"Port {port} is out of range.", hint="Pass --port between 1024 and 65535.")
+
+
+def check_port_available(host: str, port: int) -> None:
+    check_port_in_range(port)
     if not port_free(host, port):
         owner = port_owner(port)
         who = f" by {owner}" if owner else ""
