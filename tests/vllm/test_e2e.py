@@ -242,10 +242,12 @@ def test_stop_leaves_no_vllm_process_and_frees_the_port(served: dict[str, Any]) 
     assert alive(procs) == [] and alive([supervisor]) == []
     # Every process the supervisor ever recorded for this deployment is gone too (PID + create time).
     assert [r for r in entry["descendants"] if still_running(r["pid"], r["create_time"])] == []
-    model_dir = str(tiny_llama_checkpoint())
+    # Nothing that serves this model on this port (other test sessions may serve the same tiny model).
+    model_dir, port_arg = str(tiny_llama_checkpoint()), f"--port {entry['port']}"
     leftovers = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if model_dir in " ".join(proc.info["cmdline"] or []) and proc.status() != psutil.STATUS_ZOMBIE:
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if model_dir in cmd and port_arg in cmd and proc.info["status"] != psutil.STATUS_ZOMBIE:
             leftovers.append(proc)
     assert leftovers == []
     import socket

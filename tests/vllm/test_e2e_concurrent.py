@@ -97,9 +97,12 @@ def test_two_deployments_start_side_by_side(tmp_path: Path) -> None:
                 launch.kill()
         stopped = [_llmhost("stop", name, timeout=180) for name in names]
     assert all(s.returncode == 0 for s in stopped), [s.stderr for s in stopped]
+    # Nothing that serves this model on these ports (other test sessions may serve the same tiny model).
     left = [
         p
         for p in psutil.process_iter(["cmdline", "status"])
-        if model in " ".join(p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE
+        if model in " ".join(p.info["cmdline"] or [])
+        and any(f"--port {port}" in " ".join(p.info["cmdline"] or []) for port in ports)
+        and p.info["status"] != psutil.STATUS_ZOMBIE
     ]
     assert left == []

@@ -69,9 +69,12 @@ def test_kv_cache_too_small_is_classified_and_answered(tmp_path: Path) -> None:
         timeout=60,
     ).stdout
     assert "restarting" not in supervisor_log  # the same flags would fail again: no restart loop
+    # Nothing that serves this model on this port (other test sessions may serve the same tiny model).
     left = [
         p
         for p in psutil.process_iter(["cmdline", "status"])
-        if model in " ".join(p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE
+        if model in " ".join(p.info["cmdline"] or [])
+        and f"--port {port}" in " ".join(p.info["cmdline"] or [])
+        and p.info["status"] != psutil.STATUS_ZOMBIE
     ]
     assert left == []
