@@ -128,6 +128,8 @@ def llamacpp_settings(case: dict[str, Any]) -> est.LlamaCppSettings:
         cache_type_v=s["type_v"],
         swa_full=s["swa_full"],
         kv_unified=s["kv_unified"],
+        # as llama.cpp resolved it (0 asks for n_batch): the logits rows the graph is reserved for
+        n_outputs_max=int(context.get("n_outputs_max", s["n_batch"])),
     )
 
 

@@ -156,7 +156,9 @@ SHAPES: list[Shape] = [
     ),
 ]
 
-# llama-server's defaults are n_batch 2048, n_ubatch 512, kv_unified off, swa_full off.
+# llama-server's defaults are n_batch 2048, n_ubatch 512, kv_unified off, swa_full off. n_outputs_max 0
+# means n_batch (llama-cpp-python's `Llama` and the C API default: the graph is reserved for logits of
+# a whole ubatch); llama-server asks for one output per slot (tools/server: n_outputs_max = n_parallel).
 BASE = {
     "n_batch": 2048,
     "n_ubatch": 512,
@@ -165,6 +167,7 @@ BASE = {
     "flash_attn": "off",
     "kv_unified": False,
     "swa_full": False,
+    "n_outputs_max": 0,
 }
 SETTINGS: list[dict[str, Any]] = [
     {"n_ctx": 512, "n_seq": 1},
@@ -178,6 +181,10 @@ SETTINGS: list[dict[str, Any]] = [
     {"n_ctx": 4096, "n_seq": 2, "n_batch": 512, "type_v": "q8_0", "flash_attn": "on", "kv_unified": True},
     # a quantized V cache without flash attention: llama.cpp refuses it; recorded to show the refusal
     {"n_ctx": 1024, "n_seq": 1, "type_k": "q8_0", "type_v": "q8_0", "flash_attn": "off"},
+    # llama-server's own context: one output per slot, flash attention left on auto
+    {"n_ctx": 4096, "n_seq": 1, "flash_attn": "auto", "n_outputs_max": 1},
+    {"n_ctx": 16384, "n_seq": 4, "flash_attn": "auto", "n_outputs_max": 4},
+    {"n_ctx": 32768, "n_seq": 2, "n_outputs_max": 2},
 ]
 SWA_EXTRA: list[dict[str, Any]] = [
     {"n_ctx": 8192, "n_seq": 2, "swa_full": True},
@@ -249,6 +256,7 @@ def _child_load(gguf_path: str, settings_json: str) -> None:
         cp.flash_attn_type = FLASH_ATTN[s["flash_attn"]]
         cp.kv_unified = s["kv_unified"]
         cp.swa_full = s["swa_full"]
+        cp.n_outputs_max = s["n_outputs_max"]
         cp.n_threads = cp.n_threads_batch = 1
         ctx = llama_cpp.llama_init_from_model(model, cp)
         text = "".join(lines).splitlines()
@@ -428,8 +436,10 @@ def compare(path: Path, *, write_docs: bool) -> int:
         f"{len(repack)} cases carry a `CPU_REPACK` model buffer (llama.cpp's AVX2 re-layout of "
         "Q4_0/Q4_K/IQ4_NL weights, an extra copy on the CPU backend only); it is counted in the measured "
         "model buffer.",
-        f"{len(refused)} contexts were refused by llama.cpp as expected (quantized V cache without flash "
-        "attention): " + "; ".join(sorted({c["error"][-1] for c in refused})) + ".",
+        f"{len(refused)} contexts were refused by llama.cpp, as it should: a quantized V cache without "
+        "flash attention, and different K/V types on an MLA model (its cache has no V): "
+        + "; ".join(sorted({c["error"][-1] for c in refused}))
+        + ".",
     ]
     summary_md = "\n".join(lines)
     print(summary_md)
