@@ -7,6 +7,7 @@ from public GPU logs (sources in logs/README.md).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,40 @@ def test_trust_remote_code_hint() -> None:
     run = RunSettings(context_length=4096, max_num_seqs=1, tensor_parallel_size=1, kv_bytes_per_token=0)
     fix = suggest_fix("bad_argument", run, tail)
     assert fix is not None and "--trust-remote-code" in fix
+
+
+# Public start-up logs collected for the estimator's accuracy work (records' raw_lines are verbatim).
+PUBLIC = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "vllm_startup_logs.json"
+FIELDS = {
+    "weights_gib": ("weights_bytes", GIB),
+    "available_kv_gib": ("kv_cache_bytes", GIB),
+    "kv_tokens": ("kv_cache_tokens", 1),
+    "max_concurrency": ("max_concurrency", 1),
+}
+
+
+def _public_cases() -> list[tuple[str, str, str, float]]:
+    data = json.loads(PUBLIC.read_text())
+    cases = []
+    for record in data["records"]:
+        text = "\n".join(record.get("raw_lines") or [])
+        for key, want in record["printed"].items():
+            if key in FIELDS and want is not None and text:
+                cases.append((record["id"], text, key, float(want)))
+    for i, extra in enumerate(data["extra_lines"]):
+        for key, want in extra["figures"].items():
+            if key in FIELDS and want is not None:
+                cases.append((f"extra-{i}", extra["line"], key, float(want)))
+    return cases
+
+
+def test_public_startup_logs_parse_to_the_printed_figures() -> None:
+    cases = _public_cases()
+    assert len(cases) >= 30
+    wrong = []
+    for case_id, text, key, want in cases:
+        field, unit = FIELDS[key]
+        got = getattr(parse_startup(text), field)
+        if got is None or abs(got / unit - want) > 1e-3 * max(1.0, abs(want)):
+            wrong.append((case_id, key, want, None if got is None else got / unit))
+    assert wrong == []

@@ -204,33 +204,52 @@ def _url_host(host: str) -> str:
     return f"[{shown}]" if ":" in shown else shown
 
 
-# vLLM 0.32 start-up lines (format strings quoted from the source named beside each).
-_KV_TOKENS = re.compile(  # v1/core/kv_cache_utils.py update_kv_cache_capacity
-    r"(?P<device>[A-Z]+)(?: \+ host)? KV cache size: (?P<tokens>[\d,]+) tokens"
-)
-_CONCURRENCY = re.compile(r"Maximum concurrency for (?P<len>[\d,]+) tokens per request: (?P<x>[\d.]+)x")
-_MODEL_LOADING = re.compile(  # v1/worker/gpu_model_runner.py load_model
-    r"Model loading took (?P<gib>[\d.]+) ?GiB(?: memory)? and (?P<s>[\d.]+) ?s"
-)
-# Older releases: "Loading model weights took 14.9888 GB" (GiB, labelled GB), the memory profiling
-# summary ("model weights take 14.99GiB", "kv_cache_size=3.81GiB") and "# GPU blocks: N" (16 tokens each).
-_LOADING_WEIGHTS = re.compile(r"Loading model weights took (?P<gib>[\d.]+) ?GB")
-_WEIGHTS_TAKE = re.compile(r"model weights take (?P<gib>[\d.]+) ?GiB")
-_PROFILED_KV = re.compile(r"kv_cache_size=(?P<gib>[\d.]+) ?GiB")
-_GPU_BLOCKS = re.compile(r"# GPU blocks: (?P<n>\d+)")
+# Start-up lines, newest wording first (vLLM 0.32 sources named; older V1 and V0 wordings after them,
+# as quoted in public logs: benchmarks/data/vllm_startup_logs.json). The first pattern that matches wins.
+_NUM = r"(?P<n>-?[\d.]+)"  # negative: V0 logged the shortfall ("reserved for KV Cache is -1.05GiB")
+_WEIGHTS = [  # (pattern, unit): vLLM's "GB" is GiB (it divides by 2**30); "MB" is MiB
+    (re.compile(rf"Model loading took {_NUM} ?(?P<unit>GiB|GB)"), GIB),  # v1/worker/gpu_model_runner.py
+    (re.compile(rf"weights memory: {_NUM} ?GiB"), GIB),  # v1/worker/gpu_worker.py (debug summary)
+    (re.compile(rf"model weights take\s+{_NUM} ?GiB"), GIB),  # V0 memory profiling summary
+    (re.compile(rf"Loading model weights took {_NUM} ?GB"), GIB),  # V0
+    (re.compile(rf"Loading model weights took {_NUM} ?MB"), 1024**2),  # early V0
+]
+_KV_BYTES = [
+    re.compile(rf"Available KV cache memory: {_NUM} ?GiB"),  # v1/worker/gpu_worker.py
+    re.compile(rf"(?:Explicitly|Auto) set \({_NUM}/[\d.]+\) GiB for KV cache"),  # v1/worker/cpu_worker.py
+    re.compile(rf"available_kv_cache_memory\s+{_NUM} ?GiB"),  # V0 table
+    re.compile(rf"reserved for KV Cache is {_NUM} ?GiB"),  # V0 summary
+    re.compile(rf"kv_cache_size={_NUM} ?GiB"),  # V0 "Memory profiling results"
+    re.compile(rf"larger than the available KV cache memory \({_NUM} GiB\)"),  # the start-up error
+]
+_KV_TOKENS = [
+    re.compile(r"(?P<device>[A-Z]+)(?: \+ host)? KV cache size: (?P<n>[\d,]+) tokens"),  # kv_cache_utils.py
+    re.compile(r"(?P<device>GPU|CUDA|cuda|CPU) blocks: (?P<blocks>\d+)"),  # older: blocks of 16 tokens
+    re.compile(r"stored in KV cache \((?P<n>\d+)\)"),  # V0 start-up error
+]
 OLD_BLOCK_TOKENS = 16
-_AVAILABLE_KV = re.compile(r"Available KV cache memory: (?P<gib>[\d.]+) ?GiB")  # v1/worker/gpu_worker.py
-_CPU_KV = re.compile(  # v1/worker/cpu_worker.py determine_available_memory
-    r"(?P<how>Explicitly|Auto) set \((?P<gib>[\d.]+)/(?P<total>[\d.]+)\) GiB for KV cache"
-)
-_GRAPHS = re.compile(r"Graph capturing finished in (?P<s>[\d.]+) secs?, took (?P<gib>[\d.]+) GiB")
-_ACTIVATION = re.compile(r"(?:PyTorch )?activation peak memory takes (?P<gib>[\d.]+) ?GiB")
+_CONCURRENCY = re.compile(r"Maximum concurrency for (?P<len>[\d,]+) tokens per request: (?P<x>[\d.]+)x")
+_ACTIVATION = [
+    re.compile(rf"activation peak memory(?: takes)?\s+{_NUM} ?GiB"),
+    re.compile(rf"torch peak memory increase: {_NUM} ?GiB"),
+]
+_GRAPHS = [
+    re.compile(
+        rf"Graph capturing finished in [\d.]+ secs?, took {_NUM} GiB"
+    ),  # v1/worker/gpu_model_runner.py
+    re.compile(rf"Estimated CUDA graph memory: {_NUM} ?GiB"),
+]
 _VERSION = re.compile(r"(?:version|vLLM engine \(v)\s*(?P<v>\d+\.\d+\.\d+[\w.+-]*)")
 _ENGINE_INIT = re.compile(r"init engine \(profile, create kv cache, warmup model\) took (?P<s>[\d.]+) ?s")
+_LOADING_S = re.compile(r"Model loading took [\d.]+ ?(?:GiB|GB)(?: memory)? and (?P<s>[\d.]+) ?s")
+_CPU_KV = re.compile(r"(?P<how>Explicitly|Auto) set \([\d.]+/(?P<total>[\d.]+)\) GiB for KV cache")
 
 
-def _gib(text: str) -> int:
-    return round(float(text) * GIB)
+def _first(patterns: list[re.Pattern[str]], text: str) -> re.Match[str] | None:
+    for pattern in patterns:
+        if m := pattern.search(text):
+            return m
+    return None
 
 
 def parse_startup(log_text: str) -> StartupReport:
@@ -241,34 +260,33 @@ def parse_startup(log_text: str) -> StartupReport:
     """
     raw: dict[str, str] = {}
     report = StartupReport()
-    if m := _KV_TOKENS.search(log_text):
-        report.kv_cache_tokens = int(m["tokens"].replace(",", ""))
-        raw["kv_cache_device"] = m["device"]
+    for pattern, unit in _WEIGHTS:
+        if m := pattern.search(log_text):
+            report.weights_bytes = round(float(m["n"]) * unit)
+            break
+    if m := _first(_KV_BYTES, log_text):
+        report.kv_cache_bytes = round(float(m["n"]) * GIB)
+    if m := _first(_KV_TOKENS, log_text):
+        if "blocks" in m.groupdict() and m["blocks"] is not None:
+            report.kv_cache_tokens = int(m["blocks"]) * OLD_BLOCK_TOKENS
+            raw["gpu_blocks"] = m["blocks"]
+        else:
+            report.kv_cache_tokens = int(m["n"].replace(",", ""))
+        if m.groupdict().get("device"):
+            raw["kv_cache_device"] = m["device"].upper()
     if m := _CONCURRENCY.search(log_text):
         report.max_concurrency = float(m["x"])
         raw["max_model_len"] = m["len"].replace(",", "")
-    if m := _MODEL_LOADING.search(log_text):
-        report.weights_bytes = _gib(m["gib"])
-        raw["model_loading_s"] = m["s"]
-    elif m := (_LOADING_WEIGHTS.search(log_text) or _WEIGHTS_TAKE.search(log_text)):
-        report.weights_bytes = _gib(m["gib"])
-    if report.kv_cache_tokens is None and (m := _GPU_BLOCKS.search(log_text)):
-        report.kv_cache_tokens = int(m["n"]) * OLD_BLOCK_TOKENS
-        raw["gpu_blocks"] = m["n"]
-    if m := (_AVAILABLE_KV.search(log_text) or _PROFILED_KV.search(log_text)):
-        report.kv_cache_bytes = _gib(m["gib"])
-    elif m := _CPU_KV.search(log_text):
-        report.kv_cache_bytes = _gib(m["gib"])
+    activation, graphs = _first(_ACTIVATION, log_text), _first(_GRAPHS, log_text)
+    if activation or graphs:
+        report.compute_bytes = sum(round(float(m["n"]) * GIB) for m in (activation, graphs) if m)
+        if graphs:
+            raw["cuda_graphs_gib"] = graphs["n"]
+    if m := _CPU_KV.search(log_text):
         raw["cpu_kv_cache"] = m["how"].lower()
         raw["node_memory_gib"] = m["total"]
-    compute = 0
-    if m := _ACTIVATION.search(log_text):
-        compute += _gib(m["gib"])
-    if m := _GRAPHS.search(log_text):
-        compute += _gib(m["gib"])
-        raw["cuda_graphs_gib"] = m["gib"]
-    if compute:
-        report.compute_bytes = compute
+    if m := _LOADING_S.search(log_text):
+        raw["model_loading_s"] = m["s"]
     if m := _VERSION.search(log_text):
         raw["vllm_version"] = m["v"]
     if m := _ENGINE_INIT.search(log_text):
