@@ -367,3 +367,47 @@ def replace_block(path: Path, name: str, body: str) -> bool:
     _, tail = rest.split(end, 1)
     path.write_text(f"{head}{begin}\n{body.rstrip()}\n{end}{tail}")
     return True
+
+
+# ---------------------------------------------------------------------------------------------- known misses
+
+KNOWN_MISSES = HERE.parent / "tests" / "accuracy" / "known_misses.json"
+VLLM_TOKENS_TOLERANCE = 0.01
+
+
+def llamacpp_miss_reason(row: dict[str, Any]) -> str | None:
+    m, p, e = row["measured"], row["predicted"], row["error"]
+    bad = [k for k, ok in row["ok"].items() if not ok]
+    if not bad:
+        return None
+    return "; ".join(f"{k} {m[k]:.2f} MiB measured, {p[k]:.2f} predicted ({e[k]:+.1%})" for k in bad)
+
+
+def write_known_misses(path: Path = KNOWN_MISSES) -> dict[str, int]:
+    """Record which cases miss today (with the error), for the tests' strict xfail marks."""
+    data = load(LLAMACPP_DATA)
+    specs = load_spec_snapshot()
+    llama: dict[str, str] = {}
+    for case in data["cases"]:
+        if "measured_mib" in case and (
+            reason := llamacpp_miss_reason(score_llamacpp_case(specs[case["model"]], case))
+        ):
+            llama[case["id"]] = reason
+    weights: dict[str, str] = {}
+    tokens: dict[str, str] = {}
+    for row in score_vllm(load(VLLM_DATA)):
+        printed, predicted, error = row["record"]["printed"], row["predicted"], row["error"]
+        if "weights_gib" in error and not weights_ok(row):
+            weights[row["id"]] = (
+                f"weights {printed['weights_gib']} GiB printed, {predicted['weights_gib']:.2f} predicted "
+                f"({error['weights_gib']:+.1%})"
+            )
+        if "kv_tokens" in error and abs(error["kv_tokens"]) > VLLM_TOKENS_TOLERANCE:
+            tokens[row["id"]] = (
+                f"{printed['kv_tokens']:,} tokens printed, {predicted['kv_tokens']:,} predicted "
+                f"({error['kv_tokens']:+.1%})"
+            )
+    known = json.loads(path.read_text()) if path.exists() else {}
+    known.update({"llamacpp": llama, "vllm_weights": weights, "vllm_kv_tokens": tokens})
+    path.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
+    return {"llamacpp": len(llama), "vllm_weights": len(weights), "vllm_kv_tokens": len(tokens)}

@@ -382,6 +382,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("command", nargs="?", default="all", choices=["all", "measure", "compare"])
     parser.add_argument("--only", nargs="*", help="measure only these model names")
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument(
+        "--write-known-misses",
+        action="store_true",
+        help="record today's misses in tests/accuracy/known_misses.json (the tests' strict xfail list)",
+    )
     args = parser.parse_args(argv)
     if args.command in ("all", "measure"):
         try:
@@ -399,7 +404,12 @@ def main(argv: list[str]) -> int:
             args.data.write_text(json.dumps(record, indent=1) + "\n")
             print(f"wrote {len(record['cases'])} cases to {args.data}")
     if args.command in ("all", "compare"):
-        return compare(args.data, write_docs=args.data == DATA)
+        rc = compare(args.data, write_docs=args.data == DATA)
+        if args.write_known_misses:
+            import _accuracy_compare as acc
+
+            print(f"known misses written: {acc.write_known_misses()}")
+        return rc
     return 0
 
 
