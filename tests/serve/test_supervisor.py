@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ from llmhost.engines.base import LaunchSpec, ServeOptions
 from llmhost.engines.llamacpp import ENGINE as LLAMACPP
 from llmhost.plan.models import Candidate, MemoryBreakdown
 from llmhost.supervise import paths
+from llmhost.supervise.process import terminate_tree
 from llmhost.supervise.state import Deployment, ProcessRef, load_deployment, read_deployment
 from llmhost.supervise.supervisor import Supervisor, SupervisorConfig, backoff_delay
 
@@ -138,6 +140,32 @@ def test_engine_ignoring_sigterm_is_killed_after_the_grace_period(state_dir: Pat
     assert final.state == "stopped"
     assert 1.0 <= took < 8.0
     assert not ref.alive()
+
+
+_COUNT_TERMS = """
+import signal, sys, time
+log = sys.argv[1]
+def on_term(signum, frame):
+    with open(log, "a") as fh:
+        fh.write("TERM\\n")
+signal.signal(signal.SIGTERM, on_term)
+open(log + ".ready", "w").close()
+while "TERM" not in open(log).read():
+    time.sleep(0.01)
+time.sleep(0.5)  # a duplicate SIGTERM sent with the first would land here
+"""
+
+
+def test_stop_sends_one_sigterm_so_the_engine_shuts_down_gracefully(tmp_path: Path) -> None:
+    log = tmp_path / "signals.log"
+    log.write_text("")
+    proc = subprocess.Popen([sys.executable, "-c", _COUNT_TERMS, str(log)], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not Path(f"{log}.ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    left = terminate_tree(proc.pid, grace_s=5.0, popen=proc)
+    assert left == [] and proc.returncode == 0
+    assert log.read_text().count("TERM") == 1
 
 
 def test_crash_loop_gives_up_with_a_clear_message(state_dir: Path) -> None:

@@ -109,10 +109,16 @@ def _alive(proc: psutil.Process) -> bool:
 
 
 def _signal_all(pgid: int, procs: Iterable[psutil.Process], sig: signal.Signals) -> None:
+    group_signalled = False
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+        group_signalled = True
     for proc in procs:
-        with contextlib.suppress(psutil.Error):
+        # Members of the group already got `sig`: a second SIGTERM makes llama-server ("Received
+        # second interrupt, terminating immediately") and uvicorn skip their graceful shutdown.
+        with contextlib.suppress(psutil.Error, OSError):
+            if group_signalled and os.getpgid(proc.pid) == pgid:
+                continue
             proc.send_signal(sig)
 
 
