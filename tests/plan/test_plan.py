@@ -254,6 +254,19 @@ def test_cli_json_contract_and_exit_zero(small_gguf: Path, capsys: pytest.Captur
     assert c["engine_options"]["n_ctx"] == 2048
 
 
+def test_cli_human_output_counts_small_models_in_millions(
+    small_gguf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmhost.cli import main
+
+    assert main(["plan", str(small_gguf), "--json"]) == 0
+    params = json.loads(capsys.readouterr().out)["model"]["parameters"]
+    assert params < 1e9
+    assert main(["plan", str(small_gguf)]) == 0
+    out = capsys.readouterr().out
+    assert "0.00B" not in out and f"{params / 1e6:.2f}M parameters" in out
+
+
 def test_cli_exit_codes(small_gguf: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from llmhost.cli import main
 

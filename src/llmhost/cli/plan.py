@@ -44,14 +44,22 @@ def _layout(c: Candidate) -> str:
     return f"ngl {c.gpu_layers}" if c.gpu_layers else "CPU"
 
 
+def _count(n: int) -> str:
+    """1.05M, 8.03B, 671.03B: a tiny model must not read as "0.00B parameters"."""
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
 def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None:
     from rich.table import Table  # only the human view draws tables; `--json` never loads them
 
     model = plan.model
     console.print(
-        f"[bold]{model.name}[/bold]  {model.architecture}, {model.parameters / 1e9:.2f}B parameters"
+        f"[bold]{model.name}[/bold]  {model.architecture}, {_count(model.parameters)} parameters"
         + (
-            f" ({model.active_parameters / 1e9:.2f}B active)"
+            f" ({_count(model.active_parameters)} active)"
             if model.active_parameters != model.parameters
             else ""
         )
