@@ -169,6 +169,10 @@ def test_missing_path_and_bad_json(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(ModelError, match="not valid JSON"):
         resolve(str(bad))
+    bad.write_text('{"foo": 1}')  # valid JSON, no model shape: the error says what to pass instead
+    with pytest.raises(ModelError, match="no 'num_hidden_layers'") as err:
+        resolve(str(bad))
+    assert err.value.hint and ".gguf" in err.value.hint
 
 
 def test_moe_and_mla_gguf(tmp_path: Path) -> None:

@@ -62,7 +62,10 @@ def get_int(cfg: Config, *keys: str, default: int | None = None) -> int | None:
 def require_int(cfg: Config, *keys: str) -> int:
     v = get_int(cfg, *keys)
     if v is None:
-        raise ModelError(f"config.json has no {keys[0]!r}; cannot tell the model's shape.")
+        raise ModelError(
+            f"config.json has no {keys[0]!r}; cannot tell the model's shape.",
+            hint="Pass the config.json of a transformers language model, or the model's .gguf file.",
+        )
     return v
 
 
