@@ -108,7 +108,11 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
             key = ".".join(str(p) for p in loc) or "(top level)"
             messages.append(f"{source}:{line or 1}: {key}: {err['msg']}")
         allowed = ", ".join(Profile.model_fields)
-        raise ProfileError("; ".join(messages), hint=f"Profile keys: {allowed}.") from exc
+        text = "; ".join(messages)
+        # The hint follows on the same line: end the message as a sentence.
+        raise ProfileError(
+            text if text.endswith(".") else f"{text}.", hint=f"Profile keys: {allowed}."
+        ) from exc
 
 
 def load_profile(path: str | Path) -> Profile:

@@ -157,6 +157,7 @@ def test_profile_errors_name_the_key_and_line() -> None:
     msg = str(err.value)
     assert "p.yaml:3: contxt: Extra inputs are not permitted" in msg
     assert "p.yaml:4: concurrency" in msg
+    assert ". Profile keys: description, model," in msg  # message and hint read as two sentences
     with pytest.raises(ProfileError, match=r"p.yaml:\d: invalid YAML"):
         parse_profile("a: 1\nb: [1\nc: 2\n", "p.yaml")
     with pytest.raises(ProfileError, match="secrets do not belong"):
