@@ -53,6 +53,10 @@ def test_usage_errors(tiny_gguf: Path) -> None:
     out = llmhost("serve", str(tiny_gguf), "--host", "192.0.2.1", "--api-key", "k" * 20, "--port", "18999")
     assert out.returncode == 2 and "Cannot listen on --host 192.0.2.1" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+    # Waiving the key for a non-loopback bind is allowed, and said out loud.
+    out = llmhost("serve", str(tiny_gguf), "--host", "0.0.0.0", "--insecure-no-auth", "--dry-run")
+    assert out.returncode == 0 and "--insecure-no-auth:" in out.stderr and "no API key" in out.stderr
+    assert "insecure" not in llmhost("serve", str(tiny_gguf), "--dry-run").stderr
     out = llmhost("serve", str(tiny_gguf), "--port", "70000", "--dry-run")
     assert out.returncode == 2 and "out of range" in out.stderr
     out = llmhost("stop")

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmhost.cli._options import HardwareOpt, JsonOpt
-from llmhost.cli._output import emit, info, stderr
+from llmhost.cli._output import emit, info, stderr, warn
 from llmhost.errors import EngineError, UsageError
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def serve(
     Foreground by default (Ctrl-C stops it); --detach returns once the deployment is ready
     (see `llmhost ps`, `llmhost logs NAME`, `llmhost stop NAME`).
     """
-    from llmhost.supervise.deploy import ServeRequest, prepare
+    from llmhost.supervise.deploy import ServeRequest, is_loopback, prepare
 
     fields: dict[str, object] = {}
     if profile:
@@ -151,6 +151,11 @@ def serve(
     )
     for reason in cand.reasons[:4]:
         info(f"  - {reason}")
+    if not prepared.api_key and not is_loopback(dep.host):
+        warn(
+            f"--insecure-no-auth: {dep.host}:{dep.port} serves anyone who can reach it, with no API key. "
+            "Drop the flag to get a generated key."
+        )
     if dry_run:
 
         def human(console: Console) -> None:
