@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from serve_helpers import llmhost
+
+from llmhost.supervise import paths
 
 
 def test_dry_run_prints_the_exact_command_and_starts_nothing(tiny_gguf: Path) -> None:
@@ -81,3 +87,29 @@ def test_demo_model_command(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert Path(info["path"]).parent == tmp_path and Path(info["path"]).read_bytes()[:4] == b"GGUF"
+
+
+def test_logs_follow_ends_when_the_deployment_is_stopped() -> None:
+    folder = paths.deployment_dir("follow-me")
+    folder.mkdir(parents=True)
+    (folder / "deployment.json").write_text("{}")
+    log = folder / "engine.log"
+    log.write_text("first\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmhost", "logs", "follow-me", "-f"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    try:
+        time.sleep(2.0)
+        assert proc.poll() is None, "logs -f ended while the deployment still exists"
+        with log.open("a") as fh:
+            fh.write("last words while stopping\n")
+        (folder / "deployment.json").unlink()  # what `llmhost stop` does once every process is gone
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert out.splitlines() == ["first", "last words while stopping"]

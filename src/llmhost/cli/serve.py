@@ -330,7 +330,10 @@ def ps(as_json: JsonOpt = False) -> None:
 def logs(
     name: Annotated[str, typer.Argument(help="Deployment name (see `llmhost ps`).")],
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C to stop).")
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Keep printing new lines until the deployment stops (or Ctrl-C)."
+        ),
     ] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many last lines to print.")] = 100,
     supervisor: Annotated[
@@ -352,8 +355,15 @@ def logs(
         sys.stdout.write(line + "\n")
     sys.stdout.flush()
     if follow:
+        import threading
+
+        from llmhost.supervise.logs import watch_until_gone
+
+        done = threading.Event()
+        # `llmhost stop` removes the state file: stop following then (as `docker logs -f` does).
+        watch_until_gone(paths.state_file(name), done)
         try:
-            for line in follow_file(path):
+            for line in follow_file(path, stop=done):
                 sys.stdout.write(line + "\n")
                 sys.stdout.flush()
         except KeyboardInterrupt:

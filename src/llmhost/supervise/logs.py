@@ -155,3 +155,22 @@ def follow(path: Path, *, poll_s: float = 0.25, stop: threading.Event | None = N
     finally:
         if fh is not None:
             fh.close()
+
+
+def watch_until_gone(
+    path: Path, done: threading.Event, *, poll_s: float = 0.25, linger_s: float = 1.0
+) -> None:
+    """Set `done` once `path` has stopped existing (checked from a daemon thread).
+
+    `linger_s` leaves `follow` time to print the last lines written while the deployment stopped.
+    """
+
+    def watch() -> None:
+        while not done.is_set():
+            if not path.exists():
+                time.sleep(linger_s)
+                done.set()
+                return
+            time.sleep(poll_s)
+
+    threading.Thread(target=watch, name="llmhost-logs-watch", daemon=True).start()
