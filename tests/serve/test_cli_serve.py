@@ -113,3 +113,10 @@ def test_logs_follow_ends_when_the_deployment_is_stopped() -> None:
             proc.kill()
     assert proc.returncode == 0
     assert out.splitlines() == ["first", "last words while stopping"]
+
+
+def test_help_documents_the_exit_codes_these_tests_check() -> None:
+    serve_help = " ".join(llmhost("serve", "--help").stdout.split())
+    assert "3 when nothing fits" in serve_help and "4 when the engine fails to start" in serve_help
+    stop_help = " ".join(llmhost("stop", "--help").stdout.split())
+    assert "5 for an unknown NAME" in stop_help

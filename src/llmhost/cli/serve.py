@@ -104,6 +104,10 @@ def serve(
 
     Foreground by default (Ctrl-C stops it); --detach returns once the deployment is ready
     (see `llmhost ps`, `llmhost logs NAME`, `llmhost stop NAME`).
+
+    Exit 0 when ready (--detach), printed (--dry-run) or stopped by Ctrl-C/SIGTERM; 2 on bad input
+    (option, model, profile, name, taken port); 3 when nothing fits; 4 when the engine fails to start
+    or crashes for good; 7 when the Hub cannot be reached.
     """
     from llmhost.supervise.deploy import ServeRequest, is_loopback, prepare
 
@@ -375,7 +379,10 @@ def stop(
     all_: Annotated[bool, typer.Option("--all", help="Stop every deployment.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stop a deployment; returns when every process of it has exited and its port is free."""
+    """Stop a deployment; returns when every process of it has exited and its port is free.
+
+    Exit 0 when stopped; 2 without NAME or --all; 4 when a process survived SIGKILL; 5 for an unknown NAME.
+    """
     from llmhost.supervise.control import stop_all, stop_deployment
 
     if all_ == (name is not None):
