@@ -347,3 +347,28 @@ def test_second_stop_request_skips_the_grace_period(state_dir: Path) -> None:
         final = run.join()
     assert final.state == "stopped"
     assert time.monotonic() - began < 5.0  # not the 20 s grace period
+
+
+def test_serve_reclaims_the_port_of_an_engine_whose_supervisor_died(state_dir: Path) -> None:
+    """A SIGKILLed supervisor leaves its engine holding the port; the next `serve` on that port stops it
+    (and says so) instead of refusing the port, which only `ps`/`stop` would have cleaned."""
+    from serve_helpers import llmhost
+
+    from llmhost.supervise.control import claim_name, launch_detached
+
+    port = _free_port()
+    dep = _deployment("sv-orphan", _fake(port), port).model_copy(update={"detached": True})
+    claim_name(dep)
+    final = launch_detached(dep, api_key=None)
+    assert final.state == "ready", final.failure
+    assert final.supervisor is not None and final.engine_process is not None
+    os.kill(final.supervisor.pid, 9)
+    deadline = time.monotonic() + 10
+    while final.supervisor.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert final.engine_process.alive()  # the orphan still holds the port
+    env = {"LLMHOST_STATE_DIR": str(state_dir)}
+    out = llmhost("serve", "/no/such/model.gguf", "--port", str(port), "--detach", env=env)
+    assert "whose supervisor had died" in out.stderr and "sv-orphan" in out.stderr, out.stderr
+    assert not final.engine_process.alive()
+    assert read_deployment("sv-orphan") is None

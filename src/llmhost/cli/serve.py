@@ -145,6 +145,11 @@ def serve(
             hint="Add --dry-run, or drop --hardware to serve on this machine.",
         )
 
+    if not dry_run:
+        from llmhost.supervise.control import reclaim_orphans
+
+        for gone in reclaim_orphans():
+            warn(f"Stopped the engine left running by {gone!r}, whose supervisor had died.")
     prepared = prepare(request, dry_run=dry_run)
     dep = prepared.deployment
     cand = prepared.candidate

@@ -121,6 +121,23 @@ def list_deployments(*, clean: bool = True) -> list[DeploymentStatus]:
     return out
 
 
+def reclaim_orphans() -> list[str]:
+    """Stop the engines left by deployments whose supervisor died; the names of those deployments.
+
+    Such an engine still holds its port and memory: run before a new deployment picks its port, or
+    `serve` would blame the port on a process only `ps` or `stop` would have cleaned up.
+    """
+    reclaimed = []
+    for name in deployment_names():
+        dep = read_deployment(name)
+        if dep is None or supervisor_alive(dep) or refreshed(dep).state not in TERMINAL_STATES:
+            continue
+        if engine_processes(dep):
+            cleanup(dep)
+            reclaimed.append(name)
+    return reclaimed
+
+
 def cleanup(dep: Deployment) -> None:
     """Stop whatever is left of a deployment whose supervisor is gone, then forget its state."""
     if supervisor_alive(dep):
