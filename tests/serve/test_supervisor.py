@@ -372,3 +372,16 @@ def test_serve_reclaims_the_port_of_an_engine_whose_supervisor_died(state_dir: P
     assert "whose supervisor had died" in out.stderr and "sv-orphan" in out.stderr, out.stderr
     assert not final.engine_process.alive()
     assert read_deployment("sv-orphan") is None
+
+
+def test_stop_all_skips_a_corrupt_state_file(state_dir: Path) -> None:
+    from serve_helpers import llmhost
+
+    folder = paths.deployment_dir("sv-corrupt")
+    folder.mkdir(parents=True)
+    (folder / "deployment.json").write_text("{not json")
+    env = {"LLMHOST_STATE_DIR": str(state_dir)}
+    out = llmhost("stop", "--all", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
+    assert llmhost("stop", "sv-corrupt", env=env).returncode == 5  # by name it is still "no such deployment"

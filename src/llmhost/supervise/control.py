@@ -195,4 +195,12 @@ def _wait_gone(ref: ProcessRef, timeout_s: float) -> bool:
 
 
 def stop_all() -> list[Deployment]:
-    return [stop_deployment(name) for name in deployment_names()]
+    stopped = []
+    for name in deployment_names():
+        # A corrupt or foreign state file reads as no deployment (see `read_deployment`), and another
+        # `llmhost stop` may finish one first: neither may fail the others' stop.
+        try:
+            stopped.append(stop_deployment(name))
+        except NotFoundError:
+            continue
+    return stopped
