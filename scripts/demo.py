@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 NAME = "llmhost-demo"
+# One server slot per bench client (`bench -c 2` below), so the bench measures serving, not queueing.
+SLOTS = ("--concurrency", "2")
 BIN = Path(sys.executable).parent
 
 
@@ -39,7 +41,9 @@ def main() -> int:
     started = time.monotonic()
     try:
         dep = json.loads(
-            llmhost("serve", model, "--detach", "--name", NAME, "--engine", "llamacpp", "--json").stdout
+            llmhost(
+                "serve", model, "--detach", "--name", NAME, "--engine", "llamacpp", *SLOTS, "--json"
+            ).stdout
         )
         print(
             f"\nserving {dep['served_model_name']} with {dep['engine']}/{dep['runtime']} "
