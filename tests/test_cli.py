@@ -87,3 +87,16 @@ def test_cli_start_up_does_not_import_heavy_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def test_long_error_stays_on_one_line_and_brackets_are_literal(temp_command, capsys):
+    message = "Profile key [engine] is wrong: " + "x" * 200 + "."
+
+    @temp_command
+    def boom_long() -> None:
+        raise ModelError(message)
+
+    assert main(["boom-long"]) == ExitCode.BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert message in err

@@ -60,6 +60,8 @@ _register_commands()
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: run the app, render errors once, return the exit code."""
+    from rich.markup import escape
+
     from llmhost.cli._output import stderr
 
     try:
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     except LlmhostError as exc:
         if _state["debug"]:
             stderr.print_exception()
-        stderr.print(f"[red]error:[/red] {exc}", highlight=False)
+        # soft_wrap: the error stays one line in logs and pipes, whatever the width.
+        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
@@ -88,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         if _state["debug"]:
             raise
         stderr.print(
-            f"[red]internal error:[/red] {type(exc).__name__}: {exc}. "
+            f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))}. "
             "Rerun with --debug for the traceback and report it.",
             highlight=False,
+            soft_wrap=True,
         )
         return ExitCode.INTERNAL
     # With standalone_mode=False a `typer.Exit(code)` comes back as the return value.
