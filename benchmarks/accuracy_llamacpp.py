@@ -8,6 +8,8 @@
                                                       # resolver + estimator, print the error table and
                                                       # write it into docs/accuracy.md
     python benchmarks/accuracy_llamacpp.py            # both (measure is skipped without llama_cpp)
+    ... measure --only NAME [NAME ...]                # re-measure some models, keep the others
+    ... compare --write-known-misses                  # also refresh tests/accuracy/known_misses.json
 
 Models are synthetic (tiny hidden sizes, real vocabularies, head dims, GQA ratios, layer counts, sliding
 windows, quantization types), built with the `gguf` package and quantized by llama.cpp's own quantizer.
