@@ -68,16 +68,12 @@ def test_bench_vllm_by_name_agrees_with_vllm(deployment: str) -> None:
     assert result.target.engine == "vllm" and result.target.api_key_used
     assert result.target.server_slots == 4  # from the deployment's --max-num-seqs
     codes = {f.code for f in result.flags}
-    distrust = {
-        "length_not_honoured",
-        "server_disagrees_ttft",
-        "buffered_stream",
-        "server_token_count_mismatch",
-    }
+    distrust = {"length_not_honoured", "server_disagrees_ttft", "server_token_count_mismatch"}
     assert not codes & distrust
     if "client_bound" not in codes:
-        # A starved client stamps chunks late (and says so); a healthy one must agree with vLLM.
-        assert "server_disagrees_tpot" not in codes
+        # A starved machine stamps chunks late and delivers them in bursts (and says so, client_bound);
+        # on a healthy one the stream must look unbuffered and agree with vLLM's own TPOT.
+        assert not codes & {"server_disagrees_tpot", "buffered_stream"}
     t = result.telemetry
     assert t is not None and t.metrics_available
     generated = t.after["vllm:generation_tokens_total"] - t.before["vllm:generation_tokens_total"]
