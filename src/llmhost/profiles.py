@@ -9,6 +9,7 @@ concurrency, goal, extra engine args, env); flags given on the command line win.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llmhost.errors import ProfileError
 
-PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
+
+def _profiles_dir() -> Path:
+    """The shipped profiles: `profiles/` of a source checkout (editable install), else the copy a wheel
+    installs under `<prefix>/share/llmhost/profiles` (pyproject's data-files)."""
+    checkout = Path(__file__).resolve().parents[2] / "profiles"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "llmhost" / "profiles"
+
+
+PROFILES_DIR = _profiles_dir()
 
 
 class Profile(BaseModel):
