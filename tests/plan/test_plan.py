@@ -383,3 +383,24 @@ def test_a_candidate_that_needs_conversion_is_advice_not_the_choice() -> None:
     assert plan.chosen is None
     assert plan.candidates and all(c.engine_options.get("needs_gguf_conversion") for c in plan.candidates)
     assert any("Q8_0 GGUF of it would fit" in a and "convert_hf_to_gguf" in a for a in plan.advice)
+
+
+def test_llama_cpp_python_runtime_reserves_a_batch_of_logits() -> None:
+    """llama-cpp-python asks llama.cpp for n_batch logits rows where llama-server asks for one per slot:
+    the plan must size the bigger output/compute buffers when that runtime will serve."""
+    spec = llama8b_q4km_gguf()
+    hw = machine([h100()])
+    server = make_plan(spec, hw, PlanRequest(context=4096)).chosen_candidate
+    python = make_plan(
+        spec, hw, PlanRequest(context=4096, llamacpp_runtime="llama-cpp-python")
+    ).chosen_candidate
+    assert server is not None and python is not None
+    grown = (python.memory.compute_bytes - server.memory.compute_bytes) / MiB
+    # The graph holds n_vocab x n_ubatch f32 logits (128256 x 512 x 4 B = 250.5 MiB) instead of one row
+    # per slot; the allocator reuses part of it for other intermediates, so the buffer grows by less.
+    assert 100 < grown < 260
+    assert python.memory.total_bytes - server.memory.total_bytes == python.memory.compute_bytes - (
+        server.memory.compute_bytes
+    )
+    assert python.memory.weights_bytes == server.memory.weights_bytes
+    assert python.memory.kv_cache_bytes == server.memory.kv_cache_bytes

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llmhost.estimate import overheads as oh
 from llmhost.estimate.dtypes import LLAMACPP_KV_TYPES, is_quantized_kv, normalize_kv_dtype
@@ -108,6 +108,7 @@ def _llama_eval(
         flash_attn=base.flash_attn,
         cache_type_k=base.cache_type_k,
         cache_type_v=base.cache_type_v,
+        n_outputs_max=base.n_outputs_max,
     )
     buffers = llamacpp_memory(spec, layout, settings, gpus, host, kv_per_token)
     return _LlamaEval(settings, buffers, _buffers_fit(buffers, unified))
@@ -132,6 +133,10 @@ def llamacpp_candidate(
     unified = any(g.unified_memory for g in hardware.gpus)
     layout = weights_layout(spec, quant)
     base = LlamaCppSettings(n_ctx_seq=256, cache_type_k=kv_req, cache_type_v=kv_req, flash_attn=True)
+    if request.llamacpp_runtime == "llama-cpp-python":
+        # Its `Llama` asks llama.cpp for a whole batch of logits (n_outputs_max = n_batch), where
+        # llama-server asks for one per slot: the output and compute buffers grow by n_vocab x n_batch.
+        base = replace(base, n_outputs_max=base.n_batch)
     kv_table = layer_kv_per_token(spec, base)
     n = spec.attention.num_layers
     full = n + 1 if gpus else 0

@@ -101,3 +101,8 @@ class PlanRequest(_Model):
     kv_cache_dtype: str | None = None
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = None
+    llamacpp_runtime: Literal["llama-server", "llama-cpp-python"] | None = Field(
+        default=None,
+        description="The llama.cpp runtime that will serve (None = the native llama-server). "
+        "llama-cpp-python reserves logits for a whole batch, which grows its compute buffer.",
+    )

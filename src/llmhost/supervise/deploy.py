@@ -154,7 +154,7 @@ def resolve_and_plan(request: ServeRequest) -> tuple[ModelSpec, Hardware, Plan]:
         from llmhost.hardware import detect
 
         hardware = detect()
-    engine, _ = engine_choice(request.engine)
+    engine, runtime = engine_choice(request.engine)
     plan_request = PlanRequest.model_validate(
         {
             k: v
@@ -167,12 +167,22 @@ def resolve_and_plan(request: ServeRequest) -> tuple[ModelSpec, Hardware, Plan]:
                 "kv_cache_dtype": request.kv_cache_dtype,
                 "gpu_memory_utilization": request.gpu_memory_utilization,
                 "tensor_parallel_size": request.tensor_parallel_size,
+                "llamacpp_runtime": llamacpp_runtime(runtime, request.engine_bin),
             }.items()
             if v is not None
         }
     )
     plan = make_plan(spec, hardware, plan_request)
     return spec, hardware, plan
+
+
+def llamacpp_runtime(forced: str | None, engine_bin: str | None) -> str:
+    """The llama.cpp runtime serve will launch (the plan sizes its buffers for it)."""
+    if forced:
+        return forced
+    from llmhost.engines.llamacpp import RUNTIME_PYTHON, RUNTIME_SERVER, find_llama_server
+
+    return RUNTIME_SERVER if engine_bin or find_llama_server() is not None else RUNTIME_PYTHON
 
 
 def runnable_candidate(
