@@ -299,3 +299,18 @@ def test_unwritable_output_and_missing_matplotlib(ref_server, capsys, tmp_path: 
         monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
         code, _, err = run(capsys, *common(srv.base_url, "-n", "2", "--plot", str(tmp_path / "p.png")))
     assert code == ExitCode.BAD_INPUT and "matplotlib" in err and "plot extra" in err
+
+
+def test_sweep_checks_every_step_not_only_the_knee(ref_server, capsys, tmp_path: Path) -> None:
+    # Found in acceptance: against vLLM CPU, the concurrency-2 step of a sweep arrived in one read per
+    # stream (TPOT '-'), yet only the knee's records were checked, so nothing was flagged.
+    with ref_server(ttft_s=0.005, itl_s=0.005, buffered=True) as srv:
+        args = ["--sweep", "--sweep-max", "4", "-n", "4", "--output-tokens", "20", "--warmup", "0", "--json"]
+        code, out, _ = run(capsys, *common(srv.base_url, *args))
+    assert code == 0
+    result = BenchResult.model_validate_json(out)
+    others = {p.concurrency for p in result.sweep} - {result.knee_concurrency}
+    assert others, "the sweep needs a step besides the knee for this test"
+    messages = [f.message for f in result.flags if f.code == "buffered_stream"]
+    for level in others:
+        assert any(m.startswith(f"sweep step at concurrency {level}:") for m in messages)

@@ -259,6 +259,23 @@ class _Load:
             await asyncio.gather(*tasks)
 
 
+def _other_sweep_step_flags(records: list[RequestRecord], knee: int | None) -> list[Flag]:
+    """Trust checks for the sweep steps other than the knee: the summary shows only the knee, but the
+    sweep table and plot show every step, and a buffered or short-changed step there misleads as much."""
+    flags: list[Flag] = []
+    if knee is None:  # the summary already covers every record
+        return flags
+    for level in sorted({r.concurrency for r in records if r.concurrency is not None} - {knee}):
+        step = [r for r in records if r.concurrency == level]
+        found = checks.length_flags(step) + checks.streaming_flags(step, summarize(step, {}))
+        flags += [
+            Flag(code=f.code, severity=f.severity, message=f"sweep step at concurrency {level}: {f.message}")
+            for f in found
+            if f.code != "bundled_chunks"
+        ]
+    return flags
+
+
 def _workload_done_flags(cfg: BenchConfig, records: list[RequestRecord], summary: Any) -> list[Flag]:
     flags = checks.length_flags(records)
     flags += checks.token_count_flags(records)
@@ -329,6 +346,7 @@ async def run_bench(cfg: BenchConfig, progress: ProgressSink | None = None) -> B
     main = [r for r in records if r.concurrency == knee] if wl.sweep and knee is not None else records
     summary = summarize(main, cfg.slos)
     flags += _workload_done_flags(cfg, main, summary)
+    flags += _other_sweep_step_flags(records, knee) if wl.sweep else []
     flags += checks.client_flags(health)
     flags += checks.capacity_flags(cfg.target, knee if wl.sweep else wl.concurrency)
     flags += checks.reconcile_vllm_metrics(telemetry, summary) if not wl.sweep else []
