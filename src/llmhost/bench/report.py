@@ -180,6 +180,16 @@ def write_csv(result: BenchResult, path: Path) -> None:
             writer.writerow({k: row.get(k) for k in _CSV_FIELDS})
 
 
+def sweep_curve(result: BenchResult) -> list[tuple[int, float, float]]:
+    """(concurrency, output tokens/s, TPOT p50 ms) per sweep step. A step without a TPOT (every stream
+    arrived in one read: nothing to time) is left out rather than drawn at 0 ms, the best latency."""
+    return [
+        (p.concurrency, p.summary.output_tokens_per_s, p.summary.tpot_ms.p50)
+        for p in result.sweep
+        if p.summary.tpot_ms.p50 is not None
+    ]
+
+
 def write_plot(result: BenchResult, path: Path) -> None:
     """Latency distributions; with a sweep, throughput against latency per concurrency step."""
     try:
@@ -187,6 +197,7 @@ def write_plot(result: BenchResult, path: Path) -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError as exc:
         raise UsageError(
             "--plot needs matplotlib, which is not installed.",
@@ -208,13 +219,13 @@ def write_plot(result: BenchResult, path: Path) -> None:
         ax.hist(data, bins=min(50, max(5, len(data) // 2)) if data else 5, color="#4477aa")
         ax.set_xlabel(name)
         ax.set_ylabel("requests")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no "1.25 requests" ticks
     if result.sweep:
         ax = axes[3]
-        xs = [p.summary.output_tokens_per_s for p in result.sweep]
-        ys = [p.summary.tpot_ms.p50 or 0.0 for p in result.sweep]
-        ax.plot(xs, ys, marker="o")
-        for p, x, y in zip(result.sweep, xs, ys, strict=True):
-            ax.annotate(f"c={p.concurrency}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        curve = sweep_curve(result)
+        ax.plot([x for _, x, _ in curve], [y for _, _, y in curve], marker="o")
+        for level, x, y in curve:
+            ax.annotate(f"c={level}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel("output tokens/s")
         ax.set_ylabel("TPOT p50 (ms)")
         ax.set_title("throughput vs latency")
