@@ -17,7 +17,9 @@ from llmhost.cli import main
 from llmhost.errors import ExitCode
 
 
-def _deployment(name: str, base_url: str, *, state: str = "ready", key_env: str | None = None) -> None:
+def _deployment(
+    name: str, base_url: str, *, state: str = "ready", key_env: str | None = None, model: str = "./x.gguf"
+) -> None:
     from llmhost.engines.base import LaunchSpec
     from llmhost.supervise.state import Deployment, ProcessRef, write_deployment
 
@@ -30,7 +32,7 @@ def _deployment(name: str, base_url: str, *, state: str = "ready", key_env: str 
         api_key_env=key_env,
     )
     dep = Deployment(
-        name=name, model="./x.gguf", served_model_name="ref-model", engine="llamacpp", runtime="llama-server",
+        name=name, model=model, served_model_name="ref-model", engine="llamacpp", runtime="llama-server",
         base_url=base_url, host="127.0.0.1", port=int(base_url.rsplit(":", 1)[1].split("/")[0]), state=state,
         supervisor=me, engine_process=me, launch=launch, log_dir="/tmp",
     )  # fmt: skip
@@ -54,6 +56,20 @@ def test_bench_a_deployment_by_name(ref_server, capsys, state_dir: Path, monkeyp
     assert t.server_slots == 3 and "-np" in (t.server_slots_source or "")
     assert "over_capacity" in {f.code for f in result.flags}
     assert "k-123" not in out
+
+
+def test_a_deployment_of_a_local_checkpoint_lends_its_tokenizer(ref_server, capsys, state_dir: Path) -> None:
+    # Found in acceptance: `bench q5` on the tiny vLLM model asked for 32 prompt tokens and sent 121.
+    from llmhost.tiny_hf import tiny_llama_checkpoint
+
+    checkpoint = tiny_llama_checkpoint()
+    with ref_server(ttft_s=0.005, itl_s=0.002) as srv:
+        _deployment("hf", srv.base_url, model=str(checkpoint))
+        code = main(["bench", "hf", "-n", "2", "--input-tokens", "8", "--output-tokens", "4", "--json"])
+        out, err = capsys.readouterr()
+    assert code == 0, err
+    result = BenchResult.model_validate_json(out)
+    assert result.workload.tokenizer == str(checkpoint)  # prompts cut to 8 tokens by it
 
 
 def test_missing_and_dead_deployments(capsys, state_dir: Path) -> None:
