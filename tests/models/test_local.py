@@ -266,3 +266,31 @@ def test_quantized_safetensors_logical_parameters(tmp_path: Path, scheme: str) -
     assert spec.quantization.bits == expected_bits
     # quantized blocks are much smaller than their 16-bit size
     assert spec.layer_bytes[0] < 0.6 * 2 * spec.layer_parameters[0]
+
+
+def test_large_vocabulary_arrays_are_skipped_but_counted_and_bounds_checked(tmp_path: Path) -> None:
+    """Token lists, types and scores of a big vocabulary are read for their length only (the stock
+    reader builds one numpy view per item: seconds for 150k tokens); a cut inside them still errors."""
+    from llmhost.demo_model import write_llama_gguf
+
+    path = write_llama_gguf(
+        tmp_path / "bigvocab.gguf", n_layer=2, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=20000
+    )
+    from llmhost.models.gguf_header import read_local_header
+
+    header = read_local_header(path)
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type"):
+        assert header.array_lengths[key] == 20000
+        assert header.fields.get(key) is None  # not decoded item by item
+    assert header.fields["llama.block_count"] == 2  # short fields are still decoded
+    spec = resolve(str(path))
+    assert spec.vocab_size == 20000
+    assert spec.embedding_parameters == 20000 * 64
+    data = path.read_bytes()
+    # Cut inside the token-type array (int32 values right after the token strings).
+    marker = data.find(b"tokenizer.ggml.token_type")
+    assert marker > 0
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: marker + 60])
+    with pytest.raises(ModelError, match="not a valid GGUF file"):
+        resolve(str(cut))

@@ -29,6 +29,7 @@ MAX_HEADER_BYTES = 128 * 1024 * 1024
 FIRST_REMOTE_CHUNK = 1024 * 1024
 # Arrays of strings longer than this (tokenizer vocab/merges) are kept as their length only.
 _MAX_DECODED_STRINGS = 4096
+_SCALARS = {int(t) for t in GGUFValueType if t not in (GGUFValueType.STRING, GGUFValueType.ARRAY)}
 # Smallest possible encodings, used to reject counts no file of this size could hold.
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
 _MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, one byte of value
@@ -130,6 +131,14 @@ class _BoundedReader(GGUFReader):
                 end = self._skip_strings(orig_offs + 12, length)
                 parts = [item_type_arr, length_arr]
                 return end - orig_offs, parts, [], [GGUFValueType.ARRAY, GGUFValueType.STRING]
+            scalar = self.gguf_scalar_to_np.get(GGUFValueType(item_type)) if item_type in _SCALARS else None
+            if scalar is not None and length > _MAX_DECODED_STRINGS:
+                # Token types/scores: one numpy view per item in the stock reader (another ~2 s for
+                # 150k tokens). Per-layer arrays are short; long ones are vocabulary data: length only.
+                end = orig_offs + 12 + np.dtype(scalar).itemsize * length
+                self._get(end - 1, np.uint8)  # bounds: truncated / limit / need more
+                parts = [item_type_arr, length_arr]
+                return end - orig_offs, parts, [], [GGUFValueType.ARRAY, GGUFValueType(item_type)]
         return super()._get_field_parts(orig_offs, raw_type)
 
     def _skip_strings(self, offs: int, count: int) -> int:
@@ -174,8 +183,8 @@ def _field_value(reader_field: Any) -> tuple[Any, int | None]:
     if not types:
         return None, None
     if types[0] == GGUFValueType.ARRAY:
-        if not reader_field.data and types == [GGUFValueType.ARRAY, GGUFValueType.STRING]:
-            return None, int(reader_field.parts[-1][0])  # skipped long string array: length only
+        if not reader_field.data and len(types) == 2 and int(reader_field.parts[-1][0]) > 0:
+            return None, int(reader_field.parts[-1][0])  # skipped long array: length only
         return reader_field.contents(), len(reader_field.data)
     return reader_field.contents(), None
 
