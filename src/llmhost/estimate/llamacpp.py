@@ -175,7 +175,10 @@ def compute_buffer_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
     streams = 1 if settings.kv_unified else settings.n_parallel
     n_kv = full_cells // streams
     ffn = t * 4 * (3 * ffn_width(spec) + 3 * h)
-    if settings.flash_attn:
+    if "mla" in att.layer_kinds:
+        attn = _mla_attention_bytes(spec, settings, t, n_kv, full_cells)
+        mask = n_kv * t * (2 if settings.flash_attn else 4)
+    elif settings.flash_attn:
         attn = t * 4 * (3 * h + att.num_attention_heads * att.head_dim_k + kv_dim)
         mask = n_kv * t * 2
     else:
@@ -186,6 +189,39 @@ def compute_buffer_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
     out = spec.vocab_size * n_outputs * 4 + 2 * t * h * 4
     # The KQ mask lives through the layers but is freed before the output head runs.
     return max(max(ffn, attn) + mask, out)
+
+
+def _mla_attention_bytes(
+    spec: ModelSpec, settings: LlamaCppSettings, t: int, n_kv: int, full_cells: int
+) -> int:
+    """Peak live tensors of an MLA (DeepSeek V2/V3) attention block with the absorption optimization.
+
+    llama.cpp (src/models/deepseek2.cpp) turns MLA into MQA over the cached latent: per head the query
+    becomes `kv_lora_rank + qk_rope` wide (`head_dim_k` in the spec) and the attention output
+    `kv_lora_rank` wide (`head_dim_v`), decompressed by `wv_b` afterwards.
+    """
+    att = spec.attention
+    h = spec.hidden_size
+    heads = att.num_attention_heads
+    rope = att.qk_rope_head_dim or 0
+    latent = att.kv_lora_rank or att.head_dim_v
+    if settings.flash_attn:
+        # At `Qcur = ggml_concat(q_nope_absorbed, q_pe)` these are live at once: the layer input and the
+        # normed input (still needed by wkv_a_mqa), the decompressed query q (freed just before the
+        # concat, its block too small to hold it), q_nope_absorbed (latent per head), the roped q_pe and
+        # the concatenation itself (`head_dim_k` per head). The attention output (latent per head) is
+        # placed later into the blocks freed here.
+        q_head = oh.LLAMACPP_MLA_QK_NOPE_HEAD_DIM + rope
+        return t * 4 * (2 * h + heads * (q_head + latent + rope + att.head_dim_k))
+    # Without flash attention, build_attn_mha (src/llama-graph.cpp) multiplies by V = a view of the
+    # K cache (MLA has no V cache), which is not transposed, so it takes the `ggml_cont(ggml_transpose(v))`
+    # branch: a copy of every cell's latent at the cache type. Live with it at `kqv = mul_mat(v, kq)`:
+    # the f32 scores (n_kv per head per token), the query (`head_dim_k` per head), the product (latent
+    # per head) and the layer input.
+    from llmhost.estimate.dtypes import kv_row_bytes
+
+    v_copy = full_cells * kv_row_bytes(settings.cache_type_k, latent)
+    return t * 4 * (h + heads * (n_kv + att.head_dim_k + latent)) + v_copy
 
 
 def host_compute_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:

@@ -16,6 +16,10 @@ LLAMACPP_HOST_OVERHEAD_BYTES = 128 * MiB
 LLAMACPP_DEFAULT_N_BATCH = 2048
 LLAMACPP_DEFAULT_N_UBATCH = 512
 LLAMACPP_CTX_PAD = 256
+# MLA: the no-RoPE part of each query head before absorption (qk_nope_head_dim). Not in the GGUF-derived
+# spec (its key_length is the absorbed kv_lora_rank + rope); 128 in DeepSeek-V2/V2-Lite/V3/R1 and
+# Kimi-K2 (their config.json).
+LLAMACPP_MLA_QK_NOPE_HEAD_DIM = 128
 
 # vLLM. The CUDA context is created before vLLM's baseline memory snapshot, so it is held on top of
 # `gpu_memory_utilization x total` (vllm/v1/worker/gpu_worker.py: requested_memory vs init_snapshot).
