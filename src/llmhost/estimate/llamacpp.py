@@ -8,8 +8,10 @@
 - KV cache: `-c` cells in total, one stream of `-c / -np` cells per slot; each layer's cache lives with
   its layer. Sliding-window layers keep `pad256(n_swa + n_ubatch)` cells per stream unless `--swa-full`.
 - Compute buffer (ggml graph allocator's peak): the largest of the FFN block
-  (3 x n_ff + 3 x n_embd floats per ubatch token), attention without flash attention
-  (the f32 KQ matrix n_kv x n_head per token plus Q/K/V) and the output head
+  (3 x n_ff + 3 x n_embd floats per ubatch token), attention with flash attention (layer input, normed
+  input, Q, K, V and the n_head x head_dim_v output), attention without flash attention
+  (the f32 KQ matrix n_kv x n_head per token plus Q/K/V; MLA models: see `_mla_attention_bytes`) and the
+  output head
   (n_vocab x n_seq logits, since llama-context.cpp reserves one output per sequence), plus the KQ mask.
   Calibrated on the H100 reference: 8B, n_ubatch 512, 4 streams of 2048: 110 MiB (FA on) and
   168 MiB (off) predicted and measured.
@@ -179,7 +181,12 @@ def compute_buffer_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
         attn = _mla_attention_bytes(spec, settings, t, n_kv, full_cells)
         mask = n_kv * t * (2 if settings.flash_attn else 4)
     elif settings.flash_attn:
-        attn = t * 4 * (3 * h + att.num_attention_heads * att.head_dim_k + kv_dim)
+        # build_attn (src/llama-graph.cpp) computes Q, V, K in that order from the normed input, stores
+        # K/V into the cache, then allocates the flash-attention output (n_head x head_dim_v). The K and
+        # V blocks freed by the cache copy sit beside Q, so the output lands above them: peak = layer
+        # input + normed input + Q + K + V + output (equal to 3 x hidden + K + V when the output width
+        # equals the hidden size, as in Llama; larger for Qwen3/Gemma whose n_head x head_dim > hidden).
+        attn = t * 4 * (2 * h + att.num_attention_heads * (att.head_dim_k + att.head_dim_v) + kv_dim)
         mask = n_kv * t * 2
     else:
         attn = t * 4 * (n_kv * att.num_attention_heads + 4 * h + kv_dim)
