@@ -191,6 +191,18 @@ def compute_buffer_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
     else:
         attn = t * 4 * (n_kv * att.num_attention_heads + 4 * h + kv_dim)
         mask = n_kv * t * 4
+    if "sliding" in att.layer_kinds and att.sliding_window:
+        # Models with sliding-window layers get a second mask over the SWA cache's cells
+        # (build_attn_inp_kv_iswa, src/llama-graph.cpp), an input live as long as the first.
+        _, swa_cells = llamacpp_kv_cells(
+            settings.n_ctx_seq,
+            settings.n_parallel,
+            window=att.sliding_window,
+            n_ubatch=settings.n_ubatch,
+            swa_full=settings.swa_full,
+            unified=settings.kv_unified,
+        )
+        mask += (swa_cells // streams) * t * (2 if settings.flash_attn else 4)
     n_seqs = 1 if settings.kv_unified else settings.n_parallel
     n_outputs = min(t, settings.n_outputs_max) if settings.n_outputs_max else min(t, max(n_seqs, 1))
     out = spec.vocab_size * n_outputs * 4 + 2 * t * h * 4
