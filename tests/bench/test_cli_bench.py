@@ -328,3 +328,19 @@ def test_sweep_plot_leaves_out_steps_without_tpot(ref_server, capsys, tmp_path: 
     # A step whose streams could not be timed (TPOT None) must not be drawn at 0 ms.
     result.sweep[-1].summary.tpot_ms.p50 = None
     assert [level for level, _, _ in sweep_curve(result)] == [p.concurrency for p in result.sweep[:-1]]
+
+
+def test_prompts_far_from_the_requested_length_are_flagged(ref_server, capsys) -> None:
+    # Found in acceptance: --input-tokens 32 became ~100 server-counted tokens on the tiny models, unflagged.
+    from llmhost.bench.checks import prompt_length_flags
+
+    with ref_server(**FAST) as srv:  # counts one token per word: prompts as long as requested
+        code, out, _ = run(capsys, *common(srv.base_url, "-n", "4", "--input-tokens", "64", "--json"))
+    assert code == 0
+    result = BenchResult.model_validate_json(out)
+    assert "prompt_length_off" not in codes(result)
+    assert not prompt_length_flags(result.requests)
+    for r in result.requests:
+        r.prompt_tokens = 4 * r.prompt_tokens_requested
+    (flag,) = prompt_length_flags(result.requests)
+    assert flag.code == "prompt_length_off" and "--tokenizer" in flag.message

@@ -17,6 +17,8 @@ BUFFERED_MAX_ARRIVALS = 2  # distinct arrival times of a stream of >= 8 content 
 BUFFERED_MIN_TTFT_SHARE = 0.9  # ... and TTFT this close to E2E: it all came at the end
 BUNDLED_TOKENS_PER_CHUNK = 1.05  # above this, client TPOT is not compared with the server's
 EARLY_CHUNK_MIN_MS = 1.0  # an empty first chunk this much before the content is reported
+PROMPT_EXCESS_MIN_TOKENS = 32  # a chat template adds some tens of tokens: that alone is no finding
+PROMPT_EXCESS_SHARE = 0.5  # ... nor is a prompt within half its requested length
 
 
 def length_flags(records: Sequence[RequestRecord]) -> list[Flag]:
@@ -33,6 +35,27 @@ def length_flags(records: Sequence[RequestRecord]) -> list[Flag]:
             f"(e.g. {example.output_tokens} instead of {example.output_tokens_requested}; finish reasons: "
             f"{', '.join(reasons)}): the server ignored max_tokens/ignore_eos/min_tokens, so per-request "
             "speed and latency are not comparable with runs that honoured them.",
+        )
+    ]
+
+
+def prompt_length_flags(records: Sequence[RequestRecord]) -> list[Flag]:
+    """Server-counted prompts far from --input-tokens: random words are several tokens each in a small
+    or unusual vocabulary (32 requested became ~100 on the tiny test models); pass --tokenizer."""
+    pairs = [(r.prompt_tokens, r.prompt_tokens_requested) for r in records if r.ok and r.prompt_tokens]
+    if not pairs:
+        return []
+    sent = statistics.median(a for a, _ in pairs)
+    asked = statistics.median(b for _, b in pairs)
+    if abs(sent - asked) <= max(PROMPT_EXCESS_MIN_TOKENS, PROMPT_EXCESS_SHARE * asked):
+        return []
+    return [
+        Flag(
+            code="prompt_length_off",
+            message=f"the server counted a median of {sent:g} prompt tokens where {asked:g} were requested: "
+            "the synthetic words do not tokenize one token each for this model, so prefill load and TTFT "
+            "are not those of the requested length. Pass --tokenizer (the model's tokenizer.json or "
+            "folder) to cut prompts exactly.",
         )
     ]
 

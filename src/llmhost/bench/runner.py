@@ -279,6 +279,8 @@ def _other_sweep_step_flags(records: list[RequestRecord], knee: int | None) -> l
 def _workload_done_flags(cfg: BenchConfig, records: list[RequestRecord], summary: Any) -> list[Flag]:
     flags = checks.length_flags(records)
     flags += checks.token_count_flags(records)
+    if cfg.workload.dataset is None and cfg.workload.tokenizer is None:
+        flags += checks.prompt_length_flags(records)
     flags += checks.streaming_flags(records, summary)
     flags += checks.sample_size_flags(summary)
     flags += checks.reconcile_llama_timings(records)
