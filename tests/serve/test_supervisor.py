@@ -349,6 +349,23 @@ def test_second_stop_request_skips_the_grace_period(state_dir: Path) -> None:
     assert time.monotonic() - began < 5.0  # not the 20 s grace period
 
 
+def test_ready_deployment_whose_engine_died_is_not_reported_ready(state_dir: Path) -> None:
+    port = _free_port()
+    dep = _deployment("sv-engine-gone", _fake(port), port)
+    gone = psutil.Popen([sys.executable, "-c", "pass"])
+    engine_ref = ProcessRef.of(gone.pid)
+    gone.wait()
+    from llmhost.supervise.state import write_deployment
+
+    me = ProcessRef.of(os.getpid())  # a live "supervisor"
+    ready = {"state": "ready", "supervisor": me}
+    write_deployment(dep.model_copy(update={**ready, "engine_process": engine_ref}))
+    assert load_deployment("sv-engine-gone").state == "restarting"
+    alive = ProcessRef.of(os.getpid())
+    write_deployment(dep.model_copy(update={**ready, "engine_process": alive}))
+    assert load_deployment("sv-engine-gone").state == "ready"
+
+
 def test_serve_reclaims_the_port_of_an_engine_whose_supervisor_died(state_dir: Path) -> None:
     """A SIGKILLed supervisor leaves its engine holding the port; the next `serve` on that port stops it
     (and says so) instead of refusing the port, which only `ps`/`stop` would have cleaned."""

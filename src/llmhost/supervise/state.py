@@ -139,8 +139,13 @@ def supervisor_alive(dep: Deployment) -> bool:
 
 
 def refreshed(dep: Deployment) -> Deployment:
-    """The deployment with its state corrected when its supervisor is gone."""
-    if dep.state in TERMINAL_STATES or supervisor_alive(dep):
+    """The deployment with its state corrected when its supervisor or its engine is gone."""
+    if dep.state in TERMINAL_STATES:
+        return dep
+    if supervisor_alive(dep):
+        if dep.state == "ready" and dep.engine_process is not None and not dep.engine_process.alive():
+            # The engine died and the supervisor has not noticed yet (it polls): never report it ready.
+            return dep.model_copy(update={"state": "restarting"})
         return dep
     if dep.supervisor is None and time.time() - dep.created_at < 30:
         return dep  # the launcher wrote it and is about to start the supervisor
