@@ -32,6 +32,21 @@ def _active(total: int, summary: TensorSummary, moe: MoE | None) -> int:
     return total - idle
 
 
+def _summary_fields(s: TensorSummary) -> dict[str, Any]:
+    """The ModelSpec weight fields that come straight from a tensor table's summary."""
+    return {
+        "weights_bytes": s.weights_bytes,
+        "embedding_parameters": s.embedding_parameters,
+        "embedding_bytes": s.embedding_bytes,
+        "output_parameters": s.output_parameters,
+        "output_bytes": s.output_bytes,
+        "layer_parameters": s.layer_parameters,
+        "layer_bytes": s.layer_bytes,
+        "other_bytes": s.other_bytes,
+        "bytes_by_dtype": s.bytes_by_dtype,
+    }
+
+
 def spec_from_hf(
     *,
     ref: str,
@@ -87,15 +102,7 @@ def spec_from_hf(
             parameters=s.parameters,
             active_parameters=_active(s.parameters, s, moe),
             parameters_source="tensors",
-            weights_bytes=s.weights_bytes,
-            embedding_parameters=s.embedding_parameters,
-            embedding_bytes=s.embedding_bytes,
-            output_parameters=s.output_parameters,
-            output_bytes=s.output_bytes,
-            layer_parameters=s.layer_parameters,
-            layer_bytes=s.layer_bytes,
-            other_bytes=s.other_bytes,
-            bytes_by_dtype=s.bytes_by_dtype,
+            **_summary_fields(s),
             notes=notes,
         )
     count = count_from_config(config)
@@ -258,15 +265,7 @@ def spec_from_gguf(
         attention=attention,
         moe=moe,
         quantization=Quantization(method="gguf", bits=bits, gguf_file_type=tag),
-        weights_bytes=s.weights_bytes,
-        embedding_parameters=s.embedding_parameters,
-        embedding_bytes=s.embedding_bytes,
-        output_parameters=s.output_parameters,
-        output_bytes=s.output_bytes,
-        layer_parameters=s.layer_parameters,
-        layer_bytes=s.layer_bytes,
-        other_bytes=s.other_bytes,
-        bytes_by_dtype=s.bytes_by_dtype,
+        **_summary_fields(s),
         files=files,
         gguf_variants=variants or [],
         bytes_read=bytes_read,
