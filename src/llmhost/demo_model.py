@@ -27,7 +27,13 @@ import numpy as np
 
 from llmhost.errors import UsageError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: control tokens (EOS included) can no longer be sampled, see write_llama_gguf
+
+# The residual-stream dimension that carries a constant, and how strongly control tokens are pushed down
+# through it (measured: control logits below -25, ordinary ones within +-1).
+_CONSTANT_DIM = 0
+_CONSTANT_VALUE = 0.1
+_CONTROL_TOKEN_WEIGHT = -30.0
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -189,6 +195,14 @@ def write_llama_gguf(
     Shapes follow llama.cpp's llama loader: q/o are `n_embd x n_embd`, k/v are `n_embd x (n_head_kv *
     head_dim)`, the SwiGLU feed-forward has gate/up `n_embd -> n_ff` and down `n_ff -> n_embd`. Norm
     weights are F32 (as llama.cpp's converters write them); matrices use `file_type`.
+
+    The model never ends a reply on its own and never emits a control token: a benchmark or a test that
+    asks for N tokens gets N, on every engine, even where the engine ignores `ignore_eos`
+    (llama-cpp-python's server). Random weights alone gave the two end-of-generation tokens of a
+    1024-token vocabulary about a 1-in-500 chance per step, so a handful of 16-token requests ended early
+    about a third of the time. How: residual dimension 0 holds a constant (every embedding row has it,
+    and no attention or feed-forward output writes to it), so after the final RMSNorm it is always
+    positive, and the output rows of control tokens weigh it strongly negative.
     """
     import gguf
 
@@ -236,19 +250,32 @@ def write_llama_gguf(
     writer.add_add_bos_token(False)
     writer.add_chat_template(chat_template)
 
-    writer.add_tensor("token_embd.weight", matrix(n_vocab, n_embd))
+    embeddings = matrix(n_vocab, n_embd)
+    embeddings[:, _CONSTANT_DIM] = _CONSTANT_VALUE
+
+    def writes_residual(rows: int, cols: int) -> np.ndarray:
+        out_proj = matrix(rows, cols)
+        out_proj[_CONSTANT_DIM, :] = 0  # keeps the constant dimension constant through every layer
+        return out_proj
+
+    lm_head = matrix(n_vocab, n_embd)
+    lm_head[:, _CONSTANT_DIM] = 0
+    control = np.array(types) == int(gguf.TokenType.CONTROL)
+    lm_head[control, _CONSTANT_DIM] = _CONTROL_TOKEN_WEIGHT
+
+    writer.add_tensor("token_embd.weight", embeddings)
     for i in range(n_layer):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", norm(n_embd))
         writer.add_tensor(f"blk.{i}.attn_q.weight", matrix(n_head * head_dim, n_embd))
         writer.add_tensor(f"blk.{i}.attn_k.weight", matrix(n_head_kv * head_dim, n_embd))
         writer.add_tensor(f"blk.{i}.attn_v.weight", matrix(n_head_kv * head_dim, n_embd))
-        writer.add_tensor(f"blk.{i}.attn_output.weight", matrix(n_embd, n_head * head_dim))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", writes_residual(n_embd, n_head * head_dim))
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", norm(n_embd))
         writer.add_tensor(f"blk.{i}.ffn_gate.weight", matrix(n_ff, n_embd))
         writer.add_tensor(f"blk.{i}.ffn_up.weight", matrix(n_ff, n_embd))
-        writer.add_tensor(f"blk.{i}.ffn_down.weight", matrix(n_embd, n_ff))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", writes_residual(n_embd, n_ff))
     writer.add_tensor("output_norm.weight", norm(n_embd))
-    writer.add_tensor("output.weight", matrix(n_vocab, n_embd))
+    writer.add_tensor("output.weight", lm_head)
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -90,3 +90,29 @@ def test_llama_cpp_python_loads_and_generates(tiny_gguf: Path) -> None:
     assert out["usage"]["completion_tokens"] > 0
     chat = llm.create_chat_completion(messages=[{"role": "user", "content": "hi"}], max_tokens=4)
     assert chat["choices"][0]["message"]["role"] == "assistant"
+
+
+@pytest.mark.engine
+def test_control_tokens_can_never_be_sampled(tmp_path: Path) -> None:
+    """The tiny model never stops early (llama-cpp-python ignores ignore_eos, so benches rely on this)."""
+    import gguf
+    import numpy as np
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    path = write_llama_gguf(
+        tmp_path / "m.gguf", n_layer=2, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=512, seed=7
+    )
+    reader = gguf.GGUFReader(path)
+    types = np.array(_field(reader, "tokenizer.ggml.token_type"))
+    control = types == int(gguf.TokenType.CONTROL)
+    assert control[_field(reader, "tokenizer.ggml.eos_token_id")]
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, verbose=False, logits_all=True)
+    tokens = llm.tokenize("Write a poem: the sea is blue. 0 1 2 3 <|im_end|> éà 😀".encode(), add_bos=False)
+    llm.eval(tokens)
+    logits = np.array(llm.scores[: len(tokens)])
+    # Softmax odds of the likeliest control token against the likeliest ordinary one, at every position.
+    margin = logits[:, ~control].max(axis=1) - logits[:, control].max(axis=1)
+    assert margin.min() > 20, margin.min()
+    text = llm.create_completion("Hello", max_tokens=64, temperature=1.5, seed=3)
+    assert text["choices"][0]["finish_reason"] == "length"
+    assert text["usage"]["completion_tokens"] == 64
