@@ -93,8 +93,18 @@ def spec_facts(spec: ModelSpec) -> dict[str, Any]:
 
 def write_spec_snapshot(specs: dict[str, ModelSpec], path: Path = LLAMACPP_SPECS) -> None:
     """Keep what the resolver made of each recorded model, so tests can skip the slow GGUF parse."""
-    snapshot = {name: spec.model_dump(mode="json") for name, spec in sorted(specs.items())}
+    snapshot = {name: _placeless(name, spec.model_dump(mode="json")) for name, spec in sorted(specs.items())}
     path.write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
+
+
+def _placeless(name: str, dumped: dict[str, Any]) -> dict[str, Any]:
+    """The replica was written to a fresh temp dir: name it by the model instead, so a re-run of the
+    benchmark leaves the snapshot byte-identical."""
+    where = f"<replica>/{name}.gguf"
+    dumped["ref"] = where
+    for f in dumped.get("files", []):
+        f["path"] = where
+    return dumped
 
 
 def load_spec_snapshot(path: Path = LLAMACPP_SPECS) -> dict[str, ModelSpec]:
@@ -133,11 +143,13 @@ def llamacpp_settings(case: dict[str, Any]) -> est.LlamaCppSettings:
     )
 
 
-def llamacpp_predicted_mib(spec: ModelSpec, settings: est.LlamaCppSettings) -> dict[str, float]:
+def llamacpp_predicted_mib(
+    spec: ModelSpec, settings: est.LlamaCppSettings, compute_probe: est.ComputeProbe | None = None
+) -> dict[str, float]:
     """The estimator's CPU-backend buffers, in MiB, named like the measured ones."""
     layout = est.weights_layout(spec, est.own_quantization(spec))
     host = est.Device(name="cpu", kind="cpu", capacity_bytes=1 << 50, context_bytes=0)
-    (cpu,) = est.llamacpp_memory(spec, layout, settings, [], host)
+    (cpu,) = est.llamacpp_memory(spec, layout, settings, [], host, compute_probe=compute_probe)
     # With no host context, the host overhead is the output (logits) buffer alone.
     out = {
         "model": cpu.model_bytes / MIB,
@@ -155,8 +167,10 @@ def component_ok(predicted: float, measured: float, tolerance: float) -> bool:
     return abs(rel_error(predicted, measured)) <= tolerance
 
 
-def score_llamacpp_case(spec: ModelSpec, case: dict[str, Any]) -> dict[str, Any]:
-    predicted = llamacpp_predicted_mib(spec, llamacpp_settings(case))
+def score_llamacpp_case(
+    spec: ModelSpec, case: dict[str, Any], compute_probe: est.ComputeProbe | None = None
+) -> dict[str, Any]:
+    predicted = llamacpp_predicted_mib(spec, llamacpp_settings(case), compute_probe)
     measured = totals_mib(case["measured_mib"])
     row: dict[str, Any] = {"id": case["id"], "settings": case["settings"], "measured": measured}
     row["predicted"] = predicted
@@ -169,6 +183,36 @@ def score_llamacpp_case(spec: ModelSpec, case: dict[str, Any]) -> dict[str, Any]
 
 def score_llamacpp(data: dict[str, Any], specs: dict[str, ModelSpec]) -> list[dict[str, Any]]:
     return [score_llamacpp_case(specs[c["model"]], c) for c in data["cases"] if "measured_mib" in c]
+
+
+def score_llamacpp_dry_run(
+    data: dict[str, Any], specs: dict[str, ModelSpec], only: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """Score what `plan` shows for a local GGUF on the CPU: compute from the installed llama.cpp's no-alloc
+    dry run (`llmhost.engines.llamacpp_dryrun`), run on a replica of each recorded header.
+
+    Rows of cases the probe could not answer (llama-cpp-python missing) have `"dry_run": False`.
+    """
+    from llmhost.engines.llamacpp_dryrun import ComputeProbe
+
+    rows: list[dict[str, Any]] = []
+    cases = [c for c in data["cases"] if "measured_mib" in c and (only is None or c["id"] in only)]
+    for name in dict.fromkeys(c["model"] for c in cases):
+        path = _replica_dir() / f"{name}.dry.gguf"
+        write_replica(data["models"][name]["gguf"], path)
+        try:
+            probe = ComputeProbe.for_file(path, disk_cache=False)
+            try:
+                for case in (c for c in cases if c["model"] == name):
+                    answered = probe is not None and probe(llamacpp_settings(case)) is not None
+                    row = score_llamacpp_case(specs[name], case, probe if answered else None)
+                    rows.append({**row, "dry_run": answered})
+            finally:
+                if probe is not None:
+                    probe.close()
+        finally:
+            path.unlink(missing_ok=True)
+    return rows
 
 
 def _pct(x: float) -> str:

@@ -195,7 +195,6 @@ SWA_EXTRA: list[dict[str, Any]] = [
 # The shapes that only change the weights' quantization get the first three settings only.
 WEIGHTS_ONLY_SETTINGS = 3
 
-GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
 
@@ -220,6 +219,8 @@ def settings_for(shape: Shape) -> list[dict[str, Any]]:
 def _child_load(gguf_path: str, settings_json: str) -> None:
     """Runs in a child process: load the model once, create one context per setting, print JSON."""
     import llama_cpp
+
+    from llmhost.engines._llamacpp_dryrun_child import context_params
 
     lines: list[str] = []
     errors: list[str] = []
@@ -248,18 +249,9 @@ def _child_load(gguf_path: str, settings_json: str) -> None:
     for s in json.loads(settings_json):
         lines.clear()
         errors.clear()
-        cp = llama_cpp.llama_context_default_params()
-        cp.n_ctx = s["n_ctx"]
-        cp.n_batch = s["n_batch"]
-        cp.n_ubatch = s["n_ubatch"]
-        cp.n_seq_max = s["n_seq"]
-        cp.type_k = GGML_TYPES[s["type_k"]]
-        cp.type_v = GGML_TYPES[s["type_v"]]
-        cp.flash_attn_type = FLASH_ATTN[s["flash_attn"]]
-        cp.kv_unified = s["kv_unified"]
-        cp.swa_full = s["swa_full"]
-        cp.n_outputs_max = s["n_outputs_max"]
-        cp.n_threads = cp.n_threads_batch = 1
+        cp = context_params(
+            llama_cpp, {**s, "n_seq_max": s["n_seq"], "flash_attn": FLASH_ATTN[s["flash_attn"]]}
+        )
         ctx = llama_cpp.llama_init_from_model(model, cp)
         text = "".join(lines).splitlines()
         keep = [ln for ln in text if is_memory_line(ln) or ln.startswith(CONTEXT_PREFIXES)]
@@ -453,6 +445,7 @@ def compare(path: Path, *, write_docs: bool) -> int:
         + "; ".join(sorted({c["error"][-1] for c in refused}))
         + ".",
     ]
+    lines += ["", *_dry_run_lines(data, specs, rows)]
     summary_md = "\n".join(lines)
     print(summary_md)
     print(f"(compared {len(rows)} cases in {time.monotonic() - started:.1f} s)")
@@ -465,6 +458,46 @@ def compare(path: Path, *, write_docs: bool) -> int:
             print(f"updated {acc.ACCURACY_DOC}")
         acc.replace_block(acc.ESTIMATOR_DOC, "accuracy-llamacpp", summary_md)
     return 0
+
+
+def _dry_run_lines(data: dict[str, Any], specs: dict[str, Any], analytic: list[dict[str, Any]]) -> list[str]:
+    """The same cases with llama.cpp's own no-alloc dry run for the compute buffer (`plan`'s figure for a
+    local GGUF on the CPU), side by side with the analytic model where that one misses."""
+    import _accuracy_compare as acc
+
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return ["(llama-cpp-python is not installed: the dry-run comparison was skipped.)"]
+    started = time.monotonic()
+    rows = acc.score_llamacpp_dry_run(data, specs)
+    answered = [r for r in rows if r["dry_run"]]
+    summary = acc.llamacpp_summary(answered)
+    compute = summary["compute"]
+    lines = [
+        "With the compute buffer from llama.cpp's own no-alloc dry run "
+        "(`llmhost.engines.llamacpp_dryrun`, what `plan` uses for a local GGUF run on the CPU; "
+        f"{len(answered)} cases in {time.monotonic() - started:.0f} s): "
+        f"**{summary['all_pass']}/{summary['cases']} cases meet every target**; compute within "
+        f"{compute['max_abs_error']:.2%} at worst (median {compute['median_abs_error']:.2%}), "
+        f"total within {summary['total']['max_abs_error']:.1%}.",
+    ]
+    dry = {r["id"]: r for r in answered}
+    missed = [r for r in analytic if not all(r["ok"].values()) and r["id"] in dry]
+    if missed:
+        lines += [
+            "",
+            "| case the analytic model misses | compute MiB measured | analytic | dry run |",
+            "|---|---|---|---|",
+        ]
+        for r in missed:
+            d = dry[r["id"]]
+            lines.append(
+                f"| {r['id']} | {r['measured']['compute']:.2f} | {r['predicted']['compute']:.2f} "
+                f"({acc._pct(r['error']['compute'])}) | {d['predicted']['compute']:.2f} "
+                f"({acc._pct(d['error']['compute'])}) |"
+            )
+    return lines
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 
+from llmhost.cache import cache_dir
 from llmhost.errors import UsageError
 
 GENERATOR_VERSION = 2  # 2: control tokens (EOS included) can no longer be sampled, see write_llama_gguf
@@ -282,15 +283,6 @@ def write_llama_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return out
-
-
-def cache_dir() -> Path:
-    """`LLMHOST_CACHE_DIR`, else `$XDG_CACHE_HOME/llmhost`, else `~/.cache/llmhost`."""
-    env = os.environ.get("LLMHOST_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "llmhost"
 
 
 def shape_key(shape: LlamaShape) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import struct
 import tempfile
@@ -229,9 +228,9 @@ def write_tiny_llama_checkpoint(directory: Path | str) -> Path:
 
 
 def tiny_models_dir() -> Path:
-    root = os.environ.get("LLMHOST_CACHE_DIR")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "llmhost"
-    return base / "models"
+    from llmhost.cache import cache_dir
+
+    return cache_dir() / "models"
 
 
 def tiny_llama_checkpoint() -> Path:

@@ -209,7 +209,10 @@ def register(app: typer.Typer) -> None:
         spec = resolve(model, offline=True if offline else None)
         machine = resolve_hardware(hardware)
         siblings = _quantized_siblings(spec, offline=offline)
-        result = make_plan(spec, machine, request, siblings=siblings)
+        from llmhost.engines.llamacpp_dryrun import compute_probes
+
+        with compute_probes(spec, machine, what_if=bool(hardware)) as probes:
+            result = make_plan(spec, machine, request, siblings=siblings, compute_probes=probes)
         emit(
             result, as_json=json_output, human=lambda console: render_plan(console, result, show_all=show_all)
         )

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from llmhost.cache import cache_dir, engines_dir
 from llmhost.errors import EngineError
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
@@ -39,20 +40,6 @@ BASE_CMAKE_FLAGS: tuple[str, ...] = (
     "-DLLAMA_OPENSSL=OFF",
     "-DBUILD_SHARED_LIBS=OFF",
 )
-
-
-def cache_dir() -> Path:
-    """The llmhost cache root (`LLMHOST_CACHE_DIR`, else `$XDG_CACHE_HOME/llmhost`, else ~/.cache/llmhost)."""
-    env = os.environ.get("LLMHOST_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "llmhost"
-
-
-def engines_dir() -> Path:
-    return cache_dir() / "engines"
 
 
 def gpu_flags(*, has_nvidia: bool, is_apple: bool, nvcc: str | None) -> list[str]:

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmhost.cache import engines_dir
 from llmhost.engines.base import EngineStatus
 from llmhost.errors import EngineError
 from llmhost.hardware.models import Hardware
@@ -67,15 +68,6 @@ class VllmRuntime:
     distribution: str
     location: str  # the env directory, or "current interpreter"
     device: str
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("LLMHOST_CACHE_DIR")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "llmhost"
-
-
-def engines_dir() -> Path:
-    return cache_dir() / "engines"
 
 
 def choose_package(hardware: Hardware | None = None) -> VllmPackage:

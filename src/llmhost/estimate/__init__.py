@@ -13,6 +13,7 @@ from llmhost.estimate.kv import (
     vllm_request_kv_bytes,
 )
 from llmhost.estimate.llamacpp import (
+    ComputeProbe,
     Device,
     DeviceBuffers,
     LlamaCppSettings,
@@ -38,6 +39,7 @@ from llmhost.estimate.weights import (
 )
 
 __all__ = [
+    "ComputeProbe",
     "Device",
     "DeviceBuffers",
     "KVLayout",

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmhost.estimate import overheads as oh
@@ -54,6 +55,10 @@ class LlamaCppSettings:
     @property
     def n_ctx(self) -> int:
         return self.n_ctx_seq * self.n_parallel
+
+
+# settings -> the compute buffer bytes llama.cpp reserves for them, or None when it cannot say.
+ComputeProbe = Callable[[LlamaCppSettings], int | None]
 
 
 @dataclass(frozen=True)
@@ -310,10 +315,13 @@ def llamacpp_memory(
     gpus: list[Device],
     host: Device,
     kv_per_token: list[int] | None = None,
+    compute_probe: ComputeProbe | None = None,
 ) -> list[DeviceBuffers]:
     """Buffers on each GPU (in order) and then on the host.
 
     `kv_per_token` (from `layer_kv_per_token`) may be passed to skip recomputing it in a search loop.
+    `compute_probe` (CPU-only runs): the compute buffer llama.cpp itself reserves for these settings
+    (`llmhost.engines.llamacpp_dryrun`), used instead of the analytic peak when it answers.
     """
     n = spec.attention.num_layers
     placement = assign_layers(n, settings.gpu_layers, gpus)
@@ -361,6 +369,10 @@ def llamacpp_memory(
             b.compute_bytes = compute + (staged if b is first_gpu else 0)
             b.overhead_bytes = b.device.context_bytes
     cpu.compute_bytes = compute if cpu.layers else host_compute_bytes(spec, settings)
+    if compute_probe is not None and not gpus and cpu.layers:
+        measured = compute_probe(settings)
+        if measured is not None:
+            cpu.compute_bytes = measured
     cpu.overhead_bytes = output_buffer_bytes(spec, settings) + host.context_bytes
     return [*buffers, cpu]
 

@@ -8,6 +8,7 @@ from llmhost.estimate import overheads as oh
 from llmhost.estimate.dtypes import LLAMACPP_KV_TYPES, is_quantized_kv, normalize_kv_dtype
 from llmhost.estimate.kv import kv_bytes_per_token
 from llmhost.estimate.llamacpp import (
+    ComputeProbe,
     Device,
     DeviceBuffers,
     LlamaCppSettings,
@@ -98,6 +99,7 @@ def _llama_eval(
     host: Device,
     unified: bool,
     kv_per_token: list[int],
+    compute_probe: ComputeProbe | None = None,
 ) -> _LlamaEval:
     settings = LlamaCppSettings(
         n_ctx_seq=pad_ctx(ctx_seq),
@@ -110,7 +112,7 @@ def _llama_eval(
         cache_type_v=base.cache_type_v,
         n_outputs_max=base.n_outputs_max,
     )
-    buffers = llamacpp_memory(spec, layout, settings, gpus, host, kv_per_token)
+    buffers = llamacpp_memory(spec, layout, settings, gpus, host, kv_per_token, compute_probe)
     return _LlamaEval(settings, buffers, _buffers_fit(buffers, unified))
 
 
@@ -123,6 +125,7 @@ def llamacpp_candidate(
     gguf_file: str | None,
     needs_conversion: bool,
     gguf_repo: str | None = None,
+    compute_probe: ComputeProbe | None = None,
 ) -> Candidate | None:
     kv_req = normalize_kv_dtype(request.kv_cache_dtype) if request.kv_cache_dtype else "f16"
     if kv_req == "auto":
@@ -144,7 +147,7 @@ def llamacpp_candidate(
     reasons: list[str] = []
 
     def ev(ctx: int, ngl: int, par: int = n_par) -> _LlamaEval:
-        return _llama_eval(spec, layout, base, ctx, par, ngl, gpus, host, unified, kv_table)
+        return _llama_eval(spec, layout, base, ctx, par, ngl, gpus, host, unified, kv_table, compute_probe)
 
     def best_ngl(ctx: int) -> int | None:
         if not gpus:
@@ -196,6 +199,10 @@ def llamacpp_candidate(
         )
     elif not gpus and fits:
         reasons.append("CPU only")
+    compute_source = "estimate"
+    if compute_probe is not None and not gpus and compute_probe(result.settings) is not None:
+        compute_source = "llama.cpp dry run"
+        reasons.append("compute buffer measured by the installed llama.cpp (no-alloc dry run, as --fit does)")
     if not fits:
         short = [b for b in result.buffers if not b.fits]
         where = ", ".join(
@@ -276,6 +283,7 @@ def llamacpp_candidate(
         model_source=source_of(spec),
         gguf_file=gguf_file,
         engine_options=options,
+        compute_source=compute_source,
     )
 
 

@@ -73,6 +73,11 @@ class Candidate(_Model):
         description="Planned engine knobs: gpu_memory_utilization, max_num_seqs, max_num_batched_tokens, "
         "n_parallel, n_batch, n_ubatch, flash_attn, threads, cpu_kv_cache_gib...",
     )
+    compute_source: Literal["estimate", "llama.cpp dry run"] = Field(
+        default="estimate",
+        description="Where compute_bytes comes from: llmhost's model of the engine, or (llama.cpp on the "
+        "CPU, local GGUF) the installed llama.cpp's own no-alloc reservation of its graph.",
+    )
 
 
 class Plan(_Model):

@@ -1,6 +1,7 @@
 """`make_plan`: every engine x quantization x parallelism x context the hardware allows, ranked.
 
-Pure and deterministic: a `ModelSpec`, a `Hardware` and a `PlanRequest` in, a `Plan` out.
+Deterministic: a `ModelSpec`, a `Hardware` and a `PlanRequest` in, a `Plan` out (pure unless the caller
+passes compute probes, which ask the installed llama.cpp for its compute buffer).
 Policy (docs/planning.md): candidates that fit the requested context and concurrency come first;
 then, by goal,
 - quality (default): launchable as is, at least ~3.5-bit quality, everything on the accelerator,
@@ -11,9 +12,10 @@ then, by goal,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from llmhost.errors import UsageError
+from llmhost.estimate.llamacpp import ComputeProbe
 from llmhost.estimate.weights import normalize_gguf_tag, own_quantization
 from llmhost.hardware.models import Hardware
 from llmhost.models.spec import ModelSpec, QuantizedVariant
@@ -47,6 +49,7 @@ def _all_candidates(
     request: PlanRequest,
     target: Target,
     siblings: Sequence[QuantizedVariant] = (),
+    compute_probes: Mapping[str, ComputeProbe] | None = None,
 ) -> list[Candidate]:
     quant = requested_quant(spec, request)
     cands: list[Candidate] = []
@@ -85,8 +88,9 @@ def _all_candidates(
         for q, gguf_file, needs_conversion in llamacpp_quants(spec):
             if quant is not None and normalize_gguf_tag(q) != normalize_gguf_tag(quant):
                 continue
+            probe = (compute_probes or {}).get(gguf_file) if gguf_file and not needs_conversion else None
             c = llamacpp_candidate(
-                spec, hardware, request, target, q, gguf_file, needs_conversion, found.get("gguf")
+                spec, hardware, request, target, q, gguf_file, needs_conversion, found.get("gguf"), probe
             )
             if c is not None:
                 cands.append(c)
@@ -99,11 +103,15 @@ def make_plan(
     request: PlanRequest,
     *,
     siblings: Sequence[QuantizedVariant] = (),
+    compute_probes: Mapping[str, ComputeProbe] | None = None,
 ) -> Plan:
-    """Rank every way to run `spec` on `hardware` for `request`. Pure and deterministic.
+    """Rank every way to run `spec` on `hardware` for `request`. Deterministic, and pure but for
+    `compute_probes`.
 
     `siblings`: pre-quantized repos of the same model (`llmhost.models.find_quantized_variants`); AWQ,
     GPTQ and FP8 ones become vLLM candidates, a GGUF one is named for the llama.cpp options.
+    `compute_probes`: GGUF file -> the installed llama.cpp's own compute-buffer figure
+    (`llmhost.engines.llamacpp_dryrun.probes_for`), used for llama.cpp candidates of that file.
     """
     target = validate_request(spec, request)
     quant = requested_quant(spec, request)
@@ -113,7 +121,7 @@ def make_plan(
             raise UsageError(
                 f"{spec.name} offers no {quant} file.", hint=f"Offered: {', '.join(sorted(offered))}."
             )
-    candidates = _all_candidates(spec, hardware, request, target, siblings)
+    candidates = _all_candidates(spec, hardware, request, target, siblings, compute_probes)
     n_layers = spec.attention.num_layers
     candidates.sort(key=lambda c: sort_key(c, request.goal, n_layers), reverse=True)
     # Only a candidate that launches as is can be chosen: `serve` runs the chosen one. One that would
@@ -129,7 +137,7 @@ def make_plan(
         request,
         target,
         candidates,
-        lambda r: _all_candidates(spec, hardware, r, target, siblings),
+        lambda r: _all_candidates(spec, hardware, r, target, siblings, compute_probes),
     )
     return Plan(
         model=PlanModel(

@@ -172,7 +172,10 @@ def resolve_and_plan(request: ServeRequest) -> tuple[ModelSpec, Hardware, Plan]:
             if v is not None
         }
     )
-    plan = make_plan(spec, hardware, plan_request)
+    from llmhost.engines.llamacpp_dryrun import compute_probes
+
+    with compute_probes(spec, hardware, what_if=bool(request.hardware)) as probes:
+        plan = make_plan(spec, hardware, plan_request, compute_probes=probes)
     return spec, hardware, plan
 
 

@@ -1,0 +1,102 @@
+"""Child process of `llmhost.engines.llamacpp_dryrun`: llama.cpp's no-alloc dry run, one context per request.
+
+Run as `python -m llmhost.engines._llamacpp_dryrun_child MODEL.gguf`. It loads the model with
+`no_alloc` (metadata and tensor shapes only: no weight is read or allocated), then answers one JSON line
+per JSON line of context parameters on stdin: `{"compute_mib": X}` (the sum of the `compute buffer size`
+lines llama.cpp prints while it reserves the graph) or `{"error": "..."}`. The first line it writes says
+whether the model loaded. A separate process because llama.cpp aborts the whole process on a failed
+assertion; the parent treats a dead child as "no measurement" and keeps its own estimate.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import sys
+from typing import Any
+
+_COMPUTE = re.compile(r"compute buffer size\s*=\s*([0-9.]+)\s*MiB")
+GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
+
+
+def context_params(llama_cpp: Any, p: dict[str, Any]) -> Any:
+    """llama_context_params from plain values (`flash_attn`: -1 auto, 0 off, 1 on; types by name).
+
+    Also used by benchmarks/accuracy_llamacpp.py, so the dry run and the measurement it is checked
+    against create their contexts the same way.
+    """
+    cp = llama_cpp.llama_context_default_params()
+    cp.n_ctx = p["n_ctx"]
+    cp.n_batch = p["n_batch"]
+    cp.n_ubatch = p["n_ubatch"]
+    cp.n_seq_max = p["n_seq_max"]
+    cp.type_k = GGML_TYPES[p["type_k"]]
+    cp.type_v = GGML_TYPES[p["type_v"]]
+    cp.flash_attn_type = p["flash_attn"]
+    cp.kv_unified = p["kv_unified"]
+    cp.swa_full = p["swa_full"]
+    cp.n_outputs_max = p["n_outputs_max"]
+    cp.n_threads = cp.n_threads_batch = 1  # the graph is reserved, never run
+    return cp
+
+
+def _protocol_stream() -> Any:
+    """Our own copy of stdout for the JSON lines; fd 1 itself goes to stderr so stray prints cannot
+    corrupt the protocol."""
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    out = _protocol_stream()
+    if len(argv) != 1:
+        out.write(json.dumps({"error": "usage: _llamacpp_dryrun_child MODEL.gguf"}) + "\n")
+        return 2
+    import llama_cpp
+
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def on_log(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+        lines.append(text.decode("utf-8", "replace"))
+
+    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
+    llama_cpp.llama_backend_init()
+    mp = llama_cpp.llama_model_default_params()
+    mp.n_gpu_layers = 0
+    mp.no_alloc = True
+    if hasattr(mp, "load_mode"):
+        mp.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE  # no_alloc maps nothing (llama.cpp common/fit.cpp)
+    else:
+        mp.use_mmap = False
+    model = llama_cpp.llama_model_load_from_file(argv[0].encode(), mp)
+    if not model:
+        tail = [ln.strip() for ln in "".join(lines).splitlines() if ln.strip()][-3:]
+        out.write(json.dumps({"error": "; ".join(tail) or "llama.cpp could not load the model"}) + "\n")
+        return 1
+    out.write(json.dumps({"ready": True}) + "\n")
+    for raw in sys.stdin:
+        request = json.loads(raw)
+        cp = context_params(llama_cpp, {**request, "flash_attn": 1 if request["flash_attn"] else 0})
+        lines.clear()
+        ctx = llama_cpp.llama_init_from_model(model, cp)
+        text = "".join(lines)
+        if not ctx:
+            tail = [ln.strip() for ln in text.splitlines() if ln.strip()][-2:]
+            out.write(json.dumps({"error": "; ".join(tail) or "context creation failed"}) + "\n")
+            continue
+        sizes = [float(m) for m in _COMPUTE.findall(text)]
+        llama_cpp.llama_free(ctx)
+        if not sizes:
+            out.write(json.dumps({"error": "llama.cpp printed no compute buffer size"}) + "\n")
+            continue
+        out.write(json.dumps({"compute_mib": sum(sizes)}) + "\n")
+    llama_cpp.llama_model_free(model)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,264 @@
+"""The compute buffer as llama.cpp itself reserves it: a no-alloc dry run of the installed llama.cpp.
+
+llmhost's analytic model of ggml's graph allocator (`llmhost.estimate.llamacpp.compute_buffer_bytes`)
+is within 5% on most shapes but misses by up to 14% where the allocator reuses freed blocks in ways a
+closed formula does not follow (docs/accuracy.md). llama.cpp's own `--fit` (common/fit.cpp) answers
+the same question exactly by loading the model with `no_alloc` — the header and tensor shapes only, no
+weight read or allocated — and creating a context, which reserves the compute graph and prints its
+buffer sizes. `ComputeProbe` does the same through llama-cpp-python's C API, in a child process (a
+failed llama.cpp assertion aborts its process), for one GGUF file and any number of context settings.
+
+It measures the backend of the installed library, so `plan` uses it only where that is the backend
+the model will run on: a local GGUF, the detected machine (not a `--hardware` what-if) and no GPU.
+Everywhere else, and whenever llama-cpp-python is missing or the child fails, the analytic estimate
+stands. Answers are cached on disk by file identity, llama-cpp-python version and settings, so a
+repeated `plan` starts no child. `LLMHOST_LLAMACPP_DRY_RUN=0` turns the probe off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from llmhost.cache import cache_dir
+from llmhost.estimate.llamacpp import LlamaCppSettings
+
+if TYPE_CHECKING:
+    from llmhost.hardware.models import Hardware
+    from llmhost.models.spec import ModelSpec
+
+MIB = 1024 * 1024
+LOAD_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 30.0
+_DISABLE_ENV = "LLMHOST_LLAMACPP_DRY_RUN"
+
+
+def dry_run_enabled() -> bool:
+    return os.environ.get(_DISABLE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def llama_cpp_version() -> str | None:
+    """The installed llama-cpp-python, or None (without importing it: that costs ~0.3 s)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return None
+    try:
+        return importlib.metadata.version("llama_cpp_python")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def context_params(settings: LlamaCppSettings) -> dict[str, Any]:
+    """The llama_context_params llama-server (or llama-cpp-python's `Llama`) would create."""
+    quantized_v = settings.cache_type_v not in ("f16", "bf16", "f32")
+    return {
+        "n_ctx": settings.n_ctx,
+        "n_batch": settings.n_batch,
+        "n_ubatch": settings.n_ubatch,
+        "n_seq_max": settings.n_parallel,
+        "type_k": settings.cache_type_k,
+        "type_v": settings.cache_type_v,
+        # llmhost launches with flash attention on (and llama.cpp requires it for a quantized V cache).
+        "flash_attn": settings.flash_attn or quantized_v,
+        "kv_unified": settings.kv_unified,
+        "swa_full": settings.swa_full,
+        # llama-server reserves one output per slot (tools/server: n_outputs_max = n_parallel).
+        "n_outputs_max": settings.n_outputs_max or settings.n_parallel,
+    }
+
+
+class ComputeProbe:
+    """`probe(settings)` -> the CPU compute buffer llama.cpp reserves, in bytes, or None if unknown.
+
+    Create one per GGUF file with `ComputeProbe.for_file`; call `close()` (or use it as a context
+    manager) to stop the child and save new answers to the cache.
+    """
+
+    def __init__(self, gguf_path: Path, version: str, *, disk_cache: bool = True) -> None:
+        self.path = gguf_path
+        self.version = version
+        self._proc: subprocess.Popen[str] | None = None
+        self._failed = False
+        self._cache_file = _cache_file(gguf_path, version) if disk_cache else None
+        self._answers: dict[str, int | None] = _read_cache(self._cache_file) if self._cache_file else {}
+        self._new_answers = False
+        self.children_started = 0
+
+    @classmethod
+    def for_file(cls, gguf_path: str | os.PathLike[str], *, disk_cache: bool = True) -> ComputeProbe | None:
+        """A probe for `gguf_path`, or None when llama-cpp-python is missing or the probe is off."""
+        if not dry_run_enabled():
+            return None
+        version = llama_cpp_version()
+        path = Path(gguf_path)
+        if version is None or not path.is_file():
+            return None
+        return cls(path, version, disk_cache=disk_cache)
+
+    def __enter__(self) -> ComputeProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __call__(self, settings: LlamaCppSettings) -> int | None:
+        key = json.dumps(context_params(settings), sort_keys=True)
+        if key in self._answers:
+            answer = self._answers[key]
+        else:
+            answer = self._ask(key)
+            if answer is not None or not self._failed:
+                # A refusal (e.g. an impossible setting) is an answer too; a dead child is not.
+                self._answers[key] = answer
+                self._new_answers = True
+        return answer
+
+    def _ask(self, key: str) -> int | None:
+        proc = self._child()
+        if proc is None or proc.stdin is None or proc.stdout is None:
+            return None
+        try:
+            proc.stdin.write(key + "\n")
+            proc.stdin.flush()
+            reply = _read_line(proc.stdout, REQUEST_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError):
+            reply = None
+        if reply is None:
+            self._fail()
+            return None
+        mib = reply.get("compute_mib")
+        return round(float(mib) * MIB) if isinstance(mib, (int, float)) else None
+
+    def _child(self) -> subprocess.Popen[str] | None:
+        if self._failed:
+            return None
+        if self._proc is not None:
+            return self._proc
+        self.children_started += 1
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "llmhost.engines._llamacpp_dryrun_child", str(self.path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                bufsize=1,
+            )
+            assert self._proc.stdout is not None
+            ready = _read_line(self._proc.stdout, LOAD_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError):
+            ready = None
+        if not ready or not ready.get("ready"):
+            self._fail()
+            return None
+        return self._proc
+
+    def _fail(self) -> None:
+        self._failed = True
+        self._stop()
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(OSError):
+            if proc.stdin:
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+    def close(self) -> None:
+        self._stop()
+        if self._new_answers and self._cache_file is not None:
+            _write_cache(self._cache_file, self._answers)
+            self._new_answers = False
+
+
+def _read_line(stream: IO[str], timeout_s: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("llama.cpp dry run did not answer")
+        ready, _, _ = select.select([stream], [], [], left)
+        if ready:
+            line = stream.readline()
+            if not line:
+                return None  # the child exited (llama.cpp aborted)
+            data = json.loads(line)
+            return data if isinstance(data, dict) else None
+
+
+def _cache_file(path: Path, version: str) -> Path:
+    st = path.stat()
+    identity = json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, version])
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
+    return cache_dir() / "llamacpp-dry-run" / f"{digest}.json"
+
+
+def _read_cache(path: Path) -> dict[str, int | None]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return (
+        {k: v for k, v in data.items() if v is None or isinstance(v, int)} if isinstance(data, dict) else {}
+    )
+
+
+def _write_cache(path: Path, answers: dict[str, int | None]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    except OSError:
+        return  # a cache that cannot be written only costs a dry run next time
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(answers, f, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def probes_for(spec: ModelSpec, hardware: Hardware, *, what_if: bool) -> dict[str, ComputeProbe]:
+    """Probes for the GGUF files `plan` may run on this machine's CPU with the installed llama.cpp.
+
+    Empty for a `--hardware` what-if, a machine with a GPU (the installed library's CPU figures would
+    not be that device's), a model that is not a local GGUF, or when llama-cpp-python is missing.
+    """
+    if what_if or hardware.gpus or spec.kind != "local_gguf" or not spec.files:
+        return {}
+    first = spec.files[0].path
+    probe = ComputeProbe.for_file(first)
+    return {first: probe} if probe is not None else {}
+
+
+@contextlib.contextmanager
+def compute_probes(
+    spec: ModelSpec, hardware: Hardware, *, what_if: bool
+) -> Iterator[dict[str, ComputeProbe]]:
+    """`probes_for`, closed (children stopped, answers cached) when the block ends."""
+    probes = probes_for(spec, hardware, what_if=what_if)
+    try:
+        yield probes
+    finally:
+        for probe in probes.values():
+            probe.close()
