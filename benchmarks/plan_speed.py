@@ -2,9 +2,11 @@
 
 Issue 3's target: `plan` on a cached repo or a local file answers in under 1 s. This prints, for each
 input, the wall-clock median of `llmhost plan <ref> --json` run as a fresh process (what a user waits
-for), the same median for `python -c pass` and `import llmhost.cli` (the floor under it), the in-process
-phases (import of llmhost.cli, resolve, detect, make_plan, rendering) measured in a fresh interpreter,
-and the ratio to the 1 s target. Then `python -X importtime` top offenders for the GGUF case.
+for; for a local GGUF also the first plan of the file, which runs llama.cpp's no-alloc dry run for the
+compute buffer, and a plan with the dry run off), the same median for `python -c pass` and
+`import llmhost.cli` (the floor under it), the in-process phases (import of llmhost.cli, resolve,
+detect, make_plan, rendering) measured in a fresh interpreter, and the ratio to the 1 s target. Then
+`python -X importtime` top offenders for the GGUF case.
 
 Inputs are generated here: a llama GGUF (llmhost.demo_model.write_llama_gguf), a model dir with a real
 config.json (tests/fixtures/configs) and a safetensors file listing its real tensor table (zero data,
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,9 +72,17 @@ def llmhost_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "llmhost"]
 
 
-def median_wall(argv: list[str], env: dict[str, str], runs: int, ok: tuple[int, ...] = (0,)) -> float:
+def median_wall(
+    argv: list[str],
+    env: dict[str, str],
+    runs: int,
+    ok: tuple[int, ...] = (0,),
+    before_each: Callable[[], None] | None = None,
+) -> float:
     times: list[float] = []
     for _ in range(runs):
+        if before_each is not None:
+            before_each()
         started = time.perf_counter()
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         times.append(time.perf_counter() - started)
@@ -97,6 +108,15 @@ def make_gguf(tmp: Path) -> Path:
 
     return write_llama_gguf(
         tmp / "bench-llama.gguf", n_layer=4, n_embd=256, n_head=4, n_head_kv=2, n_ff=512, n_vocab=1000
+    )
+
+
+def make_big_vocab_gguf(tmp: Path) -> Path:
+    """A Qwen-sized vocabulary (152k tokens): what the llama.cpp dry run's model load costs for real."""
+    from llmhost.demo_model import write_llama_gguf
+
+    return write_llama_gguf(
+        tmp / "bench-llama-152k.gguf", n_layer=4, n_embd=256, n_head=4, n_head_kv=2, n_ff=512, n_vocab=152064
     )
 
 
@@ -187,12 +207,16 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7, help="runs per figure (median is printed)")
     args = parser.parse_args()
 
-    env = {**os.environ, "NO_COLOR": "1"}
-    env.pop("HF_HUB_OFFLINE", None)
     tmp = Path(tempfile.mkdtemp(prefix="llmhost-plan-speed-"))
+    # Its own cache dir: the llama.cpp dry-run answers for a local GGUF are cached there, and the cold
+    # rows below empty it before every run.
+    env = {**os.environ, "NO_COLOR": "1", "LLMHOST_CACHE_DIR": str(tmp / "cache")}
+    env.pop("HF_HUB_OFFLINE", None)
     try:
+        gguf, big_gguf = str(make_gguf(tmp)), str(make_big_vocab_gguf(tmp))
         cases: list[tuple[str, str, dict[str, str]]] = [
-            ("local GGUF", str(make_gguf(tmp)), env),
+            ("local GGUF", gguf, env),
+            ("local GGUF, 152k vocab", big_gguf, env),
             ("local HF dir (1B)", str(make_hf_dir(tmp)), env),
         ]
         hub_env = warm_hub_cache(tmp, env)
@@ -202,13 +226,32 @@ def main() -> int:
         floor_python = median_wall([sys.executable, "-c", "pass"], env, args.runs)
         floor_import = median_wall([sys.executable, "-c", "import llmhost.cli"], env, args.runs)
         print(f"\nwall clock, median of {args.runs} fresh processes (target {TARGET_S:.1f} s)")
-        print(f"  {'python -c pass':<34}{floor_python:>8.3f} s")
-        print(f"  {'python -c import llmhost.cli':<34}{floor_import:>8.3f} s")
+        print(f"  {'python -c pass':<42}{floor_python:>8.3f} s")
+        print(f"  {'python -c import llmhost.cli':<42}{floor_import:>8.3f} s")
+
+        def forget_dry_runs() -> None:
+            shutil.rmtree(tmp / "cache" / "llamacpp-dry-run", ignore_errors=True)
+
+        # A local GGUF planned for this CPU asks the installed llama.cpp for its compute buffer (a child
+        # process, a no-alloc load): the first plan of a file pays for it, later ones read the cache.
+        for label, ref in (("local GGUF", gguf), ("local GGUF, 152k vocab", big_gguf)):
+            cold = median_wall(
+                [*llmhost_argv(), "plan", ref, "--json"],
+                env,
+                args.runs,
+                ok=(0, 3),
+                before_each=forget_dry_runs,
+            )
+            off = median_wall(
+                [*llmhost_argv(), "plan", ref, "--json"], {**env, "LLMHOST_LLAMACPP_DRY_RUN": "0"}, args.runs
+            )
+            for what, wall in ((", cold dry run", cold), (", dry run off", off)):
+                print(f"  {'plan ' + label + what:<42}{wall:>8.3f} s   {wall / TARGET_S:.2f}x the 1 s target")
         rows: list[tuple[str, float, dict[str, float]]] = []
         for label, ref, case_env in cases:
             wall = median_wall([*llmhost_argv(), "plan", ref, "--json"], case_env, args.runs, ok=(0, 3))
             rows.append((label, wall, median_phases(ref, case_env, args.runs)))
-            print(f"  {'plan ' + label:<34}{wall:>8.3f} s   {wall / TARGET_S:.2f}x the 1 s target")
+            print(f"  {'plan ' + label:<42}{wall:>8.3f} s   {wall / TARGET_S:.2f}x the 1 s target")
 
         phase_names = list(rows[0][2])
         print(f"\nin-process phases, ms (median of {args.runs}, fresh interpreter each)")

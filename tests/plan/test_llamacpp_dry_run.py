@@ -100,3 +100,20 @@ def test_settings_map_to_what_llama_server_creates() -> None:
     assert params["flash_attn"] is True  # a quantized V cache needs flash attention
     python_server = context_params(LlamaCppSettings(n_ctx_seq=512, n_outputs_max=2048))
     assert python_server["n_outputs_max"] == 2048
+
+
+def test_the_child_starts_before_resolve_unless_the_cache_answers(tiny_gguf: Path) -> None:
+    from llmhost.engines.llamacpp_dryrun import compute_probes
+    from llmhost.hardware import detect
+
+    machine = detect().model_copy(update={"gpus": []})
+    with compute_probes(str(tiny_gguf), machine, what_if=False) as probes_for:
+        (probe,) = probes_for(resolve(str(tiny_gguf))).values()
+        assert probe.children_started == 1  # llama.cpp was loading while the header was parsed
+        assert probe(LlamaCppSettings(n_ctx_seq=512)) is not None
+    with compute_probes(str(tiny_gguf), machine, what_if=False) as probes_for:
+        (probe,) = probes_for(resolve(str(tiny_gguf))).values()
+        assert probe.children_started == 0  # answers on disk: no child unless a new question comes
+    with compute_probes(str(tiny_gguf), machine, what_if=True) as probes_for:
+        assert probes_for(resolve(str(tiny_gguf))) == {}
+    assert not _children()

@@ -206,13 +206,13 @@ def register(app: typer.Typer) -> None:
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
         )
-        spec = resolve(model, offline=True if offline else None)
-        machine = resolve_hardware(hardware)
-        siblings = _quantized_siblings(spec, offline=offline)
         from llmhost.engines.llamacpp_dryrun import compute_probes
 
-        with compute_probes(spec, machine, what_if=bool(hardware)) as probes:
-            result = make_plan(spec, machine, request, siblings=siblings, compute_probes=probes)
+        machine = resolve_hardware(hardware)
+        with compute_probes(model, machine, what_if=bool(hardware)) as probes_for:
+            spec = resolve(model, offline=True if offline else None)
+            siblings = _quantized_siblings(spec, offline=offline)
+            result = make_plan(spec, machine, request, siblings=siblings, compute_probes=probes_for(spec))
         emit(
             result, as_json=json_output, human=lambda console: render_plan(console, result, show_all=show_all)
         )

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -89,6 +89,7 @@ class ComputeProbe:
         self.path = gguf_path
         self.version = version
         self._proc: subprocess.Popen[str] | None = None
+        self._ready = False
         self._failed = False
         self._cache_file = _cache_file(gguf_path, version) if disk_cache else None
         self._answers: dict[str, int | None] = _read_cache(self._cache_file) if self._cache_file else {}
@@ -140,11 +141,10 @@ class ComputeProbe:
         mib = reply.get("compute_mib")
         return round(float(mib) * MIB) if isinstance(mib, (int, float)) else None
 
-    def _child(self) -> subprocess.Popen[str] | None:
-        if self._failed:
-            return None
-        if self._proc is not None:
-            return self._proc
+    def start(self) -> None:
+        """Start the child now, without waiting: llama.cpp loads the model while the caller works."""
+        if self._failed or self._proc is not None:
+            return
         self.children_started += 1
         try:
             self._proc = subprocess.Popen(
@@ -155,13 +155,27 @@ class ComputeProbe:
                 text=True,
                 bufsize=1,
             )
-            assert self._proc.stdout is not None
+        except OSError:
+            self._fail()
+
+    @property
+    def has_cached_answers(self) -> bool:
+        return bool(self._answers)
+
+    def _child(self) -> subprocess.Popen[str] | None:
+        self.start()
+        if self._failed or self._proc is None or self._proc.stdout is None:
+            return None
+        if self._ready:
+            return self._proc
+        try:
             ready = _read_line(self._proc.stdout, LOAD_TIMEOUT_S)
         except (OSError, TimeoutError, ValueError):
             ready = None
         if not ready or not ready.get("ready"):
             self._fail()
             return None
+        self._ready = True
         return self._proc
 
     def _fail(self) -> None:
@@ -170,11 +184,14 @@ class ComputeProbe:
 
     def _stop(self) -> None:
         proc, self._proc = self._proc, None
+        ready, self._ready = self._ready, False
         if proc is None:
             return
         with contextlib.suppress(OSError):
             if proc.stdin:
                 proc.stdin.close()
+        if not ready:
+            proc.kill()  # still loading (or never asked): nothing to wait for
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -238,27 +255,39 @@ def _write_cache(path: Path, answers: dict[str, int | None]) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def probes_for(spec: ModelSpec, hardware: Hardware, *, what_if: bool) -> dict[str, ComputeProbe]:
-    """Probes for the GGUF files `plan` may run on this machine's CPU with the installed llama.cpp.
-
-    Empty for a `--hardware` what-if, a machine with a GPU (the installed library's CPU figures would
-    not be that device's), a model that is not a local GGUF, or when llama-cpp-python is missing.
-    """
-    if what_if or hardware.gpus or spec.kind != "local_gguf" or not spec.files:
-        return {}
-    first = spec.files[0].path
-    probe = ComputeProbe.for_file(first)
-    return {first: probe} if probe is not None else {}
+def _probe_for_ref(ref: str, hardware: Hardware, *, what_if: bool) -> ComputeProbe | None:
+    if what_if or hardware.gpus:
+        return None
+    path = Path(ref).expanduser()
+    if path.suffix.lower() != ".gguf" or not path.is_file():
+        return None
+    return ComputeProbe.for_file(path)
 
 
 @contextlib.contextmanager
 def compute_probes(
-    spec: ModelSpec, hardware: Hardware, *, what_if: bool
-) -> Iterator[dict[str, ComputeProbe]]:
-    """`probes_for`, closed (children stopped, answers cached) when the block ends."""
-    probes = probes_for(spec, hardware, what_if=what_if)
+    ref: str, hardware: Hardware, *, what_if: bool
+) -> Iterator[Callable[[ModelSpec], dict[str, ComputeProbe]]]:
+    """Before `resolve(ref)`: yields `for_spec(spec)`, the probes `make_plan` may use for that spec.
+
+    A probe exists only for a local GGUF file planned for this machine (not a `--hardware` what-if)
+    when it has no GPU (the installed library's CPU graph is not a CUDA or Metal graph) and
+    llama-cpp-python is installed. Its child starts at once unless the disk cache already holds
+    answers for the file, so llama.cpp loads the model while llmhost parses the header. The block's
+    end stops the child and saves new answers.
+    """
+    probe = _probe_for_ref(ref, hardware, what_if=what_if)
+    if probe is not None and not probe.has_cached_answers:
+        probe.start()
+
+    def for_spec(spec: ModelSpec) -> dict[str, ComputeProbe]:
+        if probe is None or spec.kind != "local_gguf" or not spec.files:
+            return {}
+        first = spec.files[0].path
+        return {first: probe} if Path(first).resolve() == probe.path.resolve() else {}
+
     try:
-        yield probes
+        yield for_spec
     finally:
-        for probe in probes.values():
+        if probe is not None:
             probe.close()

@@ -174,8 +174,8 @@ def resolve_and_plan(request: ServeRequest) -> tuple[ModelSpec, Hardware, Plan]:
     )
     from llmhost.engines.llamacpp_dryrun import compute_probes
 
-    with compute_probes(spec, hardware, what_if=bool(request.hardware)) as probes:
-        plan = make_plan(spec, hardware, plan_request, compute_probes=probes)
+    with compute_probes(request.model, hardware, what_if=bool(request.hardware)) as probes_for:
+        plan = make_plan(spec, hardware, plan_request, compute_probes=probes_for(spec))
     return spec, hardware, plan
 
 
