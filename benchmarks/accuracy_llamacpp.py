@@ -462,7 +462,7 @@ def compare(path: Path, *, write_docs: bool) -> int:
 
 def _dry_run_lines(data: dict[str, Any], specs: dict[str, Any], analytic: list[dict[str, Any]]) -> list[str]:
     """The same cases with llama.cpp's own no-alloc dry run for the compute buffer (`plan`'s figure for a
-    local GGUF on the CPU), side by side with the analytic model where that one misses."""
+    GGUF on the CPU), side by side with the analytic model where that one misses."""
     import _accuracy_compare as acc
 
     try:
@@ -476,7 +476,7 @@ def _dry_run_lines(data: dict[str, Any], specs: dict[str, Any], analytic: list[d
     compute = summary["compute"]
     lines = [
         "With the compute buffer from llama.cpp's own no-alloc dry run "
-        "(`llmhost.engines.llamacpp_dryrun`, what `plan` uses for a local GGUF run on the CPU; "
+        "(`llmhost.engines.llamacpp_dryrun`, what `plan` uses for a GGUF run on the CPU; "
         f"{len(answered)} cases in {time.monotonic() - started:.0f} s): "
         f"**{summary['all_pass']}/{summary['cases']} cases meet every target**; compute within "
         f"{compute['max_abs_error']:.2%} at worst (median {compute['median_abs_error']:.2%}), "

@@ -190,6 +190,7 @@ def write_llama_gguf(
     rms_eps: float = 1e-5,
     name: str = "llmhost-generated-llama",
     chat_template: str = CHATML_TEMPLATE,
+    split_max_tensors: int = 0,
 ) -> Path:
     """Write a llama-architecture GGUF with a byte-level BPE vocabulary and seeded random weights.
 
@@ -226,7 +227,9 @@ def write_llama_gguf(
 
     tokens, types, merges = build_vocab(n_vocab)
     arch = "llama"
-    writer = gguf.GGUFWriter(str(out), arch)
+    # split_max_tensors > 0 writes llama.cpp's split layout (`<stem>-00001-of-0000N.gguf`, ...); the
+    # returned path is then the first shard.
+    writer = gguf.GGUFWriter(str(out), arch, split_max_tensors=split_max_tensors)
     writer.add_name(name)
     writer.add_context_length(n_ctx_train)
     writer.add_embedding_length(n_embd)
@@ -282,7 +285,8 @@ def write_llama_gguf(
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return out
+    shards = sorted(out.parent.glob(f"{out.stem}-00001-of-*.gguf")) if split_max_tensors else []
+    return shards[0] if shards else out
 
 
 def shape_key(shape: LlamaShape) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,46 @@ def test_plan_a_hub_repo_with_a_quantized_sibling(
     assert all(c["model_source"] == base for c in plan["candidates"])
     assert any("GGUF of it would fit with llama.cpp" in a for a in plan["advice"])
     assert not fake_hub.requests
+
+
+def _header_only(path: Path) -> HubFile:
+    """The file as the Hub lists it, but only its header can be read: the rest reads as zeros."""
+    import gguf
+
+    data = path.read_bytes()
+    return HubFile(data[: gguf.GGUFReader(path).data_offset], size=len(data), lfs=True)
+
+
+@pytest.mark.engine
+def test_plan_a_gguf_repo_asks_llama_cpp_about_the_header_it_read(
+    fake_hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU machine, a GGUF on the Hub gets llama.cpp's own compute figure: llama.cpp reads a
+    replica made of the header bytes `plan` fetched, and nothing more is downloaded."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (llmhost[llamacpp])")
+    from llmhost.cli import main
+    from llmhost.demo_model import write_llama_gguf
+
+    monkeypatch.setenv("LLMHOST_CACHE_DIR", str(tmp_path / "cache"))
+    shape = dict(n_layer=2, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=2048)
+    one = write_llama_gguf(tmp_path / "one" / "Tiny-F16.gguf", **shape)
+    split = write_llama_gguf(tmp_path / "split" / "Tiny-Q8.gguf", **shape, split_max_tensors=8)
+    shards = sorted(split.parent.iterdir())
+    files: dict[str, HubFile | bytes] = {"Tiny-F16.gguf": _header_only(one)}
+    files.update({f"Q8_0/{p.name.replace('Tiny-Q8', 'Tiny-Q8_0')}": _header_only(p) for p in shards})
+    fake_hub.add_repo("someone/Tiny-GGUF", files)
+
+    def plan(*args: str) -> dict[str, Any]:
+        assert main(["plan", *args, "--engine", "llamacpp", "--context", "2048", "--json"]) == 0
+        chosen: dict[str, Any] = json.loads(capsys.readouterr().out)["candidates"][0]
+        return chosen
+
+    local = plan(str(one))
+    remote = plan("someone/Tiny-GGUF:F16")
+    assert local["compute_source"] == remote["compute_source"] == "llama.cpp dry run"
+    assert remote["memory"]["compute_bytes"] == local["memory"]["compute_bytes"]
+    assert len(shards) == 3
+    sharded = plan("someone/Tiny-GGUF:Q8_0")  # llama.cpp finds shards 2 and 3 next to the first
+    assert sharded["compute_source"] == "llama.cpp dry run"
+    assert sharded["memory"]["compute_bytes"] == local["memory"]["compute_bytes"]  # same graph
+    assert not list(Path(tempfile.gettempdir()).glob("llmhost-gguf-replica-*")), "replicas left behind"

@@ -9,7 +9,9 @@ buffer sizes. `ComputeProbe` does the same through llama-cpp-python's C API, in 
 failed llama.cpp assertion aborts its process), for one GGUF file and any number of context settings.
 
 It measures the backend of the installed library, so `plan` uses it only where that is the backend
-the model will run on: a local GGUF, the detected machine (not a `--hardware` what-if) and no GPU.
+the model will run on: the detected machine (not a `--hardware` what-if) with no GPU. The GGUF may be
+local, on the Hub (`org/name-GGUF:TAG`, split or not) or at a URL: for a remote one, llama.cpp reads a
+replica made of the header bytes `resolve` already fetched plus a sparse hole for the tensor data.
 Everywhere else, and whenever llama-cpp-python is missing or the child fails, the analytic estimate
 stands. Answers are cached on disk by file identity, llama-cpp-python version and settings, so a
 repeated `plan` starts no child. `LLMHOST_LLAMACPP_DRY_RUN=0` turns the probe off.
@@ -24,6 +26,7 @@ import importlib.util
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,27 +88,35 @@ class ComputeProbe:
     manager) to stop the child and save new answers to the cache.
     """
 
-    def __init__(self, gguf_path: Path, version: str, *, disk_cache: bool = True) -> None:
+    def __init__(
+        self, gguf_path: Path, version: str, *, disk_cache: bool = True, identity: str | None = None
+    ) -> None:
         self.path = gguf_path
         self.version = version
         self._proc: subprocess.Popen[str] | None = None
         self._ready = False
         self._failed = False
-        self._cache_file = _cache_file(gguf_path, version) if disk_cache else None
+        self._cache_file = _cache_file(gguf_path, version, identity) if disk_cache else None
         self._answers: dict[str, int | None] = _read_cache(self._cache_file) if self._cache_file else {}
         self._new_answers = False
         self.children_started = 0
 
     @classmethod
-    def for_file(cls, gguf_path: str | os.PathLike[str], *, disk_cache: bool = True) -> ComputeProbe | None:
-        """A probe for `gguf_path`, or None when llama-cpp-python is missing or the probe is off."""
+    def for_file(
+        cls, gguf_path: str | os.PathLike[str], *, disk_cache: bool = True, identity: str | None = None
+    ) -> ComputeProbe | None:
+        """A probe for `gguf_path`, or None when llama-cpp-python is missing or the probe is off.
+
+        `identity` names the file in the disk cache (default: its path, size and mtime); a replica of a
+        remote file passes the repo, commit and file name, so the answers outlive the replica.
+        """
         if not dry_run_enabled():
             return None
         version = llama_cpp_version()
         path = Path(gguf_path)
         if version is None or not path.is_file():
             return None
-        return cls(path, version, disk_cache=disk_cache)
+        return cls(path, version, disk_cache=disk_cache, identity=identity)
 
     def __enter__(self) -> ComputeProbe:
         return self
@@ -222,10 +233,11 @@ def _read_line(stream: IO[str], timeout_s: float) -> dict[str, Any] | None:
             return data if isinstance(data, dict) else None
 
 
-def _cache_file(path: Path, version: str) -> Path:
-    st = path.stat()
-    identity = json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, version])
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
+def _cache_file(path: Path, version: str, identity: str | None) -> Path:
+    if identity is None:
+        st = path.stat()
+        identity = json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns])
+    digest = hashlib.sha256(json.dumps([identity, version]).encode()).hexdigest()[:24]
     return cache_dir() / "llamacpp-dry-run" / f"{digest}.json"
 
 
@@ -270,24 +282,62 @@ def compute_probes(
 ) -> Iterator[Callable[[ModelSpec], dict[str, ComputeProbe]]]:
     """Before `resolve(ref)`: yields `for_spec(spec)`, the probes `make_plan` may use for that spec.
 
-    A probe exists only for a local GGUF file planned for this machine (not a `--hardware` what-if)
-    when it has no GPU (the installed library's CPU graph is not a CUDA or Metal graph) and
-    llama-cpp-python is installed. Its child starts at once unless the disk cache already holds
-    answers for the file, so llama.cpp loads the model while llmhost parses the header. The block's
-    end stops the child and saves new answers.
+    A probe exists only for a GGUF planned for this machine (not a `--hardware` what-if) when it has
+    no GPU (the installed library's CPU graph is not a CUDA or Metal graph) and llama-cpp-python is
+    installed. For a local file the child starts at once unless the disk cache already holds answers
+    for it, so llama.cpp loads the model while llmhost parses the header; for a remote GGUF it starts
+    on the first question, once `resolve` has fetched the header. The block's end stops the children,
+    removes the replicas and saves new answers.
     """
     probe = _probe_for_ref(ref, hardware, what_if=what_if)
     if probe is not None and not probe.has_cached_answers:
         probe.start()
+    remote: list[ComputeProbe] = []
+    replicas: list[Path] = []
 
     def for_spec(spec: ModelSpec) -> dict[str, ComputeProbe]:
-        if probe is None or spec.kind != "local_gguf" or not spec.files:
+        if not spec.files:
             return {}
         first = spec.files[0].path
+        if spec.kind in ("gguf_repo", "gguf_url") and not what_if and not hardware.gpus:
+            made = _remote_probe(spec, replicas)
+            if made is None:
+                return {}
+            remote.append(made)
+            return {first: made}
+        if probe is None or spec.kind != "local_gguf":
+            return {}
         return {first: probe} if Path(first).resolve() == probe.path.resolve() else {}
 
     try:
         yield for_spec
     finally:
-        if probe is not None:
-            probe.close()
+        for p in (probe, *remote):
+            if p is not None:
+                p.close()
+        for directory in replicas:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _remote_probe(spec: ModelSpec, replicas: list[Path]) -> ComputeProbe | None:
+    """A probe for a GGUF on the Hub or at a URL: llama.cpp reads a replica made of the header bytes
+    `resolve` already fetched (kept in the HF cache) and a sparse hole the size of the tensor data, so
+    nothing more is downloaded and nothing is written but the header."""
+    if not dry_run_enabled() or llama_cpp_version() is None:
+        return None
+    from llmhost.models.remote import cached_gguf_headers
+
+    headers = cached_gguf_headers(spec)
+    if not headers:
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="llmhost-gguf-replica-"))
+    replicas.append(directory)
+    try:
+        for name, raw, size in headers:
+            target = directory / name
+            shutil.copyfile(raw, target)
+            os.truncate(target, size)
+    except OSError:
+        return None
+    identity = json.dumps([spec.repo_id, spec.revision, [f.path for f in spec.files]])
+    return ComputeProbe.for_file(directory / headers[0][0], identity=identity)

@@ -247,11 +247,13 @@ def read_remote_header(
     label: str,
     first_chunk: int = FIRST_REMOTE_CHUNK,
     limit: int = MAX_HEADER_BYTES,
+    keep: Callable[[bytes], None] | None = None,
 ) -> tuple[GGUFHeader, int]:
     """Parse a GGUF header from range reads, growing the prefix (doubling) until it parses.
 
     Returns the header and the number of bytes fetched. Growth is bounded by `limit` and by the file
-    size, so a corrupt header ends in a `ModelError`, never an endless download.
+    size, so a corrupt header ends in a `ModelError`, never an endless download. `keep` receives the raw
+    header (up to the tensor data): with it, llama.cpp itself can read the file's metadata later.
     """
     buf = bytearray()
     want = min(first_chunk, limit, total_size or first_chunk)
@@ -273,6 +275,8 @@ def read_remote_header(
                 raise ModelError(f"{label} is not a GGUF file (only {total_size} bytes).")
             try:
                 header = _parse(prefix_path, total_size=total_size, available=len(buf), limit=limit)
+                if keep is not None:
+                    keep(bytes(buf[: header.header_bytes]))
                 return header, len(buf)
             except _NeedMore as more:
                 if len(buf) >= min(total_size, limit):

@@ -77,6 +77,19 @@ class _Cache:
     def save_header(self, sha: str, filename: str, data: Any) -> None:
         self._write(self.root / "headers" / _safe(sha) / f"{_safe(filename)}.json", data)
 
+    def raw_header_path(self, sha: str, filename: str) -> Path:
+        return self.root / "headers" / _safe(sha) / f"{_safe(filename)}.gguf-header"
+
+    def save_raw_header(self, sha: str, filename: str, raw: bytes) -> None:
+        path = self.raw_header_path(sha, filename)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(raw)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
 
 def _safe(name: str) -> str:
     return name.replace("/", "--").replace("\\", "--")
@@ -247,9 +260,37 @@ def _remote_gguf_header(
     def fetch(start: int, end: int) -> tuple[bytes, int | None]:
         return hub.fetch_range(ctx, url, start, end, label=label)
 
-    header, n = read_remote_header(fetch, size, label=label)
+    header, n = read_remote_header(
+        fetch, size, label=label, keep=lambda raw: cache.save_raw_header(sha, filename, raw)
+    )
     cache.save_header(sha, filename, header_to_json(header))
     return header, n
+
+
+def cached_gguf_headers(spec: ModelSpec) -> list[tuple[str, Path, int]] | None:
+    """For a remote GGUF spec: (file name, cached raw header, file size) of each of its files, as read
+    when it was resolved, or None when one is missing (a cache from before raw headers were kept)."""
+    ctx = hub.context(None)
+    out: list[tuple[str, Path, int]] = []
+    if spec.kind == "gguf_repo" and spec.repo_id and spec.revision:
+        cache, sha = _Cache(ctx, spec.repo_id), spec.revision
+        entries = [(f.path, f.path.rsplit("/", 1)[-1], f.size_bytes) for f in spec.files]
+    elif spec.kind == "gguf_url" and spec.files:
+        url = spec.files[0].path
+        cache, sha = _Cache(ctx, _url_key(url)), "url"
+        entries = [("header", url.split("?", 1)[0].rsplit("/", 1)[-1], spec.files[0].size_bytes)]
+    else:
+        return None
+    for filename, basename, size in entries:
+        raw = cache.raw_header_path(sha, filename)
+        if not size or not raw.is_file():
+            return None
+        out.append((basename, raw, size))
+    return out
+
+
+def _url_key(url: str) -> str:
+    return "url-" + hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def _resolve_gguf_repo(
@@ -295,8 +336,7 @@ def _resolve_gguf_repo(
 
 def _resolve_gguf_url(ctx: hub.HubContext, parsed: ParsedRef) -> ModelSpec:
     url = parsed.url or ""
-    key = "url-" + hashlib.sha256(url.encode()).hexdigest()[:16]
-    cache = _Cache(ctx, key)
+    cache = _Cache(ctx, _url_key(url))
     header, n = _remote_gguf_header(ctx, cache, "url", "header", url, None, url)
     name = url.split("?", 1)[0].rsplit("/", 1)[-1].removesuffix(".gguf")
     if header.fields.get("split.count", 1) not in (0, 1):

@@ -76,7 +76,7 @@ class Candidate(_Model):
     compute_source: Literal["estimate", "llama.cpp dry run"] = Field(
         default="estimate",
         description="Where compute_bytes comes from: llmhost's model of the engine, or (llama.cpp on the "
-        "CPU, local GGUF) the installed llama.cpp's own no-alloc reservation of its graph.",
+        "CPU) the installed llama.cpp's own no-alloc reservation of its graph.",
     )
 
 
