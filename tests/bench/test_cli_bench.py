@@ -70,6 +70,15 @@ def test_human_output_and_compare(ref_server, capsys, tmp_path: Path) -> None:
         assert run(capsys, *common(srv.base_url, "-n", "4", "--output", str(b)))[0] == 0
     code, out, _ = run(capsys, "compare", str(a), str(b))
     assert code == 0 and "TPOT p50 ms" in out and "fast.json" in out and "%" in out
+    assert "same workload in every run" in out and "c=" in out  # each column says what it ran
+    with ref_server(ttft_s=0.005, itl_s=0.002) as srv:
+        longer = tmp_path / "longer.json"
+        assert (
+            run(capsys, *common(srv.base_url, "-n", "4", "--output-tokens", "20", "--output", str(longer)))[0]
+            == 0
+        )
+    code, out, _ = run(capsys, "compare", str(a), str(longer))
+    assert code == 0 and "not like for like" in out and "token lengths differ" in out
     code, out, _ = run(capsys, "compare", str(a), str(b), "--json")
     assert code == 0 and len(json.loads(out)) == 2
     code, _, err = run(capsys, "compare", str(a))

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from rich.table import Table
 
-from llmhost.bench.models import BenchResult, Summary
+from llmhost.bench.models import BenchResult, Summary, Workload
 from llmhost.errors import UsageError
 
 # (label, getter, higher_is_better)
@@ -53,11 +53,50 @@ def relative(base: float | None, value: float | None) -> float | None:
     return value / base - 1
 
 
+def describe(result: BenchResult) -> str:
+    """What was benched, in a few words: deployment or model, engine, load."""
+    t, w = result.target, result.workload
+    who = t.deployment or t.model
+    load = f"c={w.concurrency}" if w.concurrency else (f"rate={w.rate:g}/s" if w.rate else "")
+    if w.sweep:
+        load = "sweep"
+    return " · ".join(x for x in (who, t.engine or "", load) if x)
+
+
+def _lengths(w: Workload) -> str:
+    def span(r: tuple[int, int]) -> str:
+        return str(r[0]) if r[0] == r[1] else f"{r[0]}-{r[1]}"
+
+    return f"in {span(w.input_tokens)} / out {span(w.output_tokens)}"
+
+
+def workload_differences(results: list[BenchResult]) -> list[str]:
+    """What differs between the runs' workloads besides the load: figures of different workloads (other
+    lengths, another API, prefix sharing, forced lengths) are not comparable as a speed-up."""
+    checks: list[tuple[str, Callable[[Workload], object]]] = [
+        ("API", lambda w: w.api),
+        ("token lengths", _lengths),
+        ("shared prefix", lambda w: w.shared_prefix_tokens),
+        ("dataset", lambda w: w.dataset),
+        ("forced output length", lambda w: w.force_length),
+    ]
+    notes = []
+    for name, get in checks:
+        values = [str(get(r.workload)) for r in results]
+        if len(set(values)) > 1:
+            notes.append(f"{name} differ: {', '.join(values)}")
+    return notes
+
+
 def compare_table(paths: list[Path], results: list[BenchResult]) -> Table:
-    table = Table(title=f"relative to {paths[0].name}", title_justify="left")
+    differences = workload_differences(results)
+    caption = "not like for like: " + "; ".join(differences) if differences else "same workload in every run"
+    table = Table(
+        title=f"relative to {paths[0].name}", title_justify="left", caption=caption, caption_justify="left"
+    )
     table.add_column("metric")
-    for path in paths:
-        table.add_column(path.name, justify="right")
+    for path, result in zip(paths, results, strict=True):
+        table.add_column(f"{path.name}\n{describe(result)}", justify="right")
     for label, get, higher_better in ROWS:
         base = get(results[0].summary)
         cells = ["-" if base is None else f"{base:,.2f}"]
