@@ -305,10 +305,18 @@ def test_pre_quantized_siblings_become_candidates() -> None:
 def test_no_candidate_says_why() -> None:
     from llmhost.models.spec import Quantization
 
-    fp8_ckpt = dense_spec(quant=Quantization(method="fp8", bits=8), bytes_per_param=1.0)
-    plan = make_plan(fp8_ckpt, machine([], ram_gib=64), PlanRequest(context=8192))
-    assert plan.chosen is None and not plan.candidates
+    awq_ckpt = dense_spec(quant=Quantization(method="awq", bits=4), bytes_per_param=0.5)
+    plan = make_plan(awq_ckpt, machine([], ram_gib=64), PlanRequest(context=8192))
+    assert plan.chosen is None and not plan.candidates  # AWQ scales do not convert to GGUF
     assert "needs vLLM on an NVIDIA or AMD GPU" in plan.advice[0]
+    # An FP8 checkpoint does convert (llama.cpp dequantizes it): its GGUF options are the advice.
+    fp8_ckpt = dense_spec(quant=Quantization(method="fp8", bits=8), bytes_per_param=1.0)
+    fp8 = make_plan(fp8_ckpt, machine([], ram_gib=64), PlanRequest(context=8192))
+    assert fp8.chosen is None and fp8.candidates
+    assert all(
+        c.engine == "llamacpp" and c.engine_options.get("needs_gguf_conversion") for c in fp8.candidates
+    )
+    assert "convert_hf_to_gguf" in fp8.advice[0]
     gguf_on_vllm = make_plan(llama8b_q4km_gguf(), machine([h100()]), PlanRequest(engine="vllm"))
     assert "--engine llamacpp" in gguf_on_vllm.advice[0]
     wrong_kv = make_plan(

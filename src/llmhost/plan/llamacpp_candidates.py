@@ -41,6 +41,11 @@ from llmhost.plan.hardware_view import device_name, gpu_free_bytes, host_capacit
 from llmhost.plan.models import Candidate, DeviceMemory, MemoryBreakdown, PlanRequest
 
 
+# Quantized checkpoints llama.cpp's convert_hf_to_gguf.py reads: FP8 block-scaled weights are dequantized
+# on the way (DeepSeek-V3, Qwen3-FP8), and gpt-oss's MXFP4 experts map onto GGUF's own MXFP4 type.
+GGUF_CONVERTIBLE = ("fp8", "mxfp4")
+
+
 def llamacpp_quants(spec: ModelSpec) -> list[tuple[str, str | None, bool]]:
     """(quant, gguf file, needs conversion) for each llama.cpp option."""
     own = own_quantization(spec)
@@ -54,8 +59,8 @@ def llamacpp_quants(spec: ModelSpec) -> list[tuple[str, str | None, bool]]:
                 if tag != own and (tag in GGUF_STANDARD_QUANTS or tag in ("F16", "BF16")):
                     options.append((tag, variant.files[0].path if variant.files else None, False))
         return options
-    if own not in (*SIXTEEN_BIT, "fp32"):
-        return []  # AWQ/GPTQ/FP8 checkpoints have no direct GGUF conversion path
+    if own not in (*SIXTEEN_BIT, "fp32", *GGUF_CONVERTIBLE):
+        return []  # AWQ/GPTQ checkpoints have no GGUF conversion path (their scales are not llama.cpp's)
     return [(q, None, True) for q in GGUF_STANDARD_QUANTS]
 
 
