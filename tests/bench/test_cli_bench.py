@@ -353,3 +353,20 @@ def test_prompts_far_from_the_requested_length_are_flagged(ref_server, capsys) -
         r.prompt_tokens = 4 * r.prompt_tokens_requested
     (flag,) = prompt_length_flags(result.requests)
     assert flag.code == "prompt_length_off" and "--tokenizer" in flag.message
+
+
+def test_a_decode_too_fast_to_spread_over_reads_is_not_called_buffered(ref_server, capsys) -> None:
+    # Found in QA: the tiny demo GGUF on llama-server at --rate 20 decoded 16 tokens in 7 ms by its own
+    # `timings` (after ~30 ms in the queue); they arrived in one read and `buffered_stream` was raised.
+    # The server's predicted_ms says the stream was generated that fast: no proxy held it back.
+    with ref_server(ttft_s=0.05, itl_s=0.0, timings=True) as srv:
+        code, out, _ = run(capsys, *common(srv.base_url, "-n", "4", "--output-tokens", "20", "--json"))
+    assert code == 0
+    result = BenchResult.model_validate_json(out)
+    assert all(r.server_timings and r.server_timings["predicted_ms"] < 1 for r in result.requests)
+    assert "buffered_stream" not in codes(result)
+    # A buffering proxy in front of a server whose own timings show a slow decode is still caught.
+    with ref_server(ttft_s=0.005, itl_s=0.01, buffered=True, timings=True) as srv:
+        code, out, _ = run(capsys, *common(srv.base_url, "-n", "4", "--output-tokens", "20", "--json"))
+    assert code == 0
+    assert "buffered_stream" in codes(BenchResult.model_validate_json(out))

@@ -15,6 +15,9 @@ TOKEN_DISAGREEMENT = 0.02  # usage vs tokenizer counts
 RECONCILE_TOLERANCE = 0.10  # client vs server decode rate / TTFT
 BUFFERED_MAX_ARRIVALS = 2  # distinct arrival times of a stream of >= 8 content chunks
 BUFFERED_MIN_TTFT_SHARE = 0.9  # ... and TTFT this close to E2E: it all came at the end
+# A stream the server itself decoded faster than this (llama-server `timings.predicted_ms`) arrives in
+# one read however it is delivered: it is no evidence of buffering (tiny model: 16 tokens in 7 ms).
+BUFFERED_MIN_SERVER_DECODE_MS = 50.0
 BUNDLED_TOKENS_PER_CHUNK = 1.05  # above this, client TPOT is not compared with the server's
 EARLY_CHUNK_MIN_MS = 1.0  # an empty first chunk this much before the content is reported
 PROMPT_EXCESS_MIN_TOKENS = 32  # a chat template adds some tens of tokens: that alone is no finding
@@ -89,6 +92,11 @@ def token_count_flags(records: Sequence[RequestRecord]) -> list[Flag]:
     return flags
 
 
+def _decoded_at_once(record: RequestRecord) -> bool:
+    predicted = (record.server_timings or {}).get("predicted_ms")
+    return isinstance(predicted, int | float) and predicted < BUFFERED_MIN_SERVER_DECODE_MS
+
+
 def streaming_flags(records: Sequence[RequestRecord], summary: Summary) -> list[Flag]:
     ok = [r for r in records if r.ok]
     flags: list[Flag] = []
@@ -111,7 +119,11 @@ def streaming_flags(records: Sequence[RequestRecord], summary: Summary) -> list[
     # A buffering proxy delivers a whole response in one or two reads, at the end. Fast engines also
     # coalesce events into one write (vLLM with a tiny model: most gaps are 0; a starved vLLM API
     # server sent 24 tokens in 2 writes, half-way), so neither zero gaps nor few reads alone prove it.
-    long = [r for r in ok if r.content_chunks >= 8 and r.ttft_ms is not None and r.e2e_ms]
+    long = [
+        r
+        for r in ok
+        if r.content_chunks >= 8 and r.ttft_ms is not None and r.e2e_ms and not _decoded_at_once(r)
+    ]
     if long:
         arrivals = statistics.median(len(set(r.chunk_ms)) for r in long)
         ratio = statistics.median(r.ttft_ms / r.e2e_ms for r in long)  # type: ignore[operator]
