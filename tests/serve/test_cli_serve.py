@@ -25,6 +25,27 @@ def test_dry_run_prints_the_exact_command_and_starts_nothing(tiny_gguf: Path) ->
     assert json.loads(llmhost("ps", "--json").stdout) == []
 
 
+def test_dry_run_env_lines_paste_into_a_shell(tiny_gguf: Path, tmp_path: Path) -> None:
+    # The printed env prefix is copy-paste material: a value with spaces or `$` must reach the engine as
+    # written, and the key reference must expand to the caller's key (not be printed or left literal).
+    prof = tmp_path / "env.yaml"
+    prof.write_text("engine: llama-server\nhost: 0.0.0.0\nenv:\n  FOO: 'a b $HOME'\n")
+    out = llmhost("serve", str(tiny_gguf), "--profile", str(prof), "--port", "18998", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1].startswith(("/", "'")) and len(lines) > 1, out.stdout
+    script = "\n".join([*lines[:-1], "env"])
+    shown = subprocess.run(
+        ["bash", "-c", script],
+        env={"PATH": os.environ["PATH"], "LLMHOST_API_KEY": "k" * 24},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert "FOO=a b $HOME" in shown
+    assert any(line.endswith("=" + "k" * 24) and not line.startswith("LLMHOST_") for line in shown), shown
+
+
 def test_profile_fills_options_and_flags_win(tiny_gguf: Path) -> None:
     out = llmhost("serve", str(tiny_gguf), "--profile", "tiny-demo", "--dry-run", "--json")
     assert out.returncode == 0, out.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -168,8 +169,11 @@ def serve(
     if dry_run:
 
         def human(console: Console) -> None:
+            secret_refs = set(dep.launch.secret_env)
             for key, value in prepared.env.items():
-                console.print(f"{key}={value} \\", highlight=False, soft_wrap=True)
+                # Pasteable: values quoted as written; a key reference expands from the caller's shell.
+                shown = f'"{value}"' if key in secret_refs else shlex.quote(value)
+                console.print(f"{key}={shown} \\", highlight=False, soft_wrap=True)
             console.print(prepared.command, highlight=False, soft_wrap=True)
             for path in prepared.download:
                 stderr.print(f"(would download {path})", highlight=False)
