@@ -146,6 +146,17 @@ def test_reconciliation_with_llama_server_timings() -> None:
     assert codes == {"server_token_count_mismatch", "server_disagrees_decode", "ttft_below_server_prefill"}
 
 
+def test_decode_rates_of_streams_decoded_in_a_few_ms_are_not_compared() -> None:
+    # Found in QA: the tiny demo GGUF on llama-server decodes 16 tokens in ~7 ms; a few ms of event-loop
+    # lag then halve the client's per-stream rate, and nearly every run warned server_disagrees_decode.
+    fast = {"predicted_n": 20, "predicted_ms": 7.6, "predicted_per_second": 2500.0, "prompt_ms": 30.0}
+    assert checks.reconcile_llama_timings([_record(last_token_ms=80.0, server_timings=fast)]) == []
+    # A decode long enough to time is still compared (19 gaps in 190 ms vs the server's 150 tok/s).
+    slow = {"predicted_n": 20, "predicted_ms": 126.7, "predicted_per_second": 150.0, "prompt_ms": 30.0}
+    (flag,) = checks.reconcile_llama_timings([_record(server_timings=slow)])
+    assert flag.code == "server_disagrees_decode"
+
+
 VLLM_METRICS = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge

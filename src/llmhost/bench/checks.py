@@ -16,7 +16,8 @@ RECONCILE_TOLERANCE = 0.10  # client vs server decode rate / TTFT
 BUFFERED_MAX_ARRIVALS = 2  # distinct arrival times of a stream of >= 8 content chunks
 BUFFERED_MIN_TTFT_SHARE = 0.9  # ... and TTFT this close to E2E: it all came at the end
 # A stream the server itself decoded faster than this (llama-server `timings.predicted_ms`) arrives in
-# one read however it is delivered: it is no evidence of buffering (tiny model: 16 tokens in 7 ms).
+# one read however it is delivered: it is no evidence of buffering (tiny model: 16 tokens in 7 ms), and
+# its per-stream decode rate is below what the client's clock (an event loop) can resolve.
 BUFFERED_MIN_SERVER_DECODE_MS = 50.0
 BUNDLED_TOKENS_PER_CHUNK = 1.05  # above this, client TPOT is not compared with the server's
 EARLY_CHUNK_MIN_MS = 1.0  # an empty first chunk this much before the content is reported
@@ -217,7 +218,8 @@ def reconcile_llama_timings(records: Sequence[RequestRecord]) -> list[Flag]:
         )
     # Only streams of one token per chunk: when a server bundles tokens (llama-server holds back
     # partial UTF-8), the client cannot see when the first tokens of a bundle were decoded.
-    single = [r for r in timed if r.token_chunks == r.output_tokens]
+    # And only decodes the server timed at >= 50 ms: a few ms of event-loop lag would swamp a shorter one.
+    single = [r for r in timed if r.token_chunks == r.output_tokens and not _decoded_at_once(r)]
     server_rates = [v for v in (_timing(r, "predicted_per_second") for r in single) if v]
     client_rates = [v for v in (r.decode_tokens_per_s for r in single) if v]
     if server_rates and client_rates:
