@@ -91,6 +91,8 @@ def test_unknown_runtime_and_bad_engine_bin_are_usage_errors(tmp_path: Path) -> 
         ("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 8192.00 MiB on device 0: cudaMalloc failed: "
          "out of memory", "out_of_memory"),
         ("llama_init_from_model: failed to allocate compute buffers", "out_of_memory"),
+        # ggml_init's malloc failing (seen under `ulimit -v`): an abort, not an "out of memory" line.
+        ("llama.cpp/ggml/src/ggml.c:1644: GGML_ASSERT(ctx->mem_buffer != NULL) failed", "out_of_memory"),
         ("ERROR:    [Errno 98] error while attempting to bind on address ('127.0.0.1', 8000): "
          "address already in use", "port_in_use"),
         ("srv  operator(): couldn't bind HTTP server socket, hostname: 127.0.0.1, port: 8080", "port_in_use"),

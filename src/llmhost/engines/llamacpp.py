@@ -347,6 +347,7 @@ _FAILURE_PATTERNS: tuple[tuple[FailureCause, tuple[str, ...]], ...] = (
         (
             "out of memory", "cudamalloc failed", "failed to allocate", "unable to allocate",
             "cannot allocate memory", "std::bad_alloc", "vk_error_out_of_device_memory", "memoryerror",
+            "ggml_assert(ctx->mem_buffer != null)",
         ),
     ),
     (
