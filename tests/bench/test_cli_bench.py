@@ -200,6 +200,17 @@ def test_all_warmups_failing_is_one_clear_error(ref_server, capsys) -> None:
         (["--base-url", "x:1", "--model", "m"], "http"),
         (["--model", "m"], "llmhost bench NAME"),
         (["--base-url", "http://x/v1", "--model", "m", "--dataset", "/nonexistent.jsonl"], "cannot read"),
+        # Found in QA: each of these ran (or ran nothing) and exited 0 with an empty table.
+        (["--base-url", "http://x/v1", "--model", "m", "-n", "0"], "--num-requests"),
+        (["--base-url", "http://x/v1", "--model", "m", "--duration", "-1"], "--duration"),
+        (["--base-url", "http://x/v1", "--model", "m", "--warmup", "-1"], "--warmup"),
+        (["--base-url", "http://x/v1", "--model", "m", "--timeout", "0"], "--timeout"),
+        (["--base-url", "http://x/v1", "--model", "m", "--sweep", "--sweep-max", "0"], "--sweep-max"),
+        (["--base-url", "http://x/v1", "--model", "m", "--shared-prefix", "-1"], "--shared-prefix"),
+        (
+            ["--base-url", "http://x/v1", "--model", "m", "--shared-prefix", "500", "--input-tokens", "100"],
+            "--shared-prefix",
+        ),
     ],
 )
 def test_bad_options(capsys, args, needle) -> None:

@@ -454,6 +454,20 @@ def run_blocking(cfg: BenchConfig, progress: ProgressSink | None = None) -> Benc
 def check_workload(wl: Workload) -> None:
     if wl.num_requests is None and wl.duration_s is None and not wl.sweep:
         raise UsageError("say how long to run.", hint="Pass --num-requests N or --duration SECONDS.")
+    if wl.num_requests is not None and wl.num_requests < 1:
+        raise UsageError("--num-requests must be at least 1.")
+    if wl.duration_s is not None and wl.duration_s <= 0:
+        raise UsageError("--duration must be positive (seconds).")
+    if wl.warmup < 0:
+        raise UsageError("--warmup must be 0 or more (0: no warm-up).")
+    if wl.shared_prefix_tokens < 0:
+        raise UsageError("--shared-prefix must be 0 or more tokens.")
+    if wl.dataset is None and 0 < wl.shared_prefix_tokens >= wl.input_tokens[0]:
+        raise UsageError(
+            f"--shared-prefix {wl.shared_prefix_tokens} leaves no unique part of a prompt of "
+            f"{wl.input_tokens[0]} tokens.",
+            hint="Make --shared-prefix smaller than --input-tokens (the low end of a range).",
+        )
     if wl.concurrency is not None and wl.concurrency < 1:
         raise UsageError("--concurrency must be at least 1.")
     if wl.rate is not None and wl.rate <= 0:

@@ -265,6 +265,10 @@ def _run(
         sweep=sweep,
     )
     check_workload(workload)
+    if timeout <= 0:
+        raise UsageError("--timeout must be positive (seconds to wait on a silent stream).")
+    if sweep and sweep_max < 1:
+        raise UsageError("--sweep-max must be at least 1.")
     cfg = BenchConfig(
         target=target,
         workload=workload,
