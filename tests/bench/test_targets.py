@@ -80,6 +80,15 @@ def test_missing_and_dead_deployments(capsys, state_dir: Path) -> None:
     assert "stopped" in capsys.readouterr().err
 
 
+def test_a_deployment_still_starting_is_named_as_such(capsys, state_dir: Path) -> None:
+    # Found in QA: `bench NAME` on a vLLM deployment still loading said "cannot reach ... Check --base-url",
+    # an option the user never passed.
+    _deployment("boot", "http://127.0.0.1:9/v1", state="starting")
+    assert main(["bench", "boot", "-n", "1"]) == ExitCode.BENCH_INCOMPLETE
+    err = capsys.readouterr().err
+    assert "still starting" in err and "llmhost ps" in err and "--base-url" not in err
+
+
 def test_roofline_from_the_planner(ref_server, capsys, tiny_gguf: Path) -> None:
     from llmhost.estimate.roofline import decode_roofline
     from llmhost.hardware.catalog import hardware_from_spec

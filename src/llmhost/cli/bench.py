@@ -49,6 +49,12 @@ def _deployment_target(name: str, api: ApiChoice) -> tuple[Target, str | None, s
             f"deployment {name!r} is {dep.state}.",
             hint=f"Start it with `llmhost serve` or see `llmhost logs {name}`.",
         )
+    if dep.state in ("starting", "restarting", "stopping"):
+        still = "still starting" if dep.state == "starting" else dep.state
+        raise BenchError(
+            f"deployment {name!r} is {still}, not ready to serve.",
+            hint=f"Wait until `llmhost ps` shows it ready (follow with `llmhost logs {name} -f`).",
+        )
     slots, source = None, None
     argv = dep.launch.argv
     for flag in ("--max-num-seqs", "--parallel", "-np"):
