@@ -85,6 +85,26 @@ def test_human_output_and_compare(ref_server, capsys, tmp_path: Path) -> None:
     assert code == ExitCode.BAD_INPUT and "at least two" in err
 
 
+def test_compare_repeats_what_each_run_was_warned_about(ref_server, capsys, tmp_path: Path) -> None:
+    # Found in QA: a client-bound or incomplete run compared side by side looked like any other; the
+    # warnings `bench` printed with it were lost in the comparison.
+    from llmhost.bench.models import Flag
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    with ref_server(**FAST) as srv:
+        assert run(capsys, *common(srv.base_url, "-n", "2", "--output", str(a)))[0] == 0
+    result = BenchResult.model_validate_json(a.read_bytes())
+    assert {f.severity for f in result.flags} <= {"info"}
+    result.flags.append(Flag(code="client_bound", severity="error", message="client-bound"))
+    result.incomplete = True
+    b.write_text(result.model_dump_json())
+    code, out, _ = run(capsys, "compare", str(a), str(b))
+    assert code == 0
+    text = " ".join(out.split())
+    assert "b.json: incomplete, client_bound" in text and "a.json:" not in text
+    assert "few_samples" not in text  # info only
+
+
 def test_sweep_finds_the_knee(ref_server, capsys, tmp_path: Path) -> None:
     with ref_server(ttft_s=0.01, itl_s=0.005, capacity=2) as srv:
         png = tmp_path / "sweep.png"

@@ -88,9 +88,22 @@ def workload_differences(results: list[BenchResult]) -> list[str]:
     return notes
 
 
+def run_warnings(paths: list[Path], results: list[BenchResult]) -> list[str]:
+    """What each run was warned about when it was measured (incomplete, warning and error flags)."""
+    notes = []
+    for path, result in zip(paths, results, strict=True):
+        marks = ["incomplete"] if result.incomplete else []
+        marks += [f.code for f in result.flags if f.severity != "info" and f.code not in marks]
+        if marks:
+            notes.append(f"{path.name}: {', '.join(dict.fromkeys(marks))}")
+    return notes
+
+
 def compare_table(paths: list[Path], results: list[BenchResult]) -> Table:
     differences = workload_differences(results)
     caption = "not like for like: " + "; ".join(differences) if differences else "same workload in every run"
+    if warned := run_warnings(paths, results):
+        caption += "\nflagged when measured (see each file's flags): " + "; ".join(warned)
     table = Table(
         title=f"relative to {paths[0].name}", title_justify="left", caption=caption, caption_justify="left"
     )
