@@ -311,6 +311,8 @@ def test_engine_rejecting_the_model_is_exit_4_with_the_cause_and_no_retry(
     assert "before it became ready" in err and "Not a valid model file" in err
     assert "not within the file bounds" in err  # the engine's own words, picked out of the traceback
     assert "Traceback (most recent call last)" not in err
+    # The hint is its own line, not glued onto the last line of the quoted engine log.
+    assert out.stderr.rstrip().splitlines()[-1] == "Full logs: `llmhost logs e2e-trunc`.", out.stderr
     assert deployment("e2e-trunc") is None
     sup = llmhost("logs", "e2e-trunc", "--supervisor").stdout
     assert sup.count("engine started") == 1  # no restart loop

@@ -69,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except LlmhostError as exc:
         if _state["debug"]:
             stderr.print_exception()
-        # soft_wrap: the error stays one line in logs and pipes, whatever the width.
-        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        # soft_wrap: the error stays one line in logs and pipes, whatever the width. A message that quotes
+        # log lines ends with one of them: the hint then goes on its own line, not glued onto it.
+        text = f"{exc.message}\n{exc.hint}" if exc.hint and "\n" in exc.message else str(exc)
+        stderr.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
