@@ -64,7 +64,9 @@ def prompt_length_flags(records: Sequence[RequestRecord]) -> list[Flag]:
     ]
 
 
-def token_count_flags(records: Sequence[RequestRecord]) -> list[Flag]:
+def token_count_flags(records: Sequence[RequestRecord], *, served_tokenizer: bool = False) -> list[Flag]:
+    """`served_tokenizer`: the tokenizer is the served checkpoint's own (a deployment's), so it cannot
+    be the wrong one; a disagreement with usage is then re-encoding drift, reported as information."""
     ok = [r for r in records if r.ok]
     flags: list[Flag] = []
     sources = {r.output_tokens_source for r in ok}
@@ -79,7 +81,18 @@ def token_count_flags(records: Sequence[RequestRecord]) -> list[Flag]:
         )
     both = [r for r in ok if r.usage_tokens and r.tokenizer_tokens is not None]
     bad = [r for r in both if abs(r.usage_tokens - r.tokenizer_tokens) / r.usage_tokens > TOKEN_DISAGREEMENT]  # type: ignore[operator]
-    if bad:
+    if bad and served_tokenizer:
+        flags.append(
+            Flag(
+                code="token_count_disagreement",
+                severity="info",
+                message=f"{len(bad)} of {len(both)} requests: the served checkpoint's tokenizer re-encodes "
+                f"the generated text to another count than the server's usage (e.g. usage "
+                f"{bad[0].usage_tokens} vs {bad[0].tokenizer_tokens}): decoded text need not encode back "
+                "to the same tokens; usage is what is counted.",
+            )
+        )
+    elif bad:
         flags.append(
             Flag(
                 code="token_count_disagreement",

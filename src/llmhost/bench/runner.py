@@ -74,6 +74,7 @@ class BenchConfig:
     roofline: Callable[[float | None, int], Roofline | None] | None = None
     file_workload: FileWorkload | None = None
     synthetic: SyntheticWorkload | None = None
+    tokenizer_is_served: bool = False  # the tokenizer is the deployment's own checkpoint's
 
 
 def root_url(base_url: str) -> str:
@@ -278,7 +279,7 @@ def _other_sweep_step_flags(records: list[RequestRecord], knee: int | None) -> l
 
 def _workload_done_flags(cfg: BenchConfig, records: list[RequestRecord], summary: Any) -> list[Flag]:
     flags = checks.length_flags(records)
-    flags += checks.token_count_flags(records)
+    flags += checks.token_count_flags(records, served_tokenizer=cfg.tokenizer_is_served)
     if cfg.workload.dataset is None and cfg.workload.tokenizer is None:
         flags += checks.prompt_length_flags(records)
     flags += checks.streaming_flags(records, summary)

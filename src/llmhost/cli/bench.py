@@ -248,10 +248,11 @@ def _run(
     if num_requests is None and duration is None:
         num_requests = 50
     run_seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    served_tokenizer = False
     if tokenizer is None and deployment_model and (Path(deployment_model) / "tokenizer.json").is_file():
         # The deployment's own checkpoint: prompts cut to exactly --input-tokens (random words are
         # several tokens each for a small vocabulary: 32 asked for became 121 on the tiny test model).
-        tokenizer = deployment_model
+        tokenizer, served_tokenizer = deployment_model, True
     tok = TokenizerAdapter(tokenizer) if tokenizer else None
     workload = Workload(
         api=api,
@@ -282,6 +283,7 @@ def _run(
         slos=parse_slos(slo),
         sweep_max_concurrency=sweep_max,
         read_timeout_s=timeout,
+        tokenizer_is_served=served_tokenizer,
     )
     if dataset:
         cfg.file_workload = FileWorkload(
