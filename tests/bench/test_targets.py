@@ -188,6 +188,18 @@ python_gc_objects_collected_total{generation="0"} 1.0
 """
 
 
+def test_created_timestamps_are_not_summed_into_telemetry() -> None:
+    # Found in QA: vLLM 0.32's `*_created` series (the Unix time a counter was created, one per label set)
+    # were summed over labels into BenchResult.telemetry: 'prompt_tokens_by_source_created': 5386910529.9.
+    text = (
+        'vllm:prompt_tokens_by_source_total{source="a"} 5.0\n'
+        'vllm:prompt_tokens_by_source_total{source="b"} 7.0\n'
+        'vllm:prompt_tokens_by_source_created{source="a"} 1795636843.3\n'
+        'vllm:prompt_tokens_by_source_created{source="b"} 1795636843.3\n'
+    )
+    assert parse_prometheus(text) == {"vllm:prompt_tokens_by_source_total": 12.0}
+
+
 def test_vllm_metrics_parsed_and_reconciled() -> None:
     before = parse_prometheus(VLLM_METRICS % {"pre": 0, "gen": 100, "n": 2, "ttft": 0.2})
     assert before["vllm:num_requests_running"] == 3.0 and "python_gc_objects_collected_total" not in before

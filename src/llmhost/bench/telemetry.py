@@ -27,7 +27,8 @@ CLIENT_LAG_P90_LIMIT_MS = 10.0
 
 
 def parse_prometheus(text: str) -> dict[str, float]:
-    """Sum every sample of the `vllm:`/`llamacpp:` families over their label sets."""
+    """Sum every sample of the `vllm:`/`llamacpp:` families over their label sets (histogram buckets and
+    `_created` timestamps left out)."""
     values: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line[0] == "#" or not line.startswith(_KEEP_PREFIXES):
@@ -38,7 +39,7 @@ def parse_prometheus(text: str) -> dict[str, float]:
             name, rest = line[:brace], line[line.rfind("}") + 1 :]
         else:
             name, rest = line[:space], line[space:]
-        if "_bucket" in name:
+        if "_bucket" in name or name.endswith("_created"):  # `_created`: a creation time, not a measure
             continue
         try:
             value = float(rest.split()[0])
