@@ -402,3 +402,20 @@ def test_stop_all_skips_a_corrupt_state_file(state_dir: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
     assert llmhost("stop", "sv-corrupt", env=env).returncode == 5  # by name it is still "no such deployment"
+
+
+def test_ps_says_why_a_deployment_is_dead(state_dir: Path) -> None:
+    # A "dead" row alone leaves the user guessing whether the engine still runs and what to do.
+    from serve_helpers import llmhost
+
+    from llmhost.supervise.state import write_deployment
+
+    port = _free_port()
+    dep = _deployment("sv-gone", _fake(port), port)
+    reused = ProcessRef(pid=os.getpid(), create_time=1.0)  # our PID, another create time: not its supervisor
+    write_deployment(dep.model_copy(update={"state": "ready", "supervisor": reused}))
+    out = llmhost("ps", env={"LLMHOST_STATE_DIR": str(state_dir)})
+    assert out.returncode == 0, out.stderr
+    assert "dead" in out.stdout
+    assert f"sv-gone: its supervisor (PID {os.getpid()}) is gone" in out.stdout, out.stdout
+    assert read_deployment("sv-gone") is None

@@ -329,6 +329,12 @@ def ps(as_json: JsonOpt = False) -> None:
         for d in deployments:
             if d.state in ("failed", "dead") and d.failure:
                 console.print(f"{d.name}: {d.failure.splitlines()[0]}", highlight=False)
+            elif d.state == "dead":
+                console.print(
+                    f"{d.name}: its supervisor (PID {d.supervisor_pid or '-'}) is gone; what was left of the "
+                    f"deployment is stopped and its state removed (logs: `llmhost logs {d.name}`).",
+                    highlight=False,
+                )
             if d.planned and d.actual and d.actual.kv_cache_tokens:
                 console.print(
                     f"{d.name}: KV cache planned {_fmt_bytes(d.planned.kv_cache_bytes)} / "
