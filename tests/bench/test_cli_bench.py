@@ -401,3 +401,34 @@ def test_a_decode_too_fast_to_spread_over_reads_is_not_called_buffered(ref_serve
         code, out, _ = run(capsys, *common(srv.base_url, "-n", "4", "--output-tokens", "20", "--json"))
     assert code == 0
     assert "buffered_stream" in codes(BenchResult.model_validate_json(out))
+
+
+def test_live_throughput_is_over_the_time_the_phase_ran(monkeypatch) -> None:
+    # Found in QA: a steady 1,088 tok/s run showed ~154, ~333, ~525 ... tok/s in its first seconds: the
+    # tokens of the last 5 s were divided by 5 s even when the phase had run for only one.
+    import io
+
+    from rich.console import Console
+
+    from llmhost.bench import report
+    from llmhost.bench.models import RequestRecord
+
+    clock = [100.0]
+    monkeypatch.setattr(report.time, "monotonic", lambda: clock[0])
+    view = report.LiveView(Console(file=io.StringIO()))
+    view.phase("concurrency 1", 10)
+    record = RequestRecord.model_validate(
+        dict(
+            index=0,
+            ok=True,
+            scheduled_ms=0.0,
+            sent_ms=0.0,
+            prompt_tokens_requested=8,
+            output_tokens=100,
+            output_tokens_source="usage",
+        )
+    )
+    for _ in range(10):
+        clock[0] += 0.1
+        view.record(record)
+    assert "~1,000 tok/s" in view.status.plain  # 1,000 tokens in 1 s

@@ -129,6 +129,7 @@ class LiveView:
             Group(self.progress, self.status), console=console, refresh_per_second=2, transient=True
         )
         self.tokens: list[tuple[float, int]] = []
+        self.phase_start = time.monotonic()
         self.completed = self.failed = 0
         self.last_error: str | None = None
 
@@ -143,6 +144,7 @@ class LiveView:
         self.progress.reset(self.task, description=name, total=total, completed=0)
         self.completed = self.failed = 0
         self.tokens.clear()
+        self.phase_start = time.monotonic()
 
     def record(self, record: RequestRecord) -> None:
         self.progress.advance(self.task)
@@ -154,8 +156,10 @@ class LiveView:
             self.failed += 1
             self.last_error = record.error
         self.tokens = [(t, n) for t, n in self.tokens if now - t <= 5.0]
-        rate = sum(n for _, n in self.tokens) / 5.0
-        line = f"completed {self.completed}  failed {self.failed}  output ~{rate:,.0f} tok/s (last 5 s)"
+        window = min(5.0, now - self.phase_start)  # a phase younger than 5 s: over the time it ran
+        rate = sum(n for _, n in self.tokens) / window if window > 0 else 0.0
+        line = f"completed {self.completed}  failed {self.failed}  output ~{rate:,.0f} tok/s"
+        line += f" (last {round(window, 1):g} s)"
         if self.last_error:
             line += f"\nlast error: {self.last_error}"
         self.status.plain = line
