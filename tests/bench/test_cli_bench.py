@@ -227,6 +227,14 @@ def test_all_warmups_failing_is_one_clear_error(ref_server, capsys) -> None:
         (["--base-url", "http://x/v1", "--model", "m", "--timeout", "0"], "--timeout"),
         (["--base-url", "http://x/v1", "--model", "m", "--sweep", "--sweep-max", "0"], "--sweep-max"),
         (["--base-url", "http://x/v1", "--model", "m", "--shared-prefix", "-1"], "--shared-prefix"),
+        # Found in QA: options another one overrides were dropped without a word.
+        (["--base-url", "http://x/v1", "--model", "m", "--sweep", "--rate", "5"], "--sweep"),
+        (["--base-url", "http://x/v1", "--model", "m", "--sweep", "-c", "4"], "--sweep"),
+        (["--base-url", "http://x/v1", "--model", "m", "--burstiness", "0.5"], "--rate"),
+        (
+            ["--base-url", "http://x/v1", "--model", "m", "--dataset", "d.jsonl", "--shared-prefix", "5"],
+            "--dataset",
+        ),
         (
             ["--base-url", "http://x/v1", "--model", "m", "--shared-prefix", "500", "--input-tokens", "100"],
             "--shared-prefix",

@@ -243,6 +243,18 @@ def _run(
     key = key or os.environ.get("LLMHOST_API_KEY") or os.environ.get("OPENAI_API_KEY")
     target.api_key_used = bool(key)
 
+    if sweep and (rate is not None or concurrency is not None):
+        raise UsageError(
+            "--sweep sets the concurrency itself (1, 2, 4, ...): it takes neither --rate nor --concurrency.",
+            hint="Drop one; --sweep-max caps the sweep.",
+        )
+    if burstiness != 1.0 and rate is None:
+        raise UsageError("--burstiness shapes the arrivals of --rate.", hint="Pass --rate R with it.")
+    if dataset and shared_prefix:
+        raise UsageError(
+            "--shared-prefix applies to synthetic prompts, not to --dataset prompts.",
+            hint="Drop --shared-prefix, or --dataset.",
+        )
     in_range = parse_range(input_tokens, what="--input-tokens")
     out_range = parse_range(output_tokens, what="--output-tokens") if output_tokens else None
     if num_requests is None and duration is None:
