@@ -46,6 +46,7 @@ class RefConfig:
     slots: int | None = None  # advertised in /props as total_slots (llama-server)
     capacity: int | None = None  # streams generated at once; the rest wait (a saturated engine)
     honour_length: bool = True  # False: stop after half the requested tokens (ignore_eos unsupported)
+    context: int | None = None  # answer 400 to prompts of more words than this (llama-server's context error)
     default_tokens: int = 16
     # What the server actually did, for measuring the server itself.
     sent_log: list[tuple[float, float]] = field(default_factory=list)  # (request read, first token)
@@ -162,6 +163,10 @@ class _Conn(asyncio.Protocol):
         else:
             prompt = str(req.get("prompt", ""))
         prompt_tokens = len(prompt.split())
+        if cfg.context is not None and prompt_tokens > cfg.context:
+            message = f"the request exceeds the available context size ({cfg.context} tokens)"
+            self._reply("400 Bad Request", {"error": {"code": 400, "message": message}})
+            return
         include_usage = cfg.usage and bool((req.get("stream_options") or {}).get("include_usage"))
         obj = "chat.completion.chunk" if chat else "text_completion"
         base = {"id": "cmpl-ref", "object": obj, "created": 0, "model": cfg.model}

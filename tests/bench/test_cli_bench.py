@@ -211,6 +211,15 @@ def test_all_warmups_failing_is_one_clear_error(ref_server, capsys) -> None:
     assert code == ExitCode.BENCH_INCOMPLETE and "warm-up" in err and out == ""
 
 
+def test_failed_requests_say_why(ref_server, capsys) -> None:
+    # Found in QA: --input-tokens 3000 on a 4096-token llama-server failed every request and the last
+    # line said only "4 of 4 requests failed" (http_4xx); the server's reason was in the JSON alone.
+    with ref_server(**FAST, context=50) as srv:
+        code, _, err = run(capsys, *common(srv.base_url, "-n", "3", "--input-tokens", "100"))
+    assert code == ExitCode.BENCH_INCOMPLETE and "3 of 3 requests failed" in err
+    assert "HTTP 400: the request exceeds the available context size" in " ".join(err.split())
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -327,9 +327,11 @@ def _run(
         raise typer.Exit(ExitCode.INTERRUPTED)
     if result.incomplete:
         s = result.summary
+        first = next((r.error for r in result.requests if not r.ok and r.error), None)
+        why = f"; {result.aborted}" if result.aborted else (f" (first: {first})" if first else "")
         raise BenchError(
             f"the benchmark is incomplete: {s.failed} of {s.completed + s.failed} requests failed"
-            + (f"; {result.aborted}" if result.aborted else "")
+            + why
             + ". The partial results above are marked incomplete.",
             hint="See the server's log (`llmhost logs NAME` for a deployment).",
         )
