@@ -194,6 +194,14 @@ def sweep_curve(result: BenchResult) -> list[tuple[int, float, float]]:
     ]
 
 
+def plot_requests(result: BenchResult) -> list[RequestRecord]:
+    """The completed requests the histograms show: those the summary covers (a sweep's knee step)."""
+    ok = [r for r in result.requests if r.ok]
+    if result.sweep and result.knee_concurrency is not None:
+        return [r for r in ok if r.concurrency == result.knee_concurrency]
+    return ok
+
+
 def write_plot(result: BenchResult, path: Path) -> None:
     """Latency distributions; with a sweep, throughput against latency per concurrency step."""
     try:
@@ -207,7 +215,7 @@ def write_plot(result: BenchResult, path: Path) -> None:
             "--plot needs matplotlib, which is not installed.",
             hint="Install it: pip install matplotlib (the plot extra of llmhost).",
         ) from exc
-    ok = [r for r in result.requests if r.ok]
+    ok = plot_requests(result)
     panels = 4 if result.sweep else 3
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
     for ax, (name, values) in zip(
@@ -223,6 +231,8 @@ def write_plot(result: BenchResult, path: Path) -> None:
         ax.hist(data, bins=min(50, max(5, len(data) // 2)) if data else 5, color="#4477aa")
         ax.set_xlabel(name)
         ax.set_ylabel("requests")
+        if result.sweep and result.knee_concurrency is not None:
+            ax.set_title(f"at the knee, concurrency {result.knee_concurrency}")
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no "1.25 requests" ticks
     if result.sweep:
         ax = axes[3]
