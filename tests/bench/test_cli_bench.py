@@ -373,24 +373,8 @@ def test_sweep_checks_every_step_not_only_the_knee(ref_server, capsys, tmp_path:
         assert any(m.startswith(f"sweep step at concurrency {level}:") for m in messages)
 
 
-def test_sweep_plot_histograms_are_the_knees_like_the_summary(ref_server, capsys, tmp_path: Path) -> None:
-    # Found in QA: the latency histograms of a sweep pooled every step (c=1 and c=2 mixed) beside a
-    # summary of the knee alone.
-    from llmhost.bench.report import plot_requests
-
-    with ref_server(ttft_s=0.01, itl_s=0.005, capacity=2) as srv:
-        args = ["--sweep", "--sweep-max", "4", "-n", "4", "--output-tokens", "8", "--warmup", "0", "--json"]
-        code, out, _ = run(capsys, *common(srv.base_url, *args))
-    assert code == 0
-    result = BenchResult.model_validate_json(out)
-    assert len(result.sweep) > 1
-    used = plot_requests(result)
-    assert used and {r.concurrency for r in used} == {result.knee_concurrency}
-    assert len(used) == result.summary.completed
-
-
 def test_sweep_plot_leaves_out_steps_without_tpot(ref_server, capsys, tmp_path: Path) -> None:
-    from llmhost.bench.report import sweep_curve
+    from llmhost.bench.report import plot_requests, sweep_curve
 
     with ref_server(ttft_s=0.01, itl_s=0.005, capacity=2) as srv:
         args = ["--sweep", "--sweep-max", "2", "-n", "4", "--output-tokens", "8", "--warmup", "0", "--json"]
@@ -398,6 +382,12 @@ def test_sweep_plot_leaves_out_steps_without_tpot(ref_server, capsys, tmp_path: 
     assert code == 0
     result = BenchResult.model_validate_json(out)
     assert [level for level, _, _ in sweep_curve(result)] == [p.concurrency for p in result.sweep]
+    # Found in QA: the latency histograms of a sweep pooled every step (c=1 and c=2 mixed) beside a
+    # summary of the knee alone; they show the knee's requests.
+    assert len(result.sweep) > 1
+    used = plot_requests(result)
+    assert used and {r.concurrency for r in used} == {result.knee_concurrency}
+    assert len(used) == result.summary.completed
     # A step whose streams could not be timed (TPOT None) must not be drawn at 0 ms.
     result.sweep[-1].summary.tpot_ms.p50 = None
     assert [level for level, _, _ in sweep_curve(result)] == [p.concurrency for p in result.sweep[:-1]]
