@@ -46,6 +46,16 @@ def test_dry_run_env_lines_paste_into_a_shell(tiny_gguf: Path, tmp_path: Path) -
     assert any(line.endswith("=" + "k" * 24) and not line.startswith("LLMHOST_") for line in shown), shown
 
 
+def test_dry_run_command_keeps_brackets_in_paths(tiny_gguf: Path, tmp_path: Path) -> None:
+    # "m[q4].gguf" was printed as "m.gguf": Rich read "[q4]" as markup in the "exact command".
+    model = tmp_path / "m[q4].gguf"
+    model.write_bytes(tiny_gguf.read_bytes())
+    out = llmhost("serve", str(model), "--engine", "llama-server", "--port", "18997", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    argv = shlex.split(out.stdout.strip().splitlines()[-1])
+    assert argv[argv.index("-m") + 1] == str(model), out.stdout
+
+
 def test_profile_fills_options_and_flags_win(tiny_gguf: Path) -> None:
     out = llmhost("serve", str(tiny_gguf), "--profile", "tiny-demo", "--dry-run", "--json")
     assert out.returncode == 0, out.stderr

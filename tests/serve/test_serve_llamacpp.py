@@ -316,3 +316,20 @@ def test_engine_rejecting_the_model_is_exit_4_with_the_cause_and_no_retry(
     assert deployment("e2e-trunc") is None
     sup = llmhost("logs", "e2e-trunc", "--supervisor").stdout
     assert sup.count("engine started") == 1  # no restart loop
+
+
+def test_foreground_engine_output_with_brackets_is_printed_not_parsed_as_markup(
+    tiny_gguf: Path, tmp_path: Path
+) -> None:
+    # llama-server logs the chat template's example at start-up: "[INST] Hello [/INST]" for Mistral-style
+    # models. Quoted in a foreground event (the exit's last lines), Rich read it as markup and the
+    # supervisor died with "internal error: MarkupError".
+    engine = tmp_path / "fake-llama-server"
+    engine.write_text(
+        '#!/bin/sh\necho "example_format: [INST] Hello [/INST] Hi"\necho "error: it failed"\nexit 1\n'
+    )
+    engine.chmod(0o755)
+    out = llmhost("serve", str(tiny_gguf), "--engine-bin", str(engine), "--name", "e2e-markup", timeout=60)
+    assert out.returncode == 4, out.stderr
+    assert "internal error" not in out.stderr and "[INST] Hello [/INST] Hi" in out.stderr, out.stderr
+    assert deployment("e2e-markup") is None

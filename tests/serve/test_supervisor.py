@@ -419,3 +419,20 @@ def test_ps_says_why_a_deployment_is_dead(state_dir: Path) -> None:
     assert "dead" in out.stdout
     assert f"sv-gone: its supervisor (PID {os.getpid()}) is gone" in out.stdout, out.stdout
     assert read_deployment("sv-gone") is None
+
+
+def test_ps_shows_a_served_name_with_brackets_as_it_is(state_dir: Path) -> None:
+    # Names come from file names ("model [Q4].gguf"): Rich must not read "[q4]" as markup and drop it.
+    from serve_helpers import llmhost
+
+    from llmhost.supervise.state import write_deployment
+
+    port = _free_port()
+    dep = _deployment("sv-brackets", _fake(port), port)
+    me = ProcessRef.of(os.getpid())  # a live "supervisor", so ps keeps the deployment
+    write_deployment(
+        dep.model_copy(update={"served_model_name": "m [q4]", "state": "ready", "supervisor": me})
+    )
+    out = llmhost("ps", env={"LLMHOST_STATE_DIR": str(state_dir)})
+    assert out.returncode == 0, out.stderr
+    assert "m [q4]" in out.stdout, out.stdout

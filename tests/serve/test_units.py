@@ -231,3 +231,29 @@ def test_parse_startup_recorded_llama_server_log() -> None:
     assert report.kv_cache_bytes == 2 * mib
     assert report.compute_bytes == int(4.26 * mib)
     assert report.raw["n_seq_max"] == "2"
+
+
+def test_ready_snippets_paste_for_any_served_name() -> None:
+    # A served name comes from the file name: "my model's.gguf" must not break the printed curl/Python.
+    import ast
+    import io
+    import json
+    import shlex
+
+    from rich.console import Console
+
+    from llmhost.cli.serve import _print_ready
+
+    served = 'my model\'s "v2" [q4]'
+    buf = io.StringIO()
+    _print_ready(Console(file=buf, width=300, no_color=True), "x", "http://127.0.0.1:8000/v1", served, True)
+    text = buf.getvalue()
+    curl = text[text.index("curl ") : text.index("python - <<")].replace("\\\n", " ")
+    argv = shlex.split(curl)
+    assert json.loads(argv[argv.index("-d") + 1])["model"] == served
+    script = text[text.index("<<'EOF'\n") + 8 : text.index("\nEOF")]
+    models = [
+        kw.value.value for node in ast.walk(ast.parse(script)) if isinstance(node, ast.Call)
+        for kw in node.keywords if kw.arg == "model" and isinstance(kw.value, ast.Constant)
+    ]  # fmt: skip
+    assert models == [served]

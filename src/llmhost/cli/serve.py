@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from llmhost.cli._options import HardwareOpt, JsonOpt
 from llmhost.cli._output import emit, info, stderr, warn
@@ -173,10 +174,11 @@ def serve(
             for key, value in prepared.env.items():
                 # Pasteable: values quoted as written; a key reference expands from the caller's shell.
                 shown = f'"{value}"' if key in secret_refs else shlex.quote(value)
-                console.print(f"{key}={shown} \\", highlight=False, soft_wrap=True)
-            console.print(prepared.command, highlight=False, soft_wrap=True)
+                console.print(f"{key}={shown} \\", highlight=False, soft_wrap=True, markup=False)
+            # Exact text: a path like "m[q4].gguf" is not Rich markup.
+            console.print(prepared.command, highlight=False, soft_wrap=True, markup=False)
             for path in prepared.download:
-                stderr.print(f"(would download {path})", highlight=False)
+                stderr.print(f"(would download {path})", highlight=False, markup=False)
 
         emit(prepared, as_json=as_json, human=human)
         return
@@ -212,22 +214,26 @@ def serve(
 
 
 def _print_ready(console: Console, name: str, base_url: str, served: str, auth: bool) -> None:
+    from rich.markup import escape
+
     key_header = ' -H "Authorization: Bearer $LLMHOST_API_KEY"' if auth else ""
     key_arg = 'os.environ["LLMHOST_API_KEY"]' if auth else '"none"'
     console.print(
-        f"[green]ready[/green]: {name} serving [bold]{served}[/bold] at {base_url}", highlight=False
+        f"[green]ready[/green]: {name} serving [bold]{escape(served)}[/bold] at {base_url}", highlight=False
     )
     body = json.dumps({"model": served, "messages": [{"role": "user", "content": "Hello!"}]})
+    # Quoted for the shell and for Python: the served name comes from a file name and may hold ' or ".
     console.print(
         f"\ncurl {base_url}/chat/completions -H 'Content-Type: application/json'{key_header} \\\n"
-        f"  -d '{body}'\n\n"
+        f"  -d {shlex.quote(body)}\n\n"
         f"python - <<'EOF'\nimport os\nfrom openai import OpenAI\n"
         f'client = OpenAI(base_url="{base_url}", api_key={key_arg})\n'
-        f'reply = client.chat.completions.create(model="{served}", '
+        f"reply = client.chat.completions.create(model={json.dumps(served)}, "
         f'messages=[{{"role": "user", "content": "Hello!"}}])\n'
         f"print(reply.choices[0].message.content)\nEOF\n",
         highlight=False,
         soft_wrap=True,
+        markup=False,
     )
     console.print(f"logs: llmhost logs {name} -f    stop: llmhost stop {name}", highlight=False)
 
@@ -259,10 +265,11 @@ def _run_foreground(dep: Deployment, api_key: str | None) -> None:
         live.update(_status_line(current))
         if current.state == "ready" and not announced["ready"]:
             announced["ready"] = True
-            live.console.print(_ready_text(current), highlight=False, soft_wrap=True)
+            live.console.print(_ready_text(current), highlight=False, soft_wrap=True, markup=False)
 
     def on_event(message: str) -> None:
-        live.console.print(f"[dim]{message}[/dim]", highlight=False, soft_wrap=True)
+        # Events quote engine output ("[INST] ... [/INST]" templates): text, never Rich markup.
+        live.console.print(message, style="dim", markup=False, highlight=False, soft_wrap=True)
 
     supervisor = Supervisor(
         dep, engine=get_engine(dep.engine), api_key=api_key, on_update=on_update, on_event=on_event
@@ -314,7 +321,7 @@ def ps(as_json: JsonOpt = False) -> None:
         for d in deployments:
             table.add_row(
                 d.name,
-                d.served_model_name,
+                Text(d.served_model_name),  # a file name: "[Q4]" is text, not Rich markup
                 f"{d.engine}/{d.runtime}",
                 d.base_url,
                 f"{d.supervisor_pid or '-'}/{d.engine_pid or '-'}",
@@ -328,7 +335,7 @@ def ps(as_json: JsonOpt = False) -> None:
         console.print(table)
         for d in deployments:
             if d.state in ("failed", "dead") and d.failure:
-                console.print(f"{d.name}: {d.failure.splitlines()[0]}", highlight=False)
+                console.print(f"{d.name}: {d.failure.splitlines()[0]}", highlight=False, markup=False)
             elif d.state == "dead":
                 console.print(
                     f"{d.name}: its supervisor (PID {d.supervisor_pid or '-'}) is gone; what was left of the "
