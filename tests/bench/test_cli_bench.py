@@ -345,6 +345,20 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
     assert result.summary.completed > 0 and result.summary.failed == 0
 
 
+def test_ctrl_c_before_the_measured_load_says_so(ref_server, capsys, monkeypatch) -> None:
+    # Found in QA: Ctrl-C during a long warm-up exited 130 with nothing on stderr (Typer turns
+    # KeyboardInterrupt into a silent Exit(130), so the CLI's own "interrupted." never showed).
+    from llmhost.bench import runner
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt  # what run_blocking raises on Ctrl-C before the load started
+
+    monkeypatch.setattr(runner, "run_blocking", interrupted)
+    code, out, err = run(capsys, "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "-n", "2")
+    assert code == ExitCode.INTERRUPTED and out == ""
+    assert "interrupted" in err and "nothing was measured" in err
+
+
 def test_unwritable_output_and_missing_matplotlib(ref_server, capsys, tmp_path: Path, monkeypatch) -> None:
     with ref_server(**FAST) as srv:
         code, out, err = run(

@@ -317,8 +317,12 @@ def _run(
             model_ref or deployment_model, hardware, model_is_explicit=model_ref is not None
         )
 
-    with LiveView(stderr) as live:
-        result = run_blocking(cfg, live)
+    try:
+        with LiveView(stderr) as live:
+            result = run_blocking(cfg, live)
+    except KeyboardInterrupt:  # Ctrl-C before the measured load (Typer would exit 130 silently)
+        warn(f"{INTERRUPTED} before the measured load started: nothing was measured.")
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
 
     emit(result, as_json=as_json, human=lambda console: render(result, console))
     _save(result, output, csv_path, plot)
