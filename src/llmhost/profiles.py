@@ -31,6 +31,10 @@ def _profiles_dir() -> Path:
 PROFILES_DIR = _profiles_dir()
 
 
+# Engine flags for the bind address, port and API key (llama-server, llama-cpp-python, vLLM spellings).
+_RESERVED_ARGS = frozenset({"--host", "--port", "--api-key", "--api_key", "--api-key-file"})
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,6 +67,19 @@ class Profile(BaseModel):
     def _args_to_str(cls, value: Any) -> Any:
         if isinstance(value, list):
             return [str(v) for v in value]
+        return value
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_bind_or_key(cls, value: list[str]) -> list[str]:
+        # Engines take the last flag given: these would move the bind past the API-key requirement (or put
+        # a key in argv, visible in `ps`), and llmhost's readiness probe would not find the server.
+        for arg in value:
+            flag = arg.split("=", 1)[0]
+            if flag in _RESERVED_ARGS:
+                raise ValueError(
+                    f"{flag} is set by llmhost; use the profile's host:/port: keys or --host/--port/--api-key"
+                )
         return value
 
     @field_validator("env")

@@ -4,6 +4,7 @@ logs, API-key policy, profiles, state files, log rotation, Prometheus parsing.""
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 import threading
 import time
@@ -169,6 +170,21 @@ def test_profile_errors_name_the_key_and_line() -> None:
     # yaml.safe_load semantics: no Python objects.
     with pytest.raises(ProfileError):
         parse_profile("model: !!python/object/apply:os.system ['true']\n", "p.yaml")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--host", "0.0.0.0"], ["--host=0.0.0.0"], ["--api-key", "k" * 12], ["--api_key", "k"], ["--port", "1"]],
+)
+def test_profile_extra_args_cannot_override_bind_or_key(args: list[str]) -> None:
+    # llama-server takes the last --host: a profile's extra_args bound 0.0.0.0 with no API key, past the
+    # key requirement (and a key there would sit in argv, visible in `ps`).
+    text = f"engine: llama-server\ncontext: 2048\nextra_args: {json.dumps(args)}\n"
+    with pytest.raises(ProfileError, match=r"p.yaml:3: extra_args: .*set by llmhost"):
+        parse_profile(text, "p.yaml")
+    assert (
+        parse_profile('extra_args: ["--hostile-flag", "--temp", "0.5"]\n').extra_args[0] == "--hostile-flag"
+    )
 
 
 def test_rotating_log_and_tail(tmp_path: Path) -> None:
