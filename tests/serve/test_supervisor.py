@@ -436,3 +436,25 @@ def test_ps_shows_a_served_name_with_brackets_as_it_is(state_dir: Path) -> None:
     out = llmhost("ps", env={"LLMHOST_STATE_DIR": str(state_dir)})
     assert out.returncode == 0, out.stderr
     assert "m [q4]" in out.stdout, out.stdout
+
+
+def test_serve_refuses_a_port_a_loading_deployment_holds(state_dir: Path, tiny_gguf: Path) -> None:
+    # vLLM binds its port only after loading (minutes): `serve B --port P` meanwhile took P, and A then
+    # failed with "port in use". Without --port, such ports were already skipped.
+    from serve_helpers import llmhost
+
+    from llmhost.supervise.state import write_deployment
+
+    port = _free_port()
+    dep = _deployment("sv-loading", _fake(port), port)
+    me = ProcessRef.of(os.getpid())  # a live supervisor whose engine has not bound its port yet
+    write_deployment(dep.model_copy(update={"state": "starting", "supervisor": me}))
+    env = {"LLMHOST_STATE_DIR": str(state_dir)}
+    try:
+        out = llmhost(
+            "serve", str(tiny_gguf), "--port", str(port), "--detach", "--name", "sv-second", env=env
+        )
+        assert out.returncode == 2, out.stderr
+        assert f"Port {port}" in out.stderr and "sv-loading" in out.stderr, out.stderr
+    finally:
+        llmhost("stop", "sv-second", env=env)

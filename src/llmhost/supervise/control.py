@@ -58,6 +58,15 @@ def reserved_ports() -> set[int]:
     return ports
 
 
+def port_holder(port: int) -> str | None:
+    """The live deployment that holds `port` (bound or about to be), if any."""
+    for name in deployment_names():
+        dep = read_deployment(name)
+        if dep is not None and dep.port == port and refreshed(dep).state not in TERMINAL_STATES:
+            return name
+    return None
+
+
 def launch_detached(dep: Deployment, *, api_key: str | None, timeout_s: float | None = None) -> Deployment:
     """Start the supervisor in the background and wait until the deployment is ready or has failed."""
     env = dict(os.environ)

@@ -252,6 +252,15 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
     if request.port is not None:
         check_port_in_range(request.port)
         if not dry_run:
+            from llmhost.supervise.control import port_holder
+
+            # An engine that is still loading has not bound its port yet: the state files know it.
+            holder = port_holder(request.port)
+            if holder is not None and holder != name:
+                raise UsageError(
+                    f"Port {request.port} belongs to deployment {holder!r}, which is still running.",
+                    hint="Pass another --port, or leave --port out to use the next free one (`llmhost ps`).",
+                )
             check_port_available(request.host, request.port)
         port = request.port
     else:
