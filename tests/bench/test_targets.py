@@ -79,6 +79,25 @@ def test_a_deployment_of_a_local_checkpoint_lends_its_tokenizer(ref_server, caps
     assert all(r.output_tokens == r.usage_tokens == 4 for r in result.requests)
 
 
+def test_a_gguf_deployment_lends_its_tokenizer(ref_server, capsys, state_dir: Path, tiny_gguf: Path) -> None:
+    # Found in QA: `bench NAME` on the demo GGUF deployment asked for 64 prompt tokens and llama-server
+    # counted 217 (flagged prompt_length_off): only a tokenizer.json folder lent its tokenizer.
+    pytest.importorskip("llama_cpp")
+    from llmhost.bench.workload import SyntheticWorkload, TokenizerAdapter
+
+    with ref_server(ttft_s=0.005, itl_s=0.002) as srv:
+        _deployment("gg", srv.base_url, model=str(tiny_gguf))
+        code = main(["bench", "gg", "-n", "2", "--input-tokens", "24", "--output-tokens", "4", "--json"])
+        out, err = capsys.readouterr()
+    assert code == 0, err
+    result = BenchResult.model_validate_json(out)
+    assert result.workload.tokenizer == str(tiny_gguf)
+    tok = TokenizerAdapter(str(tiny_gguf))
+    for _ in range(5):
+        prompt = SyntheticWorkload((24, 24), (4, 4), tokenizer=tok, api="completions").make()
+        assert tok.count(prompt.text or "") == 24
+
+
 def test_missing_and_dead_deployments(capsys, state_dir: Path) -> None:
     assert main(["bench", "nothere"]) == ExitCode.NOT_FOUND
     assert "nothere" in capsys.readouterr().err

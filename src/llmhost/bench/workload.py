@@ -216,21 +216,49 @@ class Prompt:
     output_tokens: int | None
 
 
+def gguf_tokenizer_available() -> bool:
+    """A GGUF's own vocabulary is read with llama-cpp-python (the `llamacpp` extra)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def _gguf_tokenizer(path: Path) -> tuple[Callable[[str], list[int]], Callable[[list[int]], str]]:
+    """Encode/decode with a GGUF's own vocabulary: llama-cpp-python loads the vocabulary only (no
+    weights, no context: its `Llama(vocab_only=True)` would make a context and print about it)."""
+    import llama_cpp
+    from llama_cpp._internals import LlamaModel
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = LlamaModel(path_model=str(path), params=params, verbose=False)
+
+    def encode(text: str) -> list[int]:
+        return list(model.tokenize(text.encode("utf-8"), False, False))
+
+    def decode(ids: list[int]) -> str:
+        return bytes(model.detokenize(ids)).decode("utf-8", "replace")
+
+    return encode, decode
+
+
 class TokenizerAdapter:
     """A loaded tokenizer: count tokens and cut text to a token count. Loaded lazily (heavy imports)."""
 
     def __init__(self, ref: str) -> None:
         self.ref = ref
         path = Path(ref)
+        self._encode: Callable[[str], list[int]]
+        self._decode: Callable[[list[int]], str]
         try:
-            if path.is_file() or (path / "tokenizer.json").is_file():
+            if path.is_file() and path.suffix.lower() == ".gguf":
+                self._encode, self._decode = _gguf_tokenizer(path)
+            elif path.is_file() or (path / "tokenizer.json").is_file():
                 from tokenizers import Tokenizer
 
                 tok = Tokenizer.from_file(str(path if path.is_file() else path / "tokenizer.json"))
-                self._encode: Callable[[str], list[int]] = lambda s: (
-                    tok.encode(s, add_special_tokens=False).ids
-                )
-                self._decode: Callable[[list[int]], str] = tok.decode
+                self._encode = lambda s: tok.encode(s, add_special_tokens=False).ids
+                self._decode = tok.decode
             else:
                 from transformers import AutoTokenizer
 
@@ -240,7 +268,7 @@ class TokenizerAdapter:
         except Exception as exc:
             raise UsageError(
                 f"cannot load the tokenizer {ref!r}: {exc}",
-                hint="Pass --tokenizer a local tokenizer.json, a model folder, or a repo in the HF cache.",
+                hint="Pass --tokenizer a tokenizer.json, a GGUF, a model folder, or a repo in the HF cache.",
             ) from exc
 
     def count(self, text: str) -> int:

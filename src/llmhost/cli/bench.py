@@ -73,6 +73,15 @@ def _deployment_target(name: str, api: ApiChoice) -> tuple[Target, str | None, s
     return target, dep.launch.api_key_env, dep.model
 
 
+def _has_own_tokenizer(model: Path) -> bool:
+    """A local HF folder with a tokenizer.json, or a local GGUF when llama-cpp-python can read it."""
+    if model.suffix.lower() == ".gguf" and model.is_file():
+        from llmhost.bench.workload import gguf_tokenizer_available
+
+        return gguf_tokenizer_available()
+    return (model / "tokenizer.json").is_file()
+
+
 def register(app: typer.Typer) -> None:
     """Register `bench` on the app."""
 
@@ -261,7 +270,7 @@ def _run(
         num_requests = 50
     run_seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
     served_tokenizer = False
-    if tokenizer is None and deployment_model and (Path(deployment_model) / "tokenizer.json").is_file():
+    if tokenizer is None and deployment_model and _has_own_tokenizer(Path(deployment_model)):
         # The deployment's own checkpoint: prompts cut to exactly --input-tokens (random words are
         # several tokens each for a small vocabulary: 32 asked for became 121 on the tiny test model).
         tokenizer, served_tokenizer = deployment_model, True
