@@ -58,17 +58,22 @@ def test_bench_a_deployment_by_name(ref_server, capsys, state_dir: Path, monkeyp
     assert "k-123" not in out
 
 
+def _bench_deployment_of(ref_server, capsys, model: Path, *, input_tokens: int) -> BenchResult:
+    with ref_server(ttft_s=0.005, itl_s=0.002) as srv:
+        _deployment("local", srv.base_url, model=str(model))
+        args = ["-n", "2", "--input-tokens", str(input_tokens), "--output-tokens", "4", "--json"]
+        code = main(["bench", "local", *args])
+        out, err = capsys.readouterr()
+    assert code == 0, err
+    return BenchResult.model_validate_json(out)
+
+
 def test_a_deployment_of_a_local_checkpoint_lends_its_tokenizer(ref_server, capsys, state_dir: Path) -> None:
     # Found in acceptance: `bench q5` on the tiny vLLM model asked for 32 prompt tokens and sent 121.
     from llmhost.tiny_hf import tiny_llama_checkpoint
 
     checkpoint = tiny_llama_checkpoint()
-    with ref_server(ttft_s=0.005, itl_s=0.002) as srv:
-        _deployment("hf", srv.base_url, model=str(checkpoint))
-        code = main(["bench", "hf", "-n", "2", "--input-tokens", "8", "--output-tokens", "4", "--json"])
-        out, err = capsys.readouterr()
-    assert code == 0, err
-    result = BenchResult.model_validate_json(out)
+    result = _bench_deployment_of(ref_server, capsys, checkpoint, input_tokens=8)
     assert result.workload.tokenizer == str(checkpoint)  # prompts cut to 8 tokens by it
     # Found in QA: on vLLM the deployment's own tokenizer re-encoded the generated text to 14-29 tokens
     # where usage said 16 (decode then encode need not round-trip), and the warning asked "is --tokenizer
@@ -85,12 +90,7 @@ def test_a_gguf_deployment_lends_its_tokenizer(ref_server, capsys, state_dir: Pa
     pytest.importorskip("llama_cpp")
     from llmhost.bench.workload import SyntheticWorkload, TokenizerAdapter
 
-    with ref_server(ttft_s=0.005, itl_s=0.002) as srv:
-        _deployment("gg", srv.base_url, model=str(tiny_gguf))
-        code = main(["bench", "gg", "-n", "2", "--input-tokens", "24", "--output-tokens", "4", "--json"])
-        out, err = capsys.readouterr()
-    assert code == 0, err
-    result = BenchResult.model_validate_json(out)
+    result = _bench_deployment_of(ref_server, capsys, tiny_gguf, input_tokens=24)
     assert result.workload.tokenizer == str(tiny_gguf)
     tok = TokenizerAdapter(str(tiny_gguf))
     for _ in range(5):
