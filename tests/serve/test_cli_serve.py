@@ -56,6 +56,15 @@ def test_dry_run_command_keeps_brackets_in_paths(tiny_gguf: Path, tmp_path: Path
     assert argv[argv.index("-m") + 1] == str(model), out.stdout
 
 
+def test_plan_lines_are_not_wrapped_when_stderr_is_a_file(tiny_gguf: Path) -> None:
+    # `make demo` and `serve 2> log` showed "... memory \n141.3 MiB", reasons cut mid-sentence at 80 columns.
+    out = llmhost("serve", str(tiny_gguf), "--dry-run", env={"COLUMNS": "80"})
+    assert out.returncode == 0, out.stderr
+    plan = next(line for line in out.stderr.splitlines() if line.startswith("plan:"))
+    assert plan.endswith("MiB") and "memory" in plan, out.stderr
+    assert all(line.startswith(("plan:", "  - ")) for line in out.stderr.splitlines()), out.stderr
+
+
 def test_profile_fills_options_and_flags_win(tiny_gguf: Path) -> None:
     out = llmhost("serve", str(tiny_gguf), "--profile", "tiny-demo", "--dry-run", "--json")
     assert out.returncode == 0, out.stderr

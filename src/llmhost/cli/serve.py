@@ -155,13 +155,17 @@ def serve(
     prepared = prepare(request, dry_run=dry_run)
     dep = prepared.deployment
     cand = prepared.candidate
-    info(
+    # One line each, whatever the width: `serve 2> log` and `make demo` must not cut them at 80 columns.
+    stderr.print(
         f"plan: {cand.engine}/{dep.runtime} {cand.quantization}, context {cand.context_length}, "
         f"concurrency {cand.concurrency}, KV {cand.kv_cache_dtype}, "
-        f"memory {_fmt_bytes(cand.memory.total_bytes)}"
+        f"memory {_fmt_bytes(cand.memory.total_bytes)}",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
     )
     for reason in cand.reasons[:4]:
-        info(f"  - {reason}")
+        stderr.print(f"  - {reason}", highlight=False, soft_wrap=True, markup=False)
     if not prepared.api_key and not is_loopback(dep.host):
         warn(
             f"--insecure-no-auth: {dep.host}:{dep.port} serves anyone who can reach it, with no API key. "
@@ -188,6 +192,7 @@ def serve(
             f"[bold]API key (shown once, store it now):[/bold] {prepared.api_key}\n"
             "  clients send `Authorization: Bearer <key>`; export LLMHOST_API_KEY=<key> for the snippets.",
             highlight=False,
+            soft_wrap=True,  # a key cut in two by the terminal width cannot be copied
         )
     from llmhost.supervise.control import claim_name
 
