@@ -262,9 +262,11 @@ def test_jsonl_and_sharegpt_prompts(ref_server, capsys, tmp_path: Path) -> None:
         '{"prompt": "one two three"}\n'
         '{"messages": [{"role": "user", "content": "four five"}]}\n'
         '{"conversations": [{"from": "human", "value": "six"}, {"from": "gpt", "value": "a b c d e"}]}\n'
+        '{"text": "no prompt field"}\n'
+        "[1, 2]\n"
     )
     with ref_server(**FAST) as srv:
-        code, out, _ = run(
+        code, out, err = run(
             capsys, "--base-url", srv.base_url, "--model", "ref-model", "--dataset", str(data), "-n", "3",
             "--warmup", "0", "--json",
         )  # fmt: skip
@@ -273,6 +275,8 @@ def test_jsonl_and_sharegpt_prompts(ref_server, capsys, tmp_path: Path) -> None:
     # The ShareGPT reply sets the output length when --output-tokens is not given.
     assert sorted(r.output_tokens for r in result.requests) == [6, 128, 128]
     assert sorted(r.prompt_tokens for r in result.requests) == [1, 2, 3]
+    # Found in QA: rows without a usable prompt were dropped without a word.
+    assert "skipped 2 of 5 rows" in " ".join(err.split())
 
 
 def test_duration_runs_the_closed_loop_for_that_long(ref_server, capsys) -> None:

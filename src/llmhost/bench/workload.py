@@ -355,6 +355,7 @@ class FileWorkload:
                 hint='Write one JSON object per line: {"prompt": "..."} or {"messages": [...]}.',
             ) from exc
         items = [p for p in (self._row(r) for r in rows if isinstance(r, dict)) if p is not None]
+        self.rows, self.skipped = len(rows), len(rows) - len(items)
         if not items:
             raise UsageError(
                 f"{path} holds no usable prompts.",

@@ -310,6 +310,11 @@ def _run(
         cfg.file_workload = FileWorkload(
             dataset, output_tokens=out_range, seed=run_seed, tokenizer=tok, api=api
         )
+        if cfg.file_workload.skipped:
+            warn(
+                f"skipped {cfg.file_workload.skipped} of {cfg.file_workload.rows} rows of {dataset} without "
+                'a usable prompt ("prompt", "messages" or a ShareGPT human turn).'
+            )
     else:
         cfg.synthetic = SyntheticWorkload(
             in_range,
