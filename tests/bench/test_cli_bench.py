@@ -211,6 +211,21 @@ def test_all_warmups_failing_is_one_clear_error(ref_server, capsys) -> None:
     assert code == ExitCode.BENCH_INCOMPLETE and "warm-up" in err and out == ""
 
 
+def test_an_endpoint_404_points_at_the_base_url(ref_server, capsys) -> None:
+    # Found in QA: --base-url .../v1/chat/completions (the full endpoint pasted) said "HTTP 404: File Not
+    # Found. Check --model, --api ..." without the URL that was posted to or a word about --base-url.
+    with ref_server(**FAST) as srv:
+        url = srv.base_url + "/chat/completions"
+        code, _, err = run(capsys, "--base-url", url, "--model", "ref-model", "-n", "2")
+        code_no_warmup, _, err_no_warmup = run(
+            capsys, "--base-url", url, "--model", "ref-model", "-n", "2", "--warmup", "0"
+        )
+    err = " ".join(err.split())
+    assert code == code_no_warmup == ExitCode.BENCH_INCOMPLETE
+    assert f"POST {url}/chat/completions answered" in err and "--base-url" in err and "/v1" in err
+    assert "Check --base-url" in " ".join(err_no_warmup.split())
+
+
 def test_failed_requests_say_why(ref_server, capsys) -> None:
     # Found in QA: --input-tokens 3000 on a 4096-token llama-server failed every request and the last
     # line said only "4 of 4 requests failed" (http_4xx); the server's reason was in the JSON alone.

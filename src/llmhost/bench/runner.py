@@ -45,6 +45,10 @@ from llmhost.errors import BenchError, NetworkError, UsageError
 from llmhost.hardware.models import Hardware
 
 SWEEP_MIN_GAIN = 0.10
+NOT_FOUND_HINT = (
+    "Check --base-url (the API root, http://HOST:PORT/v1 on most servers, not an endpoint), "
+    "--api and --model."
+)
 SWEEP_GOOD_FRACTION = 0.9
 
 
@@ -314,6 +318,11 @@ async def run_bench(cfg: BenchConfig, progress: ProgressSink | None = None) -> B
             warm = sum(r.ok for r in warm_load.records)
             if warm_load.aborted and not warm:
                 bad = warm_load.records[-1]
+                if bad.error_class == "http_404":
+                    raise BenchError(
+                        f"every warm-up request failed: POST {url} answered {bad.error}.",
+                        hint=NOT_FOUND_HINT,
+                    )
                 raise BenchError(
                     f"every warm-up request failed: {bad.error}.",
                     hint="Check --model, --api and the server's log; `llmhost logs NAME` for a deployment.",

@@ -221,7 +221,7 @@ def _run(
     from llmhost.bench.metrics import parse_slos
     from llmhost.bench.models import Target, Workload
     from llmhost.bench.report import LiveView, render
-    from llmhost.bench.runner import INTERRUPTED, BenchConfig, check_workload, run_blocking
+    from llmhost.bench.runner import INTERRUPTED, NOT_FOUND_HINT, BenchConfig, check_workload, run_blocking
     from llmhost.bench.workload import FileWorkload, SyntheticWorkload, TokenizerAdapter, parse_range
     from llmhost.cli._output import emit, stderr, warn
 
@@ -345,13 +345,16 @@ def _run(
         raise typer.Exit(ExitCode.INTERRUPTED)
     if result.incomplete:
         s = result.summary
-        first = next((r.error for r in result.requests if not r.ok and r.error), None)
+        failed = [r for r in result.requests if not r.ok and r.error]
+        first = failed[0].error if failed else None
         why = f"; {result.aborted}" if result.aborted else (f" (first: {first})" if first else "")
         raise BenchError(
             f"the benchmark is incomplete: {s.failed} of {s.completed + s.failed} requests failed"
             + why
             + ". The partial results above are marked incomplete.",
-            hint="See the server's log (`llmhost logs NAME` for a deployment).",
+            hint=NOT_FOUND_HINT
+            if failed and failed[0].error_class == "http_404"
+            else "See the server's log (`llmhost logs NAME` for a deployment).",
         )
 
 
