@@ -25,7 +25,10 @@ BIN = Path(sys.executable).parent
 def llmhost(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess[str]:
     exe = BIN / "llmhost"
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "llmhost"]
-    print(f"$ llmhost {' '.join(args)}", flush=True)
+    try:
+        print(f"$ llmhost {' '.join(args)}", flush=True)
+    except BrokenPipeError:  # `make demo | head`: the command (the cleanup's stop above all) still runs
+        pass
     proc = subprocess.run([*argv, *args], text=True, capture_output=capture, check=False)
     if capture and proc.stderr:
         sys.stderr.write(proc.stderr)
@@ -39,12 +42,14 @@ def main() -> int:
     model = llmhost("demo-model").stdout.strip()
     print(f"tiny model: {model} ({Path(model).stat().st_size / 1e6:.1f} MB; random weights, so gibberish)\n")
     started = time.monotonic()
+    ours = False  # stop only the server this run started, not one a name clash refused to replace
     try:
         dep = json.loads(
             llmhost(
                 "serve", model, "--detach", "--name", NAME, "--engine", "llamacpp", *SLOTS, "--json"
             ).stdout
         )
+        ours = True
         print(
             f"\nserving {dep['served_model_name']} with {dep['engine']}/{dep['runtime']} "
             f"at {dep['base_url']} (ready in {time.monotonic() - started:.1f}s, "
@@ -74,8 +79,9 @@ def main() -> int:
         print(ps)
         return 0
     finally:
-        llmhost("stop", NAME, check=False)
-        print("demo finished; the server is stopped.")
+        if ours:
+            llmhost("stop", NAME, check=False)
+            print("demo finished; the server is stopped.")
 
 
 if __name__ == "__main__":

@@ -333,3 +333,43 @@ def test_foreground_engine_output_with_brackets_is_printed_not_parsed_as_markup(
     assert out.returncode == 4, out.stderr
     assert "internal error" not in out.stderr and "[INST] Hello [/INST] Hi" in out.stderr, out.stderr
     assert deployment("e2e-markup") is None
+
+
+DEMO = Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
+
+
+def _demo_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "LLMHOST_API_KEY"}
+
+
+def test_demo_leaves_a_deployment_it_did_not_start_alone(tiny_gguf: Path) -> None:
+    # A second `make demo` failed on the taken name, then its cleanup stopped the other demo's server.
+    other = serve_detached(tiny_gguf, "llmhost-demo")
+    try:
+        out = subprocess.run(
+            [sys.executable, str(DEMO)], capture_output=True, text=True, timeout=120, env=_demo_env()
+        )
+        assert out.returncode != 0 and "already running" in out.stderr, out.stderr
+        still = deployment("llmhost-demo")
+        assert still is not None and still["supervisor_pid"] == other["supervisor"]["pid"], out.stdout
+    finally:
+        llmhost("stop", "llmhost-demo")
+
+
+def test_demo_stops_its_server_when_its_output_pipe_closes(tiny_gguf: Path) -> None:
+    # `make demo | head`: the first print after the pipe closed raised BrokenPipeError, and so did the
+    # "$ llmhost stop" line in the cleanup, before the stop ran: the server was left running.
+    proc = subprocess.Popen(
+        [sys.executable, str(DEMO)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=_demo_env(),
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("serving "):
+            break
+    proc.stdout.close()
+    proc.wait(timeout=120)
+    assert deployment("llmhost-demo") is None
