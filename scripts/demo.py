@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -25,10 +26,9 @@ BIN = Path(sys.executable).parent
 def llmhost(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess[str]:
     exe = BIN / "llmhost"
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "llmhost"]
-    try:
+    # `make demo | head`: a closed pipe must not skip the command (the cleanup's stop above all).
+    with contextlib.suppress(BrokenPipeError):
         print(f"$ llmhost {' '.join(args)}", flush=True)
-    except BrokenPipeError:  # `make demo | head`: the command (the cleanup's stop above all) still runs
-        pass
     proc = subprocess.run([*argv, *args], text=True, capture_output=capture, check=False)
     if capture and proc.stderr:
         sys.stderr.write(proc.stderr)
