@@ -160,3 +160,13 @@ def test_help_documents_the_exit_codes_these_tests_check() -> None:
     assert "3 when nothing fits" in serve_help and "4 when the engine fails to start" in serve_help
     stop_help = " ".join(llmhost("stop", "--help").stdout.split())
     assert "5 for an unknown NAME" in stop_help
+
+
+def test_unusable_state_dir_is_a_clear_error(tiny_gguf: Path, tmp_path: Path) -> None:
+    # LLMHOST_STATE_DIR under a file (or /proc) was "internal error: NotADirectoryError ...".
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {"LLMHOST_STATE_DIR": str(blocker / "state")}
+    out = llmhost("serve", str(tiny_gguf), "--port", "18996", "--detach", "--name", "x-state", env=env)
+    assert out.returncode == 2, out.stderr
+    assert "internal error" not in out.stderr and "LLMHOST_STATE_DIR" in out.stderr, out.stderr

@@ -39,8 +39,14 @@ def deployment_dir(name: str) -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise UsageError(
+            f"Cannot create the llmhost state directory {path}: {exc.strerror}.",
+            hint="Point LLMHOST_STATE_DIR (or XDG_STATE_HOME) at a writable directory.",
+        ) from exc
     return path
 
 

@@ -125,7 +125,7 @@ def read_deployment(name: str) -> Deployment | None:
     path = paths.state_file(name)
     try:
         raw = path.read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no state (a bad state dir is reported on write)
         return None
     try:
         return Deployment.model_validate(json.loads(raw))
