@@ -170,3 +170,11 @@ def test_unusable_state_dir_is_a_clear_error(tiny_gguf: Path, tmp_path: Path) ->
     out = llmhost("serve", str(tiny_gguf), "--port", "18996", "--detach", "--name", "x-state", env=env)
     assert out.returncode == 2, out.stderr
     assert "internal error" not in out.stderr and "LLMHOST_STATE_DIR" in out.stderr, out.stderr
+
+
+def test_engine_bin_with_the_python_runtime_is_refused(tiny_gguf: Path) -> None:
+    # --engine-bin names a llama-server binary; with --engine llama-cpp-python it was silently ignored.
+    out = llmhost(
+        "serve", str(tiny_gguf), "--engine", "llama-cpp-python", "--engine-bin", "/bin/true", "--dry-run"
+    )
+    assert out.returncode == 2 and "--engine-bin" in out.stderr, out.stderr

@@ -244,7 +244,12 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
         candidate = runnable_candidate(
             plan, candidate, hardware, forced=request.engine is not None, dry_run=dry_run
         )
-    _, runtime = engine_choice(request.engine)
+    forced_engine, runtime = engine_choice(request.engine)
+    if request.engine_bin and (runtime == "llama-cpp-python" or forced_engine == "vllm"):
+        raise UsageError(
+            f"--engine-bin names a llama-server binary; --engine {request.engine} does not use one.",
+            hint="Drop --engine-bin, or pass --engine llama-server.",
+        )
     name = paths.validate_name(request.name or default_name(spec.name))
     served = spec.name
     check_host_bindable(request.host)
