@@ -122,6 +122,9 @@ def test_sigkill_restart_and_clean_stop(tiny_gguf: Path) -> None:
             model=current["served_model_name"], prompt="x", max_tokens=2
         )
         assert reply.usage.completion_tokens > 0
+        # "exited with code -9" left the user to decode it: name the signal (and who sends SIGKILL).
+        events = llmhost("logs", "e2e-native-crash", "--supervisor").stdout
+        assert "was killed by SIGKILL" in events and "code -9" not in events, events
     finally:
         out = llmhost("stop", "e2e-native-crash")
     assert out.returncode == 0

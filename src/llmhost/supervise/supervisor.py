@@ -19,6 +19,7 @@ Life of a deployment:
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -270,7 +271,7 @@ class Supervisor:
         what = (
             "The engine stopped answering (wedged)"
             if attempt.outcome == "wedged"
-            else f"The engine exited with code {attempt.exit_code}"
+            else _exit_words(attempt.exit_code)
         )
         if self.dep.state == "failed":  # set by _run_once (port in use before launch)
             return True
@@ -405,6 +406,19 @@ class Supervisor:
         self._supervisor_log.write(f"{_now()} {message}\n".encode())
         if self._on_event is not None:
             self._on_event(message)
+
+
+def _exit_words(code: int | None) -> str:
+    """Popen's negative exit code as a user reads it: the signal's name (SIGKILL also comes from the OOM
+    killer, which leaves no line in the engine's log)."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        extra = " (by a user, or the kernel's out-of-memory killer)" if -code == signal.SIGKILL else ""
+        return f"The engine was killed by {name}{extra}"
+    return f"The engine exited with code {code}"
 
 
 def _now() -> str:
