@@ -367,9 +367,12 @@ def test_demo_stops_its_server_when_its_output_pipe_closes(tiny_gguf: Path) -> N
         env=_demo_env(),
     )
     assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("serving "):
-            break
-    proc.stdout.close()
-    proc.wait(timeout=120)
-    assert deployment("llmhost-demo") is None
+    try:
+        for line in proc.stdout:
+            if line.startswith("serving "):
+                break
+        proc.stdout.close()
+        proc.wait(timeout=120)
+        assert deployment("llmhost-demo") is None
+    finally:
+        llmhost("stop", "llmhost-demo")  # never leave a server behind when the assertion fails
