@@ -40,7 +40,6 @@ from llmhost.plan.common import (
 from llmhost.plan.hardware_view import device_name, gpu_free_bytes, host_capacity_bytes
 from llmhost.plan.models import Candidate, DeviceMemory, MemoryBreakdown, PlanRequest
 
-
 # Quantized checkpoints llama.cpp's convert_hf_to_gguf.py reads: FP8 block-scaled weights are dequantized
 # on the way (DeepSeek-V3, Qwen3-FP8), and gpt-oss's MXFP4 experts map onto GGUF's own MXFP4 type.
 GGUF_CONVERTIBLE = ("fp8", "mxfp4")
