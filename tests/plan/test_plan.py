@@ -271,6 +271,8 @@ def test_cli_exit_codes(small_gguf: Path, capsys: pytest.CaptureFixture[str]) ->
     from llmhost.cli import main
 
     assert main(["plan", str(small_gguf), "--hardware", "h100-80gb", "--context", "999999"]) == 2
+    err = capsys.readouterr().err
+    assert "A context of 999999 tokens is longer than" in err and "--context 4096" in err
     assert main(["plan", str(small_gguf), "--hardware", "h100-80gb", "--engine", "vllm"]) == 3
     out = capsys.readouterr()
     assert "Nothing fits" in out.out + out.err

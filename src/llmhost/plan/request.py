@@ -19,8 +19,10 @@ def validate_request(spec: ModelSpec, request: PlanRequest) -> Target:
         )
     if request.context is not None and request.context > spec.max_context:
         raise UsageError(
-            f"--context {request.context} is longer than {spec.name}'s maximum context ({spec.max_context}).",
-            hint=f"Use `--context {spec.max_context}` or less.",
+            # The context may come from --context or from a profile's `context:`; name both.
+            f"A context of {request.context} tokens is longer than {spec.name}'s maximum "
+            f"({spec.max_context}).",
+            hint=f"Use `--context {spec.max_context}` or less (or lower `context:` in the profile).",
         )
     util = request.gpu_memory_utilization
     if util is not None and not 0 < util <= 1:
