@@ -213,6 +213,25 @@ def test_port_in_use_is_reported_before_launch(state_dir: Path) -> None:
     assert final.engine_process is None
 
 
+def test_a_server_that_takes_the_port_while_the_engine_loads_is_not_taken_for_it(state_dir: Path) -> None:
+    """Another server (another user's, another state dir's) binds the port during the engine's load and
+    answers the readiness probe with the right model name: the deployment must fail as 'port in use',
+    naming that server, instead of calling the other server ready."""
+    port = _free_port()
+    dep = _deployment("sv-stolen", _fake(port, "--load", "5"), port)
+    with _Run(Supervisor(dep, engine=None)) as run:
+        run.wait_state("starting")
+        intruder = subprocess.Popen(_fake(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            final = run.join(30)
+        finally:
+            intruder.kill()
+            intruder.wait()
+    assert final.state == "failed" and final.failure_cause == "port_in_use", final.failure
+    assert f"PID {intruder.pid}" in (final.failure or "")
+    assert final.ready_at is None
+
+
 def test_readiness_deadline(state_dir: Path) -> None:
     port = _free_port()
     dep = _deployment("sv-slow", _fake(port, "--load", "30"), port, deadline=1.0)

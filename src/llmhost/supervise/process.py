@@ -205,6 +205,32 @@ def port_owner(port: int) -> str | None:
     return None
 
 
+def foreign_listeners(port: int, root_pid: int) -> list[str]:
+    """Processes outside `root_pid`'s tree listening on `port` ('PID 123 (python)'), as far as the OS
+    lets us see (other users' sockets show no PID and are not reported).
+
+    A second server can share the port with the engine (SO_REUSEPORT, which vLLM sets) or take it while
+    the engine is still loading; then the readiness probe talks to the wrong server.
+    """
+    try:
+        root = psutil.Process(root_pid)
+        ours = {root_pid, *(c.pid for c in root.children(recursive=True))}
+        listeners = {
+            conn.pid
+            for conn in psutil.net_connections(kind="tcp")
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid
+        }
+    except (psutil.Error, OSError):
+        return []
+    out = []
+    for pid in sorted(listeners - ours):
+        with contextlib.suppress(psutil.Error):
+            out.append(f"PID {pid} ({psutil.Process(pid).name()})")
+            continue
+        out.append(f"PID {pid}")
+    return out
+
+
 def check_host_bindable(host: str) -> None:
     """A usage error when `host` is no address of this machine (a typo, another machine's IP).
 

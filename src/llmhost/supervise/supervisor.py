@@ -38,6 +38,7 @@ from llmhost.supervise.logs import OutputPump, RotatingLog
 from llmhost.supervise.probe import CompletionProbe
 from llmhost.supervise.process import (
     engine_env,
+    foreign_listeners,
     port_free,
     port_owner,
     spawn,
@@ -195,6 +196,7 @@ class Supervisor:
         deadline = time.monotonic() + spec.ready_deadline_s
         ready = False
         watchdog: CompletionProbe | None = None  # started once ready, if the launch spec asks for it
+        owner_checked = False
         last_metrics = 0.0
         last_track = 0.0
         try:
@@ -216,6 +218,10 @@ class Supervisor:
                         self._event(f"not ready after {spec.ready_deadline_s:.0f}s: stopping the engine")
                         return _Attempt("deadline", was_ready=False, ran_for_s=time.time() - started)
                     result = prober.check()
+                    if result.state in ("ready", "unauthorized") and not owner_checked:
+                        owner_checked = True  # something answers: is it our engine?
+                        if self._port_taken_by_another(popen.pid):
+                            return _Attempt("exited", was_ready=False, ran_for_s=time.time() - started)
                     if result.state == "ready":
                         ready = True
                         self._became_ready(started)
@@ -241,6 +247,20 @@ class Supervisor:
             prober.close()
             if watchdog is not None:
                 watchdog.stop()
+
+    def _port_taken_by_another(self, engine_pid: int) -> bool:
+        """Fail the deployment when another server listens on the engine's port: it took the port while
+        the engine was loading, or shares it (SO_REUSEPORT, which vLLM sets), and the readiness probe
+        would talk to it."""
+        port = self.dep.launch.port
+        others = foreign_listeners(port, engine_pid) if port is not None else []
+        if others:
+            self._fail(
+                "port_in_use",
+                f"Port {port} is answered by {', '.join(others)}, not by the engine: another server "
+                "took it while the engine was loading.",
+            )
+        return bool(others)
 
     def _became_ready(self, started: float) -> None:
         actual = None
