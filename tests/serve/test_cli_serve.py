@@ -104,7 +104,9 @@ def test_usage_errors(tiny_gguf: Path) -> None:
     assert out.returncode == 0 and "--insecure-no-auth:" in out.stderr and "no API key" in out.stderr
     assert "insecure" not in llmhost("serve", str(tiny_gguf), "--dry-run").stderr
     out = llmhost("serve", str(tiny_gguf), "--port", "70000", "--dry-run")
-    assert out.returncode == 2 and "out of range" in out.stderr
+    assert out.returncode == 2 and "out of range" in out.stderr and "between 1 and 65535" in out.stderr
+    out = llmhost("logs", "anything", "-n", "-5")
+    assert out.returncode == 2 and "--lines -5 is negative" in out.stderr
     out = llmhost("stop")
     assert out.returncode == 2 and "--all" in out.stderr
     out = llmhost("logs", "nope")

@@ -379,6 +379,12 @@ def logs(
     from llmhost.supervise.logs import follow as follow_file
     from llmhost.supervise.logs import tail
 
+    if lines < 0:
+        from llmhost.errors import UsageError
+
+        raise UsageError(
+            f"--lines {lines} is negative.", hint="Pass --lines 0 or more (0 with -f: new lines only)."
+        )
     path = paths.supervisor_log(name) if supervisor else paths.engine_log(name)
     if not path.exists():
         raise NotFoundError(f"No logs for {name!r} ({path}).", hint="See `llmhost ps` for deployment names.")

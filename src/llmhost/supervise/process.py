@@ -254,7 +254,8 @@ def check_host_bindable(host: str) -> None:
 
 def check_port_in_range(port: int) -> None:
     if not 1 <= port <= 65535:
-        raise UsageError(f"Port {port} is out of range.", hint="Pass --port between 1024 and 65535.")
+        # Ports below 1024 are allowed (root, or CAP_NET_BIND_SERVICE, may bind them); the OS says if not.
+        raise UsageError(f"Port {port} is out of range.", hint="Pass --port between 1 and 65535.")
 
 
 def check_port_available(host: str, port: int) -> None:
