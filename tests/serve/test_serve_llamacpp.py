@@ -278,6 +278,7 @@ def test_foreground_serve_stops_cleanly_on_ctrl_c(tiny_gguf: Path) -> None:
             "e2e-fg",
             "--engine",
             "llama-cpp-python",
+            "--json",  # the deployment is printed once it is ready, and serving goes on
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -289,12 +290,14 @@ def test_foreground_serve_stops_cleanly_on_ctrl_c(tiny_gguf: Path) -> None:
         assert ready, "foreground deployment never became ready"
         assert ready["detached"] is False and ready["supervisor_pid"] == proc.pid
         proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
-        _, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
     assert "ready" in err and "/chat/completions" in err and "stopped e2e-fg" in err
+    printed = json.loads(out)  # one document: the deployment when it became ready
+    assert printed["name"] == "e2e-fg" and printed["state"] == "ready" and printed["base_url"].endswith("/v1")
     assert group_alive(ready["engine_pid"]) == []
     assert deployment("e2e-fg") is None
 

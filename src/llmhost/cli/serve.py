@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import signal
+import sys
 import time
 from pathlib import Path
 from types import FrameType
@@ -16,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmhost.cli._options import HardwareOpt, JsonOpt
-from llmhost.cli._output import emit, info, stderr, warn
+from llmhost.cli._output import emit, info, stderr, to_json, warn
 from llmhost.errors import EngineError, UsageError
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ def serve(
 
         emit(final, as_json=as_json, human=human)
         return
-    _run_foreground(dep, prepared.api_key)
+    _run_foreground(dep, prepared.api_key, as_json=as_json)
 
 
 def _print_ready(console: Console, name: str, base_url: str, served: str, auth: bool) -> None:
@@ -256,7 +257,7 @@ def _status_line(dep: Deployment) -> str:
     )
 
 
-def _run_foreground(dep: Deployment, api_key: str | None) -> None:
+def _run_foreground(dep: Deployment, api_key: str | None, *, as_json: bool = False) -> None:
     from rich.live import Live
 
     from llmhost.engines.registry import get_engine
@@ -271,6 +272,9 @@ def _run_foreground(dep: Deployment, api_key: str | None) -> None:
         if current.state == "ready" and not announced["ready"]:
             announced["ready"] = True
             live.console.print(_ready_text(current), highlight=False, soft_wrap=True, markup=False)
+            if as_json:  # the deployment, once, on stdout: a script reads its base_url and keeps serving
+                sys.stdout.write(to_json(current) + "\n")
+                sys.stdout.flush()
 
     def on_event(message: str) -> None:
         # Events quote engine output ("[INST] ... [/INST]" templates): text, never Rich markup.
