@@ -100,3 +100,14 @@ def test_long_error_stays_on_one_line_and_brackets_are_literal(temp_command, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert message in err
+
+
+def test_ctrl_c_in_any_command_says_interrupted(temp_command, capsys):
+    # Typer turns KeyboardInterrupt into a silent exit 130: main() must still say what happened.
+    @temp_command
+    def long_wait() -> None:
+        raise KeyboardInterrupt  # what Ctrl-C raises wherever the command is
+
+    assert main(["long-wait"]) == ExitCode.INTERRUPTED
+    err = capsys.readouterr().err
+    assert err.strip() == "interrupted." and "Traceback" not in err

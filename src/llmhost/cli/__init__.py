@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: run the app, render errors once, return the exit code."""
     from rich.markup import escape
 
+    from llmhost.cli import _output
     from llmhost.cli._output import stderr
 
+    _output.forget_interrupt()
     try:
         result = app(args=argv, standalone_mode=False)
     except LlmhostError as exc:
@@ -99,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             soft_wrap=True,
         )
         return ExitCode.INTERNAL
-    # With standalone_mode=False a `typer.Exit(code)` comes back as the return value.
+    # With standalone_mode=False a `typer.Exit(code)` comes back as the return value. So does Ctrl-C:
+    # Typer turns KeyboardInterrupt into a silent exit 130; say so, unless the command already did.
+    if result == ExitCode.INTERRUPTED and not _output.interrupt_reported():
+        stderr.print("interrupted.")
     return result if isinstance(result, int) else ExitCode.OK
 
 

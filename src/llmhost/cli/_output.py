@@ -33,6 +33,24 @@ def emit(data: Any, *, as_json: bool, human: Callable[[Console], None]) -> None:
     human(stdout)
 
 
+_interrupt = {"reported": False}
+
+
+def report_interrupt(message: str) -> None:
+    """A command's own words for a Ctrl-C it handled (`main` then adds no bare "interrupted.")."""
+    _interrupt["reported"] = True
+    warn(message)
+
+
+def interrupt_reported() -> bool:
+    return _interrupt["reported"]
+
+
+def forget_interrupt() -> None:
+    """Each `main()` call starts afresh (tests call it many times in one process)."""
+    _interrupt["reported"] = False
+
+
 def info(message: str) -> None:
     stderr.print(message, highlight=False)
 

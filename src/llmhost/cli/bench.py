@@ -223,7 +223,7 @@ def _run(
     from llmhost.bench.report import LiveView, render
     from llmhost.bench.runner import INTERRUPTED, NOT_FOUND_HINT, BenchConfig, check_workload, run_blocking
     from llmhost.bench.workload import FileWorkload, SyntheticWorkload, TokenizerAdapter, parse_range
-    from llmhost.cli._output import emit, stderr, warn
+    from llmhost.cli._output import emit, report_interrupt, stderr, warn
 
     if len(positional) > 1:
         raise UsageError(
@@ -335,13 +335,13 @@ def _run(
         with LiveView(stderr) as live:
             result = run_blocking(cfg, live)
     except KeyboardInterrupt:  # Ctrl-C before the measured load (Typer would exit 130 silently)
-        warn(f"{INTERRUPTED} before the measured load started: nothing was measured.")
+        report_interrupt(f"{INTERRUPTED} before the measured load started: nothing was measured.")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
 
     emit(result, as_json=as_json, human=lambda console: render(result, console))
     _save(result, output, csv_path, plot)
     if result.aborted == INTERRUPTED:
-        warn(f"{INTERRUPTED}: the partial results above are marked incomplete.")
+        report_interrupt(f"{INTERRUPTED}: the partial results above are marked incomplete.")
         raise typer.Exit(ExitCode.INTERRUPTED)
     if result.incomplete:
         s = result.summary
