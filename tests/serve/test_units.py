@@ -273,3 +273,21 @@ def test_ready_snippets_paste_for_any_served_name() -> None:
         for kw in node.keywords if kw.arg == "model" and isinstance(kw.value, ast.Constant)
     ]  # fmt: skip
     assert models == [served]
+
+
+def test_a_native_server_built_from_the_sdist_names_its_sources(tmp_path: Path, monkeypatch) -> None:
+    # The sdist has no git data, so llama-server says "0.5.0-dev (build 0, commit unknown)"; the build
+    # llmhost made knows which sdist it came from (BUILD_INFO) and `engines` says that instead.
+    from llmhost.engines import llamacpp
+    from llmhost.hardware import detect
+
+    binary = tmp_path / "llama-server-x" / "bin" / "llama-server"
+    binary.parent.mkdir(parents=True)
+    binary.write_text('#!/bin/sh\necho "version: 0.5.0-dev (build 0, commit unknown)" >&2\n')
+    binary.chmod(0o755)
+    monkeypatch.setattr(llamacpp, "find_llama_server", lambda: binary)
+    native = next(s for s in LlamaCppEngine().status(detect()) if s.runtime == "llama-server")
+    assert native.version == "0.5.0-dev (build 0, commit unknown)"  # not built by llmhost: as printed
+    (binary.parent.parent / "BUILD_INFO").write_text("sdist=llama_cpp_python-0.3.36.tar.gz\nflags=\n")
+    native = next(s for s in LlamaCppEngine().status(detect()) if s.runtime == "llama-server")
+    assert native.version == "0.5.0-dev (llama.cpp vendored in llama-cpp-python 0.3.36)"

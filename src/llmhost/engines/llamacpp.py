@@ -103,6 +103,12 @@ def _build_info(binary: Path) -> str:
     return info.read_text() if info.is_file() else ""
 
 
+def _built_from(binary: Path) -> str | None:
+    """'llama-cpp-python 0.3.36' for a binary llmhost built from that sdist (BUILD_INFO), else None."""
+    match = re.search(r"^sdist=llama_cpp_python-(.+?)\.tar\.gz$", _build_info(binary), re.MULTILINE)
+    return f"llama-cpp-python {match.group(1)}" if match else None
+
+
 class LlamaCppEngine:
     name = "llamacpp"
 
@@ -128,6 +134,10 @@ class LlamaCppEngine:
             version = llama_server_version(binary)
             reason = None
             usable = version is not None
+            source = _built_from(binary)
+            if version is not None and source and "commit unknown" in version:
+                # A build from the sdist carries no git data: name the sources instead.
+                version = f"{version.split(' (')[0]} (llama.cpp vendored in {source})"
             if not usable:
                 reason = f"{binary} did not run (`{binary} --version` failed): rebuild it."
             elif hardware.has_nvidia and "GGML_CUDA=ON" not in _build_info(binary) and _build_info(binary):
