@@ -180,3 +180,18 @@ def test_engine_bin_with_the_python_runtime_is_refused(tiny_gguf: Path) -> None:
         "serve", str(tiny_gguf), "--engine", "llama-cpp-python", "--engine-bin", "/bin/true", "--dry-run"
     )
     assert out.returncode == 2 and "--engine-bin" in out.stderr, out.stderr
+
+
+def test_an_unreadable_state_file_is_named_by_ps_and_removed_by_stop(state_dir: Path) -> None:
+    # A state file cut short (disk full, a crash mid-write by an older version) used to be skipped
+    # silently forever: `ps` showed nothing and `stop` said there was no such deployment.
+    bad = paths.state_file("half")
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"name": "half", "sta')
+    out = llmhost("ps")
+    assert out.returncode == 0 and "'half' is unreadable" in out.stderr and "llmhost stop half" in out.stderr
+    out = llmhost("stop", "half")
+    assert out.returncode == 5 and "unreadable and has been removed" in out.stderr
+    assert not bad.exists()
+    out = llmhost("ps")
+    assert "unreadable" not in out.stderr

@@ -317,8 +317,11 @@ def ps(as_json: JsonOpt = False) -> None:
     A deployment whose supervisor died is shown once as "dead"; its leftovers are stopped, its state removed.
     """
     from llmhost.supervise.control import list_deployments
+    from llmhost.supervise.state import unreadable_states
 
     deployments = list_deployments()
+    for name in unreadable_states():
+        warn(f"the state of {name!r} is unreadable and was skipped; `llmhost stop {name}` removes it.")
 
     def human(console: Console) -> None:
         if not deployments:

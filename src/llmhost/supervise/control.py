@@ -161,6 +161,13 @@ def cleanup(dep: Deployment) -> None:
 def stop_deployment(name: str, *, timeout_s: float | None = None) -> Deployment:
     """Stop a deployment and return once every process of it has exited (then forget its state)."""
     dep = read_deployment(paths.validate_name(name))
+    if dep is None and paths.state_file(name).is_file():
+        # Its PIDs are unknown, so nothing can be stopped safely; the unreadable file only blocks the name.
+        forget(name)
+        raise NotFoundError(
+            f"The state of {name!r} was unreadable and has been removed; nothing was stopped.",
+            hint="If an engine of it is still running, find it with `ps aux | grep -E 'llama|vllm'`.",
+        )
     if dep is None:
         raise NotFoundError(f"No deployment named {name!r}.", hint="See `llmhost ps` for what is running.")
     grace = dep.launch.stop_grace_s

@@ -208,6 +208,11 @@ def deployment_names() -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "deployment.json").is_file())
 
 
+def unreadable_states() -> list[str]:
+    """Names whose state file exists but cannot be trusted (corrupt, foreign, truncated by a crash)."""
+    return [name for name in deployment_names() if read_deployment(name) is None]
+
+
 def forget(name: str) -> None:
     """Remove the state file (the logs stay, so `llmhost logs NAME` still works)."""
     with contextlib.suppress(FileNotFoundError):
