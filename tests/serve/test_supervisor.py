@@ -201,6 +201,36 @@ def test_out_of_memory_is_not_retried_with_the_same_flags(state_dir: Path) -> No
     assert "--context" in (final.failure or "")
 
 
+def test_a_sigkill_from_the_oom_killer_is_not_retried_but_a_users_is(state_dir: Path) -> None:
+    """The kernel's OOM killer leaves no line in the engine's log, only its oom_kill counter (faked here:
+    the real OOM killer is not something to provoke): that SIGKILL is out of memory, not a crash."""
+    import dataclasses
+    import signal
+
+    for oom, name in ((True, "sv-oomkill"), (False, "sv-userkill")):
+        kills = [0]
+        config = dataclasses.replace(FAST, oom_kill_counter=lambda: kills[0])
+        port = _free_port()
+        dep = _deployment(name, _fake(port), port)
+        with _Run(Supervisor(dep, engine=LLAMACPP, config=config)) as run:
+            engine = run.wait_state("ready").engine_process
+            assert engine is not None
+            kills[0] += 1 if oom else 0
+            os.kill(engine.pid, signal.SIGKILL)
+            if oom:
+                final = run.join()
+            else:
+                run.wait_state("restarting")
+                run.wait_state("ready")
+                run.sup.request_stop()
+                final = run.join()
+        if oom:
+            assert final.state == "failed" and final.failure_cause == "out_of_memory", final.failure
+            assert final.restarts == 0 and "out-of-memory killer" in (final.failure or "")
+        else:
+            assert final.state == "stopped" and final.restarts == 1
+
+
 def test_port_in_use_is_reported_before_launch(state_dir: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

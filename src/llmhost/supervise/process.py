@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 import psutil
 
@@ -229,6 +230,22 @@ def foreign_listeners(port: int, root_pid: int) -> list[str]:
             continue
         out.append(f"PID {pid}")
     return out
+
+
+def oom_kill_count(vmstat: Path = Path("/proc/vmstat")) -> int | None:
+    """How many processes the Linux kernel's out-of-memory killer has killed since boot (`oom_kill` in
+    /proc/vmstat, Linux >= 4.13), or None where the kernel does not say (macOS, older kernels).
+
+    The OOM killer's SIGKILL leaves no line in the engine's log; this counter is the trace it leaves.
+    """
+    try:
+        for line in vmstat.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def check_host_bindable(host: str) -> None:

@@ -39,6 +39,7 @@ from llmhost.supervise.probe import CompletionProbe
 from llmhost.supervise.process import (
     engine_env,
     foreign_listeners,
+    oom_kill_count,
     port_free,
     port_owner,
     spawn,
@@ -74,6 +75,8 @@ class SupervisorConfig:
     monitor_interval_s: float = 0.25
     metrics_interval_s: float = 5.0
     tick_interval_s: float = 0.5
+    # The kernel's OOM-kill counter (tests inject one: the real OOM killer is not something to provoke).
+    oom_kill_counter: Callable[[], int | None] = oom_kill_count
 
 
 def backoff_delay(consecutive_crashes: int, config: SupervisorConfig) -> float:
@@ -113,6 +116,7 @@ class Supervisor:
         self._popen: subprocess.Popen[bytes] | None = None
         self._pump: OutputPump | None = None
         self._tracked: dict[int, psutil.Process] = {}
+        self._oom_kills_at_start: int | None = None
         self._gpu_held: list[GPUProcess] = []  # engine processes NVML still listed after the last kill
         paths.ensure_private_dir(paths.deployment_dir(deployment.name))
         self._engine_log = RotatingLog(paths.engine_log(deployment.name))
@@ -171,6 +175,7 @@ class Supervisor:
                 who = f" by {owner}" if owner else ""
                 self._fail("port_in_use", f"Port {spec.port} on {spec.host} is already in use{who}.")
                 return _Attempt("exited")
+        self._oom_kills_at_start = self.config.oom_kill_counter()
         self._engine_log.write(f"\n===== llmhost: starting engine at {_now()} =====\n".encode())
         if early is None:
             popen = spawn(spec.argv, self._engine_env())
@@ -293,6 +298,10 @@ class Supervisor:
             if attempt.outcome == "wedged"
             else _exit_words(attempt.exit_code)
         )
+        if cause is None and self._killed_by_oom_killer(attempt.exit_code):
+            cause = "out_of_memory"
+            what = "The engine was killed by the kernel's out-of-memory killer"
+            self._event("the kernel's oom_kill count rose while the engine ran and it died of SIGKILL")
         if self.dep.state == "failed":  # set by _run_once (port in use before launch)
             return True
         if not attempt.was_ready and self.dep.restarts == 0:
@@ -312,6 +321,13 @@ class Supervisor:
             return True
         self._event(f"{what}{f' ({cause})' if cause else ''}; last lines:\n{_indent(tail, 12)}")
         return False
+
+    def _killed_by_oom_killer(self, exit_code: int | None) -> bool:
+        """SIGKILL while the kernel's OOM-kill count rose: the OOM killer (it leaves no log line)."""
+        if exit_code != -signal.SIGKILL or self._oom_kills_at_start is None:
+            return False
+        now = self.config.oom_kill_counter()
+        return now is not None and now > self._oom_kills_at_start
 
     def _classify(self, tail: str) -> FailureCause | None:
         if self.engine is None or not tail:
