@@ -224,6 +224,60 @@ def test_port_taken_is_a_clear_error_and_no_port_picks_a_free_one(tiny_gguf: Pat
             llmhost("stop", "e2e-port")
 
 
+@pytest.mark.llama_server
+def test_a_picked_port_taken_during_start_up_moves_to_the_next_free_one(
+    tiny_gguf: Path, tmp_path: Path
+) -> None:
+    # Without --port, the port llmhost picked can be taken by another program before the engine binds it.
+    # serve must pick another port, not fail. The engine here is the real llama-server behind a wrapper
+    # that waits a second first, so the test can take the port in that window.
+    import threading
+
+    from llmhost.engines.llamacpp_build import find_cached_binary
+    from llmhost.supervise import paths
+
+    real = find_cached_binary()
+    if real is None:
+        pytest.skip("native llama-server not built (make llama-server)")
+    slow = tmp_path / "slow-llama-server"
+    slow.write_text(f'#!/bin/sh\nsleep 1\nexec "{real}" "$@"\n')
+    slow.chmod(0o755)
+    stolen: list[socket.socket] = []
+
+    def steal() -> None:
+        state = paths.state_file("e2e-steal")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                port = json.loads(state.read_text())["port"]
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.01)
+                continue
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind (and llmhost checks)
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+            stolen.append(sock)
+            return
+
+    thief = threading.Thread(target=steal, daemon=True)
+    thief.start()
+    out = llmhost("serve", str(tiny_gguf), "--detach", "--name", "e2e-steal", "--engine-bin", str(slow),
+                  "--json")  # fmt: skip
+    thief.join(5)
+    try:
+        assert out.returncode == 0, out.stderr
+        assert stolen, "the test never took the port"
+        taken = stolen[0].getsockname()[1]
+        dep = json.loads(out.stdout)
+        assert dep["port"] != taken and f"port {taken} was taken" in out.stderr
+        assert httpx.get(dep["base_url"] + "/models", timeout=10).status_code == 200
+    finally:
+        llmhost("stop", "e2e-steal")
+        for sock in stolen:
+            sock.close()
+
+
 def _free(port: int) -> bool:
     with socket.socket() as s:
         try:

@@ -196,27 +196,44 @@ def serve(
             soft_wrap=True,  # a key cut in two by the terminal width cannot be copied
         )
     from llmhost.supervise.control import claim_name
+    from llmhost.supervise.state import forget
 
-    claim_name(dep.model_copy(update={"detached": detach}))
-    if detach:
-        from llmhost.supervise.control import launch_detached
+    for attempt in range(PORT_RETRIES + 1):
+        dep = dep.model_copy(update={"detached": detach})
+        claim_name(dep)
+        if detach:
+            from llmhost.supervise.control import launch_detached
 
-        final = launch_detached(dep.model_copy(update={"detached": True}), api_key=prepared.api_key)
-        if final.state != "ready":
-            from llmhost.supervise.state import forget
-
-            forget(dep.name)
-            raise EngineError(
-                final.failure or f"Deployment {dep.name!r} ended in state {final.state}.",
-                hint=f"Full logs: `llmhost logs {dep.name}`.",
-            )
-
-        def human(console: Console) -> None:
-            _print_ready(console, final.name, final.base_url, final.served_model_name, final.auth)
-
-        emit(final, as_json=as_json, human=human)
+            final = launch_detached(dep, api_key=prepared.api_key)
+            if final.state != "ready":
+                forget(dep.name)
+        else:
+            final = _run_foreground(dep, prepared.api_key, as_json=as_json)
+        if final.state != "failed" or final.failure_cause != "port_in_use" or request.port is not None:
+            break
+        if attempt == PORT_RETRIES:
+            break
+        # The port was free when picked, then another program took it before the engine bound it.
+        warn(f"port {dep.port} was taken while the engine started; trying the next free port.")
+        prepared = prepare(request.model_copy(update={"api_key": prepared.api_key}), dry_run=False)
+        dep = prepared.deployment
+    if final.state == "failed" or (detach and final.state != "ready"):
+        raise EngineError(
+            final.failure or f"Deployment {dep.name!r} ended in state {final.state}.",
+            hint=f"Full logs: `llmhost logs {dep.name}`.",
+        )
+    if not detach:
+        info(f"stopped {dep.name}.")
         return
-    _run_foreground(dep, prepared.api_key, as_json=as_json)
+
+    def ready(console: Console) -> None:
+        _print_ready(console, final.name, final.base_url, final.served_model_name, final.auth)
+
+    emit(final, as_json=as_json, human=ready)
+
+
+# Times `serve` picks another port when the one it chose (no --port) is taken before the engine binds it.
+PORT_RETRIES = 2
 
 
 def _print_ready(console: Console, name: str, base_url: str, served: str, auth: bool) -> None:
@@ -257,7 +274,8 @@ def _status_line(dep: Deployment) -> str:
     )
 
 
-def _run_foreground(dep: Deployment, api_key: str | None, *, as_json: bool = False) -> None:
+def _run_foreground(dep: Deployment, api_key: str | None, *, as_json: bool = False) -> Deployment:
+    """Supervise in this process until Ctrl-C/SIGTERM or failure; the final state."""
     from rich.live import Live
 
     from llmhost.engines.registry import get_engine
@@ -295,11 +313,7 @@ def _run_foreground(dep: Deployment, api_key: str | None, *, as_json: bool = Fal
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         forget(dep.name)
-    if final.state == "failed":
-        raise EngineError(
-            final.failure or "The engine failed.", hint=f"Full logs: `llmhost logs {dep.name}`."
-        )
-    info(f"stopped {dep.name}.")
+    return final
 
 
 def _ready_text(dep: Deployment) -> str:
