@@ -220,8 +220,10 @@ def test_a_sigkill_from_the_oom_killer_is_not_retried_but_a_users_is(state_dir: 
             if oom:
                 final = run.join()
             else:
-                run.wait_state("restarting")
-                run.wait_state("ready")
+                deadline = time.monotonic() + 20  # restarted and ready again (the backoff is 0.1 s)
+                while not (run.sup.dep.restarts == 1 and run.sup.dep.state == "ready"):
+                    assert time.monotonic() < deadline, run.sup.dep.state
+                    time.sleep(0.02)
                 run.sup.request_stop()
                 final = run.join()
         if oom:
