@@ -195,14 +195,27 @@ def wait_port_free(host: str, port: int, timeout_s: float = 5.0) -> bool:
         time.sleep(0.05)
 
 
+def _listener_pids(port: int) -> set[int]:
+    """PIDs listening on TCP `port`, as far as the OS lets us see (other users' sockets show no PID)."""
+    return {
+        conn.pid
+        for conn in psutil.net_connections(kind="tcp")
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid
+    }
+
+
+def _describe(pid: int) -> str:
+    with contextlib.suppress(psutil.Error):
+        return f"PID {pid} ({psutil.Process(pid).name()})"
+    return f"PID {pid}"
+
+
 def port_owner(port: int) -> str | None:
     """'PID 123 (python)' for the process listening on `port`, when the OS lets us see it."""
     with contextlib.suppress(psutil.Error, OSError):
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                with contextlib.suppress(psutil.Error):
-                    return f"PID {conn.pid} ({psutil.Process(conn.pid).name()})"
-                return f"PID {conn.pid}"
+        pids = _listener_pids(port)
+        if pids:
+            return _describe(min(pids))
     return None
 
 
@@ -216,20 +229,10 @@ def foreign_listeners(port: int, root_pid: int) -> list[str]:
     try:
         root = psutil.Process(root_pid)
         ours = {root_pid, *(c.pid for c in root.children(recursive=True))}
-        listeners = {
-            conn.pid
-            for conn in psutil.net_connections(kind="tcp")
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid
-        }
+        listeners = _listener_pids(port)
     except (psutil.Error, OSError):
         return []
-    out = []
-    for pid in sorted(listeners - ours):
-        with contextlib.suppress(psutil.Error):
-            out.append(f"PID {pid} ({psutil.Process(pid).name()})")
-            continue
-        out.append(f"PID {pid}")
-    return out
+    return [_describe(pid) for pid in sorted(listeners - ours)]
 
 
 def oom_kill_count(vmstat: Path = Path("/proc/vmstat")) -> int | None:
