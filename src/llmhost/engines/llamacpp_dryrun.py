@@ -267,13 +267,11 @@ def _write_cache(path: Path, answers: dict[str, int | None]) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _probe_for_ref(ref: str, hardware: Hardware, *, what_if: bool) -> ComputeProbe | None:
-    if what_if or hardware.gpus:
-        return None
+def _local_probe(ref: str, version: str) -> ComputeProbe | None:
     path = Path(ref).expanduser()
     if path.suffix.lower() != ".gguf" or not path.is_file():
         return None
-    return ComputeProbe.for_file(path)
+    return ComputeProbe(path, version)
 
 
 @contextlib.contextmanager
@@ -289,18 +287,21 @@ def compute_probes(
     on the first question, once `resolve` has fetched the header. The block's end stops the children,
     removes the replicas and saves new answers.
     """
-    probe = _probe_for_ref(ref, hardware, what_if=what_if)
+    # Decided once: does the installed llama.cpp measure the backend this plan is for?
+    measures_here = not what_if and not hardware.gpus and dry_run_enabled()
+    version = llama_cpp_version() if measures_here else None
+    probe = _local_probe(ref, version) if version else None
     if probe is not None and not probe.has_cached_answers:
         probe.start()
     remote: list[ComputeProbe] = []
     replicas: list[Path] = []
 
     def for_spec(spec: ModelSpec) -> dict[str, ComputeProbe]:
-        if not spec.files:
+        if version is None or not spec.files:
             return {}
         first = spec.files[0].path
-        if spec.kind in ("gguf_repo", "gguf_url") and not what_if and not hardware.gpus:
-            made = _remote_probe(spec, replicas)
+        if spec.kind in ("gguf_repo", "gguf_url"):
+            made = _remote_probe(spec, version, replicas)
             if made is None:
                 return {}
             remote.append(made)
@@ -319,12 +320,10 @@ def compute_probes(
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def _remote_probe(spec: ModelSpec, replicas: list[Path]) -> ComputeProbe | None:
+def _remote_probe(spec: ModelSpec, version: str, replicas: list[Path]) -> ComputeProbe | None:
     """A probe for a GGUF on the Hub or at a URL: llama.cpp reads a replica made of the header bytes
     `resolve` already fetched (kept in the HF cache) and a sparse hole the size of the tensor data, so
     nothing more is downloaded and nothing is written but the header."""
-    if not dry_run_enabled() or llama_cpp_version() is None:
-        return None
     from llmhost.models.remote import cached_gguf_headers
 
     headers = cached_gguf_headers(spec)
@@ -340,4 +339,4 @@ def _remote_probe(spec: ModelSpec, replicas: list[Path]) -> ComputeProbe | None:
     except OSError:
         return None
     identity = json.dumps([spec.repo_id, spec.revision, [f.path for f in spec.files]])
-    return ComputeProbe.for_file(directory / headers[0][0], identity=identity)
+    return ComputeProbe(directory / headers[0][0], version, identity=identity)
