@@ -33,6 +33,10 @@ EngineOpt = Annotated[
 ]
 
 
+# Times `serve` picks another port when the one it chose (no --port) is taken before the engine binds it.
+PORT_RETRIES = 2
+
+
 def _fmt_bytes(n: int | None) -> str:
     if n is None:
         return "-"
@@ -209,11 +213,11 @@ def serve(
                 forget(dep.name)
         else:
             final = _run_foreground(dep, prepared.api_key, as_json=as_json)
-        if final.state != "failed" or final.failure_cause != "port_in_use" or request.port is not None:
+        # A port llmhost picked was free then, but another program took it before the engine bound it.
+        failed_on_port = final.state == "failed" and final.failure_cause == "port_in_use"
+        port_stolen = failed_on_port and request.port is None
+        if not port_stolen or attempt == PORT_RETRIES:
             break
-        if attempt == PORT_RETRIES:
-            break
-        # The port was free when picked, then another program took it before the engine bound it.
         warn(f"port {dep.port} was taken while the engine started; trying the next free port.")
         prepared = prepare(request.model_copy(update={"api_key": prepared.api_key}), dry_run=False)
         dep = prepared.deployment
@@ -230,10 +234,6 @@ def serve(
         _print_ready(console, final.name, final.base_url, final.served_model_name, final.auth)
 
     emit(final, as_json=as_json, human=ready)
-
-
-# Times `serve` picks another port when the one it chose (no --port) is taken before the engine binds it.
-PORT_RETRIES = 2
 
 
 def _print_ready(console: Console, name: str, base_url: str, served: str, auth: bool) -> None:
