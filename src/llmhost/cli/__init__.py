@@ -85,11 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         stderr.print("interrupted.")
         return ExitCode.INTERRUPTED
     except typer.TyperException as exc:  # usage errors (unknown option, bad value): public Typer API
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show()
-        else:
-            stderr.print(f"[red]error:[/red] {exc}", highlight=False)
+        # One line like every other error, with the next step (Typer's own rendering is a usage block).
+        stderr.print(f"[red]error:[/red] {escape(_usage_line(exc))}", highlight=False, soft_wrap=True)
         return ExitCode.BAD_INPUT
     except Exception as exc:
         if _state["debug"]:
@@ -106,6 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     if result == ExitCode.INTERRUPTED and not _output.interrupt_reported():
         stderr.print("interrupted.")
     return result if isinstance(result, int) else ExitCode.OK
+
+
+def _usage_line(exc: Exception) -> str:
+    """`Invalid value for '--tp': ... Try 'llmhost plan --help'.` from a Typer usage error."""
+    format_message = getattr(exc, "format_message", None)
+    message = " ".join(str(format_message() if callable(format_message) else exc).split())
+    if message and message[-1] not in ".?!":
+        message += "."
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "llmhost"
+    return f"{message} Try '{command} --help'."
 
 
 def run() -> None:
