@@ -105,7 +105,9 @@ def _save(name: str, kind: str, data: bytes) -> Path:
     return path
 
 
-def run_target(name: str, cases: int, jobs: int, timeout: float, memory_mib: int, seed: int) -> dict[str, Any]:
+def run_target(
+    name: str, cases: int, jobs: int, timeout: float, memory_mib: int, seed: int
+) -> dict[str, Any]:
     target = _load(name)
     with tempfile.TemporaryDirectory() as tmp:
         seeds = target.seeds(Path(tmp))  # the parent rebuilds a failing case's bytes from its number
@@ -160,7 +162,9 @@ def run_target(name: str, cases: int, jobs: int, timeout: float, memory_mib: int
             dead = not w["proc"].is_alive()
             if w["since"] is None:
                 if dead:
-                    raise RuntimeError(f"a {name} fuzz worker died before its first case (exit {w['proc'].exitcode})")
+                    raise RuntimeError(
+                        f"a {name} fuzz worker died before its first case (exit {w['proc'].exitcode})"
+                    )
                 continue
             if dead or now - w["since"] > timeout:
                 if not dead:
@@ -182,8 +186,14 @@ def run_target(name: str, cases: int, jobs: int, timeout: float, memory_mib: int
             if w["proc"].is_alive():
                 w["proc"].kill()
     elapsed = time.monotonic() - started
-    return {"target": name, "cases": done, "seconds": elapsed, "rate": done / elapsed, **counts,
-            "failures": failures}
+    return {
+        "target": name,
+        "cases": done,
+        "seconds": elapsed,
+        "rate": done / elapsed,
+        **counts,
+        "failures": failures,
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -213,7 +223,8 @@ def main(argv: list[str]) -> int:
             print(f"{name}: case {args.replay} ({len(data)} bytes) passed")
         return 0
     bad = 0
-    print(f"{'target':<10} {'cases':>8} {'cases/s':>8} {'ok':>7} {'refused':>8} {'crash':>6} {'hang':>5} {'memory':>7}")
+    heads = ("cases", 8), ("cases/s", 8), ("ok", 7), ("refused", 8), ("crash", 6), ("hang", 5), ("memory", 7)
+    print(f"{'target':<10} " + " ".join(f"{h:>{w}}" for h, w in heads))
     for name in names:
         cases = args.cases or _load(name).CASES
         r = run_target(name, cases, args.jobs, args.timeout, args.memory_mib, args.seed)

@@ -85,7 +85,7 @@ def run_case(
         monkeypatch.setattr("sys.stdin", io.StringIO(case.stdin))
     capsys.readouterr()
     rc = main(argv)
-    out, err = capsys.readouterr()
+    _out, err = capsys.readouterr()
 
     lines = [line for line in err.splitlines() if line.strip()]
     assert rc == case.exit_code, f"exit {rc}, expected {case.exit_code}; stderr: {err!r}"

@@ -44,7 +44,9 @@ def _expected(cases: int, seed: int) -> dict[str, int]:
     counts = {"crash": 0, "hang": 0, "memory": 0, "refused": 0, "ok": 0}
     for i in range(cases):
         b = random.Random(f"{seed}:{i}").randrange(100)
-        kind = "crash" if b < 6 else "hang" if b < 10 else "memory" if b < 14 else "refused" if b < 50 else "ok"
+        kind = (
+            "crash" if b < 6 else "hang" if b < 10 else "memory" if b < 14 else "refused" if b < 50 else "ok"
+        )
         counts[kind] += 1
     return counts
 
@@ -53,16 +55,39 @@ def _expected(cases: int, seed: int) -> dict[str, int]:
 def test_driver_counts_crashes_hangs_and_memory_and_keeps_their_inputs(tmp_path):
     (tmp_path / "fuzz_fake.py").write_text(TARGET)
     expected = _expected(24, 13)
-    assert expected["hang"] and expected["crash"] and expected["memory"], expected  # the seed covers each kind
+    assert expected["hang"] and expected["crash"] and expected["memory"], (
+        expected
+    )  # the seed covers each kind
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "fuzz.py"), "fake", "--targets-dir", str(tmp_path),
-         "--jobs", "2", "--timeout", "1.5", "--memory-mib", "1024", "--seed", "13"],
-        capture_output=True, text=True, timeout=110,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "fuzz.py"),
+            "fake",
+            "--targets-dir",
+            str(tmp_path),
+            "--jobs",
+            "2",
+            "--timeout",
+            "1.5",
+            "--memory-mib",
+            "1024",
+            "--seed",
+            "13",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=110,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("fake "))
     _, cases, _rate, ok, refused, crash, hang, memory = row
-    got = {"ok": int(ok), "refused": int(refused), "crash": int(crash), "hang": int(hang), "memory": int(memory)}
+    got = {
+        "ok": int(ok),
+        "refused": int(refused),
+        "crash": int(crash),
+        "hang": int(hang),
+        "memory": int(memory),
+    }
     assert int(cases) == 24
     assert got == expected
     saved = sorted(p.name.split("-")[0] for p in (tmp_path / "corpus" / "fake").iterdir())
