@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _output.forget_interrupt()
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False, prog_name="llmhost")
     except LlmhostError as exc:
         if _state["debug"]:
             stderr.print_exception()

@@ -1,10 +1,27 @@
-"""Option aliases shared by commands, so the same flag means the same thing everywhere."""
+"""Option aliases shared by commands, so the same flag means the same thing everywhere.
+
+`text` is the callback every free-text option takes: `llmhost.inputs.check_text` where the value is
+parsed, so `--host ''` or `--name $'x\\n'` is refused naming the option before any command runs.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+
+from llmhost.inputs import check_text
+
+
+def text(ctx: typer.Context, param: typer.CallbackParam, value: str | list[str] | None) -> object:
+    """Typer callback for a free-text option (or a repeated one): refuse what cannot be meant."""
+    if value is None:
+        return None
+    option = param.opts[0] if param.opts else str(param.name)
+    for item in [value] if isinstance(value, str) else value:
+        check_text(option, item, help_command=ctx.command_path)
+    return value
+
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON (the pydantic model) on stdout.")
@@ -15,5 +32,6 @@ HardwareOpt = Annotated[
         "--hardware",
         help="Plan for catalog hardware instead of this machine, e.g. h100-80gb or rtx-4090:2 "
         "(see `llmhost hw --list-catalog`).",
+        callback=text,
     ),
 ]

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from llmhost.cli._options import HardwareOpt, JsonOpt
+from llmhost.cli._options import HardwareOpt, JsonOpt, text
 from llmhost.cli._output import emit, warn
 from llmhost.errors import LlmhostError, NothingFitsError
 from llmhost.models.spec import ModelSpec, QuantizedVariant
@@ -166,11 +166,14 @@ def register(app: typer.Typer) -> None:
             Literal["vllm", "llamacpp"] | None, typer.Option("--engine", help="Only plan for this engine.")
         ] = None,
         quant: Annotated[
-            str | None, typer.Option("--quant", help="Only this quantization: bf16, fp8, awq, Q4_K_M...")
+            str | None,
+            typer.Option("--quant", help="Only this quantization: bf16, fp8, awq, Q4_K_M...", callback=text),
         ] = None,
         kv_cache_dtype: Annotated[
             str | None,
-            typer.Option("--kv-cache-dtype", help="f16, bf16, fp8 (vLLM), q8_0, q4_0... (llama.cpp)."),
+            typer.Option(
+                "--kv-cache-dtype", help="f16, bf16, fp8 (vLLM), q8_0, q4_0... (llama.cpp).", callback=text
+            ),
         ] = None,
         hardware: HardwareOpt = None,
         gpu_memory_utilization: Annotated[

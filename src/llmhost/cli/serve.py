@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from llmhost.cli._options import HardwareOpt, JsonOpt
+from llmhost.cli._options import HardwareOpt, JsonOpt, text
 from llmhost.cli._output import emit, info, stderr, to_json, warn
 from llmhost.errors import EngineError, UsageError
 
@@ -29,6 +29,7 @@ EngineOpt = Annotated[
         "--engine",
         help="llamacpp (llama-server if installed, else llama-cpp-python), llama-server, llama-cpp-python "
         "or vllm. Default: the plan's choice.",
+        callback=text,
     ),
 ]
 
@@ -63,7 +64,9 @@ def serve(
         typer.Argument(help="Model: Hub id, org/name-GGUF:Q4_K_M, ./file.gguf, ./dir (or from --profile)."),
     ] = None,
     engine: EngineOpt = None,
-    quant: Annotated[str | None, typer.Option("--quant", help="Quantization, e.g. Q4_K_M, awq, fp8.")] = None,
+    quant: Annotated[
+        str | None, typer.Option("--quant", help="Quantization, e.g. Q4_K_M, awq, fp8.", callback=text)
+    ] = None,
     context: Annotated[int | None, typer.Option("--context", help="Context length per request.")] = None,
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", help="Concurrent requests to plan for (slots).")
@@ -72,7 +75,10 @@ def serve(
         int | None, typer.Option("--port", help="Port (default: the next free from 8000).")
     ] = None,
     host: Annotated[
-        str | None, typer.Option("--host", help="Bind address (default 127.0.0.1; others need an API key).")
+        str | None,
+        typer.Option(
+            "--host", help="Bind address (default 127.0.0.1; others need an API key).", callback=text
+        ),
     ] = None,
     api_key: Annotated[
         str | None,
@@ -81,16 +87,18 @@ def serve(
             envvar="LLMHOST_API_KEY",
             show_envvar=True,
             help="Key clients must send (prefer the env var: argv is visible to other users).",
+            callback=text,
         ),
     ] = None,
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="Listen on a non-loopback address without an API key.")
     ] = False,
     name: Annotated[
-        str | None, typer.Option("--name", help="Deployment name (default: from the model).")
+        str | None, typer.Option("--name", help="Deployment name (default: from the model).", callback=text)
     ] = None,
     profile: Annotated[
-        str | None, typer.Option("--profile", help="Profile YAML file, or a shipped profile's name.")
+        str | None,
+        typer.Option("--profile", help="Profile YAML file, or a shipped profile's name.", callback=text),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan and exact command; start nothing.")
@@ -99,7 +107,7 @@ def serve(
         bool, typer.Option("--detach", "-d", help="Run in the background; return when ready.")
     ] = False,
     engine_bin: Annotated[
-        str | None, typer.Option("--engine-bin", help="Path of the llama-server binary.")
+        str | None, typer.Option("--engine-bin", help="Path of the llama-server binary.", callback=text)
     ] = None,
     trust_remote_code: Annotated[
         bool, typer.Option("--trust-remote-code", help="Allow the model's own code (vLLM); off by default.")
@@ -119,7 +127,7 @@ def serve(
     from llmhost.supervise.deploy import ServeRequest, is_loopback, prepare
 
     fields: dict[str, object] = {}
-    if profile:
+    if profile is not None:
         from llmhost.profiles import load_profile
 
         prof = load_profile(profile)
@@ -146,7 +154,7 @@ def serve(
         fields["trust_remote_code"] = True
     request = ServeRequest.model_validate({**fields, "model": model})
     request = request.model_copy(update={"api_key": api_key, "insecure_no_auth": insecure_no_auth})
-    if hardware and not dry_run:
+    if hardware is not None and not dry_run:
         raise UsageError(
             "--hardware plans for another machine; it can only be combined with --dry-run.",
             hint="Add --dry-run, or drop --hardware to serve on this machine.",

@@ -113,7 +113,7 @@ def make_plan(
     `compute_probes`: GGUF file -> the installed llama.cpp's own compute-buffer figure
     (`llmhost.engines.llamacpp_dryrun.probes_for`), used for llama.cpp candidates of that file.
     """
-    target = validate_request(spec, request)
+    target = validate_request(spec, request, hardware)
     quant = requested_quant(spec, request)
     if quant is not None and spec.gguf_variants and spec.quantization.method == "gguf":
         offered = {normalize_gguf_tag(v.tag) for v in spec.gguf_variants} | {own_quantization(spec)}

@@ -5,12 +5,13 @@ from __future__ import annotations
 from llmhost.errors import UsageError
 from llmhost.estimate.dtypes import LLAMACPP_KV_TYPES, VLLM_KV_TYPES, normalize_kv_dtype
 from llmhost.estimate.weights import normalize_gguf_tag, quality_score
+from llmhost.hardware.models import Hardware
 from llmhost.models.spec import ModelSpec
 from llmhost.plan.common import DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_FLOOR, Target
 from llmhost.plan.models import PlanRequest
 
 
-def validate_request(spec: ModelSpec, request: PlanRequest) -> Target:
+def validate_request(spec: ModelSpec, request: PlanRequest, hardware: Hardware) -> Target:
     if request.concurrency < 1:
         raise UsageError("--concurrency must be at least 1.", hint="Try `--concurrency 1`.")
     if request.context is not None and request.context < 16:
@@ -37,8 +38,17 @@ def validate_request(spec: ModelSpec, request: PlanRequest) -> Target:
                 f"Unknown --kv-cache-dtype {request.kv_cache_dtype!r}.",
                 hint="Use f16, bf16, fp8 (vLLM), q8_0, q5_1, q5_0, q4_1 or q4_0 (llama.cpp).",
             )
-    if request.tensor_parallel_size is not None and request.tensor_parallel_size < 1:
-        raise UsageError("--tensor-parallel-size must be at least 1.")
+    tp = request.tensor_parallel_size
+    if tp is not None and tp < 1:
+        raise UsageError("--tensor-parallel-size must be at least 1.", hint="Pass --tp 1 or more.")
+    gpus = len(hardware.gpus)
+    if tp is not None and tp > max(gpus, 1):
+        # One rank per GPU: a plan for more ranks than GPUs has nothing to run on (it planned nothing).
+        where = "the --hardware given has" if hardware.source == "catalog" else "this machine has"
+        raise UsageError(
+            f"--tensor-parallel-size {tp} needs {tp} GPUs; {where} {gpus}.",
+            hint=f"Pass --tp {max(gpus, 1)} or less, or plan for more GPUs with --hardware NAME:{tp}.",
+        )
     if request.context is not None:
         return Target(request.context, request.context, True, request.concurrency)
     cap = min(spec.max_context, DEFAULT_CONTEXT_CAP)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmhost.engines.base import ServeOptions, StartupReport
 from llmhost.errors import ModelError, NetworkError, NothingFitsError, UsageError
+from llmhost.inputs import check_text
 from llmhost.plan.models import Candidate
 from llmhost.supervise import paths
 from llmhost.supervise.process import (
@@ -250,8 +251,11 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
             f"--engine-bin names a llama-server binary; --engine {request.engine} does not use one.",
             hint="Drop --engine-bin, or pass --engine llama-server.",
         )
-    name = paths.validate_name(request.name or default_name(spec.name))
+    # An empty --name is a mistake to report, not a request for the default.
+    name = paths.validate_name(request.name if request.name is not None else default_name(spec.name))
     served = spec.name
+    # Checked here, not only at --host: a profile's `host: ""` reaches serve too ('' binds every interface).
+    check_text("--host (or a profile's host:)", request.host, help_command="llmhost serve")
     check_host_bindable(request.host)
     api_key, generated = decide_api_key(request.host, request.api_key, request.insecure_no_auth)
     if request.port is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from llmhost.errors import UsageError
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
 def state_dir() -> Path:
@@ -26,9 +26,10 @@ def deployments_dir() -> Path:
 
 
 def validate_name(name: str) -> str:
-    if not _NAME.match(name):
+    # fullmatch: `$` alone also matches before a trailing newline ("web\n" was a valid name).
+    if not _NAME.fullmatch(name):
         raise UsageError(
-            f"Invalid deployment name {name!r}.",
+            f"Invalid deployment name {name if len(name) <= 80 else name[:80] + '...'!r}.",
             hint="Use 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit.",
         )
     return name
