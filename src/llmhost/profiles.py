@@ -5,10 +5,16 @@ concurrency, goal, extra engine args, env); flags given on the command line win.
 `yaml.safe_load` semantics (no arbitrary objects), and every error names the bad key and its line:
 
     profiles/x.yaml:4: contxt: Extra inputs are not permitted
+
+A profile is a file a user may have been handed: reading one is bounded (regular files only, at most
+`MAX_PROFILE_BYTES`, UTF-8) and so is its YAML (aliases expanded to at most `MAX_PROFILE_NODES` nodes,
+nesting at most `MAX_PROFILE_DEPTH`, no key given twice), so no profile can hang or exhaust `serve`.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +22,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from llmhost.errors import ProfileError
+from llmhost.errors import ProfileError, UsageError
+from llmhost.inputs import check_text
 
 
 def _profiles_dir() -> Path:
@@ -29,6 +36,16 @@ def _profiles_dir() -> Path:
 
 
 PROFILES_DIR = _profiles_dir()
+
+
+# The shipped profiles are under 1 KiB; 1 MiB is far above any real one and stops a mistaken
+# `--profile model.gguf` from being read whole.
+MAX_PROFILE_BYTES = 1 << 20
+# YAML nodes once aliases are expanded: a profile has a few dozen; a "billion laughs" document of nine
+# nested aliases has 10^9 (and hung `serve --profile`).
+MAX_PROFILE_NODES = 10_000
+# A profile is two levels deep (env: {KEY: value}); PyYAML composes one recursion per level.
+MAX_PROFILE_DEPTH = 32
 
 
 # Engine flags for the bind address, port and API key (llama-server, llama-cpp-python, vLLM spellings).
@@ -92,6 +109,82 @@ class Profile(BaseModel):
                 )
         return value
 
+    @field_validator("env")
+    @classmethod
+    def _environment_can_hold_it(cls, value: dict[str, str]) -> dict[str, str]:
+        # The engine would not start: os.environ refuses these only when the process is launched.
+        for key, item in value.items():
+            if not key or "=" in key or "\0" in key or "\0" in item:
+                raise ValueError(f"{key!r}: an environment variable has a name without '=' or NUL")
+        return value
+
+    @field_validator("extra_args")
+    @classmethod
+    def _argv_can_hold_it(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            if "\0" in arg:
+                raise ValueError(f"{arg!r}: an argument cannot contain NUL")
+        return value
+
+    @field_validator("model", "quant", "kv_cache_dtype", "host")
+    @classmethod
+    def _meaningful_text(cls, value: str | None, info: Any) -> str | None:
+        if value is not None:
+            try:
+                check_text(str(info.field_name), value)
+            except UsageError as exc:  # pydantic reports ValueError with the key's line
+                raise ValueError(exc.message.rstrip(".")) from None
+        return value
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML that no profile is: too many nodes, too deep, a key given twice."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that counts nodes as aliases expand them, bounds nesting and refuses duplicate
+    keys, while composing: the document is never expanded in memory, so a billion laughs costs nothing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._expanded: dict[int, int] = {}  # id(node) -> nodes under it once aliases are expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        is_alias = self.check_event(yaml.AliasEvent)
+        self._depth += 1
+        try:
+            if self._depth > MAX_PROFILE_DEPTH:
+                raise _Refused(problem=f"nested deeper than {MAX_PROFILE_DEPTH} levels", problem_mark=mark)
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if node is None:
+            return None
+        if is_alias:
+            if id(node) not in self._expanded:  # `&a [*a]`: the anchor is still being composed
+                raise _Refused(problem="an alias refers to itself", problem_mark=mark)
+            return node
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value in seen:
+                    raise _Refused(problem=f"{key_node.value}: given twice", problem_mark=key_node.start_mark)
+                seen.add(str(key_node.value))
+                children += [key_node, value_node]
+        size = 1 + sum(self._expanded[id(child)] for child in children)
+        if size > MAX_PROFILE_NODES:
+            raise _Refused(
+                problem=f"more than {MAX_PROFILE_NODES} values once aliases are expanded",
+                problem_mark=mark,
+            )
+        self._expanded[id(node)] = size
+        return node
+
 
 def _key_lines(node: yaml.Node, prefix: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], int]:
     """Map each key path to the 1-based line where it is written."""
@@ -108,19 +201,39 @@ def _key_lines(node: yaml.Node, prefix: tuple[str | int, ...] = ()) -> dict[tupl
     return lines
 
 
-def parse_profile(text: str, source: str = "<profile>") -> Profile:
+def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The document's node tree (for line numbers) and its data, within the bounds above."""
+    loader: _BoundedLoader | None = None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = _BoundedLoader(text)  # the reader refuses unprintable characters here already
+        root = loader.get_single_node()
+        return root, (loader.construct_document(root) if root is not None else None)
+    except _Refused as exc:
+        where = f"{source}:{exc.problem_mark.line + 1}" if exc.problem_mark is not None else source
+        raise ProfileError(
+            f"{where}: {exc.problem}; a profile is a short mapping of keys to values.",
+            hint="Fix the profile (see profiles/*.yaml for examples).",
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc)
+        # A ReaderError (NUL or another unprintable character) has no `problem`; its text spans lines.
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
         raise ProfileError(f"{where}: invalid YAML: {problem}.", hint="Fix the YAML syntax.") from exc
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def parse_profile(text: str, source: str = "<profile>") -> Profile:
+    root, data = _compose(text, source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ProfileError(f"{source}:1: a profile must be a mapping of keys to values.")
+        raise ProfileError(
+            f"{source}:1: a profile must be a mapping of keys to values.",
+            hint="Write one `key: value` per line (see profiles/*.yaml).",
+        )
     lines = _key_lines(root) if root is not None else {}
     try:
         return Profile.model_validate(data)
@@ -143,23 +256,73 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
         ) from exc
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long to exist (ENAMETOOLONG) is not a file either
+        return False
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := os.read(fd, limit - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _read_text(file: Path, shown: str) -> str:
+    """The profile's text: a regular file of at most MAX_PROFILE_BYTES, UTF-8 (never blocks on a FIFO)."""
+    kinds = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+             stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}  # fmt: skip
+    try:
+        # O_NONBLOCK: opening a FIFO waits for a writer otherwise; the type is checked on the open file.
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        shipped = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))) or "none"
+        raise ProfileError(
+            f"No profile file {shown}.", hint=f"Pass a path, or a shipped profile: {shipped}."
+        ) from None
+    except OSError as exc:
+        raise ProfileError(
+            f"Cannot read profile {shown}: {exc.strerror}.", hint="Check the path given to --profile."
+        ) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        data = _read_at_most(fd, MAX_PROFILE_BYTES + 1) if stat.S_ISREG(mode) else None
+    except OSError as exc:
+        raise ProfileError(
+            f"Cannot read profile {shown}: {exc.strerror}.", hint="Check the path given to --profile."
+        ) from exc
+    finally:
+        os.close(fd)
+    if data is None:
+        kind = kinds.get(stat.S_IFMT(mode), "not a regular file")
+        raise ProfileError(f"Profile {shown} is {kind}, not a file.", hint="Pass a YAML file to --profile.")
+    if len(data) > MAX_PROFILE_BYTES:
+        raise ProfileError(
+            f"Profile {shown} is larger than {MAX_PROFILE_BYTES // 1024} KiB; no profile is that long.",
+            hint="Check that --profile names the YAML profile, not another file.",
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ProfileError(
+            f"{shown}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}).",
+            hint="Check that --profile names the YAML profile, not a binary file.",
+        ) from exc
+
+
 def load_profile(path: str | Path) -> Profile:
     """Load a profile file, or a shipped profile by name (`laptop-chat` -> profiles/laptop-chat.yaml)."""
     file = Path(path).expanduser()
     # Shipped names may contain dots ("qwen2.5-7b-instruct"), so only a YAML suffix marks a path.
     shipped_file = PROFILES_DIR / f"{path}.yaml"
-    if not file.is_file() and file.suffix not in (".yaml", ".yml") and shipped_file.is_file():
+    if not _is_file(file) and file.suffix not in (".yaml", ".yml") and _is_file(shipped_file):
         file = shipped_file
-    try:
-        text = file.read_text()
-    except FileNotFoundError:
-        shipped = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))) or "none"
-        raise ProfileError(
-            f"No profile file {path}.", hint=f"Pass a path, or a shipped profile: {shipped}."
-        ) from None
-    except OSError as exc:
-        raise ProfileError(f"Cannot read profile {path}: {exc.strerror}.") from exc
-    return parse_profile(text, str(file))
+    return parse_profile(_read_text(file, str(path) if file != shipped_file else str(file)), str(file))
 
 
 def shipped_profiles() -> list[Path]:
