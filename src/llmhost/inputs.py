@@ -1,4 +1,5 @@
-"""Checks on free text a user types (an option's value, a profile's string): one rule, one place.
+"""Checks on what a user hands llmhost: free text (an option's value, a profile's string) and files
+(a profile, a prompt dataset, a saved result), one rule in one place.
 
 A value that cannot name anything (empty, whitespace, a control character such as NUL or a newline,
 longer than any path) is refused naming where it came from, instead of being read as "not given" or
@@ -7,7 +8,10 @@ failing deep inside a command (`--host ''` bound every interface; `--name ''` to
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+from pathlib import Path
 
 from llmhost.errors import UsageError
 
@@ -35,3 +39,76 @@ def check_text(what: str, value: str, *, help_command: str = "llmhost") -> str:
             hint=f"Pass {what} without it.",
         )
     return value
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a device",
+    stat.S_IFBLK: "a device",
+}
+
+
+def read_regular_file(
+    path: Path,
+    *,
+    what: str,
+    limit: int,
+    error: type[UsageError] = UsageError,
+    missing: tuple[str, str] | None = None,
+) -> bytes:
+    """The bytes of the user's file `path` (`what` names it: "profile", "--dataset"), refusing what
+    is no regular file before reading (a FIFO would block forever, /dev/zero never end) and anything
+    over `limit` bytes. Every failure is an `error` naming the file; nothing here blocks."""
+    check_path = f"Check the path given as the {what}."
+    try:
+        # O_NONBLOCK: opening a FIFO waits for a writer otherwise; the type is checked on the open file.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        if missing is not None:  # the caller's own words (message, hint), e.g. listing shipped profiles
+            raise error(missing[0], hint=missing[1]) from None
+        raise error(f"cannot read the {what} {path}: no such file.", hint=check_path) from None
+    except OSError as exc:  # ENAMETOOLONG, ENOTDIR (a path through a file), EACCES, ELOOP
+        raise error(f"cannot read the {what} {path}: {exc.strerror}.", hint=check_path) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        data = _read_at_most(fd, limit + 1) if stat.S_ISREG(mode) else None
+    except OSError as exc:  # EIO from /proc/self/mem, EISDIR on some file systems
+        raise error(f"cannot read the {what} {path}: {exc.strerror}.", hint=check_path) from exc
+    finally:
+        os.close(fd)
+    if data is None:
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise error(f"The {what} {path} is {kind}, not a file.", hint=f"Pass a regular file as the {what}.")
+    if len(data) > limit:
+        raise error(
+            f"The {what} {path} is larger than {_size(limit)}, more than any real one.",
+            hint=f"Check that the {what} given is the right file.",
+        )
+    return data
+
+
+def decode_utf8(data: bytes, *, source: str, error: type[UsageError] = UsageError) -> str:
+    """`data` as text, or an `error` naming the line and offset of the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise error(
+            f"{source}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}).",
+            hint="Check that the file is the text file meant, not a binary one.",
+        ) from exc
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := os.read(fd, min(limit - size, 1 << 20))):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:g} GiB" if n >= 2**30 else f"{n / 2**20:g} MiB"

@@ -13,8 +13,6 @@ nesting at most `MAX_PROFILE_DEPTH`, no key given twice), so no profile can hang
 
 from __future__ import annotations
 
-import os
-import stat
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmhost.errors import ProfileError, UsageError
-from llmhost.inputs import check_text
+from llmhost.inputs import check_text, decode_utf8, read_regular_file
 
 
 def _profiles_dir() -> Path:
@@ -263,58 +261,6 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def _read_at_most(fd: int, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit and (chunk := os.read(fd, limit - size)):
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
-def _read_text(file: Path, shown: str) -> str:
-    """The profile's text: a regular file of at most MAX_PROFILE_BYTES, UTF-8 (never blocks on a FIFO)."""
-    kinds = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
-             stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}  # fmt: skip
-    try:
-        # O_NONBLOCK: opening a FIFO waits for a writer otherwise; the type is checked on the open file.
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    except FileNotFoundError:
-        shipped = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))) or "none"
-        raise ProfileError(
-            f"No profile file {shown}.", hint=f"Pass a path, or a shipped profile: {shipped}."
-        ) from None
-    except OSError as exc:
-        raise ProfileError(
-            f"Cannot read profile {shown}: {exc.strerror}.", hint="Check the path given to --profile."
-        ) from exc
-    try:
-        mode = os.fstat(fd).st_mode
-        data = _read_at_most(fd, MAX_PROFILE_BYTES + 1) if stat.S_ISREG(mode) else None
-    except OSError as exc:
-        raise ProfileError(
-            f"Cannot read profile {shown}: {exc.strerror}.", hint="Check the path given to --profile."
-        ) from exc
-    finally:
-        os.close(fd)
-    if data is None:
-        kind = kinds.get(stat.S_IFMT(mode), "not a regular file")
-        raise ProfileError(f"Profile {shown} is {kind}, not a file.", hint="Pass a YAML file to --profile.")
-    if len(data) > MAX_PROFILE_BYTES:
-        raise ProfileError(
-            f"Profile {shown} is larger than {MAX_PROFILE_BYTES // 1024} KiB; no profile is that long.",
-            hint="Check that --profile names the YAML profile, not another file.",
-        )
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ProfileError(
-            f"{shown}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}).",
-            hint="Check that --profile names the YAML profile, not a binary file.",
-        ) from exc
-
-
 def load_profile(path: str | Path) -> Profile:
     """Load a profile file, or a shipped profile by name (`laptop-chat` -> profiles/laptop-chat.yaml)."""
     file = Path(path).expanduser()
@@ -322,7 +268,15 @@ def load_profile(path: str | Path) -> Profile:
     shipped_file = PROFILES_DIR / f"{path}.yaml"
     if not _is_file(file) and file.suffix not in (".yaml", ".yml") and _is_file(shipped_file):
         file = shipped_file
-    return parse_profile(_read_text(file, str(path) if file != shipped_file else str(file)), str(file))
+    shipped = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))) or "none"
+    data = read_regular_file(
+        file,
+        what="profile",
+        limit=MAX_PROFILE_BYTES,
+        error=ProfileError,
+        missing=(f"No profile file {path}.", f"Pass a path, or a shipped profile: {shipped}."),
+    )
+    return parse_profile(decode_utf8(data, source=str(file), error=ProfileError), str(file))
 
 
 def shipped_profiles() -> list[Path]:

@@ -10,6 +10,10 @@ from rich.table import Table
 
 from llmhost.bench.models import BenchResult, Summary, Workload
 from llmhost.errors import UsageError
+from llmhost.inputs import read_regular_file
+
+# A saved result holds one record per request: a million requests (bench's cap) is well under 1 GiB.
+MAX_RESULT_BYTES = 2**30
 
 # (label, getter, higher_is_better)
 ROWS: list[tuple[str, Callable[[Summary], float | None], bool]] = [
@@ -35,10 +39,9 @@ def load_results(paths: list[Path]) -> list[BenchResult]:
         )
     results = []
     for path in paths:
+        data = read_regular_file(path, what="result file", limit=MAX_RESULT_BYTES)
         try:
-            results.append(BenchResult.model_validate_json(path.read_bytes()))
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}.", hint="Check the path.") from exc
+            results.append(BenchResult.model_validate_json(data))
         except ValidationError as exc:
             raise UsageError(
                 f"{path} is not a llmhost bench result ({exc.error_count()} problems).",

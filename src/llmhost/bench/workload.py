@@ -17,6 +17,7 @@ from typing import Any
 
 from llmhost.bench.models import Api
 from llmhost.errors import UsageError
+from llmhost.inputs import decode_utf8, read_regular_file
 
 _WORDS = [
     "the",
@@ -188,6 +189,14 @@ _WORDS = [
 Tokenizer = Callable[[str], int]
 
 
+# ShareGPT, the largest common prompt set, is about 0.7 GB; the file is read whole into memory.
+MAX_DATASET_BYTES = 4 * 2**30
+
+# Tokens per prompt or completion: 10M is the longest context window of any open model (Llama 4 Scout);
+# a prompt is built in memory, so a slip of a few zeros must not try to build 10^12 tokens of text.
+MAX_TOKENS = 10_000_000
+
+
 def parse_range(text: str, *, what: str) -> tuple[int, int]:
     """`"128"` -> (128, 128); `"64:256"` -> (64, 256)."""
     try:
@@ -201,8 +210,11 @@ def parse_range(text: str, *, what: str) -> tuple[int, int]:
             f"{what} {text!r} is not a token count.",
             hint=f"Use a number like 128 or a range like 64:256 for {what}.",
         ) from exc
-    if lo < 1 or hi < lo:
-        raise UsageError(f"{what} {text!r} is not a valid range.", hint="Use LOW:HIGH with 1 <= LOW <= HIGH.")
+    if lo < 1 or hi < lo or hi > MAX_TOKENS:
+        raise UsageError(
+            f"{what} {text!r} is not a valid range.",
+            hint=f"Use LOW:HIGH with 1 <= LOW <= HIGH <= {MAX_TOKENS}.",
+        )
     return lo, hi
 
 
@@ -338,12 +350,8 @@ class FileWorkload:
         return self.tokenizer.count(text) if self.tokenizer else max(1, round(len(text.split()) * 1.3))
 
     def _load(self, path: Path) -> list[Prompt]:
-        try:
-            raw = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(
-                f"cannot read the prompt file {path}: {exc.strerror}.", hint="Check the path."
-            ) from exc
+        data = read_regular_file(path, what="--dataset", limit=MAX_DATASET_BYTES)
+        raw = decode_utf8(data, source=str(path))
         try:
             if raw.lstrip().startswith("["):
                 rows = json.loads(raw)
@@ -352,6 +360,11 @@ class FileWorkload:
         except json.JSONDecodeError as exc:
             raise UsageError(
                 f"{path} is not JSONL: line {exc.lineno}: {exc.msg}.",
+                hint='Write one JSON object per line: {"prompt": "..."} or {"messages": [...]}.',
+            ) from exc
+        except RecursionError as exc:  # json's parser recurses once per nesting level
+            raise UsageError(
+                f"{path}: JSON nested too deeply to be a prompt.",
                 hint='Write one JSON object per line: {"prompt": "..."} or {"messages": [...]}.',
             ) from exc
         items = [p for p in (self._row(r) for r in rows if isinstance(r, dict)) if p is not None]
