@@ -17,7 +17,6 @@ import itertools
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from llmhost.cache import cache_dir
 from llmhost.errors import UsageError
+from llmhost.outputs import check_directory_target, make_directory, remove_directories, write_atomically
 
 GENERATOR_VERSION = 2  # 2: control tokens (EOS included) can no longer be sampled, see write_llama_gguf
 
@@ -295,22 +295,22 @@ def shape_key(shape: LlamaShape) -> str:
 
 
 def ensure_model(shape: LlamaShape, directory: Path | None = None) -> Path:
-    """Write the model for `shape` once (atomically) and return its path; later calls reuse the file."""
+    """Write the model for `shape` once (atomically) and return its path; later calls reuse the file.
+
+    A directory that cannot be created or written (a file in the way, /proc, a full disk) is a
+    UsageError naming it; the directories created for it and the partial file are removed."""
+    what = "--output" if directory is not None else "the cache directory (LLMHOST_CACHE_DIR)"
     directory = directory or cache_dir() / "models"
+    check_directory_target(what, directory)
     target = directory / f"{shape.name}-{shape_key(shape)}.gguf"
     if target.is_file():
         return target
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".gguf", dir=directory)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    created = make_directory(what, directory)
     try:
-        fields = asdict(shape)
-        write_llama_gguf(tmp, **fields)
-        tmp.chmod(0o644)
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        write_atomically(what, target, lambda tmp: write_llama_gguf(tmp, **asdict(shape)))
+    except UsageError:
+        remove_directories(created)
+        raise
     return target
 
 

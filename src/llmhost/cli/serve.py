@@ -462,15 +462,21 @@ def stop(
 
 def demo_model(
     output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Directory to write into (default: the llmhost cache)."),
+        str | None,  # not Path: Typer turns '' into Path('.'), the current directory
+        typer.Option(
+            "--output",
+            "-o",
+            help="Directory to write into (default: the llmhost cache).",
+            metavar="DIR",
+            callback=text,
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write the tiny generated llama GGUF (about 2 MB; gibberish output, real protocol); print its path."""
     from llmhost.demo_model import DEMO_SHAPE, ensure_demo_model
 
-    path = ensure_demo_model(output)
+    path = ensure_demo_model(Path(output).expanduser() if output is not None else None)
     emit(
         {"path": str(path), "name": DEMO_SHAPE.name, "size_bytes": path.stat().st_size},
         as_json=as_json,
