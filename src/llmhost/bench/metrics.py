@@ -5,6 +5,7 @@ from `BenchResult.requests`.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -49,7 +50,7 @@ def parse_slos(items: Sequence[str]) -> dict[str, float]:
             number = float(value) * scale
         except ValueError:
             number = -1.0
-        if not sep or key not in SLO_KEYS or number <= 0:
+        if not sep or key not in SLO_KEYS or not 0 < number < math.inf:  # nan compares false
             raise UsageError(
                 f"bad SLO {item!r}.",
                 hint="Write --slo ttft=500ms, --slo tpot=50ms, --slo e2e=10s or --slo itl=100ms.",

@@ -7,6 +7,7 @@ Thin: parse options, build a `BenchConfig`, run `llmhost.bench.runner.run_bench`
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from llmhost.cli._options import JsonOpt
+from llmhost.cli._options import JsonOpt, text
 from llmhost.errors import BenchError, ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -102,13 +103,19 @@ def register(app: typer.Typer) -> None:
         ] = None,
         base_url: Annotated[
             str | None,
-            typer.Option("--base-url", help="OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1."),
+            typer.Option(
+                "--base-url", help="OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1.", callback=text
+            ),
         ] = None,
-        model: Annotated[str | None, typer.Option("--model", help="Served model name.")] = None,
+        model: Annotated[
+            str | None, typer.Option("--model", help="Served model name.", callback=text)
+        ] = None,
         api_key: Annotated[
             str | None,
             typer.Option(
-                "--api-key", help="API key (better: env LLMHOST_API_KEY or OPENAI_API_KEY; never printed)."
+                "--api-key",
+                help="API key (better: env LLMHOST_API_KEY or OPENAI_API_KEY; never printed).",
+                callback=text,
             ),
         ] = None,
         api: Annotated[ApiChoice, typer.Option("--api", help="chat or completions.")] = "chat",
@@ -137,19 +144,31 @@ def register(app: typer.Typer) -> None:
         ] = False,
         sweep_max: Annotated[int, typer.Option("--sweep-max", help="Highest concurrency of a sweep.")] = 256,
         input_tokens: Annotated[
-            str, typer.Option("--input-tokens", help="Prompt tokens: 128 or a range 64:256.")
+            str, typer.Option("--input-tokens", help="Prompt tokens: 128 or a range 64:256.", callback=text)
         ] = "128",
         output_tokens: Annotated[
-            str | None, typer.Option("--output-tokens", help="Output tokens: 128 or a range 64:256.")
+            str | None,
+            typer.Option("--output-tokens", help="Output tokens: 128 or a range 64:256.", callback=text),
         ] = None,
         shared_prefix: Annotated[
             int, typer.Option("--shared-prefix", help="Tokens every prompt shares (prefix cache on purpose).")
         ] = 0,
         dataset: Annotated[
-            Path | None, typer.Option("--dataset", help="JSONL prompts: {prompt}, {messages} or ShareGPT.")
+            str | None,  # paths as str: Typer turns '' into Path('.'), the current directory
+            typer.Option(
+                "--dataset",
+                help="JSONL prompts: {prompt}, {messages} or ShareGPT.",
+                metavar="FILE",
+                callback=text,
+            ),
         ] = None,
         tokenizer: Annotated[
-            str | None, typer.Option("--tokenizer", help="Tokenizer (file/dir/cached repo) for exact counts.")
+            str | None,
+            typer.Option(
+                "--tokenizer",
+                help="Tokenizer (file/dir/cached repo) for exact counts.",
+                callback=text,
+            ),
         ] = None,
         warmup: Annotated[int, typer.Option("--warmup", help="Warm-up requests, not measured.")] = 2,
         seed: Annotated[int | None, typer.Option("--seed", help="Prompt seed (default: random).")] = None,
@@ -157,34 +176,51 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--no-force-length", help="Do not send ignore_eos/min_tokens.")
         ] = False,
         slo: Annotated[
-            list[str] | None, typer.Option("--slo", help="SLO for goodput: ttft=500ms, tpot=50ms, e2e=10s.")
+            list[str] | None,
+            typer.Option("--slo", help="SLO for goodput: ttft=500ms, tpot=50ms, e2e=10s.", callback=text),
         ] = None,
         hardware: Annotated[
-            str | None, typer.Option("--hardware", help="Catalog hardware for the roofline, e.g. h100-80gb.")
+            str | None,
+            typer.Option(
+                "--hardware",
+                help="Catalog hardware for the roofline, e.g. h100-80gb.",
+                callback=text,
+            ),
         ] = None,
         model_ref: Annotated[
-            str | None, typer.Option("--model-ref", help="Model reference for the roofline (repo or GGUF).")
+            str | None,
+            typer.Option(
+                "--model-ref",
+                help="Model reference for the roofline (repo or GGUF).",
+                callback=text,
+            ),
         ] = None,
         timeout: Annotated[
             float, typer.Option("--timeout", help="Seconds to wait on a silent stream.")
         ] = 600.0,
         output: Annotated[
-            Path | None, typer.Option("--output", "-o", help="Write the JSON result here.")
+            str | None,
+            typer.Option("--output", "-o", help="Write the JSON result here.", metavar="FILE", callback=text),
         ] = None,
         csv_path: Annotated[
-            Path | None, typer.Option("--csv", help="Write per-request records as CSV.")
+            str | None,
+            typer.Option("--csv", help="Write per-request records as CSV.", metavar="FILE", callback=text),
         ] = None,
-        plot: Annotated[Path | None, typer.Option("--plot", help="Write latency/sweep plots (PNG).")] = None,
+        plot: Annotated[
+            str | None,
+            typer.Option("--plot", help="Write latency/sweep plots (PNG).", metavar="FILE", callback=text),
+        ] = None,
         as_json: JsonOpt = False,
     ) -> None:
         positional = list(args or [])
         if positional and positional[0] == "compare":
             _compare(positional[1:], as_json)
             return
+        files = _output_files(output=output, csv=csv_path, plot=plot)
         _run(
             positional, base_url, model, api_key, api, concurrency, num_requests, duration, rate, burstiness,
-            sweep, sweep_max, input_tokens, output_tokens, shared_prefix, dataset, tokenizer, warmup, seed,
-            no_force_length, slo or [], hardware, model_ref, timeout, output, csv_path, plot, as_json,
+            sweep, sweep_max, input_tokens, output_tokens, shared_prefix, Path(dataset) if dataset else None,
+            tokenizer, warmup, seed, no_force_length, slo or [], hardware, model_ref, timeout, files, as_json,
         )  # fmt: skip
 
 
@@ -213,15 +249,20 @@ def _run(
     hardware: str | None,
     model_ref: str | None,
     timeout: float,
-    output: Path | None,
-    csv_path: Path | None,
-    plot: Path | None,
+    files: dict[str, Path],
     as_json: bool,
 ) -> None:
     from llmhost.bench.metrics import parse_slos
     from llmhost.bench.models import Target, Workload
     from llmhost.bench.report import LiveView, render
-    from llmhost.bench.runner import INTERRUPTED, NOT_FOUND_HINT, BenchConfig, check_workload, run_blocking
+    from llmhost.bench.runner import (
+        INTERRUPTED,
+        MAX_CONCURRENCY,
+        NOT_FOUND_HINT,
+        BenchConfig,
+        check_workload,
+        run_blocking,
+    )
     from llmhost.bench.workload import FileWorkload, SyntheticWorkload, TokenizerAdapter, parse_range
     from llmhost.cli._output import emit, report_interrupt, stderr, warn
 
@@ -243,10 +284,7 @@ def _run(
                 "say what to benchmark.",
                 hint="llmhost bench NAME (a deployment; see `llmhost ps`) or --base-url URL --model NAME.",
             )
-        if not base_url.startswith(("http://", "https://")):
-            raise UsageError(
-                f"--base-url {base_url!r} is not an http(s) URL.", hint="e.g. http://127.0.0.1:8000/v1"
-            )
+        _check_url(base_url)
         target = Target(base_url=base_url.rstrip("/"), model=model, api=api)
     key = api_key or (os.environ.get(key_env) if key_env else None)
     key = key or os.environ.get("LLMHOST_API_KEY") or os.environ.get("OPENAI_API_KEY")
@@ -293,10 +331,14 @@ def _run(
         sweep=sweep,
     )
     check_workload(workload)
-    if timeout <= 0:
-        raise UsageError("--timeout must be positive (seconds to wait on a silent stream).")
-    if sweep and sweep_max < 1:
-        raise UsageError("--sweep-max must be at least 1.")
+    if not 0 < timeout < math.inf:  # nan compares false
+        raise UsageError(
+            f"--timeout {timeout:g} is out of range.", hint="Pass --timeout SECONDS, more than 0 and finite."
+        )
+    if sweep and not 1 <= sweep_max <= MAX_CONCURRENCY:
+        raise UsageError(
+            f"--sweep-max {sweep_max} is out of range.", hint=f"Pass --sweep-max from 1 to {MAX_CONCURRENCY}."
+        )
     cfg = BenchConfig(
         target=target,
         workload=workload,
@@ -339,7 +381,7 @@ def _run(
         raise typer.Exit(ExitCode.INTERRUPTED) from None
 
     emit(result, as_json=as_json, human=lambda console: render(result, console))
-    _save(result, output, csv_path, plot)
+    _save(result, files)
     if result.aborted == INTERRUPTED:
         report_interrupt(f"{INTERRUPTED}: the partial results above are marked incomplete.")
         raise typer.Exit(ExitCode.INTERRUPTED)
@@ -358,26 +400,50 @@ def _run(
         )
 
 
-def _save(result: BenchResult, output: Path | None, csv_path: Path | None, plot: Path | None) -> None:
+def _output_files(**given: str | None) -> dict[str, Path]:
+    """The files to write after the run, by option. Two options naming one file is refused now; whether
+    each can be written is found out after the run, so that its results are on screen whatever happens."""
+    files = {f"--{option}": Path(value).expanduser() for option, value in given.items() if value is not None}
+    seen: dict[Path, str] = {}
+    for option, path in files.items():
+        key = path.resolve()
+        if key in seen:
+            raise UsageError(
+                f"{seen[key]} and {option} both name {path}.", hint="Pass a different file to each."
+            )
+        seen[key] = option
+    return files
+
+
+def _check_url(base_url: str) -> None:
+    """An http(s) URL with a host and a valid port (aiohttp reported others as unreachable, exit 7)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(base_url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        port = parts.port  # ValueError when out of range or not a number
+    except ValueError:
+        valid, port = False, None
+    if not valid:
+        raise UsageError(
+            f"--base-url {base_url!r} is not an http(s) URL with a host.",
+            hint="Pass e.g. http://127.0.0.1:8000/v1",
+        )
+    if port == 0:
+        raise UsageError(f"--base-url {base_url!r} has port 0.", hint="Pass a port between 1 and 65535.")
+
+
+def _save(result: BenchResult, files: dict[str, Path]) -> None:
     from llmhost.bench.report import write_csv, write_plot
     from llmhost.cli._output import info
+    from llmhost.outputs import write_atomically
 
-    target: Path | None = None
-    try:
-        if output:
-            target = output
-            output.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
-            info(f"wrote {output}")
-        if csv_path:
-            target = csv_path
-            write_csv(result, csv_path)
-            info(f"wrote {csv_path}")
-        if plot:
-            target = plot
-            write_plot(result, plot)
-            info(f"wrote {plot}")
-    except OSError as exc:
-        raise UsageError(
-            f"cannot write {target}: {exc.strerror or exc}.",
-            hint="Check that the folder exists and is writable.",
-        ) from exc
+    writers = {
+        "--output": lambda tmp: tmp.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8"),
+        "--csv": lambda tmp: write_csv(result, tmp),
+        "--plot": lambda tmp: write_plot(result, tmp),
+    }
+    for option, path in files.items():
+        write_atomically(option, path, writers[option])
+        info(f"wrote {path}")
