@@ -250,7 +250,7 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
         text = "; ".join(messages)
         # The hint follows on the same line: end the message as a sentence.
         raise ProfileError(
-            text if text.endswith(".") else f"{text}.", hint=f"Profile keys: {allowed}."
+            text if text.endswith(".") else f"{text}.", hint=f"Profile keys: {allowed}; fix the line named."
         ) from exc
 
 

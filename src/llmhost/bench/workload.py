@@ -365,7 +365,7 @@ class FileWorkload:
         except RecursionError as exc:  # json's parser recurses once per nesting level
             raise UsageError(
                 f"{path}: JSON nested too deeply to be a prompt.",
-                hint='Write one JSON object per line: {"prompt": "..."} or {"messages": [...]}.',
+                hint='Fix the file: one JSON object per line, {"prompt": "..."} or {"messages": [...]}.',
             ) from exc
         items = [p for p in (self._row(r) for r in rows if isinstance(r, dict)) if p is not None]
         self.rows, self.skipped = len(rows), len(rows) - len(items)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmhost.cli._options import HardwareOpt, JsonOpt
 from llmhost.cli._output import emit
 from llmhost.engines.base import EngineStatus
+from llmhost.errors import UsageError
 from llmhost.hardware.models import Hardware
 
 if TYPE_CHECKING:
@@ -189,6 +190,12 @@ def register(app: typer.Typer) -> None:
         """Show this machine's GPUs, CPU, RAM and bandwidth (or a catalog machine with --hardware)."""
         if list_catalog:
             from llmhost.hardware.catalog import load_catalog
+
+            if hardware is not None:  # the listing is the whole catalog: --hardware would be ignored
+                raise UsageError(
+                    "--list-catalog lists every accelerator; it takes no --hardware.",
+                    hint=f"Drop one: `llmhost hw --list-catalog`, or `llmhost hw --hardware {hardware}`.",
+                )
 
             emit(load_catalog(), as_json=json_output, human=render_catalog)
             return

@@ -269,7 +269,10 @@ def _write_cache(path: Path, answers: dict[str, int | None]) -> None:
 
 def _local_probe(ref: str, version: str) -> ComputeProbe | None:
     path = Path(ref).expanduser()
-    if path.suffix.lower() != ".gguf" or not path.is_file():
+    try:
+        if path.suffix.lower() != ".gguf" or not path.is_file():
+            return None
+    except OSError:  # ENAMETOOLONG and the like: no file to probe; `resolve` reports the path
         return None
     return ComputeProbe(path, version)
 

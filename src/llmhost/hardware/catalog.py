@@ -201,7 +201,7 @@ def match_gpu(
 
 # ---------------------------------------------------------------- what-if hardware
 
-_SPEC_HELP = "Write it as NAME[:COUNT][,ram=SIZE][,cpus=N], e.g. h100-80gb:2 or rtx-4090:2,ram=128g."
+_SPEC_HELP = "Pass it as NAME[:COUNT][,ram=SIZE][,cpus=N], e.g. h100-80gb:2 or rtx-4090:2,ram=128g."
 # Host defaults for catalog machines (docs/hardware.md "What-if hardware").
 _HOST_RAM_MIN_BYTES = 64 * GIB
 _HOST_CORES_PER_GPU = 8
@@ -212,7 +212,7 @@ def parse_size(text: str) -> int:
     """`512g`, `512gb`, `1.5t`, `64gib` -> bytes (binary units: RAM is sold in GiB)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
     if not match:
-        raise HardwareError(f"Cannot read the size {text!r}.", hint="Write it like 512g or 1t.")
+        raise HardwareError(f"Cannot read the size {text!r}.", hint="Pass a size like 512g or 1t.")
     value = float(match.group(1))
     scale = {"": 1, "k": 1024, "m": MIB, "g": GIB, "t": 1024 * GIB}[match.group(2)]
     return int(value * scale)
