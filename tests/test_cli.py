@@ -111,3 +111,29 @@ def test_ctrl_c_in_any_command_says_interrupted(temp_command, capsys):
     assert main(["long-wait"]) == ExitCode.INTERRUPTED
     err = capsys.readouterr().err
     assert err.strip() == "interrupted." and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "refusal"),
+    [
+        # Found in issue 13: each of these was taken as "not given" (or bound every interface) and exited 0.
+        (["hw", "--hardware", ""], "--hardware is empty"),
+        (["doctor", "--hardware", "  "], "--hardware is empty"),
+        (["serve", "m.gguf", "--dry-run", "--host", ""], "--host is empty"),
+        (["serve", "m.gguf", "--dry-run", "--name", ""], "--name is empty"),
+        (["serve", "m.gguf", "--dry-run", "--engine-bin", ""], "--engine-bin is empty"),
+        (["serve", "m.gguf", "--dry-run", "--profile", ""], "--profile is empty"),
+        (["demo-model", "-o", ""], "--output is empty"),  # wrote into the current directory
+        (
+            ["serve", "m.gguf", "--dry-run", "--name", "web\n"],
+            r"--name 'web\n' contains a control character",
+        ),
+        (["bench", "--base-url", "http://h/v1", "--model", "m", "--slo", "\x1b[2J"], "--slo"),
+        (["plan", "m.gguf", "--quant", "q" * 5000], "--quant is 5000 characters long"),
+    ],
+)
+def test_option_values_that_cannot_name_anything_are_refused_where_parsed(argv, refusal, capsys):
+    assert main(argv) == ExitCode.BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and refusal in err, err
+    assert len(err.strip().splitlines()) == 1 and ("Give " in err or "Pass " in err)  # the next step

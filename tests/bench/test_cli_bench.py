@@ -488,3 +488,48 @@ def test_live_throughput_is_over_the_time_the_phase_ran(monkeypatch) -> None:
         clock[0] += 0.1
         view.record(record)
     assert "~1,000 tok/s" in view.status.plain  # 1,000 tokens in 1 s
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        # Found in issue 13: nan and inf compared false against every bound and were accepted.
+        (["--duration", "nan"], "--duration nan is out of range"),
+        (["--duration", "inf"], "--duration inf is out of range"),
+        (["--rate", "nan"], "--rate nan is out of range"),
+        (["--timeout", "inf"], "--timeout inf is out of range"),
+        (["--slo", "ttft=nan"], "bad SLO"),
+        # Counts far beyond any run: refused instead of exhausting memory.
+        (["-c", str(10**9)], "--concurrency 1000000000 is out of range"),
+        (["-n", str(10**12)], "--num-requests 1000000000000 is out of range"),
+        (["--input-tokens", str(10**10)], "--input-tokens"),
+        (["--sweep", "--sweep-max", str(10**9)], "--sweep-max"),
+        (["-o", "r.json", "--csv", "r.json"], "--output and --csv both name r.json"),
+    ],
+)
+def test_out_of_range_and_contradictory_options_are_refused_before_any_request(capsys, extra, needle) -> None:
+    code, _, err = run(capsys, "--base-url", "http://127.0.0.1:9/v1", "--model", "m", *extra)
+    assert code == ExitCode.BAD_INPUT and needle in err, err
+
+
+@pytest.mark.parametrize("url", ["http://", "http://127.0.0.1:99999/v1", "http://[::1/v1", "ftp://host/v1"])
+def test_a_base_url_that_names_no_server_is_bad_input(capsys, url: str) -> None:
+    # These were "cannot reach" (exit 7), sending the user after their network.
+    code, _, err = run(capsys, "--base-url", url, "--model", "m")
+    assert code == ExitCode.BAD_INPUT and "--base-url" in err, err
+
+
+@pytest.mark.timeout(10)
+def test_a_dataset_that_is_no_regular_file_is_refused(capsys, tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "d.jsonl")  # hung bench, waiting for a writer
+    code, _, err = run(
+        capsys, "--base-url", "http://x/v1", "--model", "m", "--dataset", str(tmp_path / "d.jsonl")
+    )
+    assert code == ExitCode.BAD_INPUT and "is a FIFO, not a file" in err
+    (tmp_path / "b.jsonl").write_bytes(b'{"prompt": "\xff"}\n')  # was UnicodeDecodeError
+    code, _, err = run(
+        capsys, "--base-url", "http://x/v1", "--model", "m", "--dataset", str(tmp_path / "b.jsonl")
+    )
+    assert code == ExitCode.BAD_INPUT and "not UTF-8" in err

@@ -104,6 +104,16 @@ def test_tp_must_divide_attention_heads() -> None:
         make_plan(dense_spec(heads=28, kv_heads=4), hw, PlanRequest(tensor_parallel_size=8))
 
 
+def test_tp_beyond_the_gpus_is_refused() -> None:
+    # Found in issue 13: `--tp 1000` on one GPU (or none) exited 0 with no vLLM candidate planned.
+    spec = dense_spec(heads=32, kv_heads=8)
+    with pytest.raises(UsageError, match=r"--tensor-parallel-size 8 needs 8 GPUs; .* has 2\."):
+        make_plan(spec, machine([h100(0), h100(1)]), PlanRequest(tensor_parallel_size=8))
+    with pytest.raises(UsageError, match="has 0"):
+        make_plan(spec, machine([]), PlanRequest(tensor_parallel_size=2))
+    assert make_plan(spec, machine([]), PlanRequest(tensor_parallel_size=1)).candidates  # 1 is no split
+
+
 def test_tp_beyond_kv_heads_replicates_kv() -> None:
     spec = dense_spec(kv_heads=4, heads=64, hidden=8192, layers=8)
     hw = machine([h100(i) for i in range(8)])

@@ -116,3 +116,51 @@ def test_control_tokens_can_never_be_sampled(tmp_path: Path) -> None:
     text = llm.create_completion("Hello", max_tokens=64, temperature=1.5, seed=3)
     assert text["choices"][0]["finish_reason"] == "length"
     assert text["usage"]["completion_tokens"] == 64
+
+
+def test_a_full_disk_leaves_no_partial_model(tmp_path: Path) -> None:
+    # Found in issue 13: a full disk left a partial .gguf behind (and was an internal error). The disk is
+    # "full" for a child limited to 100 kB per file (RLIMIT_FSIZE; SIGXFSZ ignored so writes fail).
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    out = subprocess.run(
+        [sys.executable, "-m", "llmhost", "demo-model", "-o", str(tmp_path / "new" / "models")],
+        preexec_fn=small_files,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("error: --output ") and "cannot write it" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []  # neither the partial file nor the directories made for it
+
+
+@pytest.mark.parametrize(
+    ("where", "refusal"),
+    [
+        ("file", "is a file, not a directory"),  # was FileExistsError
+        ("file/models", "cannot create it: Not a directory"),
+        ("link", "is a dangling symbolic link"),
+        ("x" * 300, "File name too long"),
+    ],
+)
+def test_output_directories_that_cannot_take_the_model(tmp_path: Path, where: str, refusal: str) -> None:
+    (tmp_path / "file").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(UsageError, match=refusal):
+        ensure_demo_model(tmp_path / where)
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_output_under_proc_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match=r"--output /proc/llmhost-demo: cannot create it"):
+        ensure_demo_model(Path("/proc/llmhost-demo"))

@@ -172,6 +172,70 @@ def test_profile_errors_name_the_key_and_line() -> None:
         parse_profile("model: !!python/object/apply:os.system ['true']\n", "p.yaml")
 
 
+def _nested_aliases(levels: int) -> str:
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("text", "refusal"),
+    [
+        (_nested_aliases(9), r"p.yaml:\d+: more than 10000 values once aliases are expanded"),  # hung serve
+        ("a: &a [*a]\n", r"p.yaml:1: an alias refers to itself"),
+        ("[" * 5000, r"p.yaml:1: nested deeper than 32 levels"),  # a RecursionError past ~1000
+        ("context: 1024\ncontext: 2048\n", r"p.yaml:2: context: given twice"),  # the last one silently won
+        ('extra_args: ["--temp", "0.5\\0"]\n', r"p.yaml:1: extra_args: .*cannot contain NUL"),
+        ('env: {"A=B": "1"}\n', r"p.yaml:1: env: .*without '=' or NUL"),
+        ('host: ""\n', r"p.yaml:1: host: .*host is empty"),
+    ],
+)
+def test_profile_yaml_is_bounded_and_unambiguous(text: str, refusal: str) -> None:
+    with pytest.raises(ProfileError, match=refusal):
+        parse_profile(text, "p.yaml")
+
+
+def test_a_profile_may_still_use_aliases() -> None:
+    profile = parse_profile("description: &m org/tiny\nmodel: *m\nextra_args: &a [--temp, '0.5']\n", "p.yaml")
+    assert profile.model == "org/tiny" and profile.extra_args == ["--temp", "0.5"]
+
+
+@pytest.mark.timeout(10)
+def test_profile_files_are_read_bounded(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "fifo.yaml")  # hung `serve --profile` waiting for a writer
+    with pytest.raises(ProfileError, match="is a FIFO, not a file"):
+        load_profile(tmp_path / "fifo.yaml")
+    with pytest.raises(ProfileError, match="is a directory, not a file"):
+        load_profile(tmp_path)
+    with pytest.raises(ProfileError, match="is a device, not a file"):
+        load_profile("/dev/zero")
+    (tmp_path / "bin.yaml").write_bytes(b"context: 1\n\xff\xfe")  # was UnicodeDecodeError
+    with pytest.raises(ProfileError, match=r"bin.yaml:2: not UTF-8 text \(byte 0xff at offset 11\)"):
+        load_profile(tmp_path / "bin.yaml")
+    (tmp_path / "big.yaml").write_text("description: " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ProfileError, match="larger than 1 MiB"):
+        load_profile(tmp_path / "big.yaml")
+    with pytest.raises(ProfileError, match="File name too long"):  # was OSError out of Path.is_file
+        load_profile(tmp_path / ("x" * 300 + ".yaml"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ProfileError, match="Not a directory"):
+        load_profile(tmp_path / "file" / "p.yaml")
+
+
+@pytest.mark.parametrize("name", ["web\n", "../web", "a/b", "a\x00b", "", "a" * 64, "Web"])
+def test_deployment_names_that_cannot_be_a_file_name_are_refused(name: str) -> None:
+    from llmhost.supervise.paths import state_file, validate_name
+
+    with pytest.raises(UsageError, match="Invalid deployment name"):
+        validate_name(name)
+    with pytest.raises(UsageError):  # before any path is built
+        state_file(name)
+    assert validate_name("web-1.q4_k_m") == "web-1.q4_k_m"
+
+
 @pytest.mark.parametrize(
     "args",
     [["--host", "0.0.0.0"], ["--host=0.0.0.0"], ["--api-key", "k" * 12], ["--api_key", "k"], ["--port", "1"]],
