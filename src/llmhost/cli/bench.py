@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--dataset",
                 help="JSONL prompts: {prompt}, {messages} or ShareGPT.",
-                metavar="FILE",
+                metavar="<path>",
                 callback=text,
             ),
         ] = None,
@@ -200,15 +200,17 @@ def register(app: typer.Typer) -> None:
         ] = 600.0,
         output: Annotated[
             str | None,
-            typer.Option("--output", "-o", help="Write the JSON result here.", metavar="FILE", callback=text),
+            typer.Option(
+                "--output", "-o", help="Write the JSON result here.", metavar="<path>", callback=text
+            ),
         ] = None,
         csv_path: Annotated[
             str | None,
-            typer.Option("--csv", help="Write per-request records as CSV.", metavar="FILE", callback=text),
+            typer.Option("--csv", help="Write per-request records as CSV.", metavar="<path>", callback=text),
         ] = None,
         plot: Annotated[
             str | None,
-            typer.Option("--plot", help="Write latency/sweep plots (PNG).", metavar="FILE", callback=text),
+            typer.Option("--plot", help="Write latency/sweep plots (PNG).", metavar="<path>", callback=text),
         ] = None,
         as_json: JsonOpt = False,
     ) -> None:

@@ -467,7 +467,7 @@ def demo_model(
             "--output",
             "-o",
             help="Directory to write into (default: the llmhost cache).",
-            metavar="DIR",
+            metavar="<path>",
             callback=text,
         ),
     ] = None,
