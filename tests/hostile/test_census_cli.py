@@ -287,6 +287,13 @@ CASES: list[BadInput] = [
     BadInput("cli-logs-lines-not-a-number", ["logs", "web", "-n", "all"], 2),
     BadInput("cli-logs-no-name", ["logs"], 2),
     BadInput("cli-ps-extra-argument", ["ps", "web"], 2),
+    BadInput("cli-ps-state-dir-through-a-device", ["ps"], 2, env={"LLMHOST_STATE_DIR": "/dev/null/state"}),
+    BadInput(
+        "cli-stop-all-state-dir-through-a-device",
+        ["stop", "--all"],
+        2,
+        env={"LLMHOST_STATE_DIR": "/dev/null/s"},
+    ),
     # -- engines
     BadInput("cli-engines-install-unknown", ["engines", "install", "nosuch"], 2),
     BadInput("cli-engines-install-empty", ["engines", "install", ""], 2),

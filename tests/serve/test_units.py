@@ -225,6 +225,16 @@ def test_profile_files_are_read_bounded(tmp_path: Path) -> None:
         load_profile(tmp_path / "file" / "p.yaml")
 
 
+def test_ps_skips_folders_llmhost_would_not_have_named(state_dir: Path, capsys) -> None:
+    from llmhost.cli import main
+
+    # A folder someone made by hand in the state dir stopped `ps` with "Invalid deployment name".
+    (state_dir / "deployments" / "UPPER").mkdir(parents=True)
+    (state_dir / "deployments" / "UPPER" / "deployment.json").write_text("{}")
+    assert main(["ps"]) == 0
+    assert "no deployments" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("name", ["web\n", "../web", "a/b", "a\x00b", "", "a" * 64, "Web"])
 def test_deployment_names_that_cannot_be_a_file_name_are_refused(name: str) -> None:
     from llmhost.supervise.paths import state_file, validate_name

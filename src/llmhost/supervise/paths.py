@@ -25,9 +25,13 @@ def deployments_dir() -> Path:
     return state_dir() / "deployments"
 
 
-def validate_name(name: str) -> str:
+def is_valid_name(name: str) -> bool:
     # fullmatch: `$` alone also matches before a trailing newline ("web\n" was a valid name).
-    if not _NAME.fullmatch(name):
+    return _NAME.fullmatch(name) is not None
+
+
+def validate_name(name: str) -> str:
+    if not is_valid_name(name):
         raise UsageError(
             f"Invalid deployment name {name if len(name) <= 80 else name[:80] + '...'!r}.",
             hint="Use 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit.",

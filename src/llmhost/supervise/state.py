@@ -24,7 +24,7 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmhost.engines.base import FailureCause, LaunchSpec, StartupReport
-from llmhost.errors import NotFoundError
+from llmhost.errors import NotFoundError, UsageError
 from llmhost.supervise import paths
 from llmhost.supervise.process import group_members
 
@@ -202,10 +202,20 @@ def status_of(dep: Deployment) -> DeploymentStatus:
 
 
 def deployment_names() -> list[str]:
+    """Deployments with a state file. A folder whose name llmhost would refuse is not one of its own."""
     root = paths.deployments_dir()
-    if not root.is_dir():
+    try:
+        entries = list(root.iterdir())
+    except FileNotFoundError:  # nothing served yet
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "deployment.json").is_file())
+    except OSError as exc:  # under a file (ENOTDIR), unreadable (EACCES): was "no deployments", exit 0
+        raise UsageError(
+            f"Cannot read the llmhost state directory {root}: {exc.strerror}.",
+            hint="Point LLMHOST_STATE_DIR (or XDG_STATE_HOME) at a readable directory.",
+        ) from exc
+    return sorted(
+        p.name for p in entries if paths.is_valid_name(p.name) and (p / "deployment.json").is_file()
+    )
 
 
 def unreadable_states() -> list[str]:
