@@ -8,6 +8,7 @@ and deeply nested JSON exhausts Python's recursion limit; every such file is ref
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -50,6 +51,18 @@ def cannot_read(path: Path, exc: OSError) -> ModelError:
         f"Cannot read {path}: {exc.strerror or type(exc).__name__}.",
         hint="Check that the file exists and that you may read it (ls -l).",
     )
+
+
+def present(path: Path) -> bool:
+    """Path.exists(), except that a name the OS cannot look up (too long, a permission denied on the
+    way) is an error naming it rather than an OSError from deep inside a reader."""
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return False
+        raise cannot_read(path, exc) from exc
+    return True
 
 
 def require_regular(path: Path) -> os.stat_result:

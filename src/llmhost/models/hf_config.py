@@ -59,7 +59,8 @@ _CONFIG_HINT = "Check the model's config.json (re-download it), or pass the mode
 
 
 def bad_value(key: str, value: Any, rule: str) -> ModelError:
-    return ModelError(f"config.json: {key} is {value!r}; it must be {rule} ({_CORRUPT})", hint=_CONFIG_HINT)
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:20] + "..."  # 400-digit numbers
+    return ModelError(f"config.json: {key} is {shown}; it must be {rule} ({_CORRUPT})", hint=_CONFIG_HINT)
 
 
 def get_int(cfg: Config, *keys: str, default: int | None = None) -> int | None:
@@ -325,7 +326,7 @@ def _bits(v: Any) -> float | None:
     if not isinstance(v, int | float) or isinstance(v, bool):
         return None
     if not 1 <= v <= MAX_QUANT_BITS:
-        raise bad_value("quantization_config bits", v, f"a number from 1 to {MAX_QUANT_BITS}")
+        raise bad_value("quantization_config.bits", v, f"a number from 1 to {MAX_QUANT_BITS}")
     return float(v)
 
 

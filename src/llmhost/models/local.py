@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llmhost.errors import ModelError
 from llmhost.models.build import spec_from_gguf, spec_from_hf
-from llmhost.models.files import cannot_read, load_json_object, open_regular, require_regular
+from llmhost.models.files import cannot_read, load_json_object, open_regular, present, require_regular
 from llmhost.models.refs import SPLIT_RE
 from llmhost.models.safetensors_meta import read_local, shard_names
 from llmhost.models.spec import ModelFile, ModelSpec
@@ -88,7 +88,7 @@ def resolve_directory(directory: Path, ref: str) -> ModelSpec:
     ]
     shard_paths = _safetensors_files(directory)
     for shard in shard_paths:
-        if not shard.exists():
+        if not present(shard):
             raise ModelError(f"{shard} is listed in the index but missing.", hint="Finish the download.")
         tensors.extend(read_local(shard))  # refuses a FIFO, a device or a directory named *.safetensors
         files.append(ModelFile(path=str(shard.resolve()), size_bytes=shard.stat().st_size))
