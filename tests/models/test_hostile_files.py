@@ -352,3 +352,18 @@ def test_hub_validation_errors_are_translated_at_the_boundary() -> None:
     with pytest.raises(ModelError, match="not a valid Hub reference") as err, hub.translate("a/b", "x", ctx):
         raise HFValidationError("Repo id must use alphanumeric chars")
     assert err.value.hint
+
+
+def test_layer_cap_is_exact_and_keeps_plan_fast(tmp_path: Path) -> None:
+    resolve(_config(tmp_path, json.dumps({**TINY, "num_hidden_layers": MAX_LAYERS})))
+    _refused(
+        _config(tmp_path, json.dumps({**TINY, "num_hidden_layers": MAX_LAYERS + 1})), f"at most {MAX_LAYERS}"
+    )
+
+
+def test_tensor_name_with_thousands_of_digits_is_not_a_layer_index(tmp_path: Path) -> None:
+    tensors = _model_dir(tmp_path)
+    odd = ("model.layers." + "9" * 5000 + ".mlp.weight", "BF16", (4,))  # int() of it raised ValueError
+    write_safetensors(tmp_path / "model.safetensors", [*tensors, odd])
+    spec = resolve(str(tmp_path))
+    assert spec.other_bytes >= 8 and len(spec.layer_parameters) == 2
