@@ -33,7 +33,7 @@ def split_shards(path: Path) -> list[Path]:
             f"Split GGUF {stem} is incomplete: missing {', '.join(missing[:3])}"
             + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
             + ".",
-            hint="Download every shard into the same directory.",
+            hint="Download every shard into the same directory (check their names).",
         )
     return shards
 
