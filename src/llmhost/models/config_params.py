@@ -19,6 +19,9 @@ Config = dict[str, Any]
 _UNGATED = ("gpt2", "gpt_neox", "gptj", "falcon", "phi", "starcoder2", "bloom", "opt", "gpt_bigcode", "mpt")
 # Families with q/k/v biases although config.json does not say so.
 _QKV_BIAS_DEFAULT = ("qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl")
+# Real multipliers scale the feed-forward width by 1-2x; 100 is far above that and keeps int(mult * ff)
+# finite (a float multiplier near 1e308 would overflow it).
+_MAX_FF_MULTIPLIER = 100
 _QK_NORM = ("qwen3", "qwen3_moe", "qwen3_next", "gemma3", "gemma3_text", "lfm2", "lfm2_moe")
 
 
@@ -94,7 +97,11 @@ def _lfm2_ff(cfg: Config, inter: int) -> int:
     if cfg.get("block_auto_adjust_ff_dim"):
         ff = int(2 * ff / 3)
         mult = cfg.get("block_ffn_dim_multiplier")
-        if isinstance(mult, int | float):
+        if isinstance(mult, int | float) and not isinstance(mult, bool):
+            if not 0 < mult <= _MAX_FF_MULTIPLIER:
+                raise hc.bad_value(
+                    "block_ffn_dim_multiplier", mult, f"above 0 and at most {_MAX_FF_MULTIPLIER}"
+                )
             ff = int(mult * ff)
         multiple = hc.get_int(cfg, "block_multiple_of", default=256) or 256
         ff = multiple * -(-ff // multiple)
@@ -146,9 +153,10 @@ def _is_moe_layer(cfg: Config, i: int, mt: str) -> bool:
         freq = hc.get_int(cfg, "moe_layer_freq", default=1) or 1
         return i >= (hc.get_int(cfg, "first_k_dense_replace") or 0) and i % freq == 0
     if "expert_layer_period" in cfg:  # Jamba
-        period = hc.require_int(cfg, "expert_layer_period")
+        period = hc.require_positive(cfg, "expert_layer_period")
         return i % period == (hc.get_int(cfg, "expert_layer_offset", default=0) or 0)
-    if i in (cfg.get("mlp_only_layers") or []):
+    dense_only = cfg.get("mlp_only_layers")
+    if isinstance(dense_only, list) and i in dense_only:
         return False
     step = hc.get_int(cfg, "decoder_sparse_step", default=1) or 1
     return (i + 1) % step == 0

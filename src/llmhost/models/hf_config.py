@@ -38,8 +38,8 @@ def text_part(cfg: Config) -> Config:
     for key in _NESTED_KEYS:
         inner = cfg.get(key)
         if isinstance(inner, dict) and ("num_hidden_layers" in inner or "hidden_size" in inner):
-            if key == "thinker_config":
-                inner = inner.get("text_config", inner)
+            if key == "thinker_config" and isinstance(inner.get("text_config"), dict):
+                inner = inner["text_config"]
             merged = {**_CLASS_DEFAULTS.get(str(inner.get("model_type", "")), {}), **inner}
             for k in ("tie_word_embeddings", "torch_dtype", "dtype", "quantization_config", "architectures"):
                 if k not in merged and k in cfg:
@@ -49,13 +49,33 @@ def text_part(cfg: Config) -> Config:
     return {**defaults, **cfg} if defaults else cfg
 
 
+# Bounds on what a config.json may claim, far above any real model, so that a corrupt or hostile file
+# is refused before it sizes per-layer tables or overflows float arithmetic in the estimator.
+# The deepest real LMs have ~ 128 blocks (Llama-3.1-405B: 126, DeepSeek-V3: 61); 512 is 4x that. It is
+# not higher because the llama.cpp offload search in plan/ costs about cubic time in the layer count:
+# 512 layers plan in ~2 s, 1024 in ~17 s (measured on a 30B MoE config), and `plan` must stay fast.
+MAX_LAYERS = 512
+MAX_CONFIG_INT = 2**40  # no architecture number is near 10^12 (largest: contexts of ~ 10^7 tokens)
+
+_CORRUPT = "corrupt or unsupported config?"
+_CONFIG_HINT = "Check the model's config.json (re-download it), or pass the model's .gguf file."
+
+
+def bad_value(key: str, value: Any, rule: str) -> ModelError:
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:20] + "..."  # 400-digit numbers
+    return ModelError(f"config.json: {key} is {shown}; it must be {rule} ({_CORRUPT})", hint=_CONFIG_HINT)
+
+
 def get_int(cfg: Config, *keys: str, default: int | None = None) -> int | None:
+    """The first of `keys` holding a number, as an int; non-numbers are skipped (as before), numbers
+    that no model can have (negative, non-finite, past MAX_CONFIG_INT) are refused."""
     for k in keys:
         v = cfg.get(k)
-        if isinstance(v, bool):
+        if isinstance(v, bool) or not isinstance(v, int | float):
             continue
-        if isinstance(v, int | float):
-            return int(v)
+        if not 0 <= v <= MAX_CONFIG_INT:  # also refuses NaN and infinities (every comparison is false)
+            raise bad_value(k, v, f"an integer from 0 to {MAX_CONFIG_INT}")
+        return int(v)
     return default
 
 
@@ -69,16 +89,25 @@ def require_int(cfg: Config, *keys: str) -> int:
     return v
 
 
+def require_positive(cfg: Config, *keys: str, most: int = MAX_CONFIG_INT) -> int:
+    """A dimension or period that must be at least 1 (a 0 would divide by zero or mean no model)."""
+    v = require_int(cfg, *keys)
+    if not 1 <= v <= most:
+        key = next(k for k in keys if get_int(cfg, k) is not None)
+        raise bad_value(key, v, f"a positive integer of at most {most}" if v else "a positive integer")
+    return v
+
+
 def num_layers(cfg: Config) -> int:
-    return require_int(cfg, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
+    return require_positive(cfg, "num_hidden_layers", "n_layer", "num_layers", "n_layers", most=MAX_LAYERS)
 
 
 def hidden_size(cfg: Config) -> int:
-    return require_int(cfg, "hidden_size", "n_embd", "d_model", "dim")
+    return require_positive(cfg, "hidden_size", "n_embd", "d_model", "dim")
 
 
 def num_heads(cfg: Config) -> int:
-    return require_int(cfg, "num_attention_heads", "n_head", "num_heads", "n_heads")
+    return require_positive(cfg, "num_attention_heads", "n_head", "num_heads", "n_heads")
 
 
 def num_kv_heads(cfg: Config) -> int:
@@ -111,14 +140,14 @@ def layer_kinds(cfg: Config) -> list[LayerKind]:
     if isinstance(pattern, str) and len(pattern) == n:
         return [{"M": "mamba", "*": "full"}.get(c, "none") for c in pattern]  # type: ignore[misc]
     if "attn_layer_period" in cfg:  # Jamba
-        period = require_int(cfg, "attn_layer_period")
+        period = require_positive(cfg, "attn_layer_period")
         offset = get_int(cfg, "attn_layer_offset", default=0) or 0
         return ["full" if i % period == offset else "mamba" for i in range(n)]
     if "full_attention_interval" in cfg:  # Qwen3-Next before configs carried layer_types
-        interval = require_int(cfg, "full_attention_interval")
+        interval = require_positive(cfg, "full_attention_interval")
         return ["full" if (i + 1) % interval == 0 else "linear" for i in range(n)]
-    if "full_attn_idxs" in cfg:  # early LFM2 configs
-        idxs = set(cfg["full_attn_idxs"])
+    if isinstance(cfg.get("full_attn_idxs"), list):  # early LFM2 configs
+        idxs = {i for i in cfg["full_attn_idxs"] if isinstance(i, int)}
         return ["full" if i in idxs else "mamba" for i in range(n)]
     window = sliding_window(cfg)
     if window is None:
@@ -235,6 +264,8 @@ def moe_from_config(cfg: Config) -> MoE | None:
     if not experts or experts <= 1:
         return None
     per_tok = get_int(cfg, "num_experts_per_tok", "num_experts_per_token", "experts_per_token", "moe_k")
+    if per_tok is not None and per_tok > experts:
+        raise bad_value("num_experts_per_tok", per_tok, f"at most the number of experts ({experts})")
     shared = get_int(cfg, "n_shared_experts", "num_shared_experts", default=0) or 0
     if not shared and get_int(cfg, "shared_expert_intermediate_size"):
         shared = 1
@@ -246,6 +277,8 @@ def moe_from_config(cfg: Config) -> MoE | None:
         or get_int(cfg, "intermediate_size"),
     )
 
+
+MAX_QUANT_BITS = 32  # a quantized weight is stored in at most an int32 (GPTQ/AWQ pack 32 / bits per int32)
 
 _METHODS: dict[str, QuantMethod] = {
     "awq": "awq",
@@ -268,7 +301,7 @@ def quantization_from_config(cfg: Config) -> Quantization:
     bits: float | None = None
     group: int | None = None
     if method in ("awq", "gptq", "other"):
-        bits = _num(q.get("bits", q.get("w_bit")))
+        bits = _bits(q.get("bits", q.get("w_bit")))
         group = get_int(q, "group_size", "q_group_size")
     elif method == "fp8":
         bits = 8
@@ -279,10 +312,11 @@ def quantization_from_config(cfg: Config) -> Quantization:
         bits = 4 if q.get("load_in_4bit") else 8
         group = get_int(q, "bnb_4bit_blocksize") or (64 if bits == 4 else None)
     elif method == "compressed-tensors":
-        for grp in (q.get("config_groups") or {}).values():
+        groups = q.get("config_groups")
+        for grp in groups.values() if isinstance(groups, dict) else ():
             weights = grp.get("weights") if isinstance(grp, dict) else None
             if isinstance(weights, dict):
-                bits = _num(weights.get("num_bits"))
+                bits = _bits(weights.get("num_bits"))
                 group = get_int(weights, "group_size")
                 break
     if group is not None and group <= 0:
@@ -290,8 +324,13 @@ def quantization_from_config(cfg: Config) -> Quantization:
     return Quantization(method=method, bits=bits, group_size=group, raw=q)
 
 
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+def _bits(v: Any) -> float | None:
+    """Nominal bits per weight, if given; outside 1..32 it would divide by zero or overflow downstream."""
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return None
+    if not 1 <= v <= MAX_QUANT_BITS:
+        raise bad_value("quantization_config.bits", v, f"a number from 1 to {MAX_QUANT_BITS}")
+    return float(v)
 
 
 def tied_embeddings(cfg: Config) -> bool:
@@ -312,7 +351,7 @@ def max_context(cfg: Config) -> int:
 
 
 def vocab_size(cfg: Config) -> int:
-    return require_int(cfg, "vocab_size", "padded_vocab_size", "n_vocab")
+    return require_positive(cfg, "vocab_size", "padded_vocab_size", "n_vocab")
 
 
 def architecture(full_cfg: Config) -> str:

@@ -6,7 +6,6 @@ HF_TOKEN, HF_HOME / HF_HUB_CACHE and HF_HUB_OFFLINE set by the caller or a test 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub import hf_hub_download, hf_hub_url
 
 from llmhost.errors import LlmhostError, ModelError, NetworkError
+from llmhost.models.files import parse_json, read_bounded
 
 if TYPE_CHECKING:  # hf_api is the heaviest part of huggingface_hub; a warm-cache plan never needs it
     from huggingface_hub import HfApi
@@ -80,6 +80,12 @@ def translate(repo_id: str, what: str, ctx: HubContext) -> Iterator[None]:
         yield
     except LlmhostError:
         raise
+    except hf_errors.HFValidationError as exc:
+        # huggingface_hub's own checks of a repo id or revision; refs.py applies the same rules first,
+        # so this is the backstop for a rule it does not know yet.
+        raise ModelError(
+            f"{repo_id!r} is not a valid Hub reference: {exc}", hint="Check the repo id and @revision."
+        ) from exc
     except hf_errors.GatedRepoError as exc:
         raise ModelError(
             f"{repo_id} is a gated repo and this token has no access.",
@@ -162,11 +168,9 @@ def download_json(ctx: HubContext, repo_id: str, filename: str, revision: str | 
             etag_timeout=_TIMEOUT_S,
         )
     p = Path(path)
-    fetched = 0 if cached else p.stat().st_size
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{repo_id}/{filename} is not valid JSON.") from exc
+    raw = read_bounded(p)  # a hostile repo's JSON is as untrusted as a local one: same bounds
+    fetched = 0 if cached else len(raw)
+    data = parse_json(raw, label=f"{repo_id}/{filename}")
     return data, p.parent.name if p.parent.parent.name == "snapshots" else _snapshot_sha(p), fetched
 
 

@@ -27,6 +27,14 @@ _REPO_RE = re.compile(
     r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)"
     r"(?:@(?P<rev>[^:@\s]+))?(?::(?P<tag>[\w.+-]+))?(?:@(?P<rev2>[^:@\s]+))?$"
 )
+# The Hub's own rules for a repo id (huggingface_hub's validate_repo_id), checked here so that breaking
+# one is named as a bad reference before anything is fetched.
+_REPO_NAME_MAX = 96
+_REPO_HINT = "Use org/name: letters, digits, '-', '_' and '.', each part at most 96 characters."
+# Git refuses ref names with these (git check-ref-format); a commit sha is 40 hex digits. 255 is the
+# longest file name a ref can have.
+_BAD_REVISION = re.compile(r"\.\.|[\x00-\x20\x7f~^:?*\[\\]|@\{|^[/.-]|[/.]$|//|\.lock$")
+_REVISION_MAX = 255
 SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 
 
@@ -39,6 +47,31 @@ class ParsedRef:
     tag: str | None = None
     url: str | None = None
     path: Path | None = None
+
+
+def _check_repo_id(repo: str) -> None:
+    for part in repo.split("/"):
+        if len(part) > _REPO_NAME_MAX:
+            raise ModelError(
+                f"Repo id {repo!r}: {part[:20]!r}... is longer than {_REPO_NAME_MAX} characters.",
+                hint=_REPO_HINT,
+            )
+        if part.startswith(("-", ".")) or part.endswith(("-", ".")):
+            raise ModelError(
+                f"Repo id {repo!r}: a part cannot start or end with '-' or '.'.", hint=_REPO_HINT
+            )
+    if "--" in repo or ".." in repo:
+        raise ModelError(f"Repo id {repo!r} contains '--' or '..', which the Hub forbids.", hint=_REPO_HINT)
+    if repo.endswith(".git"):
+        raise ModelError(f"Repo id {repo!r} ends with '.git', which the Hub forbids.", hint=_REPO_HINT)
+
+
+def _check_revision(rev: str) -> None:
+    if len(rev) > _REVISION_MAX or _BAD_REVISION.search(rev):
+        raise ModelError(
+            f"{rev[:60]!r} is not a valid revision (a branch, tag or commit).",
+            hint="Check the @revision: a branch or tag name like main or v1.0, or a commit sha.",
+        )
 
 
 def _looks_like_path(ref: str) -> bool:
@@ -77,7 +110,10 @@ def parse_ref(ref: str, *, revision: str | None = None) -> ParsedRef:
             hint="Use org/name[@revision], org/name-GGUF:Q4_K_M, a .gguf URL, a directory or a file.",
         )
     repo = m.group("repo")
+    _check_repo_id(repo)
     rev = revision or m.group("rev") or m.group("rev2")
+    if rev is not None:
+        _check_revision(rev)
     tag = m.group("tag")
     if tag is None and repo.lower().endswith("-gguf"):
         tag = DEFAULT_GGUF_TAG

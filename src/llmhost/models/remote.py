@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from llmhost.errors import ModelError
 from llmhost.models import gguf_tags, hub
 from llmhost.models.build import spec_from_gguf, spec_from_hf
+from llmhost.models.files import MAX_JSON_BYTES, too_large
 from llmhost.models.refs import DEFAULT_GGUF_TAG, ParsedRef
-from llmhost.models.safetensors_meta import header_length, parse_header
+from llmhost.models.safetensors_meta import header_length, parse_header, shard_names
 from llmhost.models.spec import ModelFile, ModelSpec, QuantizedVariant, QuantMethod
 from llmhost.models.tensors import TensorRecord
 
@@ -161,23 +162,20 @@ def _resolve_hf_repo(ctx: hub.HubContext, cache: _Cache, parsed: ParsedRef, info
             hint="Pass a transformers model repo or a GGUF repo with a :QUANT tag.",
         )
     bytes_read = 0
-    config, _sha, n = hub.download_json(ctx, repo_id, "config.json", info.sha)
+    config, _sha, n = _small_json(ctx, info, "config.json", names)
     bytes_read += n
     if not isinstance(config, dict):
         raise ModelError(f"{repo_id}/config.json is not a JSON object.")
     if "quantization_config" not in config and "quantize_config.json" in names:  # older GPTQ repos
-        qcfg, _, n = hub.download_json(ctx, repo_id, "quantize_config.json", info.sha)
+        qcfg, _, n = _small_json(ctx, info, "quantize_config.json", names)
         bytes_read += n
         if isinstance(qcfg, dict):
             config = {**config, "quantization_config": {"quant_method": "gptq", **qcfg}}
     shards: list[str]
     if "model.safetensors.index.json" in names:
-        index, _, n = hub.download_json(ctx, repo_id, "model.safetensors.index.json", info.sha)
+        index, _, n = _small_json(ctx, info, "model.safetensors.index.json", names)
         bytes_read += n
-        weight_map = index.get("weight_map") if isinstance(index, dict) else None
-        if not isinstance(weight_map, dict):
-            raise ModelError(f"{repo_id}/model.safetensors.index.json has no weight_map.")
-        shards = sorted({str(v) for v in weight_map.values()})
+        shards = shard_names(index, label=f"{repo_id}/model.safetensors.index.json")
     elif "model.safetensors" in names:
         shards = ["model.safetensors"]
     else:
@@ -215,6 +213,16 @@ def _resolve_hf_repo(ctx: hub.HubContext, cache: _Cache, parsed: ParsedRef, info
     )
 
 
+def _small_json(
+    ctx: hub.HubContext, info: hub.RepoInfo, filename: str, sizes: dict[str, int | None]
+) -> tuple[Any, str, int]:
+    """A repo's JSON file, refused from the listing's size before anything is downloaded if too big."""
+    size = sizes.get(filename)
+    if size is not None and size > MAX_JSON_BYTES:
+        raise too_large(f"{info.repo_id}/{filename}", size, MAX_JSON_BYTES)
+    return hub.download_json(ctx, info.repo_id, filename, info.sha)
+
+
 def _safetensors_header(
     ctx: hub.HubContext, cache: _Cache, repo_id: str, sha: str, filename: str
 ) -> tuple[list[TensorRecord] | None, int]:
@@ -225,7 +233,7 @@ def _safetensors_header(
         return None, 0
     url = hub.file_url(ctx, repo_id, filename, sha)
     label = f"{repo_id}/{filename}"
-    first, _total = hub.fetch_range(ctx, url, 0, _SAFETENSORS_FIRST_READ - 1, label=label)
+    first, total = hub.fetch_range(ctx, url, 0, _SAFETENSORS_FIRST_READ - 1, label=label)
     size = header_length(first, label=label)
     fetched = len(first)
     raw = first[8 : 8 + size]
@@ -235,7 +243,7 @@ def _safetensors_header(
         raw += rest
         if len(raw) < size:
             raise ModelError(f"{label}: safetensors header is truncated.")
-    records = parse_header(raw, label=label)
+    records = parse_header(raw, label=label, data_bytes=None if total is None else total - 8 - size)
     cache.save_header(sha, filename, [[r.name, r.dtype, list(r.shape), r.n_bytes] for r in records])
     return records, fetched
 

@@ -39,7 +39,9 @@ _EMBED_RE = re.compile(
     r"(?:^|\.)(?:embed_tokens|wte|tok_embeddings|word_embeddings|token_embd|embedding|embeddings)\.weight$"
 )
 _OUTPUT_RE = re.compile(r"(?:^|\.)(?:lm_head|embed_out)\.weight$|^output\.weight$")
-_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|blk|block)\.(\d+)\.")
+# At most 9 digits: a block index is < 10^9, and int() of a longer run (a hostile tensor name can hold
+# thousands of digits) costs quadratic time and raises past Python's 4300-digit limit.
+_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|blk|block)\.(\d{1,9})\.")
 _NON_TEXT_RE = re.compile(
     r"vision|visual|image|audio|mm_projector|multi_modal|mm_input|patch_embed|speech|^v\.|^mm\.|^a\."
 )

@@ -1,0 +1,55 @@
+"""The quick half of a fuzz target, for `make test`: replay its saved corpus, and run generated cases.
+
+Both call the target's own `check`, so a case passes exactly when the long run (scripts/fuzz.py) would
+count it as ok or refused: `check` returns, or raises an LlmhostError with exit code 2.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmhost.errors import ExitCode, LlmhostError
+
+HERE = Path(__file__).parent
+
+
+def corpus(name: str) -> list[Path]:
+    folder = HERE / "corpus" / name
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def run_check(target: ModuleType, data: bytes, workdir: Path) -> None:
+    case = workdir / "case"
+    case.mkdir(exist_ok=True)
+    try:
+        target.check(data, case)
+    except LlmhostError as exc:
+        assert exc.exit_code == ExitCode.BAD_INPUT, f"{type(exc).__name__} (exit {exc.exit_code}): {exc}"
+    finally:
+        for p in case.iterdir():
+            p.unlink()
+
+
+def generated(target: ModuleType, examples: int):
+    """A test running `examples` mutated cases, deterministic (derandomize) so CI never flakes."""
+    seeds = target.seeds(Path(tempfile.mkdtemp(prefix="llmhost-fuzz-seeds-")))
+    work = Path(tempfile.mkdtemp(prefix="llmhost-fuzz-"))
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(index=st.integers(0, len(seeds) - 1), rng_seed=st.integers(0, 2**32 - 1))
+    def test(index: int, rng_seed: int) -> None:
+        run_check(target, target.mutate(seeds[index], random.Random(rng_seed)), work)
+
+    return test
