@@ -11,19 +11,25 @@ which throttled vLLM's own benchmark on long lines (vllm-project/vllm#39963).
 
 TTFT stops at the first chunk carrying non-empty content, reasoning or tool calls; an empty or
 role-only chunk (sent at once by some servers) is recorded separately and does not stop the clock.
+
+The server is untrusted (`llmhost.bench.untrusted`): bodies are read up to a cap, an SSE line or a
+response past its cap, an event of the wrong shape or a usage that is no token count fails that request
+as `bad_stream`, and a stream that sends only keep-alive bytes times out like a silent one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from llmhost.bench import untrusted
 from llmhost.bench.models import Api, ErrorClass, RequestRecord, TokenSource
+from llmhost.bench.untrusted import BadEvent
 from llmhost.bench.workload import TokenizerAdapter
 
 _NS_PER_MS = 1_000_000
@@ -61,13 +67,42 @@ def _http_error_class(status: int) -> ErrorClass:
 
 def _error_message(status: int, body: bytes) -> str:
     try:
-        obj = json.loads(body)
+        obj = untrusted.parse_json(body)
         err = obj.get("error", obj) if isinstance(obj, dict) else obj
         msg = err.get("message") if isinstance(err, dict) else err
         text = str(msg or obj)
     except (ValueError, AttributeError):
         text = body[:200].decode("utf-8", "replace")
-    return f"HTTP {status}: {text.strip()[:300]}"
+    return f"HTTP {status}: {untrusted.quoted(text.strip())}"
+
+
+async def _data_payloads(
+    response: aiohttp.ClientResponse, silence_ns: int | None
+) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """Per read of an SSE body: its monotonic time and the payloads of the `data:` lines it completed.
+
+    Bounded: a line longer than MAX_EVENT_LINE_BYTES or a body longer than MAX_STREAM_BYTES is a bad
+    stream; reads that bring no event for `silence_ns` (comments, blank lines: keep-alive only) time
+    out, as a silent socket does after `sock_read`.
+    """
+    buf = b""
+    received = 0
+    heard_ns = time.perf_counter_ns()
+    async for data in response.content.iter_any():
+        now = time.perf_counter_ns()
+        received += len(data)
+        if received > untrusted.MAX_STREAM_BYTES:
+            raise BadEvent(f"the response is longer than {untrusted.MAX_STREAM_BYTES >> 20} MiB")
+        lines = (buf + data).split(b"\n")
+        buf = lines.pop()
+        if len(buf) > untrusted.MAX_EVENT_LINE_BYTES:
+            raise BadEvent(f"a stream line is longer than {untrusted.MAX_EVENT_LINE_BYTES >> 20} MiB")
+        payloads = [line[5:].strip() for line in lines if line.startswith(b"data:")]
+        if payloads:
+            heard_ns = now
+            yield now, payloads
+        elif silence_ns is not None and now - heard_ns > silence_ns:
+            raise asyncio.TimeoutError(f"no stream event for {silence_ns / 1e9:g} s (only keep-alive bytes)")
 
 
 class StreamClient:
@@ -81,12 +116,14 @@ class StreamClient:
         api: Api,
         t0_ns: int,
         tokenizer: TokenizerAdapter | None = None,
+        read_timeout_s: float | None = None,
     ) -> None:
         self.http = http
         self.url = url
         self.api = api
         self.t0_ns = t0_ns
         self.tokenizer = tokenizer
+        self.silence_ns = int(read_timeout_s * 1e9) if read_timeout_s else None
         self.content_type = {"content-type": "application/json"}
 
     def _ms(self, ns: int) -> float:
@@ -118,44 +155,33 @@ class StreamClient:
                 async with self.http.post(self.url, data=req.body, headers=self.content_type) as response:
                     responded = True
                     if response.status != 200:
-                        body = await response.read()
+                        body = await untrusted.read_capped(response, untrusted.MAX_JSON_BODY_BYTES)
                         error_class = _http_error_class(response.status)
                         error = _error_message(response.status, body)
                     elif not response.headers.get("content-type", "").startswith("text/event-stream"):
-                        await response.read()
                         error_class = "non_sse"
-                        kind = response.headers.get("content-type") or "no content type"
+                        kind = untrusted.quoted(response.headers.get("content-type") or "no content type", 80)
                         error = f"the server answered {kind}, not a text/event-stream: it ignored stream=true"
                     else:
-                        buf = b""
-                        loads = json.loads
-                        async for data in response.content.iter_any():
-                            now = time.perf_counter_ns()
-                            lines = (buf + data).split(b"\n")
-                            buf = lines.pop()
-                            for line in lines:
-                                if not line.startswith(b"data:"):
-                                    continue
-                                payload = line[5:].strip()
+                        async for now, payloads in _data_payloads(response, self.silence_ns):
+                            for payload in payloads:
                                 last_chunk_ns = now
                                 if first_chunk_ns is None:
                                     first_chunk_ns = now
                                 if payload == b"[DONE]":
                                     done = True
                                     continue
-                                obj = loads(payload)
+                                obj = untrusted.decode_event(payload)
                                 if "error" in obj and not obj.get("choices"):
-                                    err = obj["error"]
                                     error_class = "bad_stream"
-                                    error = str(err.get("message", err) if isinstance(err, dict) else err)
+                                    error = untrusted.error_text(obj["error"])
                                     continue
-                                choices = obj.get("choices")
-                                if choices:
-                                    choice = choices[0]
-                                    finish_now = choice.get("finish_reason")
+                                choice = untrusted.first_choice(obj)
+                                if choice is not None:
+                                    finish_now = untrusted.text_field(choice, "finish_reason", limit=100)
                                     if chat:
-                                        delta = choice.get("delta") or {}
-                                        text = delta.get("content") or ""
+                                        delta = untrusted.object_field(choice, "delta")
+                                        text = untrusted.text_field(delta, "content") or ""
                                         has = bool(
                                             text
                                             or delta.get("reasoning_content")
@@ -168,7 +194,7 @@ class StreamClient:
                                             "content" in delta and "role" not in delta and not finish_now
                                         )
                                     else:
-                                        text = choice.get("text") or ""
+                                        text = untrusted.text_field(choice, "text") or ""
                                         has = bool(text)
                                         is_token = has or ("text" in choice and not finish_now)
                                     if is_token:
@@ -184,11 +210,11 @@ class StreamClient:
                                     if finish_now:
                                         finish = finish_now
                                 if obj.get("usage"):
-                                    usage = obj["usage"]
+                                    usage = untrusted.usage_counts(obj["usage"])
                                 if obj.get("timings"):
-                                    timings = obj["timings"]
+                                    timings = untrusted.timing_fields(obj["timings"])
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                error_class, error = "timeout", f"timed out: {type(exc).__name__}"
+                error_class, error = "timeout", f"timed out: {exc or type(exc).__name__}"
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 stale = not responded and not isinstance(
                     exc, aiohttp.ClientConnectorError | aiohttp.ClientPayloadError
@@ -199,9 +225,9 @@ class StreamClient:
                 mid = " mid-stream" if chunk_ns else ""
                 error_class, error = "connection", f"connection failed{mid}: {exc or type(exc).__name__}"
             except aiohttp.ClientError as exc:
-                error_class, error = "other", f"{type(exc).__name__}: {exc}"
-            except ValueError as exc:  # a data line that is not JSON
-                error_class, error = "bad_stream", f"a stream event is not JSON: {exc}"
+                error_class, error = "other", untrusted.quoted(f"{type(exc).__name__}: {exc}")
+            except BadEvent as exc:  # not what an OpenAI-compatible server streams
+                error_class, error = "bad_stream", str(exc)
             break
         end_ns = time.perf_counter_ns()
         if error_class is None and not done and finish is None:
