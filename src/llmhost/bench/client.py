@@ -76,18 +76,64 @@ def _error_message(status: int, body: bytes) -> str:
     return f"HTTP {status}: {untrusted.quoted(text.strip())}"
 
 
+class _Silence:
+    """Fails the request (asyncio.TimeoutError) when no stream event came for `seconds`.
+
+    aiohttp's `sock_read` alone is not enough: bytes that are no event (keep-alive comments, a line
+    that never ends, trickled a byte at a time) reset it, and after a malformed chunk and a close it
+    waited forever (aiohttp 3.14). Cheap on the hot path: a read only stores the time; the one timer
+    re-arms itself for the remainder when it fires early.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.heard = 0.0
+        self.fired = False
+        self._task: asyncio.Task[Any] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> _Silence:
+        if self.seconds is not None:
+            self._task = asyncio.current_task()
+            self._loop = asyncio.get_running_loop()
+            self.heard = self._loop.time()
+            self._handle = self._loop.call_later(self.seconds, self._check)
+        return self
+
+    def hear(self) -> None:
+        """An event came: the quiet time starts again."""
+        if self.seconds is not None:
+            self.heard = self._loop.time()
+
+    def _check(self) -> None:
+        assert self.seconds is not None and self._task is not None
+        quiet = self._loop.time() - self.heard
+        if quiet < self.seconds:
+            self._handle = self._loop.call_later(self.seconds - quiet, self._check)
+            return
+        self.fired = True
+        self._task.cancel()
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self.fired and kind is asyncio.CancelledError:
+            uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+: the cancel was ours
+            if uncancel is not None:
+                uncancel()
+            raise asyncio.TimeoutError(f"no stream event for {self.seconds:g} s")
+
+
 async def _data_payloads(
-    response: aiohttp.ClientResponse, silence_ns: int | None
+    response: aiohttp.ClientResponse, silence: _Silence
 ) -> AsyncIterator[tuple[int, list[bytes]]]:
     """Per read of an SSE body: its monotonic time and the payloads of the `data:` lines it completed.
 
     Bounded: a line longer than MAX_EVENT_LINE_BYTES or a body longer than MAX_STREAM_BYTES is a bad
-    stream; reads that bring no event for `silence_ns` (comments, blank lines: keep-alive only) time
-    out, as a silent socket does after `sock_read`.
+    stream; a read that completes an event tells `silence`.
     """
     buf = b""
     received = 0
-    heard_ns = time.perf_counter_ns()
     async for data in response.content.iter_any():
         now = time.perf_counter_ns()
         received += len(data)
@@ -99,10 +145,8 @@ async def _data_payloads(
             raise BadEvent(f"a stream line is longer than {untrusted.MAX_EVENT_LINE_BYTES >> 20} MiB")
         payloads = [line[5:].strip() for line in lines if line.startswith(b"data:")]
         if payloads:
-            heard_ns = now
+            silence.hear()
             yield now, payloads
-        elif silence_ns is not None and now - heard_ns > silence_ns:
-            raise asyncio.TimeoutError(f"no stream event for {silence_ns / 1e9:g} s (only keep-alive bytes)")
 
 
 class StreamClient:
@@ -123,7 +167,7 @@ class StreamClient:
         self.api = api
         self.t0_ns = t0_ns
         self.tokenizer = tokenizer
-        self.silence_ns = int(read_timeout_s * 1e9) if read_timeout_s else None
+        self.silence_s = read_timeout_s
         self.content_type = {"content-type": "application/json"}
 
     def _ms(self, ns: int) -> float:
@@ -152,7 +196,10 @@ class StreamClient:
             sent_ns = time.perf_counter_ns()
             try:
                 responded = False
-                async with self.http.post(self.url, data=req.body, headers=self.content_type) as response:
+                async with (
+                    _Silence(self.silence_s) as silence,
+                    self.http.post(self.url, data=req.body, headers=self.content_type) as response,
+                ):
                     responded = True
                     if response.status != 200:
                         body = await untrusted.read_capped(response, untrusted.MAX_JSON_BODY_BYTES)
@@ -163,7 +210,7 @@ class StreamClient:
                         kind = untrusted.quoted(response.headers.get("content-type") or "no content type", 80)
                         error = f"the server answered {kind}, not a text/event-stream: it ignored stream=true"
                     else:
-                        async for now, payloads in _data_payloads(response, self.silence_ns):
+                        async for now, payloads in _data_payloads(response, silence):
                             for payload in payloads:
                                 last_chunk_ns = now
                                 if first_chunk_ns is None:
@@ -223,7 +270,10 @@ class StreamClient:
                     retried = True
                     continue
                 mid = " mid-stream" if chunk_ns else ""
-                error_class, error = "connection", f"connection failed{mid}: {exc or type(exc).__name__}"
+                error_class, error = (
+                    "connection",
+                    f"connection failed{mid}: {untrusted.quoted(str(exc) or type(exc).__name__)}",
+                )
             except aiohttp.ClientError as exc:
                 error_class, error = "other", untrusted.quoted(f"{type(exc).__name__}: {exc}")
             except BadEvent as exc:  # not what an OpenAI-compatible server streams

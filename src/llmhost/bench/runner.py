@@ -123,8 +123,9 @@ async def preflight(http: aiohttp.ClientSession, target: Target, timeout_s: floa
             hint="Check --base-url (host, port, /v1) and that the server is up; see `llmhost ps`.",
         ) from exc
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        why = untrusted.quoted(f"{type(exc).__name__} {exc}")  # aiohttp quotes what the server sent
         raise NetworkError(
-            f"cannot reach {target.base_url}: {type(exc).__name__} {exc}.",
+            f"cannot reach {target.base_url}: {why}.",
             hint="Check --base-url and that the server is up.",
         ) from exc
     if status in (401, 403):

@@ -35,8 +35,9 @@ class BadEvent(ValueError):
 
 
 def quoted(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
-    """Server text for a message, cut to `limit` characters."""
+    """Server text for a message: on one line (an error is one line), cut to `limit` characters."""
     text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split("\n")).strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
