@@ -10,8 +10,12 @@ from rich.table import Table
 from rich.text import Text
 
 from llmhost.bench.models import BenchResult, Summary, Workload
+from llmhost.bench.userfiles import GIB, read_regular_file
 from llmhost.cli._output import literal
 from llmhost.errors import UsageError
+
+# A result holds about 1 KiB per request: 1 GiB is a million requests, more than any run sends.
+MAX_RESULT_BYTES = GIB
 
 # (label, getter, higher_is_better)
 ROWS: list[tuple[str, Callable[[Summary], float | None], bool]] = [
@@ -36,15 +40,14 @@ def load_results(paths: list[Path]) -> list[BenchResult]:
             "compare needs at least two result files.", hint="llmhost bench compare A.json B.json"
         )
     results = []
+    hint = "Write one with `llmhost bench ... --output FILE.json`."
     for path in paths:
+        data = read_regular_file(path, what="the result file", limit=MAX_RESULT_BYTES, hint=hint)
         try:
-            results.append(BenchResult.model_validate_json(path.read_bytes()))
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}.", hint="Check the path.") from exc
+            results.append(BenchResult.model_validate_json(data))
         except ValidationError as exc:
             raise UsageError(
-                f"{path} is not a llmhost bench result ({exc.error_count()} problems).",
-                hint="Write one with `llmhost bench ... --output FILE.json`.",
+                f"{path} is not a llmhost bench result ({exc.error_count()} problems).", hint=hint
             ) from exc
     return results
 

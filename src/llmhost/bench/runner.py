@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import random
 import signal
 import time
@@ -117,6 +118,11 @@ async def preflight(http: aiohttp.ClientSession, target: Target, timeout_s: floa
     url = target.base_url.rstrip("/") + "/models"
     try:
         status, data = await _get_json(http, url, min(PREFLIGHT_TIMEOUT_S, timeout_s))
+    except aiohttp.InvalidURL as exc:
+        raise UsageError(
+            f"--base-url {target.base_url} is not a valid URL (its host or port).",
+            hint="Pass the server's API root, e.g. --base-url http://127.0.0.1:8000/v1.",
+        ) from exc
     except aiohttp.ClientConnectorError as exc:
         raise NetworkError(
             f"cannot reach {target.base_url}: {exc.os_error.strerror or exc}.",
@@ -489,6 +495,9 @@ def run_blocking(cfg: BenchConfig, progress: ProgressSink | None = None) -> Benc
 
 
 def check_workload(wl: Workload) -> None:
+    for name, value in (("--duration", wl.duration_s), ("--rate", wl.rate), ("--burstiness", wl.burstiness)):
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{name} {value} is not a number.", hint=f"Pass a finite number to {name}.")
     if wl.num_requests is None and wl.duration_s is None and not wl.sweep:
         raise UsageError("say how long to run.", hint="Pass --num-requests N or --duration SECONDS.")
     if wl.num_requests is not None and wl.num_requests < 1:

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from llmhost.bench.models import Api
+from llmhost.bench.userfiles import GIB, read_regular_file
 from llmhost.errors import UsageError
+
+# A prompt or output length: the longest context of any open model is 10M tokens (Llama 4 Scout); a
+# synthetic prompt past that would be built in memory for nothing.
+MAX_TOKENS = 10_000_000
+# A --dataset is read whole: ShareGPT, the largest in common use, is about 650 MB.
+MAX_DATASET_BYTES = 2 * GIB
 
 _WORDS = [
     "the",
@@ -188,6 +195,13 @@ _WORDS = [
 Tokenizer = Callable[[str], int]
 
 
+def _token_hint(value: object) -> int | None:
+    """A row's output length (`output_tokens`/`max_tokens`) when it is a count; other values are ignored."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= MAX_TOKENS:
+        return None  # NaN fails the comparison too
+    return int(value)
+
+
 def parse_range(text: str, *, what: str) -> tuple[int, int]:
     """`"128"` -> (128, 128); `"64:256"` -> (64, 256)."""
     try:
@@ -203,6 +217,11 @@ def parse_range(text: str, *, what: str) -> tuple[int, int]:
         ) from exc
     if lo < 1 or hi < lo:
         raise UsageError(f"{what} {text!r} is not a valid range.", hint="Use LOW:HIGH with 1 <= LOW <= HIGH.")
+    if hi > MAX_TOKENS:
+        raise UsageError(
+            f"{what} {text!r} is more than {MAX_TOKENS:,} tokens, longer than any model's context.",
+            hint=f"Pick a count of at most {MAX_TOKENS:,} for {what}.",
+        )
     return lo, hi
 
 
@@ -338,22 +357,23 @@ class FileWorkload:
         return self.tokenizer.count(text) if self.tokenizer else max(1, round(len(text.split()) * 1.3))
 
     def _load(self, path: Path) -> list[Prompt]:
+        hint = 'Write one JSON object per line: {"prompt": "..."} or {"messages": [...]}.'
+        data = read_regular_file(path, what="the prompt file", limit=MAX_DATASET_BYTES, hint=hint)
         try:
-            raw = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(
-                f"cannot read the prompt file {path}: {exc.strerror}.", hint="Check the path."
-            ) from exc
+            raw = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path} is not UTF-8 text (byte {exc.start}).", hint=hint) from exc
         try:
             if raw.lstrip().startswith("["):
                 rows = json.loads(raw)
             else:
                 rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
         except json.JSONDecodeError as exc:
-            raise UsageError(
-                f"{path} is not JSONL: line {exc.lineno}: {exc.msg}.",
-                hint='Write one JSON object per line: {"prompt": "..."} or {"messages": [...]}.',
-            ) from exc
+            raise UsageError(f"{path} is not JSONL: line {exc.lineno}: {exc.msg}.", hint=hint) from exc
+        except RecursionError as exc:
+            raise UsageError(f"{path} is not JSONL: it is nested too deeply.", hint=hint) from exc
+        if not isinstance(rows, list):
+            rows = [rows]
         items = [p for p in (self._row(r) for r in rows if isinstance(r, dict)) if p is not None]
         self.rows, self.skipped = len(rows), len(rows) - len(items)
         if not items:
@@ -375,7 +395,7 @@ class FileWorkload:
                 reply = messages.pop()
                 out_hint = out_hint or self._count(str(reply.get("content", "")))
         elif isinstance(row.get("conversations"), list):
-            turns = row["conversations"]
+            turns = [t for t in row["conversations"] if isinstance(t, dict)]
             human: dict[str, Any] | None = next(
                 (t for t in turns if t.get("from") in ("human", "user")), None
             )
@@ -400,7 +420,7 @@ class FileWorkload:
             text if self.api == "completions" else None,
             messages if self.api == "chat" else None,
             self._count(prompt_text),
-            int(out_hint) if out_hint else None,
+            _token_hint(out_hint),
         )
 
     def make(self) -> Prompt:

@@ -7,6 +7,7 @@ Thin: parse options, build a `BenchConfig`, run `llmhost.bench.runner.run_bench`
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 from pathlib import Path
@@ -293,8 +294,11 @@ def _run(
         sweep=sweep,
     )
     check_workload(workload)
-    if timeout <= 0:
-        raise UsageError("--timeout must be positive (seconds to wait on a silent stream).")
+    if not timeout > 0 or math.isinf(timeout):  # `not >`: NaN too
+        raise UsageError(
+            "--timeout must be a positive number of seconds (to wait on a silent stream).",
+            hint="Pass --timeout 600, say.",
+        )
     if sweep and sweep_max < 1:
         raise UsageError("--sweep-max must be at least 1.")
     cfg = BenchConfig(
