@@ -357,7 +357,7 @@ class FileWorkload:
         return self.tokenizer.count(text) if self.tokenizer else max(1, round(len(text.split()) * 1.3))
 
     def _load(self, path: Path) -> list[Prompt]:
-        hint = 'Write one JSON object per line: {"prompt": "..."} or {"messages": [...]}.'
+        hint = 'Point --dataset at JSONL: one JSON object per line, {"prompt": "..."} or {"messages": [...]}.'
         data = read_regular_file(path, what="the prompt file", limit=MAX_DATASET_BYTES, hint=hint)
         try:
             raw = data.decode("utf-8")

@@ -407,14 +407,17 @@ def logs(
     from llmhost.supervise.logs import tail
 
     if lines < 0:
-        from llmhost.errors import UsageError
-
         raise UsageError(
             f"--lines {lines} is negative.", hint="Pass --lines 0 or more (0 with -f: new lines only)."
         )
     path = paths.supervisor_log(name) if supervisor else paths.engine_log(name)
     if not path.exists():
         raise NotFoundError(f"No logs for {name!r} ({path}).", hint="See `llmhost ps` for deployment names.")
+    if not path.is_file():  # a folder, or a FIFO that would block the read forever
+        raise UsageError(
+            f"the log of {name!r} ({path}) is not a regular file.",
+            hint=f"Remove it; `llmhost stop {name}` clears the deployment's state.",
+        )
     # Engine output is shown as text: an ESC in a log line is written `\x1b`, not obeyed by the terminal.
     for line in tail(path, lines):
         sys.stdout.write(printable(line) + "\n")
