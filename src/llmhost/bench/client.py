@@ -20,8 +20,9 @@ as `bad_stream`, and a stream that sends only keep-alive bytes times out like a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,21 +127,28 @@ class _Silence:
 
 async def _data_payloads(
     response: aiohttp.ClientResponse, silence: _Silence
-) -> AsyncIterator[tuple[int, list[bytes]]]:
+) -> AsyncGenerator[tuple[int, list[bytes]], None]:
     """Per read of an SSE body: its monotonic time and the payloads of the `data:` lines it completed.
 
     Bounded: a line longer than MAX_EVENT_LINE_BYTES or a body longer than MAX_STREAM_BYTES is a bad
     stream; a read that completes an event tells `silence`.
     """
-    buf = b""
+    # The unfinished line: only what a read completes is split, so a long line that arrives in many
+    # small reads costs its length once (re-splitting it at every read was quadratic).
+    buf = bytearray()
     received = 0
     async for data in response.content.iter_any():
         now = time.perf_counter_ns()
         received += len(data)
         if received > untrusted.MAX_STREAM_BYTES:
             raise BadEvent(f"the response is longer than {untrusted.MAX_STREAM_BYTES >> 20} MiB")
-        lines = (buf + data).split(b"\n")
-        buf = lines.pop()
+        end = data.rfind(b"\n")
+        if end < 0:
+            buf += data
+            lines = []
+        else:
+            lines = (bytes(buf) + data[:end]).split(b"\n")
+            buf = bytearray(data[end + 1 :])
         if len(buf) > untrusted.MAX_EVENT_LINE_BYTES:
             raise BadEvent(f"a stream line is longer than {untrusted.MAX_EVENT_LINE_BYTES >> 20} MiB")
         payloads = [line[5:].strip() for line in lines if line.startswith(b"data:")]
@@ -210,56 +218,57 @@ class StreamClient:
                         kind = untrusted.quoted(response.headers.get("content-type") or "no content type", 80)
                         error = f"the server answered {kind}, not a text/event-stream: it ignored stream=true"
                     else:
-                        async for now, payloads in _data_payloads(response, silence):
-                            for payload in payloads:
-                                last_chunk_ns = now
-                                if first_chunk_ns is None:
-                                    first_chunk_ns = now
-                                if payload == b"[DONE]":
-                                    done = True
-                                    continue
-                                obj = untrusted.decode_event(payload)
-                                if "error" in obj and not obj.get("choices"):
-                                    error_class = "bad_stream"
-                                    error = untrusted.error_text(obj["error"])
-                                    continue
-                                choice = untrusted.first_choice(obj)
-                                if choice is not None:
-                                    finish_now = untrusted.text_field(choice, "finish_reason", limit=100)
-                                    if chat:
-                                        delta = untrusted.object_field(choice, "delta")
-                                        text = untrusted.text_field(delta, "content") or ""
-                                        has = bool(
-                                            text
-                                            or delta.get("reasoning_content")
-                                            or delta.get("reasoning")
-                                            or delta.get("tool_calls")
-                                        )
-                                        # A token chunk may decode to "" (a partial UTF-8 sequence, a
-                                        # control token); role and finish-only chunks are not tokens.
-                                        is_token = has or (
-                                            "content" in delta and "role" not in delta and not finish_now
-                                        )
-                                    else:
-                                        text = untrusted.text_field(choice, "text") or ""
-                                        has = bool(text)
-                                        is_token = has or ("text" in choice and not finish_now)
-                                    if is_token:
-                                        token_chunks += 1
-                                        if tok_first_ns is None:
-                                            tok_first_ns = now
-                                        tok_last_ns = now
-                                    if has:
-                                        chunk_ns.append(now)
-                                        pieces.append(text)
-                                    elif not chunk_ns:
-                                        role_first = True
-                                    if finish_now:
-                                        finish = finish_now
-                                if obj.get("usage"):
-                                    usage = untrusted.usage_counts(obj["usage"])
-                                if obj.get("timings"):
-                                    timings = untrusted.timing_fields(obj["timings"])
+                        async with contextlib.aclosing(_data_payloads(response, silence)) as reads:
+                            async for now, payloads in reads:
+                                for payload in payloads:
+                                    last_chunk_ns = now
+                                    if first_chunk_ns is None:
+                                        first_chunk_ns = now
+                                    if payload == b"[DONE]":
+                                        done = True
+                                        continue
+                                    obj = untrusted.decode_event(payload)
+                                    if "error" in obj and not obj.get("choices"):
+                                        error_class = "bad_stream"
+                                        error = untrusted.error_text(obj["error"])
+                                        continue
+                                    choice = untrusted.first_choice(obj)
+                                    if choice is not None:
+                                        finish_now = untrusted.text_field(choice, "finish_reason", limit=100)
+                                        if chat:
+                                            delta = untrusted.object_field(choice, "delta")
+                                            text = untrusted.text_field(delta, "content") or ""
+                                            has = bool(
+                                                text
+                                                or delta.get("reasoning_content")
+                                                or delta.get("reasoning")
+                                                or delta.get("tool_calls")
+                                            )
+                                            # A token chunk may decode to "" (a partial UTF-8 sequence, a
+                                            # control token); role and finish-only chunks are not tokens.
+                                            is_token = has or (
+                                                "content" in delta and "role" not in delta and not finish_now
+                                            )
+                                        else:
+                                            text = untrusted.text_field(choice, "text") or ""
+                                            has = bool(text)
+                                            is_token = has or ("text" in choice and not finish_now)
+                                        if is_token:
+                                            token_chunks += 1
+                                            if tok_first_ns is None:
+                                                tok_first_ns = now
+                                            tok_last_ns = now
+                                        if has:
+                                            chunk_ns.append(now)
+                                            pieces.append(text)
+                                        elif not chunk_ns:
+                                            role_first = True
+                                        if finish_now:
+                                            finish = finish_now
+                                    if obj.get("usage"):
+                                        usage = untrusted.usage_counts(obj["usage"])
+                                    if obj.get("timings"):
+                                        timings = untrusted.timing_fields(obj["timings"])
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 error_class, error = "timeout", f"timed out: {exc or type(exc).__name__}"
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
