@@ -11,19 +11,26 @@ which throttled vLLM's own benchmark on long lines (vllm-project/vllm#39963).
 
 TTFT stops at the first chunk carrying non-empty content, reasoning or tool calls; an empty or
 role-only chunk (sent at once by some servers) is recorded separately and does not stop the clock.
+
+The server is untrusted (`llmhost.bench.untrusted`): bodies are read up to a cap, an SSE line or a
+response past its cap, an event of the wrong shape or a usage that is no token count fails that request
+as `bad_stream`, and a stream that sends only keep-alive bytes times out like a silent one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from llmhost.bench import untrusted
 from llmhost.bench.models import Api, ErrorClass, RequestRecord, TokenSource
+from llmhost.bench.untrusted import BadEvent
 from llmhost.bench.workload import TokenizerAdapter
 
 _NS_PER_MS = 1_000_000
@@ -61,13 +68,93 @@ def _http_error_class(status: int) -> ErrorClass:
 
 def _error_message(status: int, body: bytes) -> str:
     try:
-        obj = json.loads(body)
+        obj = untrusted.parse_json(body)
         err = obj.get("error", obj) if isinstance(obj, dict) else obj
         msg = err.get("message") if isinstance(err, dict) else err
         text = str(msg or obj)
     except (ValueError, AttributeError):
         text = body[:200].decode("utf-8", "replace")
-    return f"HTTP {status}: {text.strip()[:300]}"
+    return f"HTTP {status}: {untrusted.quoted(text.strip())}"
+
+
+class _Silence:
+    """Fails the request (asyncio.TimeoutError) when no stream event came for `seconds`.
+
+    aiohttp's `sock_read` alone is not enough: bytes that are no event (keep-alive comments, a line
+    that never ends, trickled a byte at a time) reset it, and after a malformed chunk and a close it
+    waited forever (aiohttp 3.14). Cheap on the hot path: a read only stores the time; the one timer
+    re-arms itself for the remainder when it fires early.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.heard = 0.0
+        self.fired = False
+        self._task: asyncio.Task[Any] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> _Silence:
+        if self.seconds is not None:
+            self._task = asyncio.current_task()
+            self._loop = asyncio.get_running_loop()
+            self.heard = self._loop.time()
+            self._handle = self._loop.call_later(self.seconds, self._check)
+        return self
+
+    def hear(self) -> None:
+        """An event came: the quiet time starts again."""
+        if self.seconds is not None:
+            self.heard = self._loop.time()
+
+    def _check(self) -> None:
+        assert self.seconds is not None and self._task is not None
+        quiet = self._loop.time() - self.heard
+        if quiet < self.seconds:
+            self._handle = self._loop.call_later(self.seconds - quiet, self._check)
+            return
+        self.fired = True
+        self._task.cancel()
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self.fired and kind is asyncio.CancelledError:
+            uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+: the cancel was ours
+            if uncancel is not None:
+                uncancel()
+            raise asyncio.TimeoutError(f"no stream event for {self.seconds:g} s")
+
+
+async def _data_payloads(
+    response: aiohttp.ClientResponse, silence: _Silence
+) -> AsyncGenerator[tuple[int, list[bytes]], None]:
+    """Per read of an SSE body: its monotonic time and the payloads of the `data:` lines it completed.
+
+    Bounded: a line longer than MAX_EVENT_LINE_BYTES or a body longer than MAX_STREAM_BYTES is a bad
+    stream; a read that completes an event tells `silence`.
+    """
+    # The unfinished line: only what a read completes is split, so a long line that arrives in many
+    # small reads costs its length once (re-splitting it at every read was quadratic).
+    buf = bytearray()
+    received = 0
+    async for data in response.content.iter_any():
+        now = time.perf_counter_ns()
+        received += len(data)
+        if received > untrusted.MAX_STREAM_BYTES:
+            raise BadEvent(f"the response is longer than {untrusted.MAX_STREAM_BYTES >> 20} MiB")
+        end = data.rfind(b"\n")
+        if end < 0:
+            buf += data
+            lines = []
+        else:
+            lines = (bytes(buf) + data[:end]).split(b"\n")
+            buf = bytearray(data[end + 1 :])
+        if len(buf) > untrusted.MAX_EVENT_LINE_BYTES:
+            raise BadEvent(f"a stream line is longer than {untrusted.MAX_EVENT_LINE_BYTES >> 20} MiB")
+        payloads = [line[5:].strip() for line in lines if line.startswith(b"data:")]
+        if payloads:
+            silence.hear()
+            yield now, payloads
 
 
 class StreamClient:
@@ -81,12 +168,14 @@ class StreamClient:
         api: Api,
         t0_ns: int,
         tokenizer: TokenizerAdapter | None = None,
+        read_timeout_s: float | None = None,
     ) -> None:
         self.http = http
         self.url = url
         self.api = api
         self.t0_ns = t0_ns
         self.tokenizer = tokenizer
+        self.silence_s = read_timeout_s
         self.content_type = {"content-type": "application/json"}
 
     def _ms(self, ns: int) -> float:
@@ -115,80 +204,73 @@ class StreamClient:
             sent_ns = time.perf_counter_ns()
             try:
                 responded = False
-                async with self.http.post(self.url, data=req.body, headers=self.content_type) as response:
+                async with (
+                    _Silence(self.silence_s) as silence,
+                    self.http.post(self.url, data=req.body, headers=self.content_type) as response,
+                ):
                     responded = True
                     if response.status != 200:
-                        body = await response.read()
+                        body = await untrusted.read_capped(response, untrusted.MAX_JSON_BODY_BYTES)
                         error_class = _http_error_class(response.status)
                         error = _error_message(response.status, body)
                     elif not response.headers.get("content-type", "").startswith("text/event-stream"):
-                        await response.read()
                         error_class = "non_sse"
-                        kind = response.headers.get("content-type") or "no content type"
+                        kind = untrusted.quoted(response.headers.get("content-type") or "no content type", 80)
                         error = f"the server answered {kind}, not a text/event-stream: it ignored stream=true"
                     else:
-                        buf = b""
-                        loads = json.loads
-                        async for data in response.content.iter_any():
-                            now = time.perf_counter_ns()
-                            lines = (buf + data).split(b"\n")
-                            buf = lines.pop()
-                            for line in lines:
-                                if not line.startswith(b"data:"):
-                                    continue
-                                payload = line[5:].strip()
-                                last_chunk_ns = now
-                                if first_chunk_ns is None:
-                                    first_chunk_ns = now
-                                if payload == b"[DONE]":
-                                    done = True
-                                    continue
-                                obj = loads(payload)
-                                if "error" in obj and not obj.get("choices"):
-                                    err = obj["error"]
-                                    error_class = "bad_stream"
-                                    error = str(err.get("message", err) if isinstance(err, dict) else err)
-                                    continue
-                                choices = obj.get("choices")
-                                if choices:
-                                    choice = choices[0]
-                                    finish_now = choice.get("finish_reason")
-                                    if chat:
-                                        delta = choice.get("delta") or {}
-                                        text = delta.get("content") or ""
-                                        has = bool(
-                                            text
-                                            or delta.get("reasoning_content")
-                                            or delta.get("reasoning")
-                                            or delta.get("tool_calls")
-                                        )
-                                        # A token chunk may decode to "" (a partial UTF-8 sequence, a
-                                        # control token); role and finish-only chunks are not tokens.
-                                        is_token = has or (
-                                            "content" in delta and "role" not in delta and not finish_now
-                                        )
-                                    else:
-                                        text = choice.get("text") or ""
-                                        has = bool(text)
-                                        is_token = has or ("text" in choice and not finish_now)
-                                    if is_token:
-                                        token_chunks += 1
-                                        if tok_first_ns is None:
-                                            tok_first_ns = now
-                                        tok_last_ns = now
-                                    if has:
-                                        chunk_ns.append(now)
-                                        pieces.append(text)
-                                    elif not chunk_ns:
-                                        role_first = True
-                                    if finish_now:
-                                        finish = finish_now
-                                if obj.get("usage"):
-                                    usage = obj["usage"]
-                                if obj.get("timings"):
-                                    timings = obj["timings"]
+                        async with contextlib.aclosing(_data_payloads(response, silence)) as reads:
+                            async for now, payloads in reads:
+                                for payload in payloads:
+                                    last_chunk_ns = now
+                                    if first_chunk_ns is None:
+                                        first_chunk_ns = now
+                                    if payload == b"[DONE]":
+                                        done = True
+                                        continue
+                                    obj = untrusted.decode_event(payload)
+                                    if "error" in obj and not obj.get("choices"):
+                                        error_class = "bad_stream"
+                                        error = untrusted.error_text(obj["error"])
+                                        continue
+                                    choice = untrusted.first_choice(obj)
+                                    if choice is not None:
+                                        finish_now = untrusted.text_field(choice, "finish_reason", limit=100)
+                                        if chat:
+                                            delta = untrusted.object_field(choice, "delta")
+                                            text = untrusted.text_field(delta, "content") or ""
+                                            has = bool(
+                                                text
+                                                or delta.get("reasoning_content")
+                                                or delta.get("reasoning")
+                                                or delta.get("tool_calls")
+                                            )
+                                            # A token chunk may decode to "" (a partial UTF-8 sequence, a
+                                            # control token); role and finish-only chunks are not tokens.
+                                            is_token = has or (
+                                                "content" in delta and "role" not in delta and not finish_now
+                                            )
+                                        else:
+                                            text = untrusted.text_field(choice, "text") or ""
+                                            has = bool(text)
+                                            is_token = has or ("text" in choice and not finish_now)
+                                        if is_token:
+                                            token_chunks += 1
+                                            if tok_first_ns is None:
+                                                tok_first_ns = now
+                                            tok_last_ns = now
+                                        if has:
+                                            chunk_ns.append(now)
+                                            pieces.append(text)
+                                        elif not chunk_ns:
+                                            role_first = True
+                                        if finish_now:
+                                            finish = finish_now
+                                    if obj.get("usage"):
+                                        usage = untrusted.usage_counts(obj["usage"])
+                                    if obj.get("timings"):
+                                        timings = untrusted.timing_fields(obj["timings"])
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                error_class, error = "timeout", f"timed out: {type(exc).__name__}"
+                error_class, error = "timeout", f"timed out: {exc or type(exc).__name__}"
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 stale = not responded and not isinstance(
                     exc, aiohttp.ClientConnectorError | aiohttp.ClientPayloadError
@@ -197,11 +279,14 @@ class StreamClient:
                     retried = True
                     continue
                 mid = " mid-stream" if chunk_ns else ""
-                error_class, error = "connection", f"connection failed{mid}: {exc or type(exc).__name__}"
+                error_class, error = (
+                    "connection",
+                    f"connection failed{mid}: {untrusted.quoted(str(exc) or type(exc).__name__)}",
+                )
             except aiohttp.ClientError as exc:
-                error_class, error = "other", f"{type(exc).__name__}: {exc}"
-            except ValueError as exc:  # a data line that is not JSON
-                error_class, error = "bad_stream", f"a stream event is not JSON: {exc}"
+                error_class, error = "other", untrusted.quoted(f"{type(exc).__name__}: {exc}")
+            except BadEvent as exc:  # not what an OpenAI-compatible server streams
+                error_class, error = "bad_stream", str(exc)
             break
         end_ns = time.perf_counter_ns()
         if error_class is None and not done and finish is None:

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from rich.table import Table
+from rich.text import Text
 
 from llmhost.bench.models import BenchResult, Summary, Workload
 from llmhost.errors import UsageError
 from llmhost.inputs import read_regular_file
+from llmhost.text import literal
 
 # A saved result holds one record per request: a million requests (bench's cap) is well under 1 GiB.
 MAX_RESULT_BYTES = 2**30
@@ -38,14 +40,14 @@ def load_results(paths: list[Path]) -> list[BenchResult]:
             "compare needs at least two result files.", hint="llmhost bench compare A.json B.json"
         )
     results = []
+    hint = "Write one with `llmhost bench ... --output FILE.json`."
     for path in paths:
         data = read_regular_file(path, what="result file", limit=MAX_RESULT_BYTES)
         try:
             results.append(BenchResult.model_validate_json(data))
         except ValidationError as exc:
             raise UsageError(
-                f"{path} is not a llmhost bench result ({exc.error_count()} problems).",
-                hint="Write one with `llmhost bench ... --output FILE.json`.",
+                f"{path} is not a llmhost bench result ({exc.error_count()} problems).", hint=hint
             ) from exc
     return results
 
@@ -107,15 +109,19 @@ def compare_table(paths: list[Path], results: list[BenchResult]) -> Table:
     caption = "not like for like: " + "; ".join(differences) if differences else "same workload in every run"
     if warned := run_warnings(paths, results):
         caption += "\nflagged when measured (see each file's flags): " + "; ".join(warned)
+    # File names and what the files say (models, datasets, flags) are literal text, never markup.
     table = Table(
-        title=f"relative to {paths[0].name}", title_justify="left", caption=caption, caption_justify="left"
+        title=literal(f"relative to {paths[0].name}"),
+        title_justify="left",
+        caption=literal(caption),
+        caption_justify="left",
     )
     table.add_column("metric")
     for path, result in zip(paths, results, strict=True):
-        table.add_column(f"{path.name}\n{describe(result)}", justify="right")
+        table.add_column(literal(f"{path.name}\n{describe(result)}"), justify="right")
     for label, get, higher_better in ROWS:
         base = get(results[0].summary)
-        cells = ["-" if base is None else f"{base:,.2f}"]
+        cells: list[str | Text] = ["-" if base is None else f"{base:,.2f}"]
         for result in results[1:]:
             value = get(result.summary)
             rel = relative(base, value)
@@ -127,6 +133,6 @@ def compare_table(paths: list[Path], results: list[BenchResult]) -> Table:
                 continue
             better = (rel > 0) == higher_better
             color = "green" if better and abs(rel) >= 0.02 else ("red" if abs(rel) >= 0.02 else "white")
-            cells.append(f"{value:,.2f} [{color}]({rel:+.1%})[/{color}]")
+            cells.append(Text.assemble(f"{value:,.2f} ", (f"({rel:+.1%})", color)))
         table.add_row(label, *cells)
     return table

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from llmhost.bench.models import BenchResult, RequestRecord, Stat
 from llmhost.errors import UsageError
+from llmhost.text import literal, printable
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -24,7 +25,8 @@ def _f(value: float | None, digits: int = 1) -> str:
 def summary_table(result: BenchResult) -> Table:
     s = result.summary
     t = result.target
-    table = Table(title=f"llmhost bench: {t.model} @ {t.base_url} ({t.api})", title_justify="left")
+    # The model name and URL are the user's or the server's words: literal text.
+    table = Table(title=literal(f"llmhost bench: {t.model} @ {t.base_url} ({t.api})"), title_justify="left")
     table.add_column("metric")
     for col in ("mean", "p50", "p90", "p95", "p99"):
         table.add_column(col, justify="right")
@@ -78,7 +80,7 @@ def totals_table(result: BenchResult) -> Table:
     if result.knee_concurrency is not None:
         rows.append(("sweep knee (concurrency)", str(result.knee_concurrency)))
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(literal(name), literal(value))  # hardware names come from drivers and catalogs
     return table
 
 
@@ -108,7 +110,8 @@ def render(result: BenchResult, console: Console) -> None:
         console.print(sweep_table(result))
     for flag in result.flags:
         color = {"info": "cyan", "warning": "yellow", "error": "red"}[flag.severity]
-        console.print(Text.assemble((f"{flag.severity} [{flag.code}] ", color), flag.message))
+        # Messages quote the server (its errors, finish reasons): literal, control characters escaped.
+        console.print(Text.assemble((f"{flag.severity} [{flag.code}] ", color), literal(flag.message)))
 
 
 class LiveView:
@@ -154,7 +157,7 @@ class LiveView:
             self.tokens.append((now, record.output_tokens))
         else:
             self.failed += 1
-            self.last_error = record.error
+            self.last_error = printable(record.error) if record.error else None
         self.tokens = [(t, n) for t, n in self.tokens if now - t <= 5.0]
         window = min(5.0, now - self.phase_start)  # a phase younger than 5 s: over the time it ran
         rate = sum(n for _, n in self.tokens) / window if window > 0 else 0.0

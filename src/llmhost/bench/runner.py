@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from llmhost import __version__
-from llmhost.bench import checks
+from llmhost.bench import checks, untrusted
 from llmhost.bench.client import Prepared, StreamClient, make_session
 from llmhost.bench.metrics import meets_slos, summarize
 from llmhost.bench.models import (
@@ -51,6 +51,11 @@ NOT_FOUND_HINT = (
     "--api and --model."
 )
 SWEEP_GOOD_FRACTION = 0.9
+# Side requests (the model list, /props) wait this long at most, or --timeout when that is shorter.
+PREFLIGHT_TIMEOUT_S = 10.0
+PROPS_TIMEOUT_S = 5.0
+# Model ids quoted when --model is not among them (a server may list thousands).
+MAX_LISTED_MODELS = 10
 
 
 class ProgressSink(Protocol):
@@ -93,26 +98,40 @@ async def _get_json(http: aiohttp.ClientSession, url: str, timeout_s: float) -> 
     # keep-alive connection (llama-server serves each connection on one of n_slots+2 threads).
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with http.get(url, timeout=timeout, headers={"connection": "close"}) as response:
-        body = await response.read()
+        body = await untrusted.read_capped(response, untrusted.MAX_JSON_BODY_BYTES)
     try:
-        return response.status, json.loads(body)
+        return response.status, untrusted.parse_json(body)
     except ValueError:
         return response.status, None
 
 
-async def preflight(http: aiohttp.ClientSession, target: Target) -> list[Flag]:
+def _model_ids(data: Any) -> list[str] | None:
+    """The ids of an OpenAI model list (`{"data": [{"id": ...}, ...]}`); None for any other shape."""
+    models = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        return None
+    return [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+async def preflight(http: aiohttp.ClientSession, target: Target, timeout_s: float = 600.0) -> list[Flag]:
     """Reach the server, check the key and the model name before sending load."""
     url = target.base_url.rstrip("/") + "/models"
     try:
-        status, data = await _get_json(http, url, 10.0)
+        status, data = await _get_json(http, url, min(PREFLIGHT_TIMEOUT_S, timeout_s))
+    except aiohttp.InvalidURL as exc:
+        raise UsageError(
+            f"--base-url {target.base_url} is not a valid URL (its host or port).",
+            hint="Pass the server's API root, e.g. --base-url http://127.0.0.1:8000/v1.",
+        ) from exc
     except aiohttp.ClientConnectorError as exc:
         raise NetworkError(
             f"cannot reach {target.base_url}: {exc.os_error.strerror or exc}.",
             hint="Check --base-url (host, port, /v1) and that the server is up; see `llmhost ps`.",
         ) from exc
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        why = untrusted.quoted(f"{type(exc).__name__} {exc}")  # aiohttp quotes what the server sent
         raise NetworkError(
-            f"cannot reach {target.base_url}: {type(exc).__name__} {exc}.",
+            f"cannot reach {target.base_url}: {why}.",
             hint="Check --base-url and that the server is up.",
         ) from exc
     if status in (401, 403):
@@ -129,26 +148,37 @@ async def preflight(http: aiohttp.ClientSession, target: Target) -> list[Flag]:
                 message=f"GET {url} answered {status}: the model name was not checked first.",
             )
         ]
-    models = data.get("data", []) if isinstance(data, dict) else []
-    ids = [m["id"] for m in models if isinstance(m, dict) and "id" in m]
+    ids = _model_ids(data)
+    if ids is None:
+        return [
+            Flag(
+                code="no_model_list",
+                severity="info",
+                message=f"GET {url} answered no OpenAI model list: the model name was not checked first.",
+            )
+        ]
     if ids and target.model not in ids:
+        listed = ", ".join(untrusted.quoted(i, 80) for i in ids[:MAX_LISTED_MODELS])
+        more = f" and {len(ids) - MAX_LISTED_MODELS} more" if len(ids) > MAX_LISTED_MODELS else ""
         raise BenchError(
-            f"model {target.model!r} is not served at {target.base_url}; it serves: {', '.join(ids)}.",
-            hint=f"Pass --model {ids[0]}.",
+            f"model {target.model!r} is not served at {target.base_url}; it serves: {listed}{more}.",
+            hint=f"Pass --model {untrusted.quoted(ids[0], 80)}.",
         )
     return []
 
 
-async def probe_slots(http: aiohttp.ClientSession, target: Target) -> None:
+async def probe_slots(http: aiohttp.ClientSession, target: Target, timeout_s: float = 600.0) -> None:
     """llama-server tells its parallel slots in /props (`total_slots`)."""
     if target.server_slots is not None:
         return
     try:
-        status, data = await _get_json(http, root_url(target.base_url) + "/props", 5.0)
+        status, data = await _get_json(
+            http, root_url(target.base_url) + "/props", min(PROPS_TIMEOUT_S, timeout_s)
+        )
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return
     slots = data.get("total_slots") if status == 200 and isinstance(data, dict) else None
-    if isinstance(slots, int) and slots > 0:
+    if untrusted.token_count(slots) and slots > 0:
         target.server_slots = slots
         target.server_slots_source = "llama-server /props total_slots"
 
@@ -302,13 +332,15 @@ async def run_bench(cfg: BenchConfig, progress: ProgressSink | None = None) -> B
         pool = 0  # open loop without a cap: as many connections as arrivals need (aiohttp: 0 = no limit)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     async with make_session(pool, api_key=cfg.api_key, read_timeout_s=cfg.read_timeout_s) as http:
-        flags = await preflight(http, cfg.target)
-        await probe_slots(http, cfg.target)
+        flags = await preflight(http, cfg.target, cfg.read_timeout_s)
+        await probe_slots(http, cfg.target, cfg.read_timeout_s)
         t0 = time.perf_counter_ns()
         url = cfg.target.base_url.rstrip("/") + ("/chat/completions" if wl.api == "chat" else "/completions")
         source = cfg.file_workload or cfg.synthetic
         tokenizer = source.tokenizer if source is not None else None
-        client = StreamClient(http, url, api=wl.api, t0_ns=t0, tokenizer=tokenizer)
+        client = StreamClient(
+            http, url, api=wl.api, t0_ns=t0, tokenizer=tokenizer, read_timeout_s=cfg.read_timeout_s
+        )
         abort_after = max(8, 2 * concurrency)
 
         warm = 0

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from typing import Any
 
 import aiohttp
 import psutil
 
+from llmhost.bench import untrusted
 from llmhost.bench.metrics import stat
 from llmhost.bench.models import ClientHealth, MetricsSample, Telemetry
 
@@ -24,11 +26,16 @@ _KEEP_PREFIXES = ("vllm:", "llamacpp:")
 # Thresholds for calling a run client-bound (see docs/bench.md).
 CLIENT_CPU_LIMIT = 90.0
 CLIENT_LAG_P90_LIMIT_MS = 10.0
+# /metrics comes from the benchmarked server, which may be hostile: vLLM's page is about 100 KiB with
+# some hundred `vllm:` names; 16 MiB and 2,000 names are far above it and bound what a sample holds.
+MAX_METRICS_BYTES = 16 * 2**20
+MAX_METRIC_NAMES = 2000
 
 
 def parse_prometheus(text: str) -> dict[str, float]:
     """Sum every sample of the `vllm:`/`llamacpp:` families over their label sets (histogram buckets and
-    `_created` timestamps left out)."""
+    `_created` timestamps left out). Garbage is skipped: lines that do not parse, values that are not
+    finite (NaN, +Inf, or a sum that overflows), names past the first MAX_METRIC_NAMES."""
     values: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line[0] == "#" or not line.startswith(_KEEP_PREFIXES):
@@ -45,8 +52,10 @@ def parse_prometheus(text: str) -> dict[str, float]:
             value = float(rest.split()[0])
         except (ValueError, IndexError):
             continue
+        if name not in values and len(values) >= MAX_METRIC_NAMES:
+            continue
         values[name] = values.get(name, 0.0) + value
-    return values
+    return {name: value for name, value in values.items() if math.isfinite(value)}
 
 
 class MetricsScraper:
@@ -62,14 +71,14 @@ class MetricsScraper:
             timeout = aiohttp.ClientTimeout(total=3.0)
             async with self.http.get(self.url, timeout=timeout, headers={"connection": "close"}) as response:
                 status = response.status
-                text = await response.text(errors="replace")
+                body = await untrusted.read_capped(response, MAX_METRICS_BYTES)
         except (aiohttp.ClientError, asyncio.TimeoutError):
             self.available = False
             return None
         if status != 200:
             self.available = False
             return None
-        values = parse_prometheus(text)
+        values = parse_prometheus(body.decode("utf-8", "replace"))
         if not values:
             self.available = False
             return None

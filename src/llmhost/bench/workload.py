@@ -19,6 +19,12 @@ from llmhost.bench.models import Api
 from llmhost.errors import UsageError
 from llmhost.inputs import decode_utf8, read_regular_file
 
+# A prompt or output length: the longest context of any open model is 10M tokens (Llama 4 Scout); a
+# synthetic prompt past that would be built in memory for nothing.
+MAX_TOKENS = 10_000_000
+# A --dataset is read whole into memory: ShareGPT, the largest in common use, is about 0.7 GB.
+MAX_DATASET_BYTES = 4 * 2**30
+
 _WORDS = [
     "the",
     "of",
@@ -189,12 +195,11 @@ _WORDS = [
 Tokenizer = Callable[[str], int]
 
 
-# ShareGPT, the largest common prompt set, is about 0.7 GB; the file is read whole into memory.
-MAX_DATASET_BYTES = 4 * 2**30
-
-# Tokens per prompt or completion: 10M is the longest context window of any open model (Llama 4 Scout);
-# a prompt is built in memory, so a slip of a few zeros must not try to build 10^12 tokens of text.
-MAX_TOKENS = 10_000_000
+def _token_hint(value: object) -> int | None:
+    """A row's output length (`output_tokens`/`max_tokens`) when it is a count; other values are ignored."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= MAX_TOKENS:
+        return None  # NaN fails the comparison too
+    return int(value)
 
 
 def parse_range(text: str, *, what: str) -> tuple[int, int]:
@@ -210,10 +215,12 @@ def parse_range(text: str, *, what: str) -> tuple[int, int]:
             f"{what} {text!r} is not a token count.",
             hint=f"Use a number like 128 or a range like 64:256 for {what}.",
         ) from exc
-    if lo < 1 or hi < lo or hi > MAX_TOKENS:
+    if lo < 1 or hi < lo:
+        raise UsageError(f"{what} {text!r} is not a valid range.", hint="Use LOW:HIGH with 1 <= LOW <= HIGH.")
+    if hi > MAX_TOKENS:
         raise UsageError(
-            f"{what} {text!r} is not a valid range.",
-            hint=f"Use LOW:HIGH with 1 <= LOW <= HIGH <= {MAX_TOKENS}.",
+            f"{what} {text!r} is more than {MAX_TOKENS:,} tokens, longer than any model's context.",
+            hint=f"Pick a count of at most {MAX_TOKENS:,} for {what}.",
         )
     return lo, hi
 
@@ -367,6 +374,8 @@ class FileWorkload:
                 f"{path}: JSON nested too deeply to be a prompt.",
                 hint='Fix the file: one JSON object per line, {"prompt": "..."} or {"messages": [...]}.',
             ) from exc
+        if not isinstance(rows, list):
+            rows = [rows]
         items = [p for p in (self._row(r) for r in rows if isinstance(r, dict)) if p is not None]
         self.rows, self.skipped = len(rows), len(rows) - len(items)
         if not items:
@@ -388,7 +397,7 @@ class FileWorkload:
                 reply = messages.pop()
                 out_hint = out_hint or self._count(str(reply.get("content", "")))
         elif isinstance(row.get("conversations"), list):
-            turns = row["conversations"]
+            turns = [t for t in row["conversations"] if isinstance(t, dict)]
             human: dict[str, Any] | None = next(
                 (t for t in turns if t.get("from") in ("human", "user")), None
             )
@@ -413,7 +422,7 @@ class FileWorkload:
             text if self.api == "completions" else None,
             messages if self.api == "chat" else None,
             self._count(prompt_text),
-            int(out_hint) if out_hint else None,
+            _token_hint(out_hint),
         )
 
     def make(self) -> Prompt:

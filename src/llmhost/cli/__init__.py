@@ -60,8 +60,6 @@ _register_commands()
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: run the app, render errors once, return the exit code."""
-    from rich.markup import escape
-
     from llmhost.cli import _output
     from llmhost.cli._output import stderr
 
@@ -71,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except LlmhostError as exc:
         if _state["debug"]:
             stderr.print_exception()
-        # soft_wrap: the error stays one line in logs and pipes, whatever the width. A message that quotes
-        # log lines ends with one of them: the hint then goes on its own line, not glued onto it.
+        # A message that quotes log lines ends with one of them: the hint then goes on its own line,
+        # not glued onto it.
         text = f"{exc.message}\n{exc.hint}" if exc.hint and "\n" in exc.message else str(exc)
-        stderr.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
+        _print_error("error:", text)
         return exc.exit_code
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
@@ -86,16 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.INTERRUPTED
     except typer.TyperException as exc:  # usage errors (unknown option, bad value): public Typer API
         # One line like every other error, with the next step (Typer's own rendering is a usage block).
-        stderr.print(f"[red]error:[/red] {escape(_usage_line(exc))}", highlight=False, soft_wrap=True)
+        _print_error("error:", _usage_line(exc))
         return ExitCode.BAD_INPUT
     except Exception as exc:
         if _state["debug"]:
             raise
-        stderr.print(
-            f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))}. "
-            "Rerun with --debug for the traceback and report it.",
-            highlight=False,
-            soft_wrap=True,
+        _print_error(
+            "internal error:",
+            f"{type(exc).__name__}: {exc}. Rerun with --debug for the traceback and report it.",
         )
         return ExitCode.INTERNAL
     # With standalone_mode=False a `typer.Exit(code)` comes back as the return value. So does Ctrl-C:
@@ -103,6 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     if result == ExitCode.INTERRUPTED and not _output.interrupt_reported():
         stderr.print("interrupted.")
     return result if isinstance(result, int) else ExitCode.OK
+
+
+def _print_error(label: str, text: str) -> None:
+    """`label text` on stderr: the text is literal (it quotes file names, values and server answers:
+    `[/x]` is no markup, an ESC in a file name is shown as `\\x1b`), the label red."""
+    from rich.text import Text
+
+    from llmhost.cli._output import literal, stderr
+
+    # soft_wrap: the error stays one line in logs and pipes, whatever the width.
+    stderr.print(Text.assemble((label, "red"), " ", literal(text)), soft_wrap=True)
 
 
 def _usage_line(exc: Exception) -> str:

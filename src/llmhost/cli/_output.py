@@ -2,6 +2,8 @@
 
 Data goes to stdout (JSON is the pydantic model's own serialisation, nothing hand-assembled);
 progress, warnings and errors go to stderr. `NO_COLOR` is honoured by Rich itself.
+
+Text that llmhost did not write itself goes through `literal` / `printable` (`llmhost.text`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 from rich.console import Console
+from rich.text import Text
+
+from llmhost.text import literal, printable
+
+__all__ = ["literal", "printable"]  # re-exported: the CLI's one import for rendering
 
 stdout = Console(soft_wrap=False)
 stderr = Console(stderr=True, soft_wrap=False)
@@ -52,11 +59,19 @@ def forget_interrupt() -> None:
 
 
 def info(message: str) -> None:
-    stderr.print(message, highlight=False)
+    """A progress line; its text is literal (it quotes paths and names)."""
+    stderr.print(literal(message))
 
 
 def warn(message: str) -> None:
-    stderr.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    """A warning line; its text is literal (it quotes paths, names and remote errors)."""
+    stderr.print(Text.assemble(("warning:", "yellow"), " ", literal(message)))
+
+
+def wide(console: Console) -> Console:
+    """`console` on a terminal; for piped output (scripts, `| less`) one that does not cut tables to 80
+    columns."""
+    return console if console.is_terminal else Console(width=250, soft_wrap=False)
 
 
 def dumps_plain(obj: Any) -> str:

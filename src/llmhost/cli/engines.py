@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmhost.cli._options import JsonOpt
-from llmhost.cli._output import emit, info
+from llmhost.cli._output import emit, info, literal, wide
 from llmhost.engines.base import EngineStatus
 from llmhost.errors import EngineError, UsageError
 
@@ -48,16 +48,16 @@ def _list(as_json: bool) -> None:
             where = s.location or ""
             if s.reason:
                 where = f"{where}  {s.reason}".strip()
+            # Versions, paths and reasons quote the engines' own output: literal text.
             table.add_row(
-                s.name,
-                s.runtime,
+                literal(s.name),
+                literal(s.runtime),
                 "yes" if s.installed else "no",
                 "yes" if s.usable else "no",
-                s.version or "-",
-                where,
+                literal(s.version or "-"),
+                literal(where),
             )
-        # Piped output must not be cut to 80 columns.
-        (console if console.is_terminal else Console(width=250, soft_wrap=False)).print(table)
+        wide(console).print(table)
 
     emit(statuses, as_json=as_json, human=human)
 

@@ -8,7 +8,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmhost.cli._options import HardwareOpt, JsonOpt
-from llmhost.cli._output import emit
+from llmhost.cli._output import emit, literal
 from llmhost.engines.base import EngineStatus
 from llmhost.errors import UsageError
 from llmhost.hardware.models import Hardware
@@ -95,13 +95,14 @@ def render_hardware(console: Console, hardware: Hardware) -> None:
                 link.append(f"{gpu.gpu_cores} GPU cores")
             if gpu.processes:
                 link.append(f"{len(gpu.processes)} process(es)")
+            # Names and versions come from drivers, /proc and catalog files: literal text.
             table.add_row(
                 str(gpu.index),
-                gpu.name,
+                literal(gpu.name),
                 memory,
                 _gib(gpu.memory_free_bytes),
-                _bandwidth(gpu.memory_bandwidth_bytes_per_s, gpu.bandwidth_source),
-                arch,
+                literal(_bandwidth(gpu.memory_bandwidth_bytes_per_s, gpu.bandwidth_source)),
+                literal(arch),
                 flops,
                 ", ".join(link) or "-",
             )
@@ -109,27 +110,33 @@ def render_hardware(console: Console, hardware: Hardware) -> None:
         for gpu in hardware.gpus:
             if gpu.memory_limit_source:
                 console.print(
-                    f"* GPU {gpu.index} memory is what Metal lets the GPU use ({gpu.memory_limit_source})."
+                    literal(
+                        f"* GPU {gpu.index} memory is what Metal lets the GPU use "
+                        f"({gpu.memory_limit_source})."
+                    )
                 )
     cpu = hardware.cpu
     host = Table(title=f"{title}: host", show_header=False)
     host.add_column("what")
     host.add_column("value")
-    host.add_row("OS", hardware.os)
+    host.add_row("OS", literal(hardware.os))
     cores = f"{cpu.physical_cores or '?'} physical / {cpu.logical_cores} logical"
-    host.add_row("CPU", f"{cpu.model_name} ({cpu.architecture}, {cores})")
-    host.add_row("ISA", ", ".join(cpu.isa_flags) or "-")
-    host.add_row("CPU memory bandwidth", _bandwidth(cpu.memory_bandwidth_bytes_per_s, cpu.bandwidth_source))
+    host.add_row("CPU", literal(f"{cpu.model_name} ({cpu.architecture}, {cores})"))
+    host.add_row("ISA", literal(", ".join(cpu.isa_flags) or "-"))
+    host.add_row(
+        "CPU memory bandwidth", literal(_bandwidth(cpu.memory_bandwidth_bytes_per_s, cpu.bandwidth_source))
+    )
     host.add_row(
         "RAM", f"{_gib(hardware.ram_total_bytes)} total, {_gib(hardware.ram_available_bytes)} available"
     )
     if hardware.driver_version or hardware.cuda_version:
         host.add_row(
-            "NVIDIA driver / CUDA", f"{hardware.driver_version or '?'} / {hardware.cuda_version or '?'}"
+            "NVIDIA driver / CUDA",
+            literal(f"{hardware.driver_version or '?'} / {hardware.cuda_version or '?'}"),
         )
     console.print(host)
     for note in hardware.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(literal(f"note: {note}"))
 
 
 def render_doctor(console: Console, report: DoctorReport) -> None:
@@ -141,12 +148,12 @@ def render_doctor(console: Console, report: DoctorReport) -> None:
         table.add_column(column)
     for status in report.engines:
         table.add_row(
-            status.name,
-            status.runtime,
+            literal(status.name),
+            literal(status.runtime),
             "yes" if status.installed else "no",
             "yes" if status.usable else "no",
-            status.version or "-",
-            status.reason or status.location or "-",
+            literal(status.version or "-"),
+            literal(status.reason or status.location or "-"),
         )
     console.print(table)
 
@@ -165,13 +172,13 @@ def render_catalog(console: Console) -> None:
         if entry.memory_options_gb:
             memory = "/".join(str(gb) for gb in entry.memory_options_gb) + " GB"
         table.add_row(
-            entry.id,
-            ", ".join(entry.aliases) or "-",
-            entry.name,
+            literal(entry.id),
+            literal(", ".join(entry.aliases) or "-"),
+            literal(entry.name),
             memory,
             f"{entry.bandwidth_gb_s:g} GB/s",
             f"{entry.fp16_tflops or '-'} / {entry.fp8_tflops or '-'}",
-            entry.compute_capability or "-",
+            literal(entry.compute_capability or "-"),
         )
     console.print(table)
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from llmhost.cli._options import JsonOpt
-from llmhost.cli._output import emit
+from llmhost.cli._output import emit, literal
 from llmhost.models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -46,54 +46,55 @@ def render_spec(console: Console, spec: ModelSpec) -> None:
     from rich.table import Table
 
     att = spec.attention
-    table = Table(title=f"{spec.name}  ({spec.kind}: {spec.ref})", show_header=False, title_justify="left")
+    # Every value is literal: names, architectures and notes come from the model's own files.
+    table = Table(
+        title=literal(f"{spec.name}  ({spec.kind}: {spec.ref})"), show_header=False, title_justify="left"
+    )
     table.add_column("field", style="bold")
     table.add_column("value")
-    table.add_row("architecture", f"{spec.architecture} ({spec.model_type or '-'})")
+
+    def row(field: str, value: str) -> None:
+        table.add_row(field, literal(value))
+
+    row("architecture", f"{spec.architecture} ({spec.model_type or '-'})")
     source = "tensor headers" if spec.parameters_source == "tensors" else "config.json (architecture)"
-    table.add_row(
-        "parameters", f"{_count(spec.parameters)} total, {_count(spec.active_parameters)} active ({source})"
-    )
-    table.add_row("weights", f"{spec.weights_bytes / GIB:.2f} GiB ({spec.weights_bytes:,} bytes)")
+    row("parameters", f"{_count(spec.parameters)} total, {_count(spec.active_parameters)} active ({source})")
+    row("weights", f"{spec.weights_bytes / GIB:.2f} GiB ({spec.weights_bytes:,} bytes)")
     if spec.bytes_by_dtype:
         parts = ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in sorted(spec.bytes_by_dtype.items()))
-        table.add_row("by dtype", parts)
+        row("by dtype", parts)
     q = spec.quantization
     if q.method != "none":
         detail = q.gguf_file_type or (f"{q.bits:g} bits" if q.bits else "")
         group = f", group {q.group_size}" if q.group_size else ""
-        table.add_row("quantization", f"{q.method} {detail}{group}".strip())
-    table.add_row("layers", f"{att.num_layers}: {_runs(list(att.layer_kinds))}")
+        row("quantization", f"{q.method} {detail}{group}".strip())
+    row("layers", f"{att.num_layers}: {_runs(list(att.layer_kinds))}")
     kv = sorted(set(att.num_kv_heads))
-    table.add_row(
+    row(
         "attention",
         f"{att.num_attention_heads} heads, KV heads {kv if len(kv) > 1 else kv[0]}, "
         f"head dim K {att.head_dim_k} / V {att.head_dim_v}",
     )
     if att.sliding_window:
-        table.add_row("sliding window", f"{att.sliding_window} tokens")
+        row("sliding window", f"{att.sliding_window} tokens")
     if att.kv_lora_rank:
-        table.add_row("MLA latent", f"kv_lora_rank {att.kv_lora_rank} + rope {att.qk_rope_head_dim}")
+        row("MLA latent", f"kv_lora_rank {att.kv_lora_rank} + rope {att.qk_rope_head_dim}")
     if att.recurrent_state_bytes_per_seq:
-        table.add_row("recurrent state", f"{att.recurrent_state_bytes_per_seq / 2**20:.1f} MiB per sequence")
+        row("recurrent state", f"{att.recurrent_state_bytes_per_seq / 2**20:.1f} MiB per sequence")
     if spec.moe:
         m = spec.moe
-        table.add_row(
+        row(
             "experts",
             f"{m.num_experts} routed, {m.num_experts_per_tok} per token, {m.num_shared_experts} shared",
         )
-    table.add_row("context", f"{spec.max_context:,} tokens (trained)")
-    table.add_row(
-        "vocabulary", f"{spec.vocab_size:,}" + ("  (tied embeddings)" if spec.tied_embeddings else "")
-    )
+    row("context", f"{spec.max_context:,} tokens (trained)")
+    row("vocabulary", f"{spec.vocab_size:,}" + ("  (tied embeddings)" if spec.tied_embeddings else ""))
     if spec.gguf_variants:
-        table.add_row(
-            "GGUF variants", ", ".join(f"{v.tag} {v.size_bytes / GIB:.1f} GiB" for v in spec.gguf_variants)
-        )
+        row("GGUF variants", ", ".join(f"{v.tag} {v.size_bytes / GIB:.1f} GiB" for v in spec.gguf_variants))
     if spec.kind in ("hf_repo", "gguf_repo", "gguf_url"):
-        table.add_row("read", f"{spec.bytes_read:,} bytes over the network")
+        row("read", f"{spec.bytes_read:,} bytes over the network")
     for note in spec.notes:
-        table.add_row("note", note)
+        row("note", note)
     console.print(table)
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from llmhost.cli._options import HardwareOpt, JsonOpt, text
-from llmhost.cli._output import emit, warn
+from llmhost.cli._output import emit, literal, warn
 from llmhost.errors import LlmhostError, NothingFitsError
 from llmhost.models.spec import ModelSpec, QuantizedVariant
 from llmhost.plan.models import Candidate, Plan, PlanRequest
@@ -54,37 +54,47 @@ def _count(n: int) -> str:
 
 def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None:
     from rich.table import Table  # only the human view draws tables; `--json` never loads them
+    from rich.text import Text
 
+    # Names, architectures, devices, reasons and advice quote the model's files: literal text throughout.
     model = plan.model
     console.print(
-        f"[bold]{model.name}[/bold]  {model.architecture}, {_count(model.parameters)} parameters"
-        + (
-            f" ({_count(model.active_parameters)} active)"
-            if model.active_parameters != model.parameters
-            else ""
+        Text.assemble(
+            literal(model.name, "bold"),
+            literal(
+                f"  {model.architecture}, {_count(model.parameters)} parameters"
+                + (
+                    f" ({_count(model.active_parameters)} active)"
+                    if model.active_parameters != model.parameters
+                    else ""
+                )
+                + f", {model.quantization}, {_size(model.weights_bytes)}, max context {model.max_context}"
+            ),
         )
-        + f", {model.quantization}, {_size(model.weights_bytes)}, max context {model.max_context}",
-        highlight=False,
     )
     chosen = plan.chosen_candidate
     if chosen is not None:
         c = chosen
         console.print(
-            f"\n[bold green]Run it with {_engine(c)}[/bold green] {c.quantization}, KV {c.kv_cache_dtype}, "
-            f"context {c.context_length} x {c.concurrency} sequence(s), {_layout(c)}",
-            highlight=False,
+            Text.assemble(
+                (f"\nRun it with {_engine(c)}", "bold green"),
+                literal(
+                    f" {c.quantization}, KV {c.kv_cache_dtype}, "
+                    f"context {c.context_length} x {c.concurrency} sequence(s), {_layout(c)}"
+                ),
+            )
         )
         if not model.ref.startswith(c.model_source):  # a pre-quantized sibling repo
-            console.print(f"  from {c.model_source}", highlight=False)
+            console.print(literal(f"  from {c.model_source}"))
         for reason in c.reasons:
-            console.print(f"  - {reason}", highlight=False)
+            console.print(literal(f"  - {reason}"))
         table = Table(title="Memory per device", title_justify="left")
         for col in ("device", "weights", "KV cache", "compute", "overhead", "total", "available"):
             table.add_column(col, justify="left" if col == "device" else "right")
         for d in c.per_device:
             b = d.breakdown
             table.add_row(
-                d.device,
+                literal(d.device),
                 _size(b.weights_bytes),
                 _size(b.kv_cache_bytes),
                 _size(b.compute_bytes),
@@ -94,10 +104,11 @@ def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None
             )
         console.print(table)
         console.print(
-            f"KV cache per token: {c.kv_bytes_per_token / 1024:.1f} KiB   max context: {c.max_context}   "
-            f"max concurrency at {c.context_length}: {c.max_concurrency}   decode: {_speed(c)} tok/s "
-            "(bandwidth roofline)",
-            highlight=False,
+            literal(
+                f"KV cache per token: {c.kv_bytes_per_token / 1024:.1f} KiB   max context: {c.max_context}   "
+                f"max concurrency at {c.context_length}: {c.max_concurrency}   decode: {_speed(c)} tok/s "
+                "(bandwidth roofline)"
+            )
         )
     else:
         if any(c.fits for c in plan.candidates):
@@ -127,12 +138,12 @@ def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None
             ]
             if wide:
                 row.append(c.reasons[0] if c.reasons else "")
-            table.add_row(*row)
+            table.add_row(*(literal(cell) for cell in row))
         console.print(table)
         if len(others) > len(shown):
             console.print(f"({len(others) - len(shown)} more: `--all` shows them)")
     for line in plan.advice:
-        console.print(f"[yellow]advice:[/yellow] {line}", highlight=False)
+        console.print(Text.assemble(("advice:", "yellow"), " ", literal(line)))
 
 
 def _quantized_siblings(spec: ModelSpec, *, offline: bool) -> list[QuantizedVariant]:

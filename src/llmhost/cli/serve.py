@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmhost.cli._options import HardwareOpt, JsonOpt, text
-from llmhost.cli._output import emit, info, stderr, to_json, warn
+from llmhost.cli._output import emit, info, literal, printable, stderr, to_json, warn, wide
 from llmhost.errors import EngineError, UsageError
 
 if TYPE_CHECKING:
@@ -170,15 +170,15 @@ def serve(
     cand = prepared.candidate
     # One line each, whatever the width: `serve 2> log` and `make demo` must not cut them at 80 columns.
     stderr.print(
-        f"plan: {cand.engine}/{dep.runtime} {cand.quantization}, context {cand.context_length}, "
-        f"concurrency {cand.concurrency}, KV {cand.kv_cache_dtype}, "
-        f"memory {_fmt_bytes(cand.memory.total_bytes)}",
-        highlight=False,
+        literal(
+            f"plan: {cand.engine}/{dep.runtime} {cand.quantization}, context {cand.context_length}, "
+            f"concurrency {cand.concurrency}, KV {cand.kv_cache_dtype}, "
+            f"memory {_fmt_bytes(cand.memory.total_bytes)}"
+        ),
         soft_wrap=True,
-        markup=False,
     )
     for reason in cand.reasons[:4]:
-        stderr.print(f"  - {reason}", highlight=False, soft_wrap=True, markup=False)
+        stderr.print(literal(f"  - {reason}"), soft_wrap=True)
     if not prepared.api_key and not is_loopback(dep.host):
         warn(
             f"--insecure-no-auth: {dep.host}:{dep.port} serves anyone who can reach it, with no API key. "
@@ -191,11 +191,11 @@ def serve(
             for key, value in prepared.env.items():
                 # Pasteable: values quoted as written; a key reference expands from the caller's shell.
                 shown = f'"{value}"' if key in secret_refs else shlex.quote(value)
-                console.print(f"{key}={shown} \\", highlight=False, soft_wrap=True, markup=False)
-            # Exact text: a path like "m[q4].gguf" is not Rich markup.
-            console.print(prepared.command, highlight=False, soft_wrap=True, markup=False)
+                console.print(literal(f"{key}={shown} \\"), soft_wrap=True)
+            # Exact text: a path like "m[q4].gguf" is not Rich markup (and an ESC in one is shown escaped).
+            console.print(literal(prepared.command), soft_wrap=True)
             for path in prepared.download:
-                stderr.print(f"(would download {path})", highlight=False, markup=False)
+                stderr.print(literal(f"(would download {path})"))
 
         emit(prepared, as_json=as_json, human=human)
         return
@@ -245,40 +245,44 @@ def serve(
 
 
 def _print_ready(console: Console, name: str, base_url: str, served: str, auth: bool) -> None:
-    from rich.markup import escape
-
     key_header = ' -H "Authorization: Bearer $LLMHOST_API_KEY"' if auth else ""
     key_arg = 'os.environ["LLMHOST_API_KEY"]' if auth else '"none"'
     console.print(
-        f"[green]ready[/green]: {name} serving [bold]{escape(served)}[/bold] at {base_url}", highlight=False
+        Text.assemble(
+            ("ready", "green"),
+            literal(f": {name} serving "),
+            literal(served, "bold"),
+            literal(f" at {base_url}"),
+        )
     )
     body = json.dumps({"model": served, "messages": [{"role": "user", "content": "Hello!"}]})
     # Quoted for the shell and for Python: the served name comes from a file name and may hold ' or ".
     console.print(
-        f"\ncurl {base_url}/chat/completions -H 'Content-Type: application/json'{key_header} \\\n"
-        f"  -d {shlex.quote(body)}\n\n"
-        f"python - <<'EOF'\nimport os\nfrom openai import OpenAI\n"
-        f'client = OpenAI(base_url="{base_url}", api_key={key_arg})\n'
-        f"reply = client.chat.completions.create(model={json.dumps(served)}, "
-        f'messages=[{{"role": "user", "content": "Hello!"}}])\n'
-        f"print(reply.choices[0].message.content)\nEOF\n",
-        highlight=False,
+        literal(
+            f"\ncurl {base_url}/chat/completions -H 'Content-Type: application/json'{key_header} \\\n"
+            f"  -d {shlex.quote(body)}\n\n"
+            f"python - <<'EOF'\nimport os\nfrom openai import OpenAI\n"
+            f'client = OpenAI(base_url="{base_url}", api_key={key_arg})\n'
+            f"reply = client.chat.completions.create(model={json.dumps(served)}, "
+            f'messages=[{{"role": "user", "content": "Hello!"}}])\n'
+            f"print(reply.choices[0].message.content)\nEOF\n"
+        ),
         soft_wrap=True,
-        markup=False,
     )
-    console.print(f"logs: llmhost logs {name} -f    stop: llmhost stop {name}", highlight=False)
+    console.print(literal(f"logs: llmhost logs {name} -f    stop: llmhost stop {name}"))
 
 
-def _status_line(dep: Deployment) -> str:
+def _status_line(dep: Deployment) -> Text:
     colour = {"ready": "green", "starting": "yellow", "restarting": "yellow", "failed": "red"}.get(
         dep.state, "white"
     )
     uptime = _fmt_duration(time.time() - dep.started_at) if dep.started_at and dep.state == "ready" else "-"
     served = f"  requests {dep.requests_served}" if dep.requests_served is not None else ""
     tokens = f"  tokens {dep.tokens_generated}" if dep.tokens_generated is not None else ""
-    return (
-        f"[{colour}]● {dep.state}[/{colour}]  {dep.name}  {dep.base_url}  up {uptime}  "
-        f"restarts {dep.restarts}{served}{tokens}  (Ctrl-C to stop)"
+    return Text.assemble(
+        (f"● {dep.state}", colour),
+        literal(f"  {dep.name}  {dep.base_url}  up {uptime}  restarts {dep.restarts}{served}{tokens}"),
+        "  (Ctrl-C to stop)",
     )
 
 
@@ -297,14 +301,14 @@ def _run_foreground(dep: Deployment, api_key: str | None, *, as_json: bool = Fal
         live.update(_status_line(current))
         if current.state == "ready" and not announced["ready"]:
             announced["ready"] = True
-            live.console.print(_ready_text(current), highlight=False, soft_wrap=True, markup=False)
+            live.console.print(Text(_ready_text(current)), soft_wrap=True)
             if as_json:  # the deployment, once, on stdout: a script reads its base_url and keeps serving
                 sys.stdout.write(to_json(current) + "\n")
                 sys.stdout.flush()
 
     def on_event(message: str) -> None:
-        # Events quote engine output ("[INST] ... [/INST]" templates): text, never Rich markup.
-        live.console.print(message, style="dim", markup=False, highlight=False, soft_wrap=True)
+        # Events quote engine output ("[INST] ... [/INST]" templates, ESC colour codes): literal text.
+        live.console.print(literal(message, "dim"), soft_wrap=True)
 
     supervisor = Supervisor(
         dep, engine=get_engine(dep.engine), api_key=api_key, on_update=on_update, on_event=on_event
@@ -353,35 +357,37 @@ def ps(as_json: JsonOpt = False) -> None:
         for col in ("NAME", "MODEL", "ENGINE", "URL", "PID", "STATE", "UPTIME", "RESTARTS", "MEMORY"):
             table.add_column(col)
         for d in deployments:
+            # Names come from file names and state files: "[Q4]" is text, not Rich markup.
             table.add_row(
-                d.name,
-                Text(d.served_model_name),  # a file name: "[Q4]" is text, not Rich markup
-                f"{d.engine}/{d.runtime}",
-                d.base_url,
+                literal(d.name),
+                literal(d.served_model_name),
+                literal(f"{d.engine}/{d.runtime}"),
+                literal(d.base_url),
                 f"{d.supervisor_pid or '-'}/{d.engine_pid or '-'}",
-                d.state,
+                literal(d.state),
                 _fmt_duration(d.uptime_s),
                 str(d.restarts),
                 _fmt_bytes(d.memory_bytes),
             )
-        # Piped output (scripts, `| less`) must not be cut to 80 columns.
-        console = console if console.is_terminal else Console(width=250, soft_wrap=False)
+        console = wide(console)
         console.print(table)
         for d in deployments:
             if d.state in ("failed", "dead") and d.failure:
-                console.print(f"{d.name}: {d.failure.splitlines()[0]}", highlight=False, markup=False)
+                console.print(literal(f"{d.name}: {d.failure.splitlines()[0]}"))
             elif d.state == "dead":
                 console.print(
-                    f"{d.name}: its supervisor (PID {d.supervisor_pid or '-'}) is gone; what was left of the "
-                    f"deployment is stopped and its state removed (logs: `llmhost logs {d.name}`).",
-                    highlight=False,
+                    literal(
+                        f"{d.name}: its supervisor (PID {d.supervisor_pid or '-'}) is gone; what was left of "
+                        f"the deployment is stopped and its state removed (logs: `llmhost logs {d.name}`)."
+                    )
                 )
             if d.planned and d.actual and d.actual.kv_cache_tokens:
                 console.print(
-                    f"{d.name}: KV cache planned {_fmt_bytes(d.planned.kv_cache_bytes)} / "
-                    f"{d.planned.kv_cache_tokens} tokens, actual {_fmt_bytes(d.actual.kv_cache_bytes)} / "
-                    f"{d.actual.kv_cache_tokens} tokens",
-                    highlight=False,
+                    literal(
+                        f"{d.name}: KV cache planned {_fmt_bytes(d.planned.kv_cache_bytes)} / "
+                        f"{d.planned.kv_cache_tokens} tokens, actual {_fmt_bytes(d.actual.kv_cache_bytes)} / "
+                        f"{d.actual.kv_cache_tokens} tokens"
+                    )
                 )
 
     emit(deployments, as_json=as_json, human=human)
@@ -409,16 +415,20 @@ def logs(
     from llmhost.supervise.logs import tail
 
     if lines < 0:
-        from llmhost.errors import UsageError
-
         raise UsageError(
             f"--lines {lines} is negative.", hint="Pass --lines 0 or more (0 with -f: new lines only)."
         )
     path = paths.supervisor_log(name) if supervisor else paths.engine_log(name)
     if not path.exists():
         raise NotFoundError(f"No logs for {name!r} ({path}).", hint="See `llmhost ps` for deployment names.")
+    if not path.is_file():  # a folder, or a FIFO that would block the read forever
+        raise UsageError(
+            f"the log of {name!r} ({path}) is not a regular file.",
+            hint=f"Remove it; `llmhost stop {name}` clears the deployment's state.",
+        )
+    # Engine output is shown as text: an ESC in a log line is written `\x1b`, not obeyed by the terminal.
     for line in tail(path, lines):
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(printable(line) + "\n")
     sys.stdout.flush()
     if follow:
         import threading
@@ -430,7 +440,7 @@ def logs(
         watch_until_gone(paths.state_file(name), done)
         try:
             for line in follow_file(path, stop=done):
-                sys.stdout.write(line + "\n")
+                sys.stdout.write(printable(line) + "\n")
                 sys.stdout.flush()
         except KeyboardInterrupt:
             return
@@ -455,7 +465,7 @@ def stop(
         if not stopped:
             console.print("nothing to stop")
         for d in stopped:
-            console.print(f"stopped {d.name}", highlight=False)
+            console.print(literal(f"stopped {d.name}"))
 
     emit(stopped, as_json=as_json, human=human)
 
@@ -480,7 +490,7 @@ def demo_model(
     emit(
         {"path": str(path), "name": DEMO_SHAPE.name, "size_bytes": path.stat().st_size},
         as_json=as_json,
-        human=lambda c: c.print(str(path), highlight=False, soft_wrap=True),
+        human=lambda c: c.print(literal(path), soft_wrap=True),
     )
 
 
