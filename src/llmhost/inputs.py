@@ -41,13 +41,48 @@ def check_text(what: str, value: str, *, help_command: str = "llmhost") -> str:
     return value
 
 
-_KINDS = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFCHR: "a device",
-    stat.S_IFBLK: "a device",
-}
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def describe_mode(mode: int) -> str:
+    """What a file that is not a regular one is: "a FIFO (named pipe)", "a directory", ..."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+class NotRegularFile(OSError):
+    """`open_regular` found a directory, FIFO, socket or device; `mode` says which (`describe_mode`)."""
+
+    def __init__(self, path: os.PathLike[str] | str, mode: int) -> None:
+        super().__init__(f"{path} is {describe_mode(mode)}")
+        self.mode = mode
+
+
+def open_regular(path: os.PathLike[str] | str) -> int:
+    """A blocking read-only descriptor of the regular file `path`; the one way llmhost opens a file
+    someone else made (a model's file, a profile, a dataset).
+
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer (a FIFO given as
+    config.json hung `inspect`); the type is then checked on the open descriptor, so nothing can swap
+    the file between the check and the read. Raises `NotRegularFile`, or the OSError of the open
+    (ENOENT, ENAMETOOLONG, ENOTDIR, EACCES, ELOOP) or ValueError (a NUL in the path): callers translate
+    them into their own error, naming what the file was for.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path, mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_regular_file(
@@ -63,24 +98,26 @@ def read_regular_file(
     over `limit` bytes. Every failure is an `error` naming the file; nothing here blocks."""
     check_path = f"Check the path given as the {what}."
     try:
-        # O_NONBLOCK: opening a FIFO waits for a writer otherwise; the type is checked on the open file.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        fd = open_regular(path)
+    except NotRegularFile as exc:
+        kind = describe_mode(exc.mode)
+        raise error(
+            f"The {what} {path} is {kind}, not a file.", hint=f"Pass a regular file as the {what}."
+        ) from None
     except FileNotFoundError:
         if missing is not None:  # the caller's own words (message, hint), e.g. listing shipped profiles
             raise error(missing[0], hint=missing[1]) from None
         raise error(f"cannot read the {what} {path}: no such file.", hint=check_path) from None
     except OSError as exc:  # ENAMETOOLONG, ENOTDIR (a path through a file), EACCES, ELOOP
         raise error(f"cannot read the {what} {path}: {exc.strerror}.", hint=check_path) from exc
+    except ValueError as exc:  # an embedded NUL byte
+        raise error(f"The {what} path {str(path)!r} is not a valid path.", hint=check_path) from exc
     try:
-        mode = os.fstat(fd).st_mode
-        data = _read_at_most(fd, limit + 1) if stat.S_ISREG(mode) else None
+        data = _read_at_most(fd, limit + 1)
     except OSError as exc:  # EIO from /proc/self/mem, EISDIR on some file systems
         raise error(f"cannot read the {what} {path}: {exc.strerror}.", hint=check_path) from exc
     finally:
         os.close(fd)
-    if data is None:
-        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
-        raise error(f"The {what} {path} is {kind}, not a file.", hint=f"Pass a regular file as the {what}.")
     if len(data) > limit:
         raise error(
             f"The {what} {path} is larger than {_size(limit)}, more than any real one.",

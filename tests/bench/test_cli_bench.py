@@ -527,7 +527,7 @@ def test_a_dataset_that_is_no_regular_file_is_refused(capsys, tmp_path: Path) ->
     code, _, err = run(
         capsys, "--base-url", "http://x/v1", "--model", "m", "--dataset", str(tmp_path / "d.jsonl")
     )
-    assert code == ExitCode.BAD_INPUT and "is a FIFO, not a file" in err
+    assert code == ExitCode.BAD_INPUT and "is a FIFO (named pipe), not a file" in err
     (tmp_path / "b.jsonl").write_bytes(b'{"prompt": "\xff"}\n')  # was UnicodeDecodeError
     code, _, err = run(
         capsys, "--base-url", "http://x/v1", "--model", "m", "--dataset", str(tmp_path / "b.jsonl")

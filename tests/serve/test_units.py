@@ -206,11 +206,11 @@ def test_profile_files_are_read_bounded(tmp_path: Path) -> None:
     import os
 
     os.mkfifo(tmp_path / "fifo.yaml")  # hung `serve --profile` waiting for a writer
-    with pytest.raises(ProfileError, match="is a FIFO, not a file"):
+    with pytest.raises(ProfileError, match=r"is a FIFO \(named pipe\), not a file"):
         load_profile(tmp_path / "fifo.yaml")
     with pytest.raises(ProfileError, match="is a directory, not a file"):
         load_profile(tmp_path)
-    with pytest.raises(ProfileError, match="is a device, not a file"):
+    with pytest.raises(ProfileError, match="is a character device, not a file"):
         load_profile("/dev/zero")
     (tmp_path / "bin.yaml").write_bytes(b"context: 1\n\xff\xfe")  # was UnicodeDecodeError
     with pytest.raises(ProfileError, match=r"bin.yaml:2: not UTF-8 text \(byte 0xff at offset 11\)"):

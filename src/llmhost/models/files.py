@@ -16,7 +16,9 @@ import stat
 from pathlib import Path
 from typing import IO, Any
 
+from llmhost import inputs
 from llmhost.errors import ModelError
+from llmhost.inputs import describe_mode
 
 # config.json files are a few KiB; the largest model.safetensors.index.json (DeepSeek-V3's, ~90k tensors
 # in 163 shards) is about 9 MiB. 64 MiB is far above both and still cheap to parse.
@@ -26,22 +28,10 @@ MAX_JSON_BYTES = 64 * 2**20
 # limit in the parser or in anything that walks it).
 MAX_JSON_DEPTH = 64
 
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-def _kind(mode: int) -> str:
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
-
 
 def not_regular(path: Path, mode: int) -> ModelError:
     return ModelError(
-        f"{path} is {_kind(mode)}, not a regular file.",
+        f"{path} is {describe_mode(mode)}, not a regular file.",
         hint="Point at the model's real file (or its directory); re-download it if it was replaced.",
     )
 
@@ -79,22 +69,15 @@ def require_regular(path: Path) -> os.stat_result:
 
 
 def open_regular(path: Path) -> IO[bytes]:
-    """Open `path` for reading, refusing special files without blocking on them.
-
-    O_NONBLOCK makes opening a FIFO return at once (instead of waiting for a writer); the type is then
-    checked on the open descriptor, so nothing can swap the file between the check and the read.
-    """
+    """Open `path` for reading, refusing special files without blocking on them (`inputs.open_regular`)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = inputs.open_regular(path)
+    except inputs.NotRegularFile as exc:
+        raise not_regular(path, exc.mode) from None
     except OSError as exc:
         raise cannot_read(path, exc) from exc
     except ValueError as exc:
         raise ModelError(f"{path!r} is not a valid path.", hint="Check the path.") from exc
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise not_regular(path, mode)
-    os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
 
