@@ -4,7 +4,7 @@ Seeds are small real-shaped files written with the `gguf` package: the demo mode
 byte-level BPE vocabulary), a Gemma-3-style sliding-window model, a MoE, a DeepSeek-style MLA + MoE
 model and a Qwen3-Next-style hybrid with per-layer KV heads. Mutations are blind (bit flips, byte
 overwrites with interesting numbers, truncation, splicing) and structure-aware: the seed is walked once
-(`_layout`) so its length prefixes, counts, value types, scalar values and tensor dimensions can be
+(`gguf_edit.layout`) so its length prefixes, counts, value types, scalar values and tensor dimensions can be
 rewritten, and whole metadata values replaced by values of another type ("abc" where a count belongs,
 a float where an int belongs, non-UTF-8 text, a per-layer array of the wrong length or type).
 
@@ -20,12 +20,13 @@ from __future__ import annotations
 import random
 import struct
 import sys
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # model_makers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # model_makers, gguf_edit
+
+from gguf_edit import KV_COUNT_AT, Layout, layout, reassemble
 
 if TYPE_CHECKING:
     from llmhost.models.spec import ModelSpec
@@ -36,6 +37,7 @@ CASES = 100_000
 INTERESTING = (0, 1, 2, 3, 0x7F, 0x80, 0xFF, 0x7FFF, 0xFFFF, 2**31 - 1, 2**31, 2**32 - 1, 10**8)
 INTERESTING += (2**40, 2**63 - 1, 2**63, 2**64 - 1)
 
+_SHARED_KEYS = ("general.", "tokenizer.")  # every other key belongs to the architecture
 _SEEDS: list[bytes] = []  # filled by seeds(); splicing takes its donors from here
 
 
@@ -96,89 +98,6 @@ def seeds(workdir: Path) -> list[bytes]:
     return out
 
 
-# --- where things are in a seed ---------------------------------------------------------------------
-
-
-@dataclass
-class _Layout:
-    counts: list[int] = field(default_factory=list)  # offsets of the tensor and kv counts (uint64)
-    lengths: list[int] = field(default_factory=list)  # uint64 length prefixes: strings and arrays
-    types: list[int] = field(default_factory=list)  # uint32 value / item / tensor types
-    scalars: list[tuple[int, int]] = field(default_factory=list)  # (offset, size) of numbers
-    strings: list[tuple[int, int]] = field(default_factory=list)  # (offset, size) of string bytes
-    values: list[tuple[int, int]] = field(default_factory=list)  # (type offset, end) of each kv value
-    kvs: list[tuple[int, int]] = field(default_factory=list)  # (start, end) of each kv record
-    model_values: list[tuple[int, int]] = field(default_factory=list)  # values of "<arch>." keys
-    kv_count_at: int = 16
-    header_end: int = 0  # end of the tensor infos
-    data_start: int = 0  # where tensor data begins (header_end padded to the alignment)
-
-
-_ALIGNMENT = 32  # GGUF's default; the seeds set no general.alignment
-_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-
-@lru_cache(maxsize=16)
-def _layout(data: bytes) -> _Layout:
-    """Walk a well-formed little-endian GGUF v3 (a seed) and note where each part is."""
-    lay = _Layout(counts=[8, 16])
-    (n_tensors, n_kv) = struct.unpack_from("<QQ", data, 8)
-    offs = 24
-
-    def string(offs: int) -> int:
-        (n,) = struct.unpack_from("<Q", data, offs)
-        lay.lengths.append(offs)
-        lay.strings.append((offs + 8, n))
-        return offs + 8 + n
-
-    def value(vtype: int, offs: int) -> int:
-        if vtype == 8:
-            return string(offs)
-        if vtype == 9:
-            (itype, n) = struct.unpack_from("<IQ", data, offs)
-            lay.types.append(offs)
-            lay.lengths.append(offs + 4)
-            offs += 12
-            for _ in range(n):
-                offs = value(itype, offs)
-            return offs
-        size = _SCALAR_SIZES[vtype]
-        lay.scalars.append((offs, size))
-        return offs + size
-
-    for _ in range(n_kv):
-        start = offs
-        offs = string(offs)
-        key = data[start + 8 : offs]
-        (vtype,) = struct.unpack_from("<I", data, offs)
-        lay.types.append(offs)
-        type_at = offs
-        offs = value(vtype, offs + 4)
-        lay.values.append((type_at, offs))
-        if not key.startswith((b"general.", b"tokenizer.")):
-            lay.model_values.append((type_at, offs))
-        lay.kvs.append((start, offs))
-    for _ in range(n_tensors):
-        offs = string(offs)
-        (n_dims,) = struct.unpack_from("<I", data, offs)
-        lay.scalars.append((offs, 4))
-        offs += 4
-        lay.scalars.extend((offs + 8 * i, 8) for i in range(n_dims))
-        offs += 8 * n_dims
-        lay.types.append(offs)
-        lay.scalars.append((offs + 4, 8))  # the tensor's data offset
-        offs += 12
-    lay.header_end = offs
-    lay.data_start = offs + -offs % _ALIGNMENT
-    return lay
-
-
-def _reassemble(head: bytes, data: bytes, lay: _Layout) -> bytes:
-    """A header whose length changed, followed by the seed's tensor data at an aligned offset again:
-    damage to one metadata value is then not hidden behind every tensor moving out of place."""
-    return head + bytes(-len(head) % _ALIGNMENT) + data[lay.data_start :]
-
-
 # --- mutations --------------------------------------------------------------------------------------
 
 
@@ -214,7 +133,7 @@ def _encoded(rng: random.Random) -> bytes:
     return rng.choice(choices)()
 
 
-def _structural(data: bytes, lay: _Layout, rng: random.Random) -> bytes:
+def _structural(data: bytes, lay: Layout, rng: random.Random) -> bytes:
     out = bytearray(data)
     kind = rng.choice((0, 1, 2, 3, 4, 5, 5, 5, 6))
     if kind == 0 and lay.lengths:  # inflate or zero a length prefix
@@ -235,21 +154,24 @@ def _structural(data: bytes, lay: _Layout, rng: random.Random) -> bytes:
                 out[at] = junk[i % len(junk)]
     elif kind == 5 and lay.values:  # replace a whole value by one of another type
         # Mostly the model's own keys (block_count, head_count, ...): those are what a spec is built of.
-        start, end = rng.choice(lay.model_values if rng.random() < 0.8 and lay.model_values else lay.values)
+        model_values = [
+            v for k, v in zip(lay.keys, lay.values, strict=True) if not k.startswith(_SHARED_KEYS)
+        ]
+        start, end = rng.choice(model_values if rng.random() < 0.8 and model_values else lay.values)
         head = out[: lay.header_end]
         head[start:end] = _encoded(rng)
-        return _reassemble(bytes(head), data, lay)
+        return reassemble(bytes(head), data, lay)
     elif lay.kvs:  # drop or duplicate a metadata entry (a missing or a duplicated key)
         start, end = rng.choice(lay.kvs)
         head = out[: lay.header_end]
-        (n_kv,) = struct.unpack_from("<Q", head, lay.kv_count_at)
+        (n_kv,) = struct.unpack_from("<Q", head, KV_COUNT_AT)
         if rng.random() < 0.5:
             del head[start:end]
-            _put(head, lay.kv_count_at, 8, n_kv - 1)
+            _put(head, KV_COUNT_AT, 8, n_kv - 1)
         else:
             head[end:end] = head[start:end]
-            _put(head, lay.kv_count_at, 8, n_kv + 1)
-        return _reassemble(bytes(head), data, lay)
+            _put(head, KV_COUNT_AT, 8, n_kv + 1)
+        return reassemble(bytes(head), data, lay)
     return bytes(out)
 
 
@@ -290,9 +212,9 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     """One to three mutations; structure-aware ones use the layout of `data` (a seed), so after a
     length-changing one they may land off their target, which is one more kind of damage."""
     try:
-        lay = _layout(data)
+        lay = layout(data)
     except (struct.error, KeyError):  # not a well-formed GGUF: blind mutations only
-        lay = _Layout()
+        lay = Layout()
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
         data = _structural(data, lay, rng) if rng.random() < 0.6 else _blind(data, rng)
     return data

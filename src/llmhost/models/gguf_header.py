@@ -194,10 +194,21 @@ class _BoundedReader(GGUFReader):
             raise _NeedMore(offs)
         return offs
 
+    def _get_tensor_info_field(self, orig_offs: int) -> Any:
+        # Checked before the dimensions are read: past 4 of them, the rest of the table is misread.
+        name_len = int(self._get(orig_offs, np.uint64)[0])
+        n_dims = int(self._get(orig_offs + 8 + name_len, np.uint32)[0])
+        if n_dims > _GGML_MAX_DIMS:
+            name = bytes(self._get(orig_offs + 8, np.uint8, name_len)).decode("utf-8", errors="replace")
+            raise GGUFFormatError(
+                f"tensor {name!r} has {n_dims} dimensions (ggml has at most {_GGML_MAX_DIMS})"
+            )
+        return super()._get_tensor_info_field(orig_offs)
+
     def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
         # Tensor data is not needed (and not present in a header prefix): record the table only, each
         # entry checked as llama.cpp's gguf loader checks it, and its data inside the file.
-        if start_offs > self._total_size:
+        if fields and start_offs > self._total_size:
             raise GGUFFormatError(
                 f"tensor data would start at byte {start_offs:,}, past the end of the file "
                 f"({self._total_size:,} bytes)"
@@ -222,10 +233,6 @@ class _BoundedReader(GGUFReader):
             block_size, type_size = GGML_QUANT_SIZES[qtype]
         except (ValueError, KeyError) as exc:
             raise GGUFFormatError(f"tensor {name!r} has unknown ggml type {raw_type}") from exc
-        if len(dims) > _GGML_MAX_DIMS:
-            raise GGUFFormatError(
-                f"tensor {name!r} has {len(dims)} dimensions (ggml has at most {_GGML_MAX_DIMS})"
-            )
         shape = tuple(int(d) for d in dims)
         n_elements = int(np.prod(shape, dtype=object)) if shape else 1
         if n_elements > _MAX_ELEMENTS:
