@@ -28,6 +28,7 @@ from model_makers import write_gguf
 from llmhost.errors import ModelError
 from llmhost.models import resolve
 from llmhost.models.gguf_header import (
+    MAX_HEADER_STRINGS,
     MAX_METADATA_ENTRIES,
     MAX_TENSORS,
     read_local_header,
@@ -243,3 +244,16 @@ def test_short_numeric_arrays_keep_their_values(tmp_path: Path) -> None:
     assert header.fields["llama.attention.head_count_kv"] == [2, 0, 2, 0]
     assert header.array_lengths["llama.attention.head_count_kv"] == 4
     assert all(type(v) is int for v in header.fields["llama.attention.head_count_kv"])  # not numpy
+
+
+def test_strings_walked_in_long_arrays_are_capped(tmp_path: Path) -> None:
+    """Millions of empty strings fit in a header's bytes; walking them one length prefix at a time
+    would take seconds each million, so the header may hold MAX_HEADER_STRINGS in all."""
+    half = MAX_HEADER_STRINGS // 2 + 1
+    body = b""
+    for key in (b"a", b"b"):
+        body += struct.pack("<Q", 1) + key + struct.pack("<IIQ", ARRAY, STRING, half) + bytes(8 * half)
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 2) + body)
+    with pytest.raises(ModelError, match=f"more than the {MAX_HEADER_STRINGS} strings llmhost accepts"):
+        read_local_header(path)

@@ -37,6 +37,10 @@ _MAX_DECODED_ITEMS = 1 << 16
 # (DeepSeek-V3: ~1,100); each costs a handful of numpy objects, so 2^40 of them "fitting" in the bytes
 # of a large file must not be attempted.
 MAX_METADATA_ENTRIES = 1 << 16
+# Strings in long arrays, walked one length prefix at a time (~0.6 s per million): the largest real
+# vocabularies and merge lists hold well under a million together; 2^24 zero-length strings would fit
+# in the header limit and take ~10 s.
+MAX_HEADER_STRINGS = 1 << 22
 MAX_TENSORS = 1 << 16
 # ggml tensors have at most 4 dimensions (GGML_MAX_DIMS) and fewer than 2^63 elements (int64_t counts).
 _GGML_MAX_DIMS = 4
@@ -106,6 +110,7 @@ class _BoundedReader(GGUFReader):
         self._available = available
         self._limit = limit
         self._decoded = 0  # strings decoded item by item so far (see _MAX_DECODED_ITEMS)
+        self._walked = 0  # strings of long arrays walked so far (see MAX_HEADER_STRINGS)
         super().__init__(path, "r")
 
     def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
@@ -180,6 +185,9 @@ class _BoundedReader(GGUFReader):
         return super()._get_field_parts(orig_offs, raw_type)
 
     def _skip_strings(self, offs: int, count: int) -> int:
+        self._walked += count
+        if self._walked > MAX_HEADER_STRINGS:
+            raise GGUFFormatError(f"header holds more than the {MAX_HEADER_STRINGS} strings llmhost accepts")
         fmt = "<Q" if (sys.byteorder == "little") == (self.byte_order == "I") else ">Q"
         view = memoryview(self.data)  # type: ignore[arg-type]
         bound = min(self._total_size, self._limit)
