@@ -23,6 +23,7 @@ from gguf_edit import (
     layout,
     set_value,
 )
+from hubserver import FakeHub, HubFile
 from model_makers import write_gguf
 
 from llmhost.errors import ModelError
@@ -257,3 +258,18 @@ def test_strings_walked_in_long_arrays_are_capped(tmp_path: Path) -> None:
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 2) + body)
     with pytest.raises(ModelError, match=f"more than the {MAX_HEADER_STRINGS} strings llmhost accepts"):
         read_local_header(path)
+
+
+def test_a_cached_header_of_the_wrong_shape_is_read_again(fake_hub: FakeHub, base: bytes) -> None:
+    import json
+
+    from huggingface_hub import constants
+
+    repo = fake_hub.add_repo("someone/U-GGUF", {"u-F16.gguf": HubFile(base, lfs=True)})
+    url = f"{fake_hub.url}/someone/U-GGUF/resolve/{repo.sha}/u-F16.gguf"
+    spec = resolve(url)
+    (cached,) = Path(constants.HF_HUB_CACHE).glob("llmhost/**/headers/**/*.json")
+    entry = json.loads(cached.read_text())
+    entry["data"]["tensors"] = {"not": "a list"}
+    cached.write_text(json.dumps(entry))
+    assert resolve(url).parameters == spec.parameters
