@@ -17,8 +17,8 @@ from model_makers import llama_tensors, safetensors_header, write_gguf, write_sa
 from llmhost.errors import ModelError
 from llmhost.models import resolve
 from llmhost.models.files import MAX_JSON_BYTES, MAX_JSON_DEPTH
-from llmhost.models.hf_config import MAX_LAYERS
 from llmhost.models.safetensors_meta import MAX_SHARDS
+from llmhost.models.spec import MAX_LAYERS
 
 pytestmark = pytest.mark.timeout(60)  # a regression here is a hang: fail it instead of the run
 

@@ -7,7 +7,18 @@ from typing import TYPE_CHECKING, Any
 from llmhost.errors import ModelError
 from llmhost.models import hf_config as hc
 from llmhost.models.config_params import count_from_config
+from llmhost.models.gguf_fields import (
+    MAX_CONTEXT,
+    MAX_EMBEDDING,
+    MAX_EXPERTS,
+    MAX_HEAD_DIM,
+    MAX_HEADS,
+    MAX_VOCAB,
+    MAX_WIDTH,
+    GGUFFields,
+)
 from llmhost.models.spec import (
+    MAX_LAYERS,
     Attention,
     GGUFVariant,
     LayerKind,
@@ -143,20 +154,14 @@ def _bytes_per_param(dtype: str | None, quant: Quantization) -> float:
 # --- GGUF -----------------------------------------------------------------------------------------
 
 _RECURRENT_LINEAR_ARCHS = ("qwen3next",)
+# Architectures without attention: every layer is recurrent (no heads, no KV cache).
+_ATTENTION_FREE_ARCHS = ("mamba", "mamba2", "rwkv6", "rwkv7")
+# Keys of recurrent layers: a model that has them may have no attention heads.
+_RECURRENT_KEYS = (".ssm.", ".wkv.", ".shortconv.")
 # llama.cpp's per-architecture sliding-window layouts (llama-model.cpp set_swa_pattern):
 # the period n means layers with il % n < n - 1 slide and every n-th layer is full.
 _SWA_PERIOD = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "gpt-oss": 2}
-
-
-def _as_list(value: Any, n: int, default: int) -> list[int]:
-    if value is None:
-        return [default] * n
-    if isinstance(value, list):
-        vals = [int(v) for v in value]
-        if len(vals) != n:
-            raise ModelError(f"GGUF per-layer array has {len(vals)} entries for {n} layers.")
-        return vals
-    return [int(value)] * n
+_REFETCH = "Re-download it or pick another file (corrupt or not a model file?)."
 
 
 def spec_from_gguf(
@@ -172,33 +177,41 @@ def spec_from_gguf(
     variants: list[GGUFVariant] | None = None,
     notes: list[str] | None = None,
 ) -> ModelSpec:
+    if not any(h.tensors for h in headers):
+        raise ModelError(f"{ref}: the GGUF file has no tensors (metadata only, not a model).", hint=_REFETCH)
     h0 = headers[0]
-    arch = h0.architecture
-    f = h0.arch_field
-    n_layers = f("block_count")
-    hidden = f("embedding_length")
-    if not isinstance(n_layers, int) or not isinstance(hidden, int):
-        raise ModelError(f"{ref}: GGUF header lacks {arch}.block_count / {arch}.embedding_length.")
-    heads_list = _as_list(f("attention.head_count"), n_layers, 0)
+    g = GGUFFields(h0, ref)
+    arch = g.arch
+    n_layers = g.required("block_count", high=MAX_LAYERS, what="layers")
+    hidden = g.required("embedding_length", high=MAX_EMBEDDING, what="embedding width")
+    heads_list = g.per_layer("attention.head_count", n_layers, high=MAX_HEADS, what="heads")
     heads = max(heads_list) if heads_list else 0
-    kv_list = _as_list(f("attention.head_count_kv"), n_layers, heads)
+    recurrent_only = arch in _ATTENTION_FREE_ARCHS
+    if heads == 0 and not recurrent_only and not any(m in k for k in h0.fields for m in _RECURRENT_KEYS):
+        raise ModelError(
+            f"{ref}: {g.key('attention.head_count')} is {'0' if heads_list else 'missing'}, and a {arch} "
+            "model without attention heads has no recurrent layers either.",
+            hint=_REFETCH,
+        )
+    kv_list = g.per_layer("attention.head_count_kv", n_layers, high=MAX_HEADS, what="KV heads")
+    kv_list = kv_list or [heads] * n_layers
     default_hd = hidden // heads if heads else 0
-    head_k = int(f("attention.key_length", default_hd) or default_hd)
-    head_v = int(f("attention.value_length", default_hd) or default_hd)
-    window = f("attention.sliding_window")
-    kv_lora = f("attention.kv_lora_rank")
+    head_k = g.count("attention.key_length", high=MAX_HEAD_DIM, what="key dimensions") or default_hd
+    head_v = g.count("attention.value_length", high=MAX_HEAD_DIM, what="value dimensions") or default_hd
+    window = g.count("attention.sliding_window", high=MAX_CONTEXT, what="tokens of sliding window")
+    kv_lora = g.count("attention.kv_lora_rank", high=MAX_HEAD_DIM, what="latent dimensions")
+    interval = g.count("full_attention_interval", high=MAX_LAYERS, what="layers")
     kinds: list[LayerKind]
     recurrent_kind: LayerKind = "linear" if arch in _RECURRENT_LINEAR_ARCHS else "mamba"
     if kv_lora:
         kinds = ["mla"] * n_layers
-    elif f("full_attention_interval"):
-        interval = int(f("full_attention_interval"))
+    elif interval:
         kinds = ["full" if (i + 1) % interval == 0 else recurrent_kind for i in range(n_layers)]
     else:
         kinds = ["full" if kv > 0 else recurrent_kind for kv in kv_list]
-        if heads == 0 or arch in ("mamba", "mamba2", "rwkv6", "rwkv7"):
+        if heads == 0 or recurrent_only:
             kinds = [recurrent_kind] * n_layers
-        pattern = f("attention.sliding_window_pattern")
+        pattern = g.raw("attention.sliding_window_pattern")
         if window and isinstance(pattern, list) and len(pattern) == n_layers:
             kinds = ["sliding" if (p and k == "full") else k for p, k in zip(pattern, kinds, strict=True)]
         elif window and arch in _SWA_PERIOD:
@@ -216,20 +229,12 @@ def spec_from_gguf(
         head_dim_k=head_k,
         head_dim_v=head_v,
         layer_kinds=kinds,
-        sliding_window=int(window) if window and "sliding" in kinds else None,
-        kv_lora_rank=int(kv_lora) if kv_lora else None,
-        qk_rope_head_dim=int(f("rope.dimension_count")) if kv_lora and f("rope.dimension_count") else None,
-        recurrent_state_bytes_per_seq=_gguf_recurrent_bytes(h0, kinds, hidden),
+        sliding_window=window if window and "sliding" in kinds else None,
+        kv_lora_rank=kv_lora or None,
+        qk_rope_head_dim=_rope_dims(g) if kv_lora else None,
+        recurrent_state_bytes_per_seq=_gguf_recurrent_bytes(g, kinds, hidden),
     )
-    experts = f("expert_count")
-    moe = None
-    if experts and int(experts) > 1:
-        moe = MoE(
-            num_experts=int(experts),
-            num_experts_per_tok=int(f("expert_used_count", 2) or 2),
-            num_shared_experts=int(f("expert_shared_count", 0) or 0),
-            moe_intermediate_size=f("expert_feed_forward_length"),
-        )
+    moe = _gguf_moe(g)
     tensors = [
         TensorRecord(t.name, t.ggml_type, t.shape, t.n_bytes, logical_elements=t.n_elements)
         for h in headers
@@ -238,11 +243,13 @@ def spec_from_gguf(
     names = {t.name for t in tensors}
     tied = "output.weight" not in names
     s = summarize(tensors, num_layers=n_layers, tied_embeddings=tied)
-    vocab = f("vocab_size") or h0.array_lengths.get("tokenizer.ggml.tokens") or 0
+    vocab = g.count("vocab_size", high=MAX_VOCAB, what="tokens") or h0.array_lengths.get(
+        "tokenizer.ggml.tokens"
+    )
     if not vocab:
         emb = next((t for t in tensors if t.name == "token_embd.weight"), None)
         vocab = emb.shape[1] if emb and len(emb.shape) > 1 else 0
-    ff = f("feed_forward_length")
+    ff = g.per_layer("feed_forward_length", n_layers, high=MAX_WIDTH, what="feed-forward width")
     tag = h0.file_type_tag
     bits = round(s.weights_bytes * 8 / s.parameters, 2) if s.parameters else None
     return ModelSpec(
@@ -257,9 +264,9 @@ def spec_from_gguf(
         active_parameters=_active(s.parameters, s, moe),
         parameters_source="tensors",
         hidden_size=hidden,
-        intermediate_size=(max(ff) if isinstance(ff, list) else ff) or None,
-        vocab_size=int(vocab),
-        max_context=int(f("context_length", 2048) or 2048),
+        intermediate_size=(max(ff) or None) if ff else None,
+        vocab_size=vocab,
+        max_context=g.count("context_length", high=MAX_CONTEXT, what="tokens of context") or 2048,
         torch_dtype=None,
         tied_embeddings=tied,
         attention=attention,
@@ -273,18 +280,46 @@ def spec_from_gguf(
     )
 
 
-def _gguf_recurrent_bytes(h: GGUFHeader, kinds: list[LayerKind], hidden: int) -> int:
-    f = h.arch_field
+def _rope_dims(g: GGUFFields) -> int | None:
+    return g.count("rope.dimension_count", high=MAX_HEAD_DIM, what="rope dimensions") or None
+
+
+def _gguf_moe(g: GGUFFields) -> MoE | None:
+    experts = g.count("expert_count", high=MAX_EXPERTS, what="experts")
+    if not experts or experts <= 1:
+        return None
+    used = g.count("expert_used_count", high=MAX_EXPERTS, what="experts") or 2
+    if used > experts:
+        raise ModelError(
+            f"{g.label}: {g.key('expert_used_count')} is {used}, more than the {experts} experts of "
+            f"{g.key('expert_count')}.",
+            hint=_REFETCH,
+        )
+    return MoE(
+        num_experts=experts,
+        num_experts_per_tok=used,
+        num_shared_experts=g.count("expert_shared_count", high=MAX_EXPERTS, what="experts") or 0,
+        moe_intermediate_size=g.count(
+            "expert_feed_forward_length", high=MAX_WIDTH, what="feed-forward width"
+        ),
+    )
+
+
+def _gguf_recurrent_bytes(g: GGUFFields, kinds: list[LayerKind], hidden: int) -> int:
     n_rec = sum(1 for k in kinds if k in ("linear", "mamba"))
     if not n_rec:
         return 0
-    l_cache = f("shortconv.l_cache")
+
+    def size(name: str) -> int | None:
+        return g.count(name, high=MAX_WIDTH, what="elements")
+
+    l_cache = size("shortconv.l_cache")
     if l_cache:  # LFM2
-        return (int(l_cache) - 1) * hidden * n_rec * hc.F32_BYTES
-    d_conv = int(f("ssm.conv_kernel", 4) or 4)
-    d_inner = int(f("ssm.inner_size", 2 * hidden) or 2 * hidden)
-    d_state = int(f("ssm.state_size", 16) or 16)
-    groups = int(f("ssm.group_count", 0) or 0)
+        return (l_cache - 1) * hidden * n_rec * hc.F32_BYTES
+    d_conv = size("ssm.conv_kernel") or 4
+    d_inner = size("ssm.inner_size") or 2 * hidden
+    d_state = size("ssm.state_size") or 16
+    groups = size("ssm.group_count") or 0
     if "linear" in kinds:  # Qwen3-Next: state_size = key head dim, group_count = key heads
         conv = (d_conv - 1) * (2 * groups * d_state + d_inner)
         ssm = d_state * d_inner

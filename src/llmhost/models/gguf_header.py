@@ -29,7 +29,24 @@ MAX_HEADER_BYTES = 128 * 1024 * 1024
 FIRST_REMOTE_CHUNK = 1024 * 1024
 # Arrays of strings longer than this (tokenizer vocab/merges) are kept as their length only.
 _MAX_DECODED_STRINGS = 4096
-_SCALARS = {int(t) for t in GGUFValueType if t not in (GGUFValueType.STRING, GGUFValueType.ARRAY)}
+# Strings decoded item by item over the whole header, all arrays together: a real header decodes a few
+# thousand (small vocabularies, merges); past this a hostile one (thousands of 4096-string arrays, two
+# numpy objects per item) would hold gigabytes. Further string arrays are kept as their length only.
+_MAX_DECODED_ITEMS = 1 << 16
+# Metadata entries and tensors per file. Real files have ~50 entries and at most a few thousand tensors
+# (DeepSeek-V3: ~1,100); each costs a handful of numpy objects, so 2^40 of them "fitting" in the bytes
+# of a large file must not be attempted.
+MAX_METADATA_ENTRIES = 1 << 16
+# Strings in long arrays, walked one length prefix at a time (~0.6 s per million): the largest real
+# vocabularies and merge lists hold well under a million together; 2^24 zero-length strings would fit
+# in the header limit and take ~10 s.
+MAX_HEADER_STRINGS = 1 << 22
+MAX_TENSORS = 1 << 16
+# ggml tensors have at most 4 dimensions (GGML_MAX_DIMS) and fewer than 2^63 elements (int64_t counts).
+_GGML_MAX_DIMS = 4
+_MAX_ELEMENTS = 2**63 - 1
+_VALUE_TYPES = {int(t) for t in GGUFValueType}
+_SCALARS = _VALUE_TYPES - {int(GGUFValueType.STRING), int(GGUFValueType.ARRAY)}
 # Smallest possible encodings, used to reject counts no file of this size could hold.
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8  # name length, n_dims, type, offset
 _MIN_KV_BYTES = 8 + 4 + 1  # key length, value type, one byte of value
@@ -74,7 +91,7 @@ class GGUFHeader:
     @property
     def file_type_tag(self) -> str | None:
         raw = self.fields.get("general.file_type")
-        if raw is None:
+        if not isinstance(raw, int) or isinstance(raw, bool):  # absent, or not a number: no tag
             return None
         try:
             name = LlamaFileType(int(raw)).name
@@ -92,9 +109,15 @@ class _BoundedReader(GGUFReader):
         self._total_size = total_size
         self._available = available
         self._limit = limit
+        self._decoded = 0  # strings decoded item by item so far (see _MAX_DECODED_ITEMS)
+        self._walked = 0  # strings of long arrays walked so far (see MAX_HEADER_STRINGS)
         super().__init__(path, "r")
 
     def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
+        if type(self.data) is not np.ndarray:
+            # A plain view of the map: np.memmap's per-slice bookkeeping doubled the parse time of a
+            # header (hundreds of thousands of small reads for a large vocabulary).
+            self.data = self.data.view(np.ndarray)  # type: ignore[assignment]  # same bytes, plain type
         count = int(count)
         end = int(offset) + np.dtype(dtype).itemsize * count
         if end > self._total_size:
@@ -110,38 +133,61 @@ class _BoundedReader(GGUFReader):
     def _build_fields(self, offs: int, count: int) -> int:
         if int(count) * _MIN_KV_BYTES > self._total_size - offs:
             raise GGUFFormatError(f"header claims {int(count)} metadata entries, more than the file can hold")
+        if int(count) > MAX_METADATA_ENTRIES:
+            raise GGUFFormatError(
+                f"header claims {int(count)} metadata entries, more than the {MAX_METADATA_ENTRIES} "
+                "llmhost accepts"
+            )
         return super()._build_fields(offs, count)
 
     def _build_tensor_info(self, offs: int, count: int) -> tuple[int, list[Any]]:
         if int(count) * _MIN_TENSOR_INFO_BYTES > self._total_size - offs:
             raise GGUFFormatError(f"header claims {int(count)} tensors, more than the file can hold")
+        if int(count) > MAX_TENSORS:
+            raise GGUFFormatError(
+                f"header claims {int(count)} tensors, more than the {MAX_TENSORS} llmhost accepts"
+            )
         return super()._build_tensor_info(offs, count)
 
     def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
+        if int(raw_type) not in _VALUE_TYPES:
+            raise GGUFFormatError(f"a metadata value has unknown type {int(raw_type)}")
         if raw_type == GGUFValueType.ARRAY:
             item_type_arr = self._get(orig_offs, np.uint32)
             length_arr = self._get(orig_offs + 4, np.uint64)
             item_type, length = int(item_type_arr[0]), int(length_arr[0])
+            if item_type == GGUFValueType.ARRAY:
+                raise GGUFFormatError("an array of arrays (llama.cpp reads none)")
             min_item = 8 if item_type == GGUFValueType.STRING else 1
             if length * min_item > self._total_size - orig_offs:
                 raise GGUFFormatError(f"an array claims {length} items, more than the file can hold")
-            if item_type == GGUFValueType.STRING and length > _MAX_DECODED_STRINGS:
+            if item_type == GGUFValueType.STRING:
+                if length <= _MAX_DECODED_STRINGS and self._decoded + length <= _MAX_DECODED_ITEMS:
+                    self._decoded += length
+                    return super()._get_field_parts(orig_offs, raw_type)
                 # Tokenizer vocab/merges: the stock reader builds numpy arrays per string (seconds for
                 # 150k tokens). Only the length is needed, so walk the length prefixes instead.
                 end = self._skip_strings(orig_offs + 12, length)
                 parts = [item_type_arr, length_arr]
                 return end - orig_offs, parts, [], [GGUFValueType.ARRAY, GGUFValueType.STRING]
             scalar = self.gguf_scalar_to_np.get(GGUFValueType(item_type)) if item_type in _SCALARS else None
-            if scalar is not None and length > _MAX_DECODED_STRINGS:
-                # Token types/scores: one numpy view per item in the stock reader (another ~2 s for
-                # 150k tokens). Per-layer arrays are short; long ones are vocabulary data: length only.
+            if scalar is not None:
+                # The stock reader makes one numpy view per item (~2 s for 150k token scores). Short
+                # arrays (per-layer values) are read as one view; long ones are vocabulary data, kept
+                # as their length only.
                 end = orig_offs + 12 + np.dtype(scalar).itemsize * length
-                self._get(end - 1, np.uint8)  # bounds: truncated / limit / need more
                 parts = [item_type_arr, length_arr]
-                return end - orig_offs, parts, [], [GGUFValueType.ARRAY, GGUFValueType(item_type)]
+                if length > _MAX_DECODED_STRINGS:
+                    self._get(end - 1, np.uint8)  # bounds: truncated / limit / need more
+                    return end - orig_offs, parts, [], [GGUFValueType.ARRAY, GGUFValueType(item_type)]
+                parts.append(self._get(orig_offs + 12, scalar, length))
+                return end - orig_offs, parts, [2], [GGUFValueType.ARRAY, GGUFValueType(item_type)]
         return super()._get_field_parts(orig_offs, raw_type)
 
     def _skip_strings(self, offs: int, count: int) -> int:
+        self._walked += count
+        if self._walked > MAX_HEADER_STRINGS:
+            raise GGUFFormatError(f"header holds more than the {MAX_HEADER_STRINGS} strings llmhost accepts")
         fmt = "<Q" if (sys.byteorder == "little") == (self.byte_order == "I") else ">Q"
         view = memoryview(self.data)  # type: ignore[arg-type]
         bound = min(self._total_size, self._limit)
@@ -156,37 +202,91 @@ class _BoundedReader(GGUFReader):
             raise _NeedMore(offs)
         return offs
 
+    def _get_tensor_info_field(self, orig_offs: int) -> Any:
+        # Checked before the dimensions are read: past 4 of them, the rest of the table is misread.
+        name_len = int(self._get(orig_offs, np.uint64)[0])
+        n_dims = int(self._get(orig_offs + 8 + name_len, np.uint32)[0])
+        if n_dims > _GGML_MAX_DIMS:
+            name = bytes(self._get(orig_offs + 8, np.uint8, name_len)).decode("utf-8", errors="replace")
+            raise GGUFFormatError(
+                f"tensor {name!r} has {n_dims} dimensions (ggml has at most {_GGML_MAX_DIMS})"
+            )
+        return super()._get_tensor_info_field(orig_offs)
+
     def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
-        # Tensor data is not needed (and not present in a header prefix): record the table only.
+        # Tensor data is not needed (and not present in a header prefix): record the table only, each
+        # entry checked as llama.cpp's gguf loader checks it, and its data inside the file.
+        if fields and start_offs > self._total_size:
+            raise GGUFFormatError(
+                f"tensor data would start at byte {start_offs:,}, past the end of the file "
+                f"({self._total_size:,} bytes)"
+            )
         self.header_tensors: list[GGUFTensor] = []
         seen: set[str] = set()
         for info in fields:
-            _name_len, name_data, _n_dims, dims, raw_dtype, _offset = info.parts
+            _name_len, name_data, _n_dims, dims, raw_dtype, raw_offset = info.parts
             name = bytes(name_data).decode("utf-8", errors="replace")
             if name in seen:
                 raise GGUFFormatError(f"duplicate tensor {name!r}")
             seen.add(name)
-            try:
-                qtype = GGMLQuantizationType(int(raw_dtype[0]))
-            except ValueError as exc:
-                raise GGUFFormatError(f"tensor {name!r} has unknown ggml type {int(raw_dtype[0])}") from exc
-            shape = tuple(int(d) for d in dims.tolist())
-            n_elements = int(np.prod(shape, dtype=object)) if shape else 1
-            block_size, type_size = GGML_QUANT_SIZES[qtype]
             self.header_tensors.append(
-                GGUFTensor(name, shape, qtype.name, n_elements, n_elements * type_size // block_size)
+                self._tensor(name, dims.tolist(), int(raw_dtype[0]), start_offs, raw_offset)
             )
+
+    def _tensor(
+        self, name: str, dims: list[int], raw_type: int, start_offs: int, raw_offset: Any
+    ) -> GGUFTensor:
+        try:
+            qtype = GGMLQuantizationType(raw_type)
+            block_size, type_size = GGML_QUANT_SIZES[qtype]
+        except (ValueError, KeyError) as exc:
+            raise GGUFFormatError(f"tensor {name!r} has unknown ggml type {raw_type}") from exc
+        shape = tuple(int(d) for d in dims)
+        n_elements = int(np.prod(shape, dtype=object)) if shape else 1
+        if n_elements > _MAX_ELEMENTS:
+            raise GGUFFormatError(
+                f"tensor {name!r} has shape {list(shape)}: more elements than ggml can count"
+            )
+        if shape and shape[0] % block_size:
+            raise GGUFFormatError(
+                f"tensor {name!r} has rows of {shape[0]} elements, not a multiple of {qtype.name}'s "
+                f"block of {block_size}"
+            )
+        n_bytes = n_elements * type_size // block_size
+        offset = int(raw_offset[0])
+        if offset % self.alignment:
+            raise GGUFFormatError(f"tensor {name!r} starts at {offset}, not a multiple of {self.alignment}")
+        end = start_offs + offset + n_bytes
+        if end > self._total_size:
+            raise GGUFFormatError(
+                f"tensor {name!r} ends at byte {end:,} but the file has {self._total_size:,} "
+                "(truncated download?)"
+            )
+        return GGUFTensor(name, shape, qtype.name, n_elements, n_bytes)
+
+
+def _text(raw: Any) -> str:
+    # Metadata text is not required to be UTF-8 (llama.cpp does not check; byte-level vocabularies such
+    # as RWKV's hold raw bytes): undecodable bytes read as U+FFFD, and the fields llmhost relies on are
+    # checked where they are used (models.gguf_fields).
+    return bytes(raw).decode("utf-8", errors="replace")
 
 
 def _field_value(reader_field: Any) -> tuple[Any, int | None]:
-    types = reader_field.types
+    """The field's value (None for a long array kept as its length only) and, for arrays, the length."""
+    types, parts = reader_field.types, reader_field.parts
     if not types:
         return None, None
     if types[0] == GGUFValueType.ARRAY:
-        if not reader_field.data and len(types) == 2 and int(reader_field.parts[-1][0]) > 0:
-            return None, int(reader_field.parts[-1][0])  # skipped long array: length only
-        return reader_field.contents(), len(reader_field.data)
-    return reader_field.contents(), None
+        length = int(parts[4][0])  # parts: key length, key, value type, item type, length, items...
+        if not reader_field.data:
+            return ([] if length == 0 else None), length
+        if types[-1] == GGUFValueType.STRING:
+            return [_text(parts[i]) for i in reader_field.data], length
+        return [v for i in reader_field.data for v in parts[i].tolist()], length
+    if types[0] == GGUFValueType.STRING:
+        return _text(parts[-1]), None
+    return parts[-1].tolist()[0], None
 
 
 def _parse(path: str, *, total_size: int, available: int, limit: int) -> GGUFHeader:
@@ -194,7 +294,11 @@ def _parse(path: str, *, total_size: int, available: int, limit: int) -> GGUFHea
         reader = _BoundedReader(path, total_size=total_size, available=available, limit=limit)
     except (_NeedMore, GGUFFormatError):
         raise
-    except (ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:  # the stock reader decodes keys and tensor names strictly
+        raise GGUFFormatError("a metadata key or tensor name is not UTF-8 text") from exc
+    except KeyError as exc:  # the stock reader's duplicate-key error
+        raise GGUFFormatError(str(exc.args[0]) if exc.args else "duplicate metadata key") from exc
+    except (ValueError, IndexError, OverflowError) as exc:
         raise GGUFFormatError(str(exc) or type(exc).__name__) from exc
     fields: dict[str, Any] = {}
     lengths: dict[str, int] = {}

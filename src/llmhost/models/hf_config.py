@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmhost.errors import ModelError
-from llmhost.models.spec import Attention, LayerKind, MoE, Quantization, QuantMethod
+from llmhost.models.spec import MAX_LAYERS, Attention, LayerKind, MoE, Quantization, QuantMethod
 
 Config = dict[str, Any]
 
@@ -51,10 +51,7 @@ def text_part(cfg: Config) -> Config:
 
 # Bounds on what a config.json may claim, far above any real model, so that a corrupt or hostile file
 # is refused before it sizes per-layer tables or overflows float arithmetic in the estimator.
-# The deepest real LMs have ~ 128 blocks (Llama-3.1-405B: 126, DeepSeek-V3: 61); 512 is 4x that. It is
-# not higher because the llama.cpp offload search in plan/ costs about cubic time in the layer count:
-# 512 layers plan in ~2 s, 1024 in ~17 s (measured on a 30B MoE config), and `plan` must stay fast.
-MAX_LAYERS = 512
+# Layers: `spec.MAX_LAYERS`, shared with the GGUF reader.
 MAX_CONFIG_INT = 2**40  # no architecture number is near 10^12 (largest: contexts of ~ 10^7 tokens)
 
 _CORRUPT = "corrupt or unsupported config?"

@@ -258,7 +258,10 @@ def _remote_gguf_header(
 
     cached = cache.header(sha, filename)
     if cached is not None:
-        return header_from_json(cached), 0
+        try:
+            return header_from_json(cached), 0
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass  # a cache entry of another shape (edited, or from a future llmhost): read it again
     if ctx.offline:
         raise ModelError(
             f"The header of {label} is not cached and offline mode is on.",

@@ -20,6 +20,14 @@ QuantMethod = Literal[
 LayerKind = Literal["full", "sliding", "mla", "linear", "mamba", "none"]
 
 
+# The one bound on a model's depth, for GGUF headers and config.json alike: llama.cpp itself refuses more
+# than 512 layers (LLAMA_MAX_LAYERS in src/llama-hparams.h) and the deepest released models have ~130
+# (Llama-3.1-405B: 126). Per-layer tables are built for every layer, and the llama.cpp offload search in
+# plan/ grows faster than linearly with depth (512 layers plan in ~2 s, 1024 in ~17 s on a 30B MoE
+# config), so a corrupt or hostile count is refused before either sees it.
+MAX_LAYERS = 512
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
