@@ -37,9 +37,18 @@ def run_check(target: ModuleType, data: bytes, workdir: Path) -> None:
 
 
 def generated(target: ModuleType, examples: int):
-    """A test running `examples` mutated cases, deterministic (derandomize) so CI never flakes."""
-    seeds = target.seeds(Path(tempfile.mkdtemp(prefix="llmhost-fuzz-seeds-")))
-    work = Path(tempfile.mkdtemp(prefix="llmhost-fuzz-"))
+    """A test running `examples` mutated cases, deterministic (derandomize) so CI never flakes.
+
+    Seeds are built on the first case, not at collection, in directories removed at exit."""
+    state: dict[str, object] = {}
+
+    def prepared() -> tuple[list[bytes], Path]:
+        if not state:
+            dirs = tempfile.TemporaryDirectory(prefix="llmhost-fuzz-")
+            root = Path(dirs.name)
+            state.update(dirs=dirs, seeds=target.seeds(root / "seeds"), work=root / "work")
+            (root / "work").mkdir()
+        return state["seeds"], state["work"]  # type: ignore[return-value]
 
     @settings(
         max_examples=examples,
@@ -48,8 +57,9 @@ def generated(target: ModuleType, examples: int):
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(index=st.integers(0, len(seeds) - 1), rng_seed=st.integers(0, 2**32 - 1))
+    @given(index=st.integers(0, 2**16), rng_seed=st.integers(0, 2**32 - 1))
     def test(index: int, rng_seed: int) -> None:
-        run_check(target, target.mutate(seeds[index], random.Random(rng_seed)), work)
+        seeds, work = prepared()
+        run_check(target, target.mutate(seeds[index % len(seeds)], random.Random(rng_seed)), work)
 
     return test

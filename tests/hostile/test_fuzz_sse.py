@@ -3,26 +3,16 @@ then a few thousand mutations of the seeds, through bench's client and checks.""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import fuzz_sse
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-CORPUS = Path(__file__).parent / "corpus" / "sse"
-SEEDS = fuzz_sse.seeds(Path("."))
+from replay import corpus, generated, run_check
 
 
-@pytest.mark.parametrize("path", sorted(CORPUS.glob("*")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", corpus("sse"), ids=lambda p: p.name)
 def test_every_input_that_ever_failed_passes(path: Path, tmp_path: Path) -> None:
-    fuzz_sse.check(path.read_bytes(), tmp_path)
+    run_check(fuzz_sse, path.read_bytes(), tmp_path)
 
 
-@settings(max_examples=2000, deadline=None, derandomize=True, database=None)
-@given(seed=st.integers(0, len(SEEDS) - 1), rng=st.randoms(use_true_random=False))
-def test_mutated_streams_only_fail_requests(
-    seed: int, rng: random.Random, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    fuzz_sse.check(fuzz_sse.mutate(SEEDS[seed], rng), Path("."))
+test_mutated_streams_only_fail_requests = pytest.mark.timeout(120)(generated(fuzz_sse, examples=2000))
