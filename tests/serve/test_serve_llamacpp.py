@@ -359,20 +359,34 @@ def test_foreground_serve_stops_cleanly_on_ctrl_c(tiny_gguf: Path) -> None:
 def test_engine_rejecting_the_model_is_exit_4_with_the_cause_and_no_retry(
     tiny_gguf: Path, tmp_path: Path
 ) -> None:
-    # A GGUF whose header is fine (so resolve and plan accept it) but whose tensor data is cut short.
-    truncated = tmp_path / "truncated.gguf"
-    truncated.write_bytes(tiny_gguf.read_bytes()[:1_500_000])
-    out = llmhost("serve", str(truncated), "--detach", "--name", "e2e-trunc", "--engine", "llama-cpp-python")
+    # A GGUF that llmhost reads as a model (header, tensor table and data all sound) but llama.cpp
+    # refuses: the llama architecture's required `output_norm.weight` is renamed (same length).
+    data = tiny_gguf.read_bytes()
+    assert data.count(b"output_norm.weight") == 1
+    renamed = tmp_path / "renamed.gguf"
+    renamed.write_bytes(data.replace(b"output_norm.weight", b"outpux_norm.weight"))
+    out = llmhost("serve", str(renamed), "--detach", "--name", "e2e-trunc", "--engine", "llama-cpp-python")
     err = out.stderr.replace("\n", " ")
     assert out.returncode == 4, out.stderr
     assert "before it became ready" in err and "Not a valid model file" in err
-    assert "not within the file bounds" in err  # the engine's own words, picked out of the traceback
+    assert "'output_norm.weight' not found" in err  # the engine's own words, picked out of the log
     assert "Traceback (most recent call last)" not in err
     # The hint is its own line, not glued onto the last line of the quoted engine log.
     assert out.stderr.rstrip().splitlines()[-1] == "Full logs: `llmhost logs e2e-trunc`.", out.stderr
     assert deployment("e2e-trunc") is None
     sup = llmhost("logs", "e2e-trunc", "--supervisor").stdout
     assert sup.count("engine started") == 1  # no restart loop
+
+
+def test_a_truncated_gguf_is_refused_before_any_engine_starts(tiny_gguf: Path, tmp_path: Path) -> None:
+    # The header still parses, but the tensor data is cut short: llmhost names it (it used to be planned,
+    # launched, and reported by the engine as "not within the file bounds").
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(tiny_gguf.read_bytes()[:1_500_000])
+    out = llmhost("serve", str(truncated), "--detach", "--name", "e2e-cut", "--engine", "llama-cpp-python")
+    assert out.returncode == 2, out.stderr
+    assert "truncated download?" in out.stderr and out.stderr.count("error:") == 1
+    assert deployment("e2e-cut") is None
 
 
 def test_foreground_engine_output_with_brackets_is_printed_not_parsed_as_markup(
