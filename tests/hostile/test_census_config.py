@@ -274,6 +274,9 @@ CASES: list[BadInput] = [
     BadInput("config-revision-lock-suffix", ["inspect", "org/name@x.lock", "--json"], 2),
     BadInput("config-revision-too-long", ["serve", "org/name@" + "r" * 300, "--dry-run", *HW], 2),
     BadInput("config-gguf-tag-revision-bad", ["inspect", "org/x-GGUF:Q4_K_M@-dev"], 2),
+    # Names the OS cannot look up (ENAMETOOLONG) were "internal error: OSError" in parse_ref.
+    BadInput("config-path-component-too-long", ["inspect", "{tmp}/" + "a" * 300 + ".gguf"], 2),
+    BadInput("config-path-too-long", ["plan", "./" + "b/" * 3000 + "x", *HW], 2),
 ]
 if os.geteuid() != 0:  # root reads files whatever their mode
     CASES.append(BadInput("config-unreadable-config", ["inspect", DIR], 2, unreadable))

@@ -52,6 +52,8 @@ def present(path: Path) -> bool:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
             return False
         raise cannot_read(path, exc) from exc
+    except ValueError as exc:  # an embedded NUL byte
+        raise ModelError(f"{str(path)!r} is not a valid path.", hint="Check the path.") from exc
     return True
 
 

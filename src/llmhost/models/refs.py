@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from llmhost.errors import ModelError
+from llmhost.models.files import present
 
 RefKind = Literal["hf_repo", "gguf_repo", "gguf_url", "local_path"]
 
@@ -97,10 +98,10 @@ def parse_ref(ref: str, *, revision: str | None = None) -> ParsedRef:
         url = re.sub(r"^(https?://(?:hf\.co|huggingface\.co)/[^/]+/[^/]+)/blob/", r"\1/resolve/", ref)
         return ParsedRef(kind="gguf_url", raw=raw, url=url)
     path = Path(ref).expanduser()
-    if path.exists():
+    if present(path):  # an over-long name or a NUL is a ModelError naming it, not an OSError
         return ParsedRef(kind="local_path", raw=raw, path=path)
     if _looks_like_path(ref):
-        if SPLIT_RE.search(ref) and path.parent.exists():
+        if SPLIT_RE.search(ref) and present(path.parent):
             return ParsedRef(kind="local_path", raw=raw, path=path)  # let local.py name the missing shard
         raise ModelError(f"No such file or directory: {ref}.", hint="Check the path.")
     m = _REPO_RE.match(ref.rstrip("/"))
