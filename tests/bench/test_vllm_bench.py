@@ -53,7 +53,15 @@ def deployment() -> Iterator[str]:
         llmhost("stop", NAME, timeout=180)
 
 
-def test_bench_vllm_by_name_agrees_with_vllm(deployment: str) -> None:
+# Timing agreement is a claim about a quiet machine. On CI's 2 cores a neighbour can starve vLLM's API
+# process (not the client, so no client_bound flag) and its stream arrives late: the flag is then right
+# and the run proves nothing. A real client bug (a wrong clock, TTFT folded into TPOT, a token miscount)
+# disagrees on every run, so the timing claim must hold on one of TIMING_ATTEMPTS runs; every other
+# assertion must hold on each of them.
+TIMING_ATTEMPTS = 3
+
+
+def bench_once(deployment: str) -> set[str]:
     done = llmhost(
         "bench", deployment, "-c", "4", "-n", "16", "--input-tokens", "32", "--output-tokens", "24",
         "--api", "completions", "--json", timeout=300,
@@ -70,11 +78,20 @@ def test_bench_vllm_by_name_agrees_with_vllm(deployment: str) -> None:
     codes = {f.code for f in result.flags}
     distrust = {"length_not_honoured", "server_disagrees_ttft", "server_token_count_mismatch"}
     assert not codes & distrust
-    if "client_bound" not in codes:
-        # A starved machine stamps chunks late and delivers them in bursts (and says so, client_bound);
-        # on a healthy one the stream must look unbuffered and agree with vLLM's own TPOT.
-        assert not codes & {"server_disagrees_tpot", "buffered_stream"}
     t = result.telemetry
     assert t is not None and t.metrics_available
     generated = t.after["vllm:generation_tokens_total"] - t.before["vllm:generation_tokens_total"]
     assert generated == 16 * 24
+    return codes
+
+
+def test_bench_vllm_by_name_agrees_with_vllm(deployment: str) -> None:
+    seen: list[set[str]] = []
+    for _ in range(TIMING_ATTEMPTS):
+        codes = bench_once(deployment)
+        seen.append(codes)
+        # A starved client says so (client_bound) and its timings are not claimed; otherwise the stream
+        # must look unbuffered and agree with vLLM's own TPOT.
+        if "client_bound" in codes or not codes & {"server_disagrees_tpot", "buffered_stream"}:
+            return
+    pytest.fail(f"every run disagreed with vLLM's timing: {seen}")
