@@ -13,6 +13,8 @@ from llmhost.models.spec import ModelSpec
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from llmhost.models.ollama import StoreEntry
+
 GIB = 1024**3
 
 
@@ -98,24 +100,65 @@ def render_spec(console: Console, spec: ModelSpec) -> None:
     console.print(table)
 
 
+def render_ollama(console: Console, root: str, entries: list[StoreEntry]) -> None:
+    from rich.table import Table
+
+    # Names and errors come from files in the store: literal, never markup.
+    table = Table(title=literal(f"Ollama store {root}"), title_justify="left")
+    for column in ("name", "size", "quantization", "digest", "status"):
+        table.add_column(column)
+    for e in entries:
+        size = f"{e.size_bytes / GIB:.2f} GiB" if e.size_bytes is not None else "-"
+        digest = e.digest.removeprefix("sha256:")[:12] if e.digest else "-"
+        table.add_row(literal(e.name), size, literal(e.quantization or "-"), digest, literal(e.error or "ok"))
+    console.print(table if entries else literal(f"Ollama store {root} holds no models."))
+
+
 def register(app: typer.Typer) -> None:
     """Register `inspect`."""
 
     @app.command("inspect")
     def inspect(
         model: Annotated[
-            str,
+            str | None,
             typer.Argument(
                 help="Hub id (org/name[@rev]), GGUF repo with tag (org/name-GGUF:Q4_K_M), .gguf URL, "
-                "model directory, config.json or .gguf file."
+                "model directory, config.json, .gguf file, or ollama:NAME[:TAG]."
             ),
-        ],
+        ] = None,
         json_output: JsonOpt = False,
         offline: Annotated[
             bool, typer.Option("--offline", help="Use only the local cache (same as HF_HUB_OFFLINE=1).")
         ] = False,
+        ollama: Annotated[
+            bool,
+            typer.Option(
+                "--ollama", help="List the models in Ollama's local store ($OLLAMA_MODELS or its default)."
+            ),
+        ] = False,
     ) -> None:
         """Show what llmhost reads about a model: parameters, weights, attention/KV layout, quantization."""
+        from llmhost.errors import UsageError
+
+        if ollama:
+            if model is not None:
+                raise UsageError(
+                    "--ollama lists the store and takes no MODEL.",
+                    hint="Run `llmhost inspect --ollama`, or `llmhost inspect ollama:NAME` for one model.",
+                )
+            from llmhost.models.ollama import list_store
+
+            root, entries = list_store()
+            emit(
+                {"store": str(root), "models": [e.as_dict() for e in entries]},
+                as_json=json_output,
+                human=lambda console: render_ollama(console, str(root), entries),
+            )
+            return
+        if model is None:
+            raise UsageError(
+                "Missing MODEL.", hint="Run `llmhost inspect MODEL`, or `llmhost inspect --ollama`."
+            )
         from llmhost.models import resolve
 
         spec = resolve(model, offline=True if offline else None)

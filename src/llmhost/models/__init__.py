@@ -15,6 +15,10 @@ def resolve(ref: str, *, offline: bool | None = None, revision: str | None = Non
     Raises `ModelError` (bad/missing/gated model, corrupt file) or `NetworkError` (Hub unreachable).
     """
     parsed = parse_ref(ref, revision=revision)
+    if parsed.kind == "ollama":
+        from llmhost.models.ollama import resolve_ollama
+
+        return resolve_ollama(ref.strip())
     if parsed.kind == "local_path":
         from llmhost.models.local import resolve_local
 

@@ -6,6 +6,7 @@ bartowski/Qwen2.5-7B-Instruct-GGUF:Q4_K_M   GGUF repo + quant tag (llama.cpp -hf
 hf.co/org/name-GGUF:Q4_K_M                  same, with Ollama's hf.co/ prefix
 https://host/path/model.gguf                GGUF URL (header read with range requests)
 ./dir  ./config.json  ./model.gguf          local directory, bare config, GGUF (split shards too)
+ollama:NAME[:TAG]  ollama:user/name:tag     a model pulled with Ollama (its local store)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Literal
 from llmhost.errors import ModelError
 from llmhost.models.files import present
 
-RefKind = Literal["hf_repo", "gguf_repo", "gguf_url", "local_path"]
+RefKind = Literal["hf_repo", "gguf_repo", "gguf_url", "local_path", "ollama"]
 
 # llama.cpp's `-hf repo` picks Q4_K_M when no tag is given; so do we.
 DEFAULT_GGUF_TAG = "Q4_K_M"
@@ -82,6 +83,14 @@ def _looks_like_path(ref: str) -> bool:
 def parse_ref(ref: str, *, revision: str | None = None) -> ParsedRef:
     raw = ref
     ref = ref.strip()
+    if ref.startswith("ollama:"):
+        # Checked here (cheap, no store access) so that a bad name fails before anything is read.
+        from llmhost.models.ollama import parse_name
+
+        name = parse_name(ref)
+        return ParsedRef(
+            kind="ollama", raw=raw, repo_id=f"{name.host}/{name.namespace}/{name.model}", tag=name.tag
+        )
     if not ref:
         raise ModelError(
             "Empty model reference.", hint="Pass a Hub id like org/name, a directory or a .gguf file."

@@ -78,6 +78,24 @@ class MoE(_Model):
     moe_intermediate_size: int | None = None
 
 
+class OllamaSource(_Model):
+    """What an `ollama:NAME[:TAG]` reference carried besides the GGUF blob (models/ollama.py)."""
+
+    name: str = Field(description="Fully qualified Ollama name, host/namespace/model:tag.")
+    manifest: str = Field(description="Path of the manifest file read.")
+    model_digest: str = Field(description="sha256:<hex> of the GGUF blob (the model layer).")
+    digest_verified: bool = Field(description="The blob was hashed and matched (now or cached by identity).")
+    template: str | None = Field(
+        default=None, description="Ollama's chat template: Go text/template, not Jinja."
+    )
+    template_syntax: Literal["go"] = "go"
+    system: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="The params layer (stop, num_ctx, ...).")
+    context_hint: int | None = Field(default=None, description="params.num_ctx: Ollama's default context.")
+    projector: str | None = Field(default=None, description="Blob path of a vision projector layer, if any.")
+    adapters: list[str] = Field(default_factory=list, description="Blob paths of LoRA adapter layers.")
+
+
 class ModelSpec(_Model):
     ref: str = Field(description="What the user typed.")
     kind: SourceKind
@@ -113,6 +131,7 @@ class ModelSpec(_Model):
     trust_remote_code: bool = Field(default=False, description="The config asks for custom code.")
     bytes_read: int = Field(default=0, description="Bytes fetched over the network to build this spec.")
     notes: list[str] = Field(default_factory=list)
+    ollama: OllamaSource | None = Field(default=None, description="Set for ollama:NAME references.")
 
 
 class QuantizedVariant(_Model):
