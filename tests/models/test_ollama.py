@@ -94,7 +94,7 @@ def test_resolves_the_blob_in_place_with_template_and_params(store: Path) -> Non
     assert spec.ollama.template == TEMPLATE and spec.ollama.template_syntax == "go"
     assert spec.ollama.params == PARAMS and spec.ollama.context_hint == 2048
     assert spec.ollama.digest_verified
-    assert any("--context 2048" in n for n in spec.notes)
+    assert any("num_ctx is 2048" in n for n in spec.notes)
 
 
 def test_user_namespace_and_full_names(tmp_path: Path, store: Path, tiny_gguf: Path) -> None:
@@ -217,7 +217,12 @@ def test_cli_plan_and_inspect(store: Path) -> None:
     assert data["store"] == str(store) and [m["name"] for m in data["models"]] == ["tiny:latest"]
     plan = _cli("plan", "ollama:tiny", "--json", env=env)
     assert plan.returncode == 0, plan.stderr
-    assert "sha256-" in plan.stdout
+    planned = json.loads(plan.stdout)
+    chosen = planned["candidates"][planned["chosen"]]
+    assert chosen["context_length"] == 2048  # Ollama's num_ctx, below the model's 4096
+    assert chosen["gguf_file"] == str(model_blob(store / "manifests/registry.ollama.ai/library/tiny/latest"))
+    wider = json.loads(_cli("plan", "ollama:tiny", "--context", "4096", "--json", env=env).stdout)
+    assert wider["candidates"][wider["chosen"]]["context_length"] == 4096  # --context still wins
     bad = _cli("inspect", "ollama:nope", env=env)
     assert bad.returncode == ExitCode.BAD_INPUT
     assert "No Ollama model nope:latest" in bad.stderr and "Traceback" not in bad.stderr

@@ -100,6 +100,10 @@ def render_spec(console: Console, spec: ModelSpec) -> None:
     console.print(table)
 
 
+def _bytes(n: int) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 2**20:.1f} MiB"
+
+
 def render_ollama(console: Console, root: str, entries: list[StoreEntry]) -> None:
     from rich.table import Table
 
@@ -108,7 +112,7 @@ def render_ollama(console: Console, root: str, entries: list[StoreEntry]) -> Non
     for column in ("name", "size", "quantization", "digest", "status"):
         table.add_column(column)
     for e in entries:
-        size = f"{e.size_bytes / GIB:.2f} GiB" if e.size_bytes is not None else "-"
+        size = "-" if e.size_bytes is None else _bytes(e.size_bytes)
         digest = e.digest.removeprefix("sha256:")[:12] if e.digest else "-"
         table.add_row(literal(e.name), size, literal(e.quantization or "-"), digest, literal(e.error or "ok"))
     console.print(table if entries else literal(f"Ollama store {root} holds no models."))

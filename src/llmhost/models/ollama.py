@@ -71,9 +71,13 @@ class Layer(_Strict):
     mediaType: str
     digest: str
     size: int = Field(ge=0)
-    # Ollama writes `from` on layers inherited from a base model and `name` on some; both optional.
+    # Optional in Ollama's Layer (server/layer.go): `from` on layers inherited from a base model, and
+    # name/dtype/shape on the tensor layers of safetensors-based models (not servable here, but a
+    # manifest that has them is still a manifest, refused later for having no GGUF model layer).
     from_: str | None = Field(default=None, alias="from")
     name: str | None = None
+    dtype: str | None = None
+    shape: list[int] | None = None
 
 
 class Manifest(_Strict):
@@ -150,7 +154,8 @@ def candidate_roots() -> list[Path]:
 
 
 def store_root() -> Path:
-    env = os.environ.get("OLLAMA_MODELS")
+    # As Ollama's envconfig reads it: surrounding spaces and quotes stripped, empty means unset.
+    env = os.environ.get("OLLAMA_MODELS", "").strip().strip("\"'")
     if env:
         root = Path(env).expanduser()
         if not present(root / "manifests"):
@@ -383,7 +388,9 @@ def resolve_ollama(ref: str) -> ModelSpec:
             "Its template is Ollama's Go template, not Jinja: llama.cpp uses the GGUF's own template."
         )
     if context_hint:
-        notes.append(f"Ollama's num_ctx is {context_hint}: pass --context {context_hint} to match it.")
+        notes.append(
+            f"Ollama's num_ctx is {context_hint}: plans default to that context (--context overrides)."
+        )
     if projector or adapters:
         notes.append("Its projector/adapter layers are recorded but not loaded by llmhost.")
     spec = resolve_gguf_file(found.blob, ref)

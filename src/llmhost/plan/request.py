@@ -52,7 +52,10 @@ def validate_request(spec: ModelSpec, request: PlanRequest, hardware: Hardware) 
     if request.context is not None:
         return Target(request.context, request.context, True, request.concurrency)
     cap = min(spec.max_context, DEFAULT_CONTEXT_CAP)
-    return Target(cap, min(spec.max_context, DEFAULT_CONTEXT_FLOOR), False, request.concurrency)
+    if spec.ollama is not None and spec.ollama.context_hint:
+        # An Ollama model's num_ctx is the context its user has been running it with: plan for that.
+        cap = min(spec.max_context, spec.ollama.context_hint)
+    return Target(cap, min(spec.max_context, DEFAULT_CONTEXT_FLOOR, cap), False, request.concurrency)
 
 
 def requested_quant(spec: ModelSpec, request: PlanRequest) -> str | None:
