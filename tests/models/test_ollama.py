@@ -142,8 +142,17 @@ def test_damaged_digest_and_size(store: Path) -> None:
         resolve("ollama:tiny")
 
 
-def test_a_verified_blob_is_hashed_again_once_it_changes(store: Path) -> None:
+def test_a_verified_blob_is_hashed_again_once_it_changes(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llmhost.models.ollama as ollama
+
+    hashed: list[int] = []
+    real = ollama._sha256_stream
+    monkeypatch.setattr(ollama, "_sha256_stream", lambda fh: hashed.append(1) or real(fh))
     resolve("ollama:tiny")  # verified and remembered by identity
+    resolve("ollama:tiny")
+    assert len(hashed) == 1  # the unchanged blob was not read again
     blob = model_blob(store / "manifests/registry.ollama.ai/library/tiny/latest")
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF
@@ -152,6 +161,7 @@ def test_a_verified_blob_is_hashed_again_once_it_changes(store: Path) -> None:
     os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a coarse clock cannot hide the rewrite
     with pytest.raises(ModelError, match="does not match its digest"):
         resolve("ollama:tiny")
+    assert len(hashed) == 2
 
 
 def test_model_layer_that_is_not_gguf(tmp_path: Path, store: Path) -> None:

@@ -21,7 +21,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -245,6 +245,13 @@ def _remember_verified(path: Path, st: os.stat_result) -> None:
         pass  # not remembering only means hashing again next time
 
 
+def _sha256_stream(fh: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    while chunk := fh.read(_HASH_CHUNK):  # constant memory, whatever the blob's size
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def verify_blob(path: Path, layer: Layer) -> None:
     """Size against the manifest, then the sha256 of the whole blob (streamed).
 
@@ -258,12 +265,10 @@ def verify_blob(path: Path, layer: Layer) -> None:
                 raise _damaged(path, f"is {st.st_size:,} bytes; the manifest says {layer.size:,}")
             if _load_verified().get(str(path)) == _identity(st):
                 return
-            digest = hashlib.sha256()
-            while chunk := fh.read(_HASH_CHUNK):
-                digest.update(chunk)
+            hexdigest = _sha256_stream(fh)
         except OSError as exc:
             raise cannot_read(path, exc) from exc
-    if f"sha256:{digest.hexdigest()}" != layer.digest:
+    if f"sha256:{hexdigest}" != layer.digest:
         raise _damaged(path, f"does not match its digest {layer.digest[:19]}... (it is damaged)")
     _remember_verified(path, st)
 
