@@ -180,6 +180,11 @@ def test_model_layer_that_is_not_gguf(tmp_path: Path, store: Path) -> None:
         ('{"schemaVersion": 2, "layers": [{"mediaType": "m", "digest": "x", "size": "3"}]}', "layers.0.size"),
         ('{"schemaVersion": 2, "layers": [], "extra": 1}', "extra"),
         ('{"schemaVersion": 2, "layers": []}', "0 model layers"),
+        (  # a safetensors-based model: tensor layers (server/layer.go's TensorMeta), no GGUF to serve
+            '{"schemaVersion": 2, "layers": [{"mediaType": "application/vnd.ollama.image.tensor", "digest":'
+            ' "sha256:' + "0" * 64 + '", "size": 8, "name": "w", "dtype": "BF16", "shape": [2, 2]}]}',
+            "0 model layers.*safetensors imports are not supported",
+        ),
         (
             '{"schemaVersion": 2, "layers": [{"mediaType": "application/vnd.ollama.image.model",'
             ' "digest": "sha256:../../../etc/passwd", "size": 3}]}',

@@ -234,7 +234,8 @@ def _load_verified() -> dict[str, Any]:
 
 def _remember_verified(path: Path, st: os.stat_result) -> None:
     cache = _verified_cache()
-    data = _load_verified()
+    # Entries for blobs that are gone (`ollama rm`, a pruned store) are dropped so the memo stays small.
+    data = {k: v for k, v in _load_verified().items() if os.path.lexists(k)}
     data[str(path)] = _identity(st)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
