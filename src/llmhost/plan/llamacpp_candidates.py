@@ -161,8 +161,8 @@ def llamacpp_candidate(
             + (f" (asked: {target.concurrency})" if target.concurrency > 1 else "")
         )
 
-    def ev(ctx: int, ngl: int, par: int = n_par) -> _LlamaEval:
-        return _llama_eval(spec, layout, base, ctx, par, ngl, gpus, host, unified, kv_table, compute_probe)
+    def ev(ctx: int, ngl: int, par: int = n_par, probe: ComputeProbe | None = compute_probe) -> _LlamaEval:
+        return _llama_eval(spec, layout, base, ctx, par, ngl, gpus, host, unified, kv_table, probe)
 
     def best_ngl(ctx: int) -> int | None:
         if not gpus:
@@ -231,8 +231,11 @@ def llamacpp_candidate(
         )
     elif needs_conversion:
         reasons.append(f"needs a {quant} GGUF of this model (convert with llama.cpp or pick a -GGUF repo)")
-    max_ctx = max_length(lambda c: ev(c, used_ngl, 1).fits, spec.max_context)
-    max_conc = max_concurrency_for(lambda p: ev(context, used_ngl, p).fits)
+    # The limits are searched with the estimated compute buffer: where the search lands depends on the
+    # free memory of the moment, so with the dry run every plan asked llama.cpp a new question and a
+    # "warm" plan of Gemma 3 270M reloaded it in a child (4-5 s instead of under 2 s).
+    max_ctx = max_length(lambda c: ev(c, used_ngl, 1, None).fits, spec.max_context)
+    max_conc = max_concurrency_for(lambda p: ev(context, used_ngl, p, None).fits)
     if one_at_a_time:
         max_conc = min(max_conc, 1)
     per_device: list[DeviceMemory] = []
