@@ -48,6 +48,7 @@ class RefConfig:
     honour_length: bool = True  # False: stop after half the requested tokens (ignore_eos unsupported)
     context: int | None = None  # answer 400 to prompts of more words than this (llama-server's context error)
     default_tokens: int = 16
+    finish_reason: str = "length"  # of the last chunk ("stop": a stream that does not claim max_tokens)
     # What the server actually did, for measuring the server itself.
     sent_log: list[tuple[float, float]] = field(default_factory=list)  # (request read, first token)
     requests_served: int = 0
@@ -211,7 +212,7 @@ class _Conn(asyncio.Protocol):
 
         def finish() -> None:
             tail: list[bytes] = []
-            last = {**base, "choices": [choice("", "length")]}
+            last = {**base, "choices": [choice("", cfg.finish_reason)]}
             if cfg.timings:
                 predicted_ms = (chunks - 1) * cfg.itl_s * 1000
                 last["timings"] = {

@@ -118,10 +118,11 @@ def test_role_only_first_chunk_does_not_stop_the_clock(ref_server) -> None:
 
 
 def test_without_usage_tokens_are_counted_from_chunks_and_flagged(ref_server) -> None:
-    with ref_server(ttft_s=0.01, itl_s=0.005, usage=False, role_chunk=False) as srv:
+    # A "stop" finish: the stream does not say it reached max_tokens, so its chunks are the count.
+    with ref_server(ttft_s=0.01, itl_s=0.005, usage=False, role_chunk=False, finish_reason="stop") as srv:
         result = bench(srv.base_url, tokens=12, n=4, api="completions")
     assert {r.output_tokens_source for r in result.requests} == {"chunks"}
-    assert all(r.output_tokens == 12 for r in result.requests)
+    assert all(r.output_tokens == 12 and r.finish_reason == "stop" for r in result.requests)
     assert not any(r.role_chunk_first for r in result.requests)
     assert "tokens_from_chunks" in {f.code for f in result.flags}
     assert result.summary.tpot_ms.p50 is not None and abs(result.summary.tpot_ms.p50 / 5 - 1) < 0.1

@@ -316,7 +316,9 @@ def test_sweep_stops_when_slos_break(ref_server, capsys) -> None:
     assert result.knee_concurrency == 2
 
 
-def test_tokenizer_counts_when_the_server_sends_no_usage(ref_server, capsys) -> None:
+def test_without_usage_a_length_finish_counts_max_tokens_and_the_tokenizer_cross_checks(
+    ref_server, capsys
+) -> None:
     from llmhost.tiny_hf import tiny_llama_checkpoint
 
     tok = str(tiny_llama_checkpoint())
@@ -324,8 +326,13 @@ def test_tokenizer_counts_when_the_server_sends_no_usage(ref_server, capsys) -> 
         code, out, _ = run(capsys, *common(srv.base_url, "-n", "3", "--tokenizer", tok, "--json"))
     assert code == 0
     result = BenchResult.model_validate_json(out)
-    assert {r.output_tokens_source for r in result.requests} == {"tokenizer"}
-    assert all(r.tokenizer_tokens == r.output_tokens and r.usage_tokens is None for r in result.requests)
+    assert {r.output_tokens_source for r in result.requests} == {"length"}
+    assert all(
+        r.output_tokens == 12 and r.length_honoured and r.usage_tokens is None for r in result.requests
+    )
+    # The streamed text is still re-encoded, as a cross-check recorded next to the count.
+    assert all(r.tokenizer_tokens for r in result.requests)
+    assert "length_not_honoured" not in codes(result)
     # With a tokenizer the prompt is cut to exactly the requested length.
     from llmhost.bench.workload import TokenizerAdapter
 

@@ -1,8 +1,9 @@
 """Bench the real llama.cpp serving the tiny generated GGUF: results must be sane.
 
-- llama-cpp-python's server streams no `usage`, and its chunks do not map one-to-one to tokens (it
-  holds back partial UTF-8 and re-splits text), so counts come from chunks and are flagged as such;
-  its `finish_reason` must still say the length limit ended every request.
+- llama-cpp-python's server streams no `usage`, and its chunks do not map one-to-one to tokens (its
+  flush of held-back text at the end repeats or merges pieces); every request must end with
+  `finish_reason: length`, be counted as exactly the requested length from that finish (the
+  tokenizer, the GGUF's own as in `make demo`, only cross-checks) and raise no `length_not_honoured`.
 - the native llama-server (when `make llama-server` built it) streams `usage` and per-response
   `timings`: tokens counted must equal the requested output lengths exactly, and the client must
   agree with the server's own timings.
@@ -79,17 +80,22 @@ def test_llama_cpp_python_server(tiny_gguf: Path, tmp_path: Path, capsys) -> Non
         "--port", str(port), "--model_alias", "tiny", "--n_ctx", "1024", "--interrupt_requests", "False",
     ]  # fmt: skip
     with serving(argv, port, tmp_path / "server.log") as url:
-        for api in ("chat", "completions"):
+        for api, extra in (("chat", ["--tokenizer", str(tiny_gguf)]), ("completions", [])):
             result = bench_json(
-                capsys, url, "tiny", "--api", api, "-c", "2", "-n", "6", "--output-tokens", "16"
+                capsys, url, "tiny", "--api", api, "-c", "2", "-n", "6", "--output-tokens", "16", *extra
             )
             s = result.summary
             assert s.completed == 6 and s.failed == 0 and not result.incomplete
             assert all(r.finish_reason == "length" for r in result.requests)
-            assert {r.output_tokens_source for r in result.requests} == {"chunks"}
-            assert "tokens_from_chunks" in {f.code for f in result.flags}
-            # Chunks approximate tokens on this server; far off would mean the reader lost events.
-            assert 0.75 * 16 * 6 <= s.output_tokens <= 1.5 * 16 * 6
+            assert {r.output_tokens_source for r in result.requests} == {"length"}
+            assert all(r.output_tokens == 16 and r.length_honoured for r in result.requests)
+            assert s.output_tokens == 16 * 6
+            codes = {f.code for f in result.flags}
+            assert "length_not_honoured" not in codes and "tokens_from_chunks" not in codes
+            # The chunks confirm the length: far off would mean the reader lost events.
+            assert all(12 <= r.token_chunks <= 24 for r in result.requests)
+            if extra:
+                assert all(r.tokenizer_tokens for r in result.requests)
             assert s.ttft_ms.p50 and s.ttft_ms.p50 > 0 and s.tpot_ms.p50 and s.tpot_ms.p50 > 0
             assert s.e2e_ms.p50 and s.e2e_ms.p50 > s.ttft_ms.p50
 

@@ -45,7 +45,16 @@ def _wait_for(predicate, timeout: float, interval: float = 0.2):
 @pytest.fixture(scope="module")
 def served(tiny_gguf: Path):
     """One llama-cpp-python deployment with an API key, shared by the read-only tests."""
-    dep = serve_detached(tiny_gguf, "e2e-lcp", "--engine", "llama-cpp-python", env={"LLMHOST_API_KEY": KEY})
+    # --concurrency 2 as `make demo` asks: llama-cpp-python serves one at a time, the plan must say so.
+    dep = serve_detached(
+        tiny_gguf,
+        "e2e-lcp",
+        "--engine",
+        "llama-cpp-python",
+        "--concurrency",
+        "2",
+        env={"LLMHOST_API_KEY": KEY},
+    )
     yield dep
     llmhost("stop", "e2e-lcp")
 
@@ -66,6 +75,10 @@ def test_serve_contract_and_ps(served: dict) -> None:
     assert alive(listed["supervisor_pid"]) and alive(listed["engine_pid"])
     assert listed["memory_bytes"] > 10_000_000
     assert listed["actual"]["kv_cache_tokens"] > 0  # parsed from the engine's start-up log
+    # One sequence of n_ctx, planned as llama-cpp-python allocates it (it was planned as 2 slots: 2x).
+    planned, actual = listed["planned"], listed["actual"]
+    assert planned["kv_cache_tokens"] == actual["kv_cache_tokens"]
+    assert planned["kv_cache_bytes"] == actual["kv_cache_bytes"]
 
 
 def test_key_is_never_in_argv_state_or_logs(served: dict) -> None:

@@ -75,8 +75,28 @@ def token_count_flags(records: Sequence[RequestRecord], *, served_tokenizer: boo
             Flag(
                 code="tokens_from_chunks",
                 severity="info",
-                message="the server sent no usage and no --tokenizer was given: output tokens are counted as "
-                "content chunks (exact only when the server streams one token per chunk).",
+                message="the server sent no usage and some streams did not end at max_tokens: their output "
+                "tokens are counted as token chunks (exact only when the server streams one token per "
+                "chunk).",
+            )
+        )
+    # No usage: the count is max_tokens (a `length` finish) or chunks; re-encoding the streamed text is a
+    # cross-check only, and drift is expected (decoded text need not encode back to the same tokens).
+    crossed = [
+        (r, r.tokenizer_tokens)
+        for r in ok
+        if r.usage_tokens is None and r.tokenizer_tokens is not None and r.output_tokens
+    ]
+    drift = [r for r, t in crossed if abs(r.output_tokens - t) / r.output_tokens > TOKEN_DISAGREEMENT]
+    if drift:
+        flags.append(
+            Flag(
+                code="tokenizer_cross_check",
+                severity="info",
+                message=f"{len(drift)} of {len(crossed)} requests without usage: the tokenizer re-encodes "
+                f"the streamed text to another count than the one taken from the stream (e.g. "
+                f"{drift[0].tokenizer_tokens} vs {drift[0].output_tokens}, {drift[0].output_tokens_source}); "
+                "decoded text need not encode back to the same tokens, so the stream's count is used.",
             )
         )
     both = [r for r in ok if r.usage_tokens and r.tokenizer_tokens is not None]

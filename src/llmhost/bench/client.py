@@ -35,6 +35,9 @@ from llmhost.bench.workload import TokenizerAdapter
 
 _NS_PER_MS = 1_000_000
 STALE_RETRIES = 3
+# How far below max_tokens the token chunks of a `length` finish may fall and still confirm it (the
+# end-of-stream flush merges pieces: 15 chunks for 16 tokens seen on llama-cpp-python).
+LENGTH_CHUNK_SLACK = 0.25
 
 
 @dataclass
@@ -155,6 +158,27 @@ async def _data_payloads(
         if payloads:
             silence.hear()
             yield now, payloads
+
+
+def count_output_tokens(
+    usage_tokens: int | None, token_chunks: int, finish: str | None, requested: int | None
+) -> tuple[int, TokenSource]:
+    """The output token count of one stream and where it came from.
+
+    `usage` is the server's own count. Without it, a stream that ended with `finish_reason: length`
+    stopped at the max_tokens it was sent, so it produced that many: llama-cpp-python streams one token
+    per chunk, but its end-of-stream flush of held-back text repeats or merges pieces (for max_tokens
+    16, 40 streams carried 15 to 20 token chunks), so its chunks are no exact count. The chunks only
+    confirm it: a `length` finish after far fewer chunks than requested (a context that filled up)
+    is counted as chunks, so it is not taken as honoured. Re-tokenizing the streamed text is no count
+    either: decoded text need not encode back to the same tokens (16 tokens of the tiny model's text
+    re-encode to 11-18), so the tokenizer only cross-checks (`checks.token_count_flags`).
+    """
+    if usage_tokens is not None:
+        return usage_tokens, "usage"
+    if finish == "length" and requested is not None and token_chunks >= requested * (1 - LENGTH_CHUNK_SLACK):
+        return requested, "length"
+    return token_chunks, "chunks"
 
 
 class StreamClient:
@@ -322,13 +346,12 @@ class StreamClient:
     ) -> RequestRecord:
         usage_tokens = usage.get("completion_tokens") if usage else None
         tokenizer_tokens = self.tokenizer.count("".join(pieces)) if self.tokenizer and pieces else None
-        source: TokenSource
-        if isinstance(usage_tokens, int):
-            out, source = usage_tokens, "usage"
-        elif tokenizer_tokens is not None:
-            out, source = tokenizer_tokens, "tokenizer"
-        else:
-            out, source = token_chunks, "chunks"
+        out, source = count_output_tokens(
+            usage_tokens if isinstance(usage_tokens, int) else None,
+            token_chunks,
+            finish,
+            req.output_tokens,
+        )
         ms = self._ms
         honoured = None
         if req.output_tokens is not None and error_class is None:

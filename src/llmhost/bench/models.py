@@ -16,7 +16,9 @@ from llmhost.hardware.models import Hardware
 SCHEMA_VERSION = 1
 
 Api = Literal["chat", "completions"]
-TokenSource = Literal["usage", "tokenizer", "chunks"]
+# "length": no usage, finish_reason `length` after max_tokens token chunks (see client.count_output_tokens);
+# "tokenizer" is kept so that results saved before that change still load.
+TokenSource = Literal["usage", "length", "chunks", "tokenizer"]
 ErrorClass = Literal[
     "connection",
     "timeout",

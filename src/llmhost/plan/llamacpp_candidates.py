@@ -149,9 +149,20 @@ def llamacpp_candidate(
     full = n + 1 if gpus else 0
     n_par = target.concurrency
     reasons: list[str] = []
+    one_at_a_time = request.llamacpp_runtime == "llama-cpp-python"
+    if one_at_a_time:
+        # Its server holds one `Llama` (one sequence, n_ctx tokens of KV) behind a lock: it serves one
+        # request at a time and queues the rest. Planning N slots sized a KV cache N times the one it
+        # allocates (`llmhost ps`: planned 8192 tokens, actual 4096).
+        n_par = 1
+        reasons.append(
+            "llama-cpp-python's server runs one request at a time (concurrency 1, the whole context per "
+            "request; others queue): the native llama-server serves several in parallel slots"
+            + (f" (asked: {target.concurrency})" if target.concurrency > 1 else "")
+        )
 
-    def ev(ctx: int, ngl: int, par: int = n_par) -> _LlamaEval:
-        return _llama_eval(spec, layout, base, ctx, par, ngl, gpus, host, unified, kv_table, compute_probe)
+    def ev(ctx: int, ngl: int, par: int = n_par, probe: ComputeProbe | None = compute_probe) -> _LlamaEval:
+        return _llama_eval(spec, layout, base, ctx, par, ngl, gpus, host, unified, kv_table, probe)
 
     def best_ngl(ctx: int) -> int | None:
         if not gpus:
@@ -220,8 +231,13 @@ def llamacpp_candidate(
         )
     elif needs_conversion:
         reasons.append(f"needs a {quant} GGUF of this model (convert with llama.cpp or pick a -GGUF repo)")
-    max_ctx = max_length(lambda c: ev(c, used_ngl, 1).fits, spec.max_context)
-    max_conc = max_concurrency_for(lambda p: ev(context, used_ngl, p).fits)
+    # The limits are searched with the estimated compute buffer: where the search lands depends on the
+    # free memory of the moment, so with the dry run every plan asked llama.cpp a new question and a
+    # "warm" plan of Gemma 3 270M reloaded it in a child (4-5 s instead of under 2 s).
+    max_ctx = max_length(lambda c: ev(c, used_ngl, 1, None).fits, spec.max_context)
+    max_conc = max_concurrency_for(lambda p: ev(context, used_ngl, p, None).fits)
+    if one_at_a_time:
+        max_conc = min(max_conc, 1)
     per_device: list[DeviceMemory] = []
     frac = active_weight_fraction(spec)
     reads: list[tuple[int, float | None]] = []
@@ -274,7 +290,7 @@ def llamacpp_candidate(
         quantization=quant,
         kv_cache_dtype=kv_req,
         context_length=context,
-        concurrency=target.concurrency,
+        concurrency=n_par,
         gpu_layers=used_ngl,
         fits=fits,
         memory=sum_breakdowns([d.breakdown for d in per_device]),
