@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import alive, deployment, group_alive, llmhost, ps_json, serve_detached
+from serve_helpers import alive, deployment, group_alive, llmhost, serve_detached
 
 pytestmark = [pytest.mark.engine]
 
@@ -30,6 +30,9 @@ KEY = "test-key-0123456789"
 
 def _client(base_url: str, key: str = "none") -> openai.OpenAI:
     return openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=60)
+
+
+RESTART_TIMEOUT_S = 180.0
 
 
 def _wait_for(predicate, timeout: float, interval: float = 0.2):
@@ -171,9 +174,11 @@ def test_sigkill_engine_is_restarted_and_serves_again(tiny_gguf: Path) -> None:
             lambda: (
                 (d := deployment("e2e-crash")) and d["state"] == "ready" and d["engine_pid"] != old_pid and d
             ),
-            timeout=60,
+            # 2 s backoff + a fresh Python engine's start-up; on a loaded 2-core CI box that start alone
+            # took over 60 s once. The bound is a hang detector, not a speed claim.
+            timeout=RESTART_TIMEOUT_S,
         )
-        assert restarted, ps_json()
+        assert restarted, (deployment("e2e-crash"), llmhost("logs", "e2e-crash", "--supervisor").stdout)
         assert restarted["restarts"] == 1
         assert not alive(old_pid)
         reply = _client(restarted["base_url"]).completions.create(
@@ -208,11 +213,11 @@ def test_ps_after_supervisor_sigkill_reports_dead_and_cleans_up(tiny_gguf: Path)
     dep = serve_detached(tiny_gguf, "e2e-orphan", "--engine", "llama-cpp-python")
     engine_pid = dep["engine_process"]["pid"]
     os.kill(dep["supervisor"]["pid"], signal.SIGKILL)
-    _wait_for(lambda: not alive(dep["supervisor"]["pid"]), 10)
+    _wait_for(lambda: not alive(dep["supervisor"]["pid"]), 30)
     first = deployment("e2e-orphan")
     assert first is not None and first["state"] == "dead"
     # The orphaned engine is not trusted to keep running unsupervised: it is stopped, the state removed.
-    assert _wait_for(lambda: not group_alive(engine_pid), 10) is not None
+    assert _wait_for(lambda: not group_alive(engine_pid), 30) is not None
     assert deployment("e2e-orphan") is None
 
 
@@ -353,7 +358,9 @@ def test_foreground_serve_stops_cleanly_on_ctrl_c(tiny_gguf: Path) -> None:
         env={**env, "NO_COLOR": "1"},
     )
     try:
-        ready = _wait_for(lambda: (d := deployment("e2e-fg")) and d["state"] == "ready" and d, timeout=60)
+        ready = _wait_for(
+            lambda: (d := deployment("e2e-fg")) and d["state"] == "ready" and d, timeout=RESTART_TIMEOUT_S
+        )
         assert ready, "foreground deployment never became ready"
         assert ready["detached"] is False and ready["supervisor_pid"] == proc.pid
         proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
