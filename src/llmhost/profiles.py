@@ -170,7 +170,11 @@ def chat_template_args(template: str, engine: str, runtime: str) -> list[str]:
                 hint="Name a format, or serve with --engine llama-server.",
             )
         return ["--chat_format", template]
-    return ["--chat-template-file", path] if is_file else ["--chat-template", template]
+    if is_file:
+        return ["--chat-template-file", path]
+    # llama-server renders templates with Jinja by default, and then takes `--chat-template gemma` as the
+    # literal template text "gemma" (every prompt became that word); its built-in names need --no-jinja.
+    return ["--no-jinja", "--chat-template", template]
 
 
 class _Refused(yaml.MarkedYAMLError):
