@@ -196,11 +196,16 @@ def serve(
         stderr.print(literal(f"  - {reason}"), soft_wrap=True)
     templated = chat_template or any(a.split("=", 1)[0] in _TEMPLATE_FLAGS for a in request.extra_args)
     if prepared.has_chat_template is False and not templated:
-        # Engines would otherwise pick a default template (llama.cpp: chatml) without a word.
-        warn(
-            "base model, no chat template: use completions, or give a template (a profile's "
-            "chat_template: gemma, or --chat-template in extra_args); chat requests get the engine's "
-            "default template, which this model was not trained on."
+        # Engines would otherwise pick a default template (llama.cpp: chatml) without a word. One line,
+        # like the plan lines above.
+        stderr.print(
+            Text.assemble(
+                ("warning:", "yellow"),
+                " base model, no chat template: use completions, or give a template (a profile's "
+                "chat_template: gemma, or --chat-template in extra_args); chat requests get the engine's "
+                "default template, which this model was not trained on.",
+            ),
+            soft_wrap=True,
         )
     if not prepared.api_key and not is_loopback(dep.host):
         warn(
