@@ -177,3 +177,42 @@ def test_llama_cpp_python_greedy_few_shot(gemma: dict) -> None:
         assert "Paris" in text, text
     finally:
         llmhost("stop", "gemma-lcp")
+
+
+def _within(planned: int | None, actual: int | None, rel: float = 0.05) -> bool:
+    # 0.01 MiB is the resolution of llama.cpp's log lines.
+    return planned is not None and actual is not None and abs(planned - actual) <= max(rel * actual, 10_486)
+
+
+@pytest.fixture(scope="module")
+def native_4k(gemma: dict):
+    dep = _serve(
+        [gemma["path"], "--engine", "llama-server", "--context", "4096", "--concurrency", "2"], "gemma-4k"
+    )
+    yield dep
+    llmhost("stop", "gemma-4k")
+
+
+@pytest.mark.engine
+@pytest.mark.llama_server
+@needs_server
+def test_plan_kv_and_compute_match_llama_server_at_two_contexts(native: dict, native_4k: dict) -> None:
+    """The plan's KV cache and compute buffers for this GGUF against what llama-server allocated (parsed
+    from its log), at the fixture's 512 tokens and at 4096 x 2 slots."""
+    for d in (native, native_4k):
+        planned, actual = d["planned"], d["actual"]
+        for key in ("kv_cache_bytes", "compute_bytes"):
+            assert _within(planned[key], actual[key]), (key, planned[key], actual[key], d["name"])
+    assert native_4k["actual"]["kv_cache_bytes"] > native["actual"]["kv_cache_bytes"]  # it did grow
+
+
+@pytest.mark.engine
+@pytest.mark.llama_server
+@needs_server
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured: llama-server's model buffers total 247.8 MiB for this Q4_K_M GGUF, the plan "
+    "235.2 MiB (-5.1%, target 5%); the gap is not explained yet (a CPU_REPACK copy of part of the weights?)",
+)
+def test_plan_weights_match_llama_server(native: dict) -> None:
+    assert _within(native["planned"]["weights_bytes"], native["actual"]["weights_bytes"])
