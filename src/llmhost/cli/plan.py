@@ -72,6 +72,15 @@ def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None
             ),
         )
     )
+    if model.has_chat_template is False:
+        # Said before the engine choice: every engine would fall back to a template of its own silently.
+        console.print(
+            literal(
+                "base model, no chat template: use completions, or give a template "
+                "(a profile's chat_template:, e.g. gemma)",
+                "yellow",
+            )
+        )
     chosen = plan.chosen_candidate
     if chosen is not None:
         c = chosen

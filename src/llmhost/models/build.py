@@ -161,6 +161,10 @@ _RECURRENT_KEYS = (".ssm.", ".wkv.", ".shortconv.")
 # llama.cpp's per-architecture sliding-window layouts (llama-model.cpp set_swa_pattern):
 # the period n means layers with il % n < n - 1 slide and every n-th layer is full.
 _SWA_PERIOD = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "gpt-oss": 2}
+NO_CHAT_TEMPLATE_NOTE = (
+    "base model, no chat template (no tokenizer.chat_template in the GGUF): use completions, or give a "
+    "template (profile `chat_template`)."
+)
 _REFETCH = "Re-download it or pick another file (corrupt or not a model file?)."
 
 
@@ -252,6 +256,14 @@ def spec_from_gguf(
     ff = g.per_layer("feed_forward_length", n_layers, high=MAX_WIDTH, what="feed-forward width")
     tag = h0.file_type_tag
     bits = round(s.weights_bytes * 8 / s.parameters, 2) if s.parameters else None
+    # A base model's GGUF has no template; llama.cpp then falls back to a default one (chatml) without a
+    # word, and chat requests get turn markers the model never saw. The fact travels so plan and serve
+    # can say so.
+    template = h0.fields.get("tokenizer.chat_template")
+    has_template = isinstance(template, str) and bool(template.strip())
+    notes = list(notes or [])
+    if not has_template:
+        notes.append(NO_CHAT_TEMPLATE_NOTE)
     return ModelSpec(
         ref=ref,
         kind=kind,
@@ -276,7 +288,8 @@ def spec_from_gguf(
         files=files,
         gguf_variants=variants or [],
         bytes_read=bytes_read,
-        notes=list(notes or []),
+        notes=notes,
+        has_chat_template=has_template,
     )
 
 

@@ -132,6 +132,11 @@ class ModelSpec(_Model):
     bytes_read: int = Field(default=0, description="Bytes fetched over the network to build this spec.")
     notes: list[str] = Field(default_factory=list)
     ollama: OllamaSource | None = Field(default=None, description="Set for ollama:NAME references.")
+    has_chat_template: bool | None = Field(
+        default=None,
+        description="GGUF: whether tokenizer.chat_template is present (False: a base model, chat needs a "
+        "template from the profile). None: not known from what was read.",
+    )
 
 
 class QuantizedVariant(_Model):

@@ -46,6 +46,9 @@ class PlanModel(_Model):
     max_context: int
     quantization: str
     weights_bytes: int
+    has_chat_template: bool | None = Field(
+        default=None, description="False: a base model's GGUF without tokenizer.chat_template."
+    )
 
 
 class Candidate(_Model):

@@ -149,6 +149,7 @@ def make_plan(
             max_context=spec.max_context,
             quantization=own_quantization(spec),
             weights_bytes=spec.weights_bytes,
+            has_chat_template=spec.has_chat_template,
         ),
         hardware=hardware,
         goal=request.goal,

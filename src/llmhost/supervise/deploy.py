@@ -85,6 +85,9 @@ class Prepared(_Model):
     api_key_generated: bool = False
     api_key: str | None = Field(default=None, exclude=True, repr=False)
     download: list[str] = Field(default_factory=list, description="Model files still to download.")
+    has_chat_template: bool | None = Field(
+        default=None, description="False: the model has no chat template (a base model's GGUF)."
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -318,6 +321,7 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
         api_key_generated=generated,
         api_key=api_key,
         download=to_download,
+        has_chat_template=plan.model.has_chat_template,
     )
 
 
