@@ -237,13 +237,15 @@ def _remember_verified(path: Path, st: os.stat_result) -> None:
     # Entries for blobs that are gone (`ollama rm`, a pruned store) are dropped so the memo stays small.
     data = {k: v for k, v in _load_verified().items() if os.path.lexists(k)}
     data[str(path)] = _identity(st)
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, cache)
     except OSError:
         pass  # not remembering only means hashing again next time
+    finally:
+        tmp.unlink(missing_ok=True)  # a write that failed half-way leaves no stray temp file
 
 
 def _sha256_stream(fh: IO[bytes]) -> str:
