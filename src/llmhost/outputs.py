@@ -36,6 +36,27 @@ def check_directory_target(option: str, path: Path) -> Path:
     return path
 
 
+def check_file_target(option: str, path: Path) -> Path:
+    """`path` can be written as a file: its directory exists and is writable, and no directory or
+    dangling link is in its place. Checked before a long run, so a typo in `-o` fails in a second,
+    not after the run (the write itself still reports what the OS says then)."""
+    parent = path.parent
+    try:
+        if path.is_symlink() and not path.exists():
+            raise UsageError(
+                f"{option} {path} is a dangling symbolic link.", hint="Remove it, or pass another path."
+            )
+        if path.is_dir():
+            raise UsageError(f"{option} {path} is a directory.", hint="Pass a file name inside it.")
+        if not parent.is_dir():
+            raise UsageError(f"{option} {path}: the directory {parent} does not exist.", hint=_HINT)
+    except OSError as exc:  # ENAMETOOLONG, ENOTDIR (a path through a file), ELOOP
+        raise _failed(option, path, exc, doing="use") from exc
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: the directory {parent} is not writable.", hint=_HINT)
+    return path
+
+
 def make_directory(option: str, path: Path) -> list[Path]:
     """Create `path` and its missing parents; the ones created, outermost first (to undo on failure)."""
     missing = [p for p in (path, *path.parents) if not p.exists()][::-1]

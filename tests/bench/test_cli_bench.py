@@ -386,13 +386,25 @@ def test_ctrl_c_before_the_measured_load_says_so(ref_server, capsys, monkeypatch
 
 
 def test_unwritable_output_and_missing_matplotlib(ref_server, capsys, tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import llmhost.bench.report as report
+
     with ref_server(**FAST) as srv:
+        # A directory that does not exist is refused before the run: nothing is sent.
         code, out, err = run(
             capsys, *common(srv.base_url, "-n", "2", "--output", str(tmp_path / "no" / "a.json"))
         )
-        assert (
-            code == ExitCode.BAD_INPUT and "cannot write" in err and "TTFT ms" in out
-        )  # results shown first
+        assert code == ExitCode.BAD_INPUT and "does not exist" in err and "TTFT ms" not in out
+
+        # A write that fails only after the run (a full disk) is reported with the results shown first.
+        def full_disk(result, path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(report, "write_csv", full_disk)
+        code, out, err = run(capsys, *common(srv.base_url, "-n", "2", "--csv", str(tmp_path / "a.csv")))
+        assert code == ExitCode.BAD_INPUT and "No space left" in err and "TTFT ms" in out
+        assert not list(tmp_path.glob("*.csv")) and not list(tmp_path.glob(".tmp-*"))
         monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
         code, _, err = run(capsys, *common(srv.base_url, "-n", "2", "--plot", str(tmp_path / "p.png")))
     assert code == ExitCode.BAD_INPUT and "matplotlib" in err and "plot extra" in err

@@ -364,6 +364,11 @@ CASES: list[BadInput] = [
         make=writes("d.jsonl", "[" * 100_000, with_model=False),
     ),
     BadInput("cli-bench-output-empty", [*BENCH, "-o", ""], 2),
+    # refused before the run (port 9 answers nothing: a run would end in exit 7, not 2)
+    BadInput("cli-bench-output-missing-directory", [*BENCH, "-o", "{tmp}/no/such/r.json"], 2),
+    BadInput("cli-bench-output-is-a-directory", [*BENCH, "-o", "{tmp}"], 2),
+    BadInput("cli-bench-csv-through-a-file", [*BENCH, "--csv", "{tmp}/f/r.csv"], 2, make=a_file),
+    BadInput("cli-bench-plot-dangling-symlink", [*BENCH, "--plot", "{tmp}/link"], 2, make=dangling),
     BadInput("cli-bench-output-and-csv-one-file", [*BENCH, "-o", "{tmp}/r.json", "--csv", "{tmp}/r.json"], 2),
     BadInput("cli-bench-compare-one-file", ["bench", "compare", "{tmp}/m.gguf"], 2, make=model),
     BadInput(

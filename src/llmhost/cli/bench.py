@@ -403,11 +403,15 @@ def _run(
 
 
 def _output_files(**given: str | None) -> dict[str, Path]:
-    """The files to write after the run, by option. Two options naming one file is refused now; whether
-    each can be written is found out after the run, so that its results are on screen whatever happens."""
+    """The files to write after the run, by option. Two options naming one file, a missing or read-only
+    directory and a directory in the file's place are refused now, before the run; a write that still
+    fails afterwards (full disk) is reported then, with the results already on screen."""
+    from llmhost.outputs import check_file_target
+
     files = {f"--{option}": Path(value).expanduser() for option, value in given.items() if value is not None}
     seen: dict[Path, str] = {}
     for option, path in files.items():
+        check_file_target(option, path)
         key = path.resolve()
         if key in seen:
             raise UsageError(
