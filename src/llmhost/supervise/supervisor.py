@@ -8,6 +8,9 @@ Life of a deployment:
                                                     +-- permanent cause, OOM, or crash loop --> failed
     any state --stop (SIGTERM/Ctrl-C)--> stopping --> stopped
 
+The states and the transitions allowed between them are `lifecycle.TRANSITIONS`, checked on every change
+(`_save`); whether to restart after an exit is decided by the pure `lifecycle.decide_after_exit`.
+
 - Readiness: process alive AND health endpoint OK AND the served name listed, before a deadline.
 - Restarts: exponential backoff (2 s doubling to 5 min, as GPUStack's serve manager does), reset after
   the engine has been ready for 10 minutes; give up after 5 crashes in a row (like systemd's
@@ -34,6 +37,13 @@ from llmhost.hardware.models import GPUProcess
 from llmhost.supervise import paths
 from llmhost.supervise.gpu import wait_gpu_released
 from llmhost.supervise.health import REQUEST_COUNTERS, TOKEN_COUNTERS, Prober, first_counter
+from llmhost.supervise.lifecycle import (
+    DeploymentState,
+    ExitFacts,
+    Outcome,
+    check_transition,
+    decide_after_exit,
+)
 from llmhost.supervise.logs import OutputPump, RotatingLog
 from llmhost.supervise.probe import CompletionProbe
 from llmhost.supervise.process import (
@@ -47,11 +57,6 @@ from llmhost.supervise.process import (
     wait_port_free,
 )
 from llmhost.supervise.state import Deployment, ProcessRef, write_deployment
-
-# Causes for which a restart with the same flags cannot help.
-PERMANENT_CAUSES: frozenset[str] = frozenset(
-    {"out_of_memory", "model_invalid", "port_in_use", "missing_library", "kv_cache_too_small", "bad_argument"}
-)
 
 CAUSE_HINTS: dict[str, str] = {
     "out_of_memory": "The engine ran out of memory. Serve with a smaller --context or --concurrency, or a "
@@ -87,7 +92,7 @@ def backoff_delay(consecutive_crashes: int, config: SupervisorConfig) -> float:
 
 @dataclass
 class _Attempt:
-    outcome: str  # "stopped" | "exited" | "deadline" | "wedged"
+    outcome: Outcome
     exit_code: int | None = None
     was_ready: bool = False
     ran_for_s: float = 0.0
@@ -137,7 +142,7 @@ class Supervisor:
 
     def run(self) -> Deployment:
         """Run until stopped or given up; returns the final deployment (state "stopped" or "failed")."""
-        self._save(supervisor=ProcessRef.of(os.getpid()), state="starting")
+        self._save(supervisor=ProcessRef.of(os.getpid()), state=DeploymentState.STARTING)
         self._event(
             f"supervisor started for {self.dep.engine}/{self.dep.runtime}: {' '.join(self.dep.launch.argv)}"
         )
@@ -154,7 +159,7 @@ class Supervisor:
                 consecutive += 1
                 delay = backoff_delay(consecutive, self.config)
                 self._event(f"restarting in {delay:.0f}s (crash {consecutive} in a row)")
-                self._save(state="restarting")
+                self._save(state=DeploymentState.RESTARTING)
                 if self._stop.wait(delay):
                     break
                 self._save(restarts=self.dep.restarts + 1)
@@ -188,7 +193,7 @@ class Supervisor:
         self._tracked = {}
         started = time.time()
         self._save(
-            state="starting",
+            state=DeploymentState.STARTING,
             engine_process=ProcessRef.of(popen.pid),
             descendants=[],
             started_at=started,
@@ -274,53 +279,45 @@ class Supervisor:
                 actual = self.engine.parse_startup(self._pump.startup_text())
             except Exception as exc:  # a log parser bug must never take a healthy deployment down
                 self._event(f"could not parse engine start-up figures: {exc}")
-        self._save(state="ready", ready_at=time.time(), actual=actual)
+        self._save(state=DeploymentState.READY, ready_at=time.time(), actual=actual)
         self._event(f"ready after {time.time() - started:.2f}s at {self.dep.base_url}")
 
     def _give_up(self, attempt: _Attempt, consecutive: int) -> bool:
-        """After an engine exit: record why; True if restarting cannot help."""
+        """After an engine exit: gather the facts, let `decide_after_exit` rule, carry it out.
+        True if the deployment failed (restarting cannot help)."""
         tail = self._pump.tail_text() if self._pump else ""
+        self._kill_engine()  # the leader exited (or is stopped at the deadline); no child may linger
         if attempt.outcome == "deadline":
-            self._kill_engine()
-            tail = self._pump.tail_text() if self._pump else tail
-            cause = self._classify(tail)
-            self._fail(
-                cause or "unknown",
-                f"The engine did not become ready within {self.dep.launch.ready_deadline_s:.0f}s.",
-                tail,
-            )
-            return True
-        self._kill_engine()  # the leader exited; its children must not linger
+            tail = self._pump.tail_text() if self._pump else tail  # what it printed while being stopped
+        else:
+            self._save(last_exit_code=attempt.exit_code)
         cause = self._classify(tail)
-        self._save(last_exit_code=attempt.exit_code)
         what = (
             "The engine stopped answering (wedged)"
             if attempt.outcome == "wedged"
             else _exit_words(attempt.exit_code)
         )
-        if cause is None and self._killed_by_oom_killer(attempt.exit_code):
+        if attempt.outcome != "deadline" and cause is None and self._killed_by_oom_killer(attempt.exit_code):
             cause = "out_of_memory"
             what = "The engine was killed by the kernel's out-of-memory killer"
             self._event("the kernel's oom_kill count rose while the engine ran and it died of SIGKILL")
-        if self.dep.state == "failed":  # set by _run_once (port in use before launch)
-            return True
-        if not attempt.was_ready and self.dep.restarts == 0:
-            self._fail(cause or "unknown", f"{what} before it became ready.", tail)
-            return True
-        if cause in PERMANENT_CAUSES:
-            self._fail(
-                cause, f"{what} ({cause.replace('_', ' ')}); not restarting with the same flags.", tail
-            )
-            return True
-        if consecutive + 1 > self.config.max_consecutive_crashes:
-            self._fail(
-                cause or "unknown",
-                f"Crash loop: the engine crashed {consecutive + 1} times in a row; giving up.",
-                tail,
-            )
-            return True
-        self._event(f"{what}{f' ({cause})' if cause else ''}; last lines:\n{_indent(tail, 12)}")
-        return False
+        facts = ExitFacts(
+            outcome=attempt.outcome,
+            exit_words=what,
+            cause=cause,
+            was_ready=attempt.was_ready,
+            restarts_so_far=self.dep.restarts,
+            consecutive_crashes=consecutive,
+            ready_deadline_s=self.dep.launch.ready_deadline_s,
+            already_failed=self.dep.state == DeploymentState.FAILED,
+        )
+        decision = decide_after_exit(facts, max_consecutive_crashes=self.config.max_consecutive_crashes)
+        if decision.restart:
+            self._event(f"{what}{f' ({cause})' if cause else ''}; last lines:\n{_indent(tail, 12)}")
+            return False
+        if decision.cause is not None:  # None: the attempt already recorded its failure
+            self._fail(decision.cause, decision.message, tail)
+        return True
 
     def _killed_by_oom_killer(self, exit_code: int | None) -> bool:
         """SIGKILL while the kernel's OOM-kill count rose: the OOM killer (it leaves no log line)."""
@@ -342,7 +339,7 @@ class Supervisor:
         full = message + (f" {hint}" if hint else "")
         if tail:
             full += f"\nFrom {paths.engine_log(self.dep.name)}:\n{_indent(_excerpt(tail), 15)}"
-        self._save(state="failed", failure=full, failure_cause=cause)
+        self._save(state=DeploymentState.FAILED, failure=full, failure_cause=cause)
         self._event(f"failed: {full}")
 
     def _engine_fix(self, cause: FailureCause, tail: str) -> str | None:
@@ -405,7 +402,7 @@ class Supervisor:
             self._started_any = True
         stopping = self.dep.state != "failed"
         if stopping:
-            self._save(state="stopping")
+            self._save(state=DeploymentState.STOPPING)
             self._event("stopping the engine")
         survivors = self._kill_engine()
         spec = self.dep.launch
@@ -420,13 +417,16 @@ class Supervisor:
         if problems:
             self._event("warning: " + "; ".join(problems))
         if stopping:
-            self._save(state="stopped")
+            self._save(state=DeploymentState.STOPPED)
             self._event("stopped; no engine process left" if not problems else "stopped with leftovers")
         self._engine_log.close()
         self._supervisor_log.close()
 
     # -- state and events -----------------------------------------------------------------------------
     def _save(self, **changes: object) -> None:
+        """The one place a deployment's state changes: each change is checked against the table."""
+        if "state" in changes:
+            changes["state"] = check_transition(self.dep.state, changes["state"])  # type: ignore[arg-type]
         self.dep = self.dep.model_copy(update=changes)
         write_deployment(self.dep)
         if self._on_update is not None:
