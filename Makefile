@@ -69,9 +69,10 @@ engines: llama-server vllm-engine
 test: venv lint engines
 	$(BIN)/python -m pytest
 
-# No engine, no vLLM, no real model, nothing marked slow: the loop while editing (CI runs `make test`).
+# No engine, no vLLM, no real model, nothing marked slow, a tenth of the quick fuzz cases: the loop
+# while editing (CI runs `make test`, which runs everything).
 test-fast: venv
-	$(BIN)/python -m pytest -m "not engine and not vllm and not llama_server and not slow" \
+	LLMHOST_QUICK_FUZZ_SCALE=0.1 $(BIN)/python -m pytest -m "not engine and not vllm and not llama_server and not slow" \
 	  --ignore=tests/realmodel --durations=10
 
 # The demo's own environment: llmhost and llama-cpp-python only (no [dev]: no transformers, mypy, ...),

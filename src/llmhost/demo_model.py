@@ -33,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 
+from llmhost.atomic import write_atomic
 from llmhost.cache import cache_dir
 from llmhost.errors import NetworkError, UsageError
 from llmhost.outputs import check_directory_target, make_directory, remove_directories, write_atomically
@@ -470,7 +471,7 @@ def ensure_real_model(directory: Path | None = None) -> RealModel:
         os.replace(partial, target)
         st = target.stat()
         record = {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        _marker(target).write_text(json.dumps(record), encoding="utf-8")
+        write_atomic(_marker(target), json.dumps(record))
     except OSError as exc:
         _clean(scratch, partial, created)
         raise UsageError(f"Cannot write the model into {directory}: {exc.strerror}.") from None

@@ -148,4 +148,6 @@ def _read_at_most(fd: int, limit: int) -> bytes:
 
 
 def _size(n: int) -> str:
-    return f"{n / 2**30:g} GiB" if n >= 2**30 else f"{n / 2**20:g} MiB"
+    from llmhost.units import format_bytes
+
+    return format_bytes(n, "g")

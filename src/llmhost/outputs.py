@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+from llmhost.atomic import write_atomic
 from llmhost.errors import UsageError
 
 _HINT = "Pass a path in an existing, writable directory with free space."
@@ -76,26 +76,8 @@ def remove_directories(created: list[Path]) -> None:
 
 
 def write_atomically(option: str, path: Path, write: Callable[[Path], object], *, mode: int = 0o644) -> Path:
-    """Run `write(tmp)` on a temporary file beside `path`, then rename it to `path`; on any failure the
-    temporary file is removed and an OSError is reported as a UsageError naming `option`."""
+    """`atomic.write_atomic` with `write(tmp)`; an OSError is reported as a UsageError naming `option`."""
     try:
-        with _temporary_beside(path) as tmp:
-            write(tmp)
-            tmp.chmod(mode)
-            tmp.replace(path)
+        return write_atomic(path, write, mode=mode)
     except OSError as exc:
         raise _failed(option, path, exc) from exc
-    return path
-
-
-@contextlib.contextmanager
-def _temporary_beside(path: Path) -> Iterator[Path]:
-    """An empty temporary file in `path`'s directory, with its suffix (matplotlib picks the format from
-    it), removed on exit unless it was renamed."""
-    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from llmhost.contract import Contract
 from llmhost.errors import ProfileError, UsageError
 from llmhost.inputs import check_text, decode_utf8, read_regular_file
 
@@ -50,9 +51,7 @@ MAX_PROFILE_DEPTH = 32
 _RESERVED_ARGS = frozenset({"--host", "--port", "--api-key", "--api_key", "--api-key-file"})
 
 
-class Profile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Profile(Contract):
     description: str | None = None
     model: str | None = Field(default=None, description="Model reference, as `llmhost serve MODEL` takes it.")
     engine: Literal["llamacpp", "llama-server", "llama-cpp-python", "vllm"] | None = None

@@ -12,9 +12,10 @@ import pytest
 
 from llmhost.bench import checks
 from llmhost.bench.models import BenchResult, RequestRecord, Stat, Telemetry
-from llmhost.bench.telemetry import Monitor, parse_prometheus
+from llmhost.bench.telemetry import Monitor
 from llmhost.cli import main
 from llmhost.errors import ExitCode
+from llmhost.prometheus import parse_prometheus
 
 
 def _deployment(

@@ -6,6 +6,7 @@ count it as ok or refused: `check` returns, or raises an LlmhostError with exit 
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 from pathlib import Path
@@ -39,7 +40,9 @@ def run_check(target: ModuleType, data: bytes, workdir: Path) -> None:
 def generated(target: ModuleType, examples: int):
     """A test running `examples` mutated cases, deterministic (derandomize) so CI never flakes.
 
-    Seeds are built on the first case, not at collection, in directories removed at exit."""
+    Seeds are built on the first case, not at collection, in directories removed at exit.
+    `make test-fast` sets LLMHOST_QUICK_FUZZ_SCALE (0.1: a tenth of the cases); `make test` runs all."""
+    examples = max(20, round(examples * float(os.environ.get("LLMHOST_QUICK_FUZZ_SCALE", "1"))))
     state: dict[str, object] = {}
 
     def prepared() -> tuple[list[bytes], Path]:

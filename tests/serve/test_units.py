@@ -17,8 +17,8 @@ from llmhost.engines.llamacpp import ENGINE, LlamaCppEngine
 from llmhost.errors import ProfileError, UsageError
 from llmhost.plan.models import Candidate, MemoryBreakdown
 from llmhost.profiles import PROFILES_DIR, load_profile, parse_profile, shipped_profiles
+from llmhost.prometheus import parse_prometheus
 from llmhost.supervise.deploy import decide_api_key, default_name, engine_choice, is_loopback
-from llmhost.supervise.health import parse_prometheus
 from llmhost.supervise.logs import RotatingLog, follow, tail
 
 DATA = Path(__file__).with_name("data")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from llmhost.contract import Contract
 from llmhost.hardware.models import Hardware
 
 SCHEMA_VERSION = 1
@@ -33,11 +34,7 @@ ErrorClass = Literal[
 ]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Target(_Model):
+class Target(Contract):
     base_url: str = Field(description="OpenAI-compatible base URL, ending in /v1.")
     model: str
     api: Api = "chat"
@@ -50,7 +47,7 @@ class Target(_Model):
     api_key_used: bool = Field(default=False, description="Whether a key was sent (never the key).")
 
 
-class Workload(_Model):
+class Workload(Contract):
     """Exactly what was sent, so a run can be repeated."""
 
     api: Api = "chat"
@@ -70,7 +67,7 @@ class Workload(_Model):
     sweep: bool = False
 
 
-class RequestRecord(_Model):
+class RequestRecord(Contract):
     """One request as the client saw it. Offsets are ms from the run start (monotonic clock)."""
 
     index: int
@@ -155,7 +152,7 @@ class RequestRecord(_Model):
         return (self.output_tokens - 1) / (span / 1000)
 
 
-class Stat(_Model):
+class Stat(Contract):
     n: int = 0
     mean: float | None = None
     p50: float | None = None
@@ -166,7 +163,7 @@ class Stat(_Model):
     max: float | None = None
 
 
-class Summary(_Model):
+class Summary(Contract):
     completed: int
     failed: int
     errors: dict[str, int] = Field(default_factory=dict, description="Failed requests by error class.")
@@ -189,7 +186,7 @@ class Summary(_Model):
     )
 
 
-class Flag(_Model):
+class Flag(Contract):
     """A finding that changes how far the numbers can be trusted."""
 
     code: str
@@ -197,19 +194,19 @@ class Flag(_Model):
     message: str
 
 
-class ClientHealth(_Model):
+class ClientHealth(Contract):
     loop_lag_ms: Stat
     cpu_percent: float = Field(description="Client process CPU over the run, % of one core.")
     client_bound: bool
     event_loop: str | None = Field(default=None, description='"uvloop" or "asyncio".')
 
 
-class MetricsSample(_Model):
+class MetricsSample(Contract):
     t_ms: float
     values: dict[str, float]
 
 
-class Telemetry(_Model):
+class Telemetry(Contract):
     metrics_url: str | None = None
     metrics_available: bool = False
     before: dict[str, float] = Field(default_factory=dict)
@@ -219,7 +216,7 @@ class Telemetry(_Model):
     notes: list[str] = Field(default_factory=list)
 
 
-class Roofline(_Model):
+class Roofline(Contract):
     hardware: str
     model_ref: str
     bandwidth_bytes_per_s: float
@@ -230,13 +227,13 @@ class Roofline(_Model):
     source: str
 
 
-class SweepPoint(_Model):
+class SweepPoint(Contract):
     concurrency: int
     summary: Summary
     slo_ok: bool | None = None
 
 
-class BenchResult(_Model):
+class BenchResult(Contract):
     schema_version: int = SCHEMA_VERSION
     llmhost_version: str
     started_at: str = Field(description="UTC ISO-8601 wall-clock time of the start.")

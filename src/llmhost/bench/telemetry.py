@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from typing import Any
 
@@ -21,41 +20,14 @@ import psutil
 from llmhost.bench import untrusted
 from llmhost.bench.metrics import stat
 from llmhost.bench.models import ClientHealth, MetricsSample, Telemetry
+from llmhost.prometheus import parse_prometheus
 
-_KEEP_PREFIXES = ("vllm:", "llamacpp:")
 # Thresholds for calling a run client-bound (see docs/bench.md).
 CLIENT_CPU_LIMIT = 90.0
 CLIENT_LAG_P90_LIMIT_MS = 10.0
-# /metrics comes from the benchmarked server, which may be hostile: vLLM's page is about 100 KiB with
-# some hundred `vllm:` names; 16 MiB and 2,000 names are far above it and bound what a sample holds.
+# /metrics comes from the benchmarked server, which may be hostile: vLLM's page is about 100 KiB;
+# 16 MiB is far above it (the parser bounds the names, `prometheus.MAX_METRIC_NAMES`).
 MAX_METRICS_BYTES = 16 * 2**20
-MAX_METRIC_NAMES = 2000
-
-
-def parse_prometheus(text: str) -> dict[str, float]:
-    """Sum every sample of the `vllm:`/`llamacpp:` families over their label sets (histogram buckets and
-    `_created` timestamps left out). Garbage is skipped: lines that do not parse, values that are not
-    finite (NaN, +Inf, or a sum that overflows), names past the first MAX_METRIC_NAMES."""
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line[0] == "#" or not line.startswith(_KEEP_PREFIXES):
-            continue
-        brace = line.find("{")
-        space = line.find(" ")
-        if brace != -1 and (space == -1 or brace < space):
-            name, rest = line[:brace], line[line.rfind("}") + 1 :]
-        else:
-            name, rest = line[:space], line[space:]
-        if "_bucket" in name or name.endswith("_created"):  # `_created`: a creation time, not a measure
-            continue
-        try:
-            value = float(rest.split()[0])
-        except (ValueError, IndexError):
-            continue
-        if name not in values and len(values) >= MAX_METRIC_NAMES:
-            continue
-        values[name] = values.get(name, 0.0) + value
-    return {name: value for name, value in values.items() if math.isfinite(value)}
 
 
 class MetricsScraper:

@@ -5,24 +5,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from llmhost.cli._options import HardwareOpt, JsonOpt
 from llmhost.cli._output import emit, literal
+from llmhost.contract import Contract
 from llmhost.engines.base import EngineStatus
 from llmhost.errors import UsageError
 from llmhost.hardware.models import Hardware
+from llmhost.units import format_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-GIB = 1024**3
 
-
-class DoctorReport(BaseModel):
+class DoctorReport(Contract):
     """What `llmhost doctor --json` prints: the hardware and, per engine runtime, whether it can run."""
-
-    model_config = ConfigDict(extra="forbid")
 
     hardware: Hardware
     engines: list[EngineStatus] = Field(default_factory=list)
@@ -61,7 +59,7 @@ def engine_statuses(hardware: Hardware) -> list[EngineStatus]:
 
 
 def _gib(value: int | None) -> str:
-    return "-" if value is None else f"{value / GIB:.1f} GiB"
+    return format_bytes(value, ".1f", units=("GiB",))
 
 
 def _bandwidth(value: float | None, source: str) -> str:

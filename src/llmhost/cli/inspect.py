@@ -9,13 +9,12 @@ import typer
 from llmhost.cli._options import JsonOpt
 from llmhost.cli._output import emit, literal
 from llmhost.models.spec import ModelSpec
+from llmhost.units import format_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from llmhost.models.ollama import StoreEntry
-
-GIB = 1024**3
 
 
 def _count(n: int) -> str:
@@ -61,9 +60,9 @@ def render_spec(console: Console, spec: ModelSpec) -> None:
     row("architecture", f"{spec.architecture} ({spec.model_type or '-'})")
     source = "tensor headers" if spec.parameters_source == "tensors" else "config.json (architecture)"
     row("parameters", f"{_count(spec.parameters)} total, {_count(spec.active_parameters)} active ({source})")
-    row("weights", f"{spec.weights_bytes / GIB:.2f} GiB ({spec.weights_bytes:,} bytes)")
+    row("weights", f"{_in_gib(spec.weights_bytes, '.2f')} ({spec.weights_bytes:,} bytes)")
     if spec.bytes_by_dtype:
-        parts = ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in sorted(spec.bytes_by_dtype.items()))
+        parts = ", ".join(f"{k} {_in_gib(v, '.2f')}" for k, v in sorted(spec.bytes_by_dtype.items()))
         row("by dtype", parts)
     q = spec.quantization
     if q.method != "none":
@@ -92,7 +91,10 @@ def render_spec(console: Console, spec: ModelSpec) -> None:
     row("context", f"{spec.max_context:,} tokens (trained)")
     row("vocabulary", f"{spec.vocab_size:,}" + ("  (tied embeddings)" if spec.tied_embeddings else ""))
     if spec.gguf_variants:
-        row("GGUF variants", ", ".join(f"{v.tag} {v.size_bytes / GIB:.1f} GiB" for v in spec.gguf_variants))
+        row(
+            "GGUF variants",
+            ", ".join(f"{v.tag} {_in_gib(v.size_bytes, '.1f')}" for v in spec.gguf_variants),
+        )
     if spec.kind in ("hf_repo", "gguf_repo", "gguf_url"):
         row("read", f"{spec.bytes_read:,} bytes over the network")
     for note in spec.notes:
@@ -100,8 +102,12 @@ def render_spec(console: Console, spec: ModelSpec) -> None:
     console.print(table)
 
 
+def _in_gib(n: int, spec: str) -> str:
+    return format_bytes(n, spec, units=("GiB",))
+
+
 def _bytes(n: int) -> str:
-    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 2**20:.1f} MiB"
+    return format_bytes(n, ".2f", ".1f")
 
 
 def render_ollama(console: Console, root: str, entries: list[StoreEntry]) -> None:

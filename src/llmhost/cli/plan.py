@@ -11,17 +11,16 @@ from llmhost.cli._output import emit, literal, warn
 from llmhost.errors import LlmhostError, NothingFitsError
 from llmhost.models.spec import ModelSpec, QuantizedVariant
 from llmhost.plan.models import Candidate, Plan, PlanRequest
+from llmhost.units import format_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-GIB = 1024**3
-MIB = 1024**2
 COMPACT_ROWS = 8
 
 
 def _size(n: int) -> str:
-    return f"{n / GIB:.2f} GiB" if abs(n) >= GIB else f"{n / MIB:.0f} MiB"
+    return format_bytes(n, ".2f", ".0f")
 
 
 def _engine(c: Candidate) -> str:

@@ -19,6 +19,7 @@ from rich.text import Text
 from llmhost.cli._options import HardwareOpt, JsonOpt, text
 from llmhost.cli._output import emit, info, literal, printable, stderr, to_json, warn, wide
 from llmhost.errors import EngineError, UsageError
+from llmhost.units import format_bytes
 
 if TYPE_CHECKING:
     from llmhost.supervise.state import Deployment
@@ -43,12 +44,7 @@ _TEMPLATE_FLAGS = frozenset({"--chat-template", "--chat-template-file", "--chat_
 
 
 def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
+    return format_bytes(n, ".1f", units=("GiB", "MiB", "KiB", "B"))
 
 
 def _fmt_duration(s: float | None) -> str:

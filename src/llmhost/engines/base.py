@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from llmhost.contract import Contract
 from llmhost.hardware.models import Hardware
 from llmhost.plan.models import Candidate
 
@@ -27,11 +28,7 @@ FailureCause = Literal[
 ]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ServeOptions(_Model):
+class ServeOptions(Contract):
     """What the user asked for on top of the plan (CLI flags and profile)."""
 
     name: str
@@ -56,7 +53,7 @@ class ServeOptions(_Model):
     )
 
 
-class LaunchSpec(_Model):
+class LaunchSpec(Contract):
     engine: str
     runtime: str = Field(description='e.g. "llama-server", "llama-cpp-python", "vllm"')
     argv: list[str]
@@ -104,7 +101,7 @@ class LaunchSpec(_Model):
     )
 
 
-class EngineStatus(_Model):
+class EngineStatus(Contract):
     name: str
     runtime: str
     installed: bool
@@ -114,7 +111,7 @@ class EngineStatus(_Model):
     reason: str | None = Field(default=None, description="Why it cannot run here, and what to do.")
 
 
-class StartupReport(_Model):
+class StartupReport(Contract):
     """Figures an engine prints at start-up (planned vs actual)."""
 
     weights_bytes: int | None = None

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from llmhost.atomic import write_atomic
 from llmhost.cache import cache_dir, engines_dir
 from llmhost.errors import EngineError
 
@@ -173,10 +174,7 @@ def build_llama_server(
     built = build_dir / "bin" / "llama-server"
     if not built.is_file():
         raise EngineError(f"The build finished but {built} is missing.", hint=f"See {log_file}.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    shutil.copy2(built, tmp)
-    tmp.replace(target)
+    write_atomic(target, lambda tmp: shutil.copy2(built, tmp), mode=0o755, make_parents=True)
     (target.parent.parent / "BUILD_INFO").write_text(
         f"sdist={sdist.name}\nsdist_sha256={sha256_file(sdist)}\nflags={' '.join(flags)}\n"
     )

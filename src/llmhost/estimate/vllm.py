@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from llmhost.bisection import last_true
 from llmhost.estimate import overheads as oh
 from llmhost.estimate.kv import KVLayout, kv_layout, vllm_request_kv_bytes
 from llmhost.estimate.weights import WeightsLayout
@@ -60,18 +61,12 @@ class VllmMemory:
         """Largest length (multiple of 16, <= limit) of which one request fits: vLLM's own binary search."""
         if self.kv_cache_bytes <= 0 or self.request_bytes(16) > self.kv_cache_bytes:
             return 0
-        lo, hi = 16, max(limit, 16)
+        hi = max(limit, 16)
         if self.request_bytes(hi) <= self.kv_cache_bytes:
             return hi
-        while hi - lo > 16:
-            mid = (lo + hi) // 2 // 16 * 16
-            if mid <= lo:
-                break
-            if self.request_bytes(mid) <= self.kv_cache_bytes:
-                lo = mid
-            else:
-                hi = mid
-        return lo
+        return last_true(
+            lambda n: self.request_bytes(n) <= self.kv_cache_bytes, 16, hi, step=16, aligned=True
+        )
 
 
 def default_max_num_batched_tokens(total_memory_bytes: int, gpu_name: str) -> int:

@@ -13,8 +13,9 @@ from functools import lru_cache
 from importlib import resources
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from llmhost.contract import FrozenContract
 from llmhost.errors import HardwareError
 from llmhost.hardware.models import CPU, GPU, Hardware
 
@@ -26,10 +27,8 @@ TERA = 1e12
 Vendor = Literal["nvidia", "amd", "apple"]
 
 
-class HostSpec(BaseModel):
+class HostSpec(FrozenContract):
     """The host a superchip brings with it (GH200: Grace CPU and its LPDDR5X)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     cpu: str
     architecture: str
@@ -39,10 +38,8 @@ class HostSpec(BaseModel):
     isa_flags: list[str] = Field(default_factory=list)
 
 
-class CatalogEntry(BaseModel):
+class CatalogEntry(FrozenContract):
     """One accelerator model. Units: GB/s for bandwidth, dense TFLOPS, marketed GB for memory."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
     aliases: list[str] = Field(default_factory=list)
@@ -108,9 +105,7 @@ def fp8_supported_for_cc(compute_capability: str | None) -> bool:
         return False
 
 
-class Catalog(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Catalog(FrozenContract):
     entries: list[CatalogEntry]
 
     @model_validator(mode="after")

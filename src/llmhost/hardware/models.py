@@ -7,22 +7,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from llmhost.contract import FrozenContract
 
 BandwidthSource = Literal["nvml", "catalog", "estimate", "unknown"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GPUProcess(_Model):
+class GPUProcess(FrozenContract):
     pid: int
     name: str | None = None
     used_memory_bytes: int | None = None
 
 
-class GPU(_Model):
+class GPU(FrozenContract):
     index: int = Field(description="Index as the engine sees it (after CUDA_VISIBLE_DEVICES).")
     vendor: Literal["nvidia", "amd", "apple"]
     name: str
@@ -58,7 +56,7 @@ class GPU(_Model):
     )
 
 
-class CPU(_Model):
+class CPU(FrozenContract):
     model_name: str
     architecture: str = Field(description="Machine architecture, e.g. x86_64 or arm64.")
     physical_cores: int | None = None
@@ -71,7 +69,7 @@ class CPU(_Model):
     bandwidth_source: BandwidthSource = "unknown"
 
 
-class Hardware(_Model):
+class Hardware(FrozenContract):
     source: Literal["detected", "catalog"] = "detected"
     os: str = Field(description="linux, darwin, windows")
     cpu: CPU

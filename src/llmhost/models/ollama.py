@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
+from llmhost.atomic import write_atomic_quietly
+from llmhost.contract import FrozenContract
 from llmhost.errors import ModelError
 from llmhost.models.files import cannot_read, open_regular, parse_json, present, read_bounded
 from llmhost.models.spec import ModelSpec, OllamaSource
@@ -60,13 +62,13 @@ _STORE_HINT = (
 )
 
 
-class _Strict(BaseModel):
+class _Strict(FrozenContract):
     # strict: a manifest's "size": "12" or true is damage, not something to coerce
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(strict=True)
 
 
 class Layer(_Strict):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)  # merged with _Strict's
 
     mediaType: str
     digest: str
@@ -237,15 +239,7 @@ def _remember_verified(path: Path, st: os.stat_result) -> None:
     # Entries for blobs that are gone (`ollama rm`, a pruned store) are dropped so the memo stays small.
     data = {k: v for k, v in _load_verified().items() if os.path.lexists(k)}
     data[str(path)] = _identity(st)
-    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # not remembering only means hashing again next time
-    finally:
-        tmp.unlink(missing_ok=True)  # a write that failed half-way leaves no stray temp file
+    write_atomic_quietly(cache, json.dumps(data))  # not remembering only means hashing again next time
 
 
 def _sha256_stream(fh: IO[bytes]) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmhost.atomic import write_atomic_quietly
 from llmhost.errors import ModelError
 from llmhost.models import gguf_tags, hub
 from llmhost.models.build import spec_from_gguf, spec_from_hf
@@ -48,13 +48,8 @@ class _Cache:
         return data.get("data")
 
     def _write(self, path: Path, data: Any) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"v": _CACHE_VERSION, "data": data}), encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only cache only costs a re-read next time
+        # A read-only cache only costs a re-read next time.
+        write_atomic_quietly(path, json.dumps({"v": _CACHE_VERSION, "data": data}))
 
     def listing(self, revision: str) -> hub.RepoInfo | None:
         d = self._read(self.root / "refs" / f"{_safe(revision)}.json")
@@ -82,14 +77,7 @@ class _Cache:
         return self.root / "headers" / _safe(sha) / f"{_safe(filename)}.gguf-header"
 
     def save_raw_header(self, sha: str, filename: str, raw: bytes) -> None:
-        path = self.raw_header_path(sha, filename)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_bytes(raw)
-            os.replace(tmp, path)
-        except OSError:
-            pass
+        write_atomic_quietly(self.raw_header_path(sha, filename), raw)
 
 
 def _safe(name: str) -> str:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from llmhost.contract import FrozenContract
 
 SourceKind = Literal["hf_repo", "gguf_repo", "gguf_url", "local_dir", "local_config", "local_gguf"]
 QuantMethod = Literal[
@@ -28,17 +30,13 @@ LayerKind = Literal["full", "sliding", "mla", "linear", "mamba", "none"]
 MAX_LAYERS = 512
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelFile(_Model):
+class ModelFile(FrozenContract):
     path: str = Field(description="Path inside the repo, or a local path / URL.")
     size_bytes: int | None = None
     url: str | None = None
 
 
-class GGUFVariant(_Model):
+class GGUFVariant(FrozenContract):
     """One quantization offered by a GGUF repo (possibly split into several files)."""
 
     tag: str = Field(description='Quant tag as llama.cpp/Ollama spell it, e.g. "Q4_K_M".')
@@ -46,7 +44,7 @@ class GGUFVariant(_Model):
     size_bytes: int
 
 
-class Quantization(_Model):
+class Quantization(FrozenContract):
     method: QuantMethod = "none"
     bits: float | None = Field(default=None, description="Nominal bits per weight of quantized tensors.")
     gguf_file_type: str | None = Field(default=None, description='GGUF general.file_type, e.g. "Q4_K_M".')
@@ -54,7 +52,7 @@ class Quantization(_Model):
     raw: dict[str, Any] = Field(default_factory=dict, description="quantization_config as found.")
 
 
-class Attention(_Model):
+class Attention(FrozenContract):
     """Per-layer facts that decide the KV cache. Lists have one entry per transformer block."""
 
     num_layers: int
@@ -71,14 +69,14 @@ class Attention(_Model):
     )
 
 
-class MoE(_Model):
+class MoE(FrozenContract):
     num_experts: int
     num_experts_per_tok: int
     num_shared_experts: int = 0
     moe_intermediate_size: int | None = None
 
 
-class OllamaSource(_Model):
+class OllamaSource(FrozenContract):
     """What an `ollama:NAME[:TAG]` reference carried besides the GGUF blob (models/ollama.py)."""
 
     name: str = Field(description="Fully qualified Ollama name, host/namespace/model:tag.")
@@ -96,7 +94,7 @@ class OllamaSource(_Model):
     adapters: list[str] = Field(default_factory=list, description="Blob paths of LoRA adapter layers.")
 
 
-class ModelSpec(_Model):
+class ModelSpec(FrozenContract):
     ref: str = Field(description="What the user typed.")
     kind: SourceKind
     name: str = Field(description="Short readable name, used as the served model name.")
@@ -139,7 +137,7 @@ class ModelSpec(_Model):
     )
 
 
-class QuantizedVariant(_Model):
+class QuantizedVariant(FrozenContract):
     """A pre-quantized sibling found through the Hub's model tree (`base_model:quantized:<id>`)."""
 
     repo_id: str

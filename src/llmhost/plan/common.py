@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from llmhost.bisection import last_true
 from llmhost.estimate import overheads as oh
 from llmhost.estimate.roofline import active_weight_fraction, seconds_per_token
 from llmhost.estimate.weights import WeightsLayout
@@ -63,13 +64,7 @@ def max_length(check: Callable[[int], bool], limit: int) -> int:
         return 0
     if check(limit):
         return limit
-    lo, hi = 16, limit
-    while hi - lo > 16:
-        mid = (lo + hi) // 2 // 16 * 16
-        if mid <= lo:
-            break
-        lo, hi = (mid, hi) if check(mid) else (lo, mid)
-    return lo
+    return last_true(check, 16, limit, step=16, aligned=True)
 
 
 def max_concurrency_for(check: Callable[[int], bool]) -> int:
@@ -79,8 +74,5 @@ def max_concurrency_for(check: Callable[[int], bool]) -> int:
     lo, hi = 1, 2
     while hi <= MAX_PLANNED_CONCURRENCY and check(hi):
         lo, hi = hi, hi * 2
-    hi = min(hi, MAX_PLANNED_CONCURRENCY + 1)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if check(mid) else (lo, mid)
-    return lo
+    hi = min(hi, MAX_PLANNED_CONCURRENCY + 1)  # the cap + 1 counts as not fitting; never probed
+    return last_true(check, lo, hi)

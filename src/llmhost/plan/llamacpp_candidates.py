@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from llmhost.bisection import last_true
 from llmhost.estimate import overheads as oh
 from llmhost.estimate.dtypes import LLAMACPP_KV_TYPES, is_quantized_kv, normalize_kv_dtype
 from llmhost.estimate.kv import kv_bytes_per_token
@@ -169,18 +170,13 @@ def llamacpp_candidate(
             return 0 if ev(ctx, 0).fits else None
         if ev(ctx, full).fits:
             return full
-        lo, hi = -1, full  # fits(lo) known true-ish boundary search over ngl
         if not ev(ctx, 0).fits:
             # The host cannot hold everything; more offload may still make it fit.
             for ngl in range(full, -1, -1):
                 if ev(ctx, ngl).fits:
                     return ngl
             return None
-        lo = 0
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if ev(ctx, mid).fits else (lo, mid)
-        return lo
+        return last_true(lambda ngl: ev(ctx, ngl).fits, 0, full)  # 0 layers fit, all of them do not
 
     context = target.context
     ngl = best_ngl(context)

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from llmhost.contract import Contract
 from llmhost.hardware.models import Hardware
 
 EngineName = Literal["llamacpp", "vllm"]
 Goal = Literal["quality", "throughput", "latency"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MemoryBreakdown(_Model):
+class MemoryBreakdown(Contract):
     weights_bytes: int
     kv_cache_bytes: int
     compute_bytes: int = Field(description="Activations / compute buffers / CUDA graphs.")
@@ -24,7 +21,7 @@ class MemoryBreakdown(_Model):
     total_bytes: int
 
 
-class DeviceMemory(_Model):
+class DeviceMemory(Contract):
     device: str = Field(description='"cuda:0", "cpu", "metal:0"...')
     breakdown: MemoryBreakdown
     capacity_bytes: int = Field(description="What the engine may use on this device.")
@@ -35,7 +32,7 @@ class DeviceMemory(_Model):
     )
 
 
-class PlanModel(_Model):
+class PlanModel(Contract):
     """The model as the plan saw it (a digest of ModelSpec)."""
 
     ref: str
@@ -51,7 +48,7 @@ class PlanModel(_Model):
     )
 
 
-class Candidate(_Model):
+class Candidate(Contract):
     engine: EngineName
     quantization: str = Field(description='"bf16", "fp16", "fp8", "awq", "gptq", "Q4_K_M"...')
     kv_cache_dtype: str = Field(description='"f16", "bf16", "fp8", "q8_0", "q4_0"...')
@@ -83,7 +80,7 @@ class Candidate(_Model):
     )
 
 
-class Plan(_Model):
+class Plan(Contract):
     model: PlanModel
     hardware: Hardware
     goal: Goal = "quality"
@@ -98,7 +95,7 @@ class Plan(_Model):
         return None if self.chosen is None else self.candidates[self.chosen]
 
 
-class PlanRequest(_Model):
+class PlanRequest(Contract):
     """What the user asked `plan` for (CLI options / profile)."""
 
     context: int | None = Field(default=None, description="Requested context; None = engine/model default.")

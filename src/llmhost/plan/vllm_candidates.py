@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from llmhost.bisection import last_true
 from llmhost.errors import UsageError
 from llmhost.estimate import overheads as oh
 from llmhost.estimate.dtypes import VLLM_KV_TYPES, normalize_kv_dtype
@@ -292,10 +293,7 @@ def vllm_cpu_candidate(
     need = base.request_bytes(context) * target.concurrency
     reasons: list[str] = []
     if budget > 0 and need > budget and not target.explicit:
-        lo, hi = 16, context
-        while hi - lo > 256:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if base.request_bytes(mid) * target.concurrency <= budget else (lo, mid)
+        lo = last_true(lambda n: base.request_bytes(n) * target.concurrency <= budget, 16, context, step=256)
         if lo >= target.floor:
             context = lo // 256 * 256
             need = base.request_bytes(context) * target.concurrency

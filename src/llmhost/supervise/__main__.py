@@ -56,14 +56,9 @@ def _record_early_engine(name: str, raw: dict[str, object], pid: int) -> None:
         raw["engine_process"] = {"pid": pid, "create_time": psutil.Process(pid).create_time()}
     except psutil.Error:
         return
-    target = paths.state_file(name)
-    tmp = target.with_name(f".deployment.{os.getpid()}.early.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, json.dumps(raw, indent=2).encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
+    from llmhost.atomic import write_atomic
+
+    write_atomic(paths.state_file(name), json.dumps(raw, indent=2), mode=0o600)
 
 
 def main(argv: list[str]) -> int:

@@ -15,8 +15,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from llmhost.contract import Contract
 from llmhost.engines.base import ServeOptions, StartupReport
 from llmhost.errors import ModelError, NetworkError, NothingFitsError, UsageError
 from llmhost.inputs import check_text
@@ -47,11 +48,7 @@ ENGINE_ALIASES: dict[str, tuple[str, str | None]] = {
 }
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ServeRequest(_Model):
+class ServeRequest(Contract):
     """Everything `llmhost serve` was asked (CLI flags merged over a profile)."""
 
     model: str
@@ -75,7 +72,7 @@ class ServeRequest(_Model):
     tensor_parallel_size: int | None = None
 
 
-class Prepared(_Model):
+class Prepared(Contract):
     """What `serve` will run (`--dry-run --json` prints this; the key itself is never included)."""
 
     deployment: Deployment

@@ -7,13 +7,13 @@ is the supervisor's half of the rule.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
 import httpx
 
 from llmhost.engines.base import LaunchSpec
+from llmhost.prometheus import parse_prometheus
 from llmhost.supervise.process import probe_host
 
 ProbeState = Literal["refused", "loading", "ready", "unauthorized"]
@@ -89,27 +89,9 @@ class Prober:
         return parse_prometheus(resp.text)
 
 
-_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfaINF]+)")
-
 # Counters that mean "requests served" / "tokens generated" across engines (names per engine docs).
 REQUEST_COUNTERS = ("vllm:request_success_total",)
 TOKEN_COUNTERS = ("vllm:generation_tokens_total", "llamacpp:tokens_predicted_total")
-
-
-def parse_prometheus(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        if not match:
-            continue
-        try:
-            value = float(match.group(3))
-        except ValueError:
-            continue
-        out[match.group(1)] = out.get(match.group(1), 0.0) + value
-    return out
 
 
 def first_counter(samples: dict[str, float], names: tuple[str, ...]) -> int | None:

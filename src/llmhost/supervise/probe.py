@@ -22,7 +22,8 @@ import time
 import httpx
 
 from llmhost.engines.base import LaunchSpec
-from llmhost.supervise.health import TOKEN_COUNTERS, first_counter, parse_prometheus, root_url
+from llmhost.prometheus import parse_prometheus
+from llmhost.supervise.health import TOKEN_COUNTERS, first_counter, root_url
 
 PROBE_PROMPT = "ping"
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 
 import psutil
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
+from pydantic import Field, ValidationError, field_serializer
 
+from llmhost.atomic import write_atomic
+from llmhost.contract import Contract
 from llmhost.engines.base import FailureCause, LaunchSpec, StartupReport
 from llmhost.errors import NotFoundError, UsageError
 from llmhost.supervise import paths
@@ -32,11 +33,7 @@ from llmhost.supervise.process import group_members
 __all__ = ["TERMINAL_STATES", "Deployment", "DeploymentState", "DeploymentStatus", "ProcessRef"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ProcessRef(_Model):
+class ProcessRef(Contract):
     """A process identified by PID *and* create time, so a reused PID is never mistaken for ours."""
 
     pid: int
@@ -65,7 +62,7 @@ class ProcessRef(_Model):
         return self.process() is not None
 
 
-class Deployment(_Model):
+class Deployment(Contract):
     name: str
     model: str = Field(description="The model reference the user served.")
     served_model_name: str
@@ -115,15 +112,7 @@ class DeploymentStatus(Deployment):
 def write_deployment(dep: Deployment) -> None:
     """Atomically replace the state file (0600 from creation, never world-readable even briefly)."""
     directory = paths.ensure_private_dir(paths.deployment_dir(dep.name))
-    target = directory / "deployment.json"
-    tmp = directory / f".deployment.{os.getpid()}.tmp"
-    data = dep.model_dump_json(indent=2).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
+    write_atomic(directory / "deployment.json", dep.model_dump_json(indent=2), mode=0o600)
 
 
 def read_deployment(name: str) -> Deployment | None:
