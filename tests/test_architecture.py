@@ -45,3 +45,64 @@ def test_every_package_in_the_table_exists():
     for package in _module_table():
         if package != "top level":
             assert (SRC / package / "__init__.py").is_file(), f"{package} is in the table but not in the tree"
+
+
+# Layers, bottom up: a module may import its own package, and anything on a lower layer (docs/architecture.md,
+# "Dependencies point down"). Unknown top-level modules fail the test until they are placed here.
+LAYERS: list[set[str]] = [
+    {"__init__", "errors", "units", "bisection", "atomic", "contract", "text", "cache", "net", "prometheus"},
+    {"inputs", "outputs"},
+    {"hardware", "models", "profiles", "demo_model", "tiny_hf"},
+    {"estimate"},
+    {"plan"},
+    {"engines"},
+    {"supervise"},
+    {"bench"},
+    {"export", "gateway", "app"},
+    {"cli"},
+    {"__main__"},
+]
+# Imports that still point up, each with why it is tolerated (and what would remove it).
+KNOWN_UPWARD = {
+    # type-only: the Candidate branch of decode_roofline belongs in plan/ (issue 9)
+    ("estimate/roofline.py", "plan"),
+}
+
+
+def _rank(package: str) -> int:
+    for rank, layer in enumerate(LAYERS):
+        if package in layer:
+            return rank
+    raise AssertionError(f"llmhost.{package} is not placed in tests/test_architecture.py's LAYERS")
+
+
+def _is_module(name: str) -> bool:
+    return (SRC / f"{name}.py").is_file() or (SRC / name / "__init__.py").is_file()
+
+
+def test_imports_point_down():
+    import ast
+
+    upward = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC)
+        package = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                parts = node.module.split(".")
+                if parts[0] == "llmhost":
+                    names = [a.name for a in node.names]  # `from llmhost import x`: a module, or __init__'s
+                    targets = (
+                        [parts[1]] if len(parts) > 1 else [n if _is_module(n) else "__init__" for n in names]
+                    )
+            elif isinstance(node, ast.Import):
+                targets = [a.name.split(".")[1] for a in node.names if a.name.startswith("llmhost.")]
+            for target in targets:
+                if target == package or (str(rel), target) in KNOWN_UPWARD:
+                    continue
+                if _rank(target) > _rank(package) or (
+                    _rank(target) == _rank(package) and _rank(package) > 0 and target != package
+                ):
+                    upward.append(f"{rel} imports llmhost.{target}")
+    assert not upward, "imports that point up or sideways: " + "; ".join(sorted(set(upward)))

@@ -26,15 +26,18 @@ def hardware_name(hw: Hardware) -> tuple[float | None, str]:
 
 
 def make_roofline(
-    model_ref: str | None, hardware_spec: str | None, *, model_is_explicit: bool = True
+    model_ref: str | None,
+    hardware_spec: str | None,
+    *,
+    model_is_explicit: bool = True,
+    warn: Callable[[str], None],
 ) -> tuple[RooflineFn | None, Hardware | None]:
     """Resolve the model and the hardware once; return a function of the measured rate.
 
     A wrong `--hardware` or `--model-ref` is the user's mistake and raises; a deployment's own model
-    that cannot be resolved (offline, say) only costs the roofline, with a warning.
+    that cannot be resolved (offline, say) only costs the roofline, and `warn` is told why (the caller
+    decides how a warning reaches the user: this stage never imports the CLI's console).
     """
-    from llmhost.cli._output import warn
-
     if not model_ref:
         warn("the roofline needs the model: pass --model-ref (a repo or GGUF) as well as --hardware.")
         return None, None

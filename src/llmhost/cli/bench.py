@@ -254,17 +254,13 @@ def _run(
     files: dict[str, Path],
     as_json: bool,
 ) -> None:
+    from llmhost.bench.config import BenchConfig
+    from llmhost.bench.limits import MAX_CONCURRENCY, check_workload
     from llmhost.bench.metrics import parse_slos
     from llmhost.bench.models import Target, Workload
+    from llmhost.bench.preflight import NOT_FOUND_HINT
     from llmhost.bench.report import LiveView, render
-    from llmhost.bench.runner import (
-        INTERRUPTED,
-        MAX_CONCURRENCY,
-        NOT_FOUND_HINT,
-        BenchConfig,
-        check_workload,
-        run_blocking,
-    )
+    from llmhost.bench.runner import INTERRUPTED, run_blocking
     from llmhost.bench.workload import FileWorkload, SyntheticWorkload, TokenizerAdapter, parse_range
     from llmhost.cli._output import emit, report_interrupt, stderr, warn
 
@@ -372,7 +368,7 @@ def _run(
         from llmhost.bench.roofline import make_roofline
 
         cfg.roofline, cfg.hardware = make_roofline(
-            model_ref or deployment_model, hardware, model_is_explicit=model_ref is not None
+            model_ref or deployment_model, hardware, model_is_explicit=model_ref is not None, warn=warn
         )
 
     try:

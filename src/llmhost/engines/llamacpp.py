@@ -28,6 +28,7 @@ from llmhost.engines.base import EngineStatus, FailureCause, LaunchSpec, ServeOp
 from llmhost.engines.llamacpp_build import find_cached_binary
 from llmhost.errors import UsageError
 from llmhost.hardware.models import Hardware
+from llmhost.net import base_url
 from llmhost.plan.models import Candidate
 
 RUNTIME_SERVER = "llama-server"
@@ -40,13 +41,6 @@ KV_CACHE_TYPES: dict[str, int] = {
 }  # fmt: skip
 
 _SERVER_EXTRA_MODULES = ("uvicorn", "fastapi", "sse_starlette", "pydantic_settings", "starlette_context")
-
-
-def _loopback_url(host: str, port: int) -> str:
-    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
-    if ":" in shown:
-        shown = f"[{shown}]"
-    return f"http://{shown}:{port}/v1"
 
 
 def find_llama_server(engine_bin: str | None = None) -> Path | None:
@@ -212,7 +206,7 @@ class LlamaCppEngine:
             runtime=runtime,
             host=options.host,
             port=options.port,
-            base_url=_loopback_url(options.host, options.port),
+            base_url=base_url(options.host, options.port),
             served_model_name=options.served_model_name,
             api_key_env=options.api_key_env,
             ready_deadline_s=deadline,

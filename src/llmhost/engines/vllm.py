@@ -28,6 +28,7 @@ from llmhost.engines import vllm_env
 from llmhost.engines.base import EngineStatus, FailureCause, LaunchSpec, ServeOptions, StartupReport
 from llmhost.errors import UsageError
 from llmhost.hardware.models import Hardware
+from llmhost.net import url_host
 from llmhost.plan.models import Candidate
 
 GIB = 1024**3
@@ -195,13 +196,6 @@ def _env_seconds(name: str, default: float) -> float:
         raise UsageError(
             f"{name}={raw!r} is not a number of seconds.", hint=f"Set {name}=60, or 0 to turn it off."
         ) from None
-
-
-def _url_host(host: str) -> str:
-    from llmhost.supervise.process import probe_host
-
-    shown = probe_host(host)  # a wildcard bind is reached through loopback
-    return f"[{shown}]" if ":" in shown else shown
 
 
 # Start-up lines, newest wording first (vLLM 0.32 sources named; older V1 and V0 wordings after them,
@@ -529,7 +523,7 @@ class VllmEngine:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(candidate))
         env.update(options.env)
         secret_env = {"VLLM_API_KEY": options.api_key_env} if options.api_key_env else {}
-        host = _url_host(options.host)
+        host = url_host(options.host)  # a wildcard bind is reached through loopback
         interval = options.completion_probe_interval_s
         if interval is None:
             interval = _env_seconds(PROBE_INTERVAL_ENV, COMPLETION_PROBE_INTERVAL_S)

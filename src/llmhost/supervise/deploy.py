@@ -7,7 +7,6 @@ Nothing here starts a process: `prepare` is what `--dry-run` prints, and `run_fo
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import secrets
 import shlex
@@ -21,6 +20,7 @@ from llmhost.contract import Contract
 from llmhost.engines.base import ServeOptions, StartupReport
 from llmhost.errors import ModelError, NetworkError, NothingFitsError, UsageError
 from llmhost.inputs import check_text
+from llmhost.net import is_loopback as is_loopback  # re-exported: serve and export use it
 from llmhost.plan.models import Candidate
 from llmhost.supervise import paths
 from llmhost.supervise.process import (
@@ -85,15 +85,6 @@ class Prepared(Contract):
     has_chat_template: bool | None = Field(
         default=None, description="False: the model has no chat template (a base model's GGUF)."
     )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def decide_api_key(host: str, api_key: str | None, insecure_no_auth: bool) -> tuple[str | None, bool]:

@@ -13,8 +13,8 @@ from typing import Literal
 import httpx
 
 from llmhost.engines.base import LaunchSpec
+from llmhost.net import url_host
 from llmhost.prometheus import parse_prometheus
-from llmhost.supervise.process import probe_host
 
 ProbeState = Literal["refused", "loading", "ready", "unauthorized"]
 
@@ -26,9 +26,7 @@ class ProbeResult:
 
 
 def root_url(spec: LaunchSpec) -> str:
-    host = probe_host(spec.host)
-    if ":" in host:
-        host = f"[{host}]"
+    host = url_host(spec.host)
     if spec.port is None:
         return spec.base_url.removesuffix("/v1").rstrip("/")
     return f"http://{host}:{spec.port}"

@@ -164,15 +164,6 @@ def terminate_tree(
     return targets
 
 
-def probe_host(host: str) -> str:
-    """Where to connect to reach a server bound to `host` (a wildcard bind is reached on loopback)."""
-    if host in ("0.0.0.0", ""):  # noqa: S104 (comparing, not binding)
-        return "127.0.0.1"
-    if host == "::":
-        return "::1"
-    return host
-
-
 def port_free(host: str, port: int) -> bool:
     """True if a server could bind `host:port` now (SO_REUSEADDR, as servers set it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
