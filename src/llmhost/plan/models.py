@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmhost.hardware.models import Hardware
 
-EngineName = Literal["llamacpp", "vllm"]
+EngineName = Literal["llamacpp", "vllm", "mlx"]
 Goal = Literal["quality", "throughput", "latency"]
 
 
