@@ -121,7 +121,7 @@ def test_ps_and_bench_see_it_like_any_engine(served: dict[str, Any]) -> None:
         False,
     )
     # mlx_lm honours max_tokens and reports usage: bench raises no length flag on it.
-    assert [r["output_tokens"] for r in result["requests"]] == [8] * 4
+    assert [(r["output_tokens"], r["output_tokens_source"]) for r in result["requests"]] == [(8, "usage")] * 4
     assert not [f for f in result["flags"] if "length" in f["code"]]
     logs = llmhost("logs", NAME)
     assert logs.returncode == 0 and "Starting httpd" in logs.stdout

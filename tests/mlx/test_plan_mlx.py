@@ -92,11 +92,14 @@ def test_8_and_4_bit_options_of_a_16_bit_checkpoint_say_how_to_convert(tiny_chec
     assert mlx(plan, "mlx-4bit").memory.weights_bytes < mlx(plan, "mlx-8bit").memory.weights_bytes
 
 
-def _write_mlx_4bit_checkpoint(directory: Path) -> int:
+def _write_mlx_4bit_checkpoint(
+    directory: Path, *, blocks: tuple[str, ...] = ("quantization", "quantization_config")
+) -> int:
     """A checkpoint in mlx_lm's quantized layout (packed uint32 weights, bf16 scales and biases per 64
     weights, config `quantization` block); returns the bytes of its tensors."""
     cfg = dict(TINY_LLAMA_CONFIG)
-    cfg["quantization"] = cfg["quantization_config"] = {"group_size": 64, "bits": 4, "mode": "affine"}
+    for block in blocks:
+        cfg[block] = {"group_size": 64, "bits": 4, "mode": "affine"}
     h, inter, kv = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_key_value_heads"] * cfg["head_dim"]
     matrices = {"model.embed_tokens": (cfg["vocab_size"], h), "lm_head": (cfg["vocab_size"], h)}
     for i in range(cfg["num_hidden_layers"]):
@@ -130,9 +133,11 @@ def _write_mlx_4bit_checkpoint(directory: Path) -> int:
     return offset
 
 
-def test_an_mlx_quantized_checkpoint_is_planned_from_its_headers(tmp_path, apple):
+@pytest.mark.parametrize("blocks", [("quantization", "quantization_config"), ("quantization",)])
+def test_an_mlx_quantized_checkpoint_is_planned_from_its_headers(tmp_path, apple, blocks):
+    # Current mlx_lm writes both blocks; older mlx-community checkpoints carry `quantization` alone.
     directory = tmp_path / "tiny-4bit-mlx"
-    stored = _write_mlx_4bit_checkpoint(directory)
+    stored = _write_mlx_4bit_checkpoint(directory, blocks=blocks)
     plan = make_plan(resolve(str(directory)), apple("m3_max_36gb", ram_available_gib=30), PlanRequest())
     chosen = plan.chosen_candidate
     assert chosen is not None and (chosen.engine, chosen.quantization) == ("mlx", "mlx-4bit")
