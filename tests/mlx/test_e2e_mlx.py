@@ -28,6 +28,7 @@ import pytest
 from serve_helpers import alive as pid_alive
 from serve_helpers import deployment, llmhost
 
+from llmhost.engines import mlx_env
 from llmhost.supervise.process import next_free_port
 
 pytestmark = [pytest.mark.mlx, pytest.mark.slow]
@@ -182,3 +183,16 @@ def test_planned_4bit_weights_equal_a_real_mlx_lm_convert(
     # The estimate for the 16-bit checkpoint is the converted checkpoint's header bytes, to the byte.
     assert estimate.memory.weights_bytes == converted.memory.weights_bytes
     assert converted.memory.weights_bytes < (out / "model.safetensors").stat().st_size
+
+
+def test_install_is_cached_and_engines_lists_it(mlx_python: str) -> None:
+    started = time.monotonic()
+    done = llmhost("engines", "install", "mlx", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "already installed" in done.stderr and time.monotonic() - started < 30  # no pip run
+    assert Path(done.stdout.strip(), "bin", "python") == Path(mlx_python)
+    listed = llmhost("engines", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (entry,) = [e for e in json.loads(listed.stdout) if e["name"] == "mlx"]
+    assert entry["installed"] and entry["usable"] and entry["version"] == mlx_env.MLX_LM_VERSION
+    assert entry["location"] == done.stdout.strip() and "mlx-cpu" in entry["reason"]

@@ -116,6 +116,22 @@ def test_failure_causes_from_real_mlx_lm_output(log: str, cause: str | None) -> 
     assert classify_failure((LOGS / log).read_text()) == cause
 
 
+def test_fixes_name_the_next_step(tiny_checkpoint: Path) -> None:
+    launch = ENGINE.build_launch(planned(tiny_checkpoint), options())
+    invalid = ENGINE.suggest_fix("model_invalid", "No safetensors found", launch, None) or ""
+    assert str(tiny_checkpoint.resolve()) in invalid and "--engine llamacpp" in invalid
+    assert "iogpu.wired_limit_mb" in (
+        ENGINE.suggest_fix("out_of_memory", "[metal::malloc]", launch, None) or ""
+    )
+    assert ENGINE.suggest_fix("port_in_use", "Address already in use", launch, None) is None
+
+
+def test_a_profile_can_name_the_mlx_engine() -> None:
+    from llmhost.profiles import parse_profile
+
+    assert parse_profile("model: ./tiny\nengine: mlx\n").engine == "mlx"
+
+
 def test_parse_startup_reads_where_it_listens() -> None:
     report = parse_startup((LOGS / "healthy_start.log").read_text())
     assert report.raw == {"listening": "127.0.0.1:18997"} and report.kv_cache_bytes is None

@@ -191,6 +191,12 @@ class MlxEngine:
     def parse_startup(self, log_text: str) -> StartupReport:
         return parse_startup(log_text)
 
+    def suggest_fix(
+        self, cause: FailureCause | None, log_tail: str, launch: LaunchSpec, planned: StartupReport | None
+    ) -> str | None:
+        """The supervisor's hook: what to change after a failed start, in MLX LM's terms."""
+        return suggest_fix(cause, launch)
+
 
 def _env_seconds(name: str, default: float) -> float:
     from llmhost.engines.vllm import _env_seconds as read
@@ -238,6 +244,23 @@ def classify_failure(log_tail: str) -> FailureCause | None:
     for cause, pattern in _FAILURES:
         if pattern.search(log_tail):
             return cause
+    return None
+
+
+def suggest_fix(cause: FailureCause | None, launch: LaunchSpec) -> str | None:
+    model = launch.model_path or "the model directory"
+    if cause == "model_invalid":
+        return (
+            f"mlx_lm loads a Hugging Face or MLX checkpoint directory: check that {model} holds config.json "
+            "and *.safetensors (a GGUF file needs --engine llamacpp)."
+        )
+    if cause == "out_of_memory":
+        return (
+            "Lower --context or --concurrency, or serve a 4-bit conversion (`mlx_lm.convert -q --q-bits 4`); "
+            "on a Mac the GPU may wire more after `sudo sysctl iogpu.wired_limit_mb=N`."
+        )
+    if cause == "missing_library":
+        return "Reinstall the engine: `llmhost engines install mlx --force`."
     return None
 
 
