@@ -148,6 +148,16 @@ def test_an_mlx_quantized_checkpoint_is_planned_from_its_headers(tmp_path, apple
     assert any("group size 64" in r and "safetensors headers" in r for r in chosen.reasons)
 
 
+def test_another_tools_quantization_block_is_not_taken_for_mlx(tmp_path, apple):
+    directory = tmp_path / "gptq-like"
+    _write_mlx_4bit_checkpoint(directory)
+    cfg = json.loads((directory / "config.json").read_text())
+    cfg["quantization_config"] = {"bits": 4, "group_size": 128, "desc_act": False, "sym": True}
+    (directory / "config.json").write_text(json.dumps(cfg))
+    plan = make_plan(resolve(str(directory)), apple("m3_max_36gb", ram_available_gib=30), PlanRequest())
+    assert not [c for c in plan.candidates if c.engine == "mlx"]
+
+
 def test_sliding_window_layers_keep_a_rotating_cache_of_the_window(apple):
     # Gemma 3 12B: 48 layers, 5 sliding-window (1024 tokens) layers per global one, 8 KV heads x 256.
     spec = resolve(str(CONFIGS / "google--gemma-3-12b-it.json"))

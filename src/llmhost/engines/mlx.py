@@ -109,6 +109,12 @@ def ready_deadline_s(candidate: Candidate) -> float:
     return READY_BASE_S + READY_PER_GIB_S * candidate.memory.weights_bytes / GIB
 
 
+def probe_timeout_s(candidate: Candidate) -> float:
+    """The first probe may wait behind the weights still loading (/health said ready before they were):
+    give it the load time on top of a normal answer's, so a big model is not restarted for loading."""
+    return COMPLETION_PROBE_TIMEOUT_S + READY_PER_GIB_S * candidate.memory.weights_bytes / GIB
+
+
 class MlxEngine:
     name = "mlx"
 
@@ -181,7 +187,7 @@ class MlxEngine:
             model_path=str(model),
             completion_probe_interval_s=interval or None,
             completion_probe_timeout_s=_env_seconds(
-                "LLMHOST_COMPLETION_PROBE_TIMEOUT_S", COMPLETION_PROBE_TIMEOUT_S
+                "LLMHOST_COMPLETION_PROBE_TIMEOUT_S", probe_timeout_s(candidate)
             ),
         )
 

@@ -56,6 +56,7 @@ METAL_RUNTIME_BYTES = 256 * 1024**2
 # Measured here: mlx_lm.server (Python, mlx, the tokenizer) serving the tiny checkpoint held 88 MiB RSS
 # on mlx-cpu; rounded up for a real tokenizer's vocabulary and the HTTP threads.
 PROCESS_BYTES = 128 * 1024**2
+MLX_QUANT_KEYS = ("group_size", "bits", "mode")
 KV_DTYPES = ("auto", "f16", "fp16", "bf16", "float16", "bfloat16")
 
 
@@ -81,6 +82,11 @@ def mlx_quantization_of(spec: ModelSpec) -> tuple[int, int] | None:
     """(bits, group size) of an MLX-quantized checkpoint, from its config's quantization block."""
     raw = spec.quantization.raw
     if spec.quantization.method != "other" or "quant_method" in raw:
+        return None
+    # mlx_lm writes group_size, bits, mode, and per-module overrides keyed by module path
+    # ("model.layers.0.mlp.down_proj": {"bits": 8, ...} or false); any other setting (desc_act, sym,
+    # zero_point...) is another tool's quantizer, not MLX's.
+    if any(k not in MLX_QUANT_KEYS and not ("." in k and isinstance(v, dict | bool)) for k, v in raw.items()):
         return None
     bits, group = raw.get("bits"), raw.get("group_size", GROUP_SIZE)
     if not isinstance(bits, int) or isinstance(bits, bool) or not isinstance(group, int) or group <= 0:
