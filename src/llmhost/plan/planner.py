@@ -5,7 +5,7 @@ passes compute probes, which ask the installed llama.cpp for its compute buffer)
 Policy (docs/planning.md): candidates that fit the requested context and concurrency come first;
 then, by goal,
 - quality (default): launchable as is, at least ~3.5-bit quality, everything on the accelerator,
-  highest-precision quantization, vLLM before llama.cpp, fewest GPUs;
+  highest-precision quantization, vLLM, then MLX LM (Apple Silicon), before llama.cpp, fewest GPUs;
 - latency: the same gates, then the fastest single-stream decode;
 - throughput: the same gates, vLLM first, then the most concurrent sequences at the context.
 """

@@ -33,13 +33,13 @@ def sort_key(c: Candidate, goal: str, n_layers: int) -> tuple[float, ...]:
     q = quality_score(c.quantization)
     decent = q >= QUALITY_FLOOR
     speed = c.decode_tokens_per_s or 0.0
-    vllm = ENGINE_PREFERENCE.get(c.engine, 0)
+    engine_pref = ENGINE_PREFERENCE.get(c.engine, 0)
     head = (float(c.fits), float(can_launch), float(decent), float(_placement(c, n_layers)))
     if goal == "latency":
         return (*head, speed, q, -c.tensor_parallel_size * c.pipeline_parallel_size)
     if goal == "throughput":
-        return (*head, vllm, c.max_concurrency, speed, q)
-    return (*head, q, vllm, -c.tensor_parallel_size * c.pipeline_parallel_size, speed)
+        return (*head, engine_pref, c.max_concurrency, speed, q)
+    return (*head, q, engine_pref, -c.tensor_parallel_size * c.pipeline_parallel_size, speed)
 
 
 def why_chosen(c: Candidate, goal: str) -> str:
