@@ -14,7 +14,7 @@ WHEELS := $(LLMHOST_CACHE_DIR)/wheels
 LLAMA_CPP_PYTHON_VERSION ?= 0.3.36
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: all venv test test-fast lint typecheck fmt docs docs-check engines llama-server vllm-engine demo bench fuzz clean
+.PHONY: all venv test test-fast lint typecheck fmt docs docs-check engines llama-server vllm-engine mlx-engine demo bench fuzz clean
 
 all: test
 
@@ -64,7 +64,11 @@ llama-server: venv
 vllm-engine: venv
 	$(BIN)/llmhost engines install vllm
 
-engines: llama-server vllm-engine
+# MLX LM in its own virtualenv (mlx-metal on Apple Silicon, mlx-cpu on Linux: how tests/mlx serve it).
+mlx-engine: venv
+	$(BIN)/llmhost engines install mlx
+
+engines: llama-server vllm-engine mlx-engine
 
 test: venv lint engines
 	$(BIN)/python -m pytest

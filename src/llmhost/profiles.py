@@ -54,7 +54,7 @@ _RESERVED_ARGS = frozenset({"--host", "--port", "--api-key", "--api_key", "--api
 class Profile(Contract):
     description: str | None = None
     model: str | None = Field(default=None, description="Model reference, as `llmhost serve MODEL` takes it.")
-    engine: Literal["llamacpp", "llama-server", "llama-cpp-python", "vllm"] | None = None
+    engine: Literal["llamacpp", "llama-server", "llama-cpp-python", "vllm", "mlx"] | None = None
     quant: str | None = None
     kv_cache_dtype: str | None = None
     context: int | None = Field(default=None, gt=0)
@@ -162,6 +162,16 @@ def chat_template_args(template: str, engine: str, runtime: str) -> list[str]:
                 hint="Give a .jinja file, or serve with --engine llama-server.",
             )
         return ["--chat-template", path]
+    if engine == "mlx":
+        if not is_file:
+            raise ProfileError(
+                f"chat_template: MLX LM has no built-in template named {template!r}.",
+                hint="Give a .jinja file (mlx_lm.server takes the template text; llmhost reads the file).",
+            )
+        from llmhost.inputs import decode_utf8, read_regular_file
+
+        data = read_regular_file(Path(path), what="chat_template file", limit=1024**2, error=ProfileError)
+        return ["--chat-template", decode_utf8(data, source=path, error=ProfileError)]
     if runtime == "llama-cpp-python":
         if is_file:
             raise ProfileError(

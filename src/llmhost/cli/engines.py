@@ -13,7 +13,7 @@ from llmhost.cli._output import emit, info, literal, wide
 from llmhost.engines.base import EngineStatus
 from llmhost.errors import EngineError, UsageError
 
-INSTALLABLE = ("llama-server", "vllm")
+INSTALLABLE = ("llama-server", "vllm", "mlx")
 
 
 def all_statuses() -> list[EngineStatus]:
@@ -80,7 +80,10 @@ def register(app: typer.Typer) -> None:
     @engines_app.command("install")
     def install(
         name: Annotated[
-            str, typer.Argument(help="llama-server (built from source, cached) or vllm (own venv).")
+            str,
+            typer.Argument(
+                help="llama-server (built from source, cached), vllm or mlx (each its own virtualenv)."
+            ),
         ],
         force: Annotated[
             bool, typer.Option("--force", help="Rebuild even if a cached build exists.")
@@ -89,7 +92,8 @@ def register(app: typer.Typer) -> None:
         """Install an engine.
 
         `llama-server` is built from the llama.cpp sources in the llama-cpp-python sdist (CUDA/Metal when
-        the machine has them; cached by source hash and flags); `vllm` gets its own virtualenv.
+        the machine has them; cached by source hash and flags); `vllm` and `mlx` (MLX LM: mlx-metal on
+        Apple Silicon, mlx-cpu on Linux) each get their own virtualenv, keyed by the pinned versions.
         """
         if name == "llama-server":
             from llmhost.engines.llamacpp_build import build_llama_server
@@ -117,6 +121,11 @@ def register(app: typer.Typer) -> None:
             result = install_fn(force=force)
             location = getattr(result, "location", None)
             typer.echo(str(location if location is not None else result))
+            return
+        if name == "mlx":
+            from llmhost.engines import mlx_env
+
+            typer.echo(str(mlx_env.install(force=force).location))
             return
         raise UsageError(
             f"Unknown engine {name!r} to install.", hint=f"Choose one of: {', '.join(INSTALLABLE)}."

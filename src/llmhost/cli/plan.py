@@ -26,6 +26,8 @@ def _size(n: int) -> str:
 def _engine(c: Candidate) -> str:
     if c.engine == "vllm":
         return "vLLM CPU" if c.engine_options.get("device") == "cpu" else "vLLM"
+    if c.engine == "mlx":
+        return "MLX LM CPU" if c.engine_options.get("device") == "cpu" else "MLX LM"
     return "llama.cpp"
 
 
@@ -40,6 +42,8 @@ def _layout(c: Candidate) -> str:
         if c.pipeline_parallel_size > 1:
             return f"PP {c.pipeline_parallel_size}"
         return f"TP {c.tensor_parallel_size}" if c.tensor_parallel_size > 1 else "1 GPU"
+    if c.engine == "mlx":
+        return "CPU" if c.engine_options.get("device") == "cpu" else "Metal"
     return f"ngl {c.gpu_layers}" if c.gpu_layers else "CPU"
 
 
@@ -182,7 +186,10 @@ def register(app: typer.Typer) -> None:
         context: Annotated[int | None, typer.Option("--context", help="Context length per sequence.")] = None,
         concurrency: Annotated[int, typer.Option("--concurrency", help="Sequences served at once.")] = 1,
         engine: Annotated[
-            Literal["vllm", "llamacpp"] | None, typer.Option("--engine", help="Only plan for this engine.")
+            Literal["vllm", "llamacpp", "mlx"] | None,
+            typer.Option(
+                "--engine", help="Only plan for this engine (mlx: Apple Silicon; forced here: Linux CPU)."
+            ),
         ] = None,
         quant: Annotated[
             str | None,

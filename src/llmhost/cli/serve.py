@@ -28,8 +28,8 @@ EngineOpt = Annotated[
     str | None,
     typer.Option(
         "--engine",
-        help="llamacpp (llama-server if installed, else llama-cpp-python), llama-server, llama-cpp-python "
-        "or vllm. Default: the plan's choice.",
+        help="llamacpp (llama-server if installed, else llama-cpp-python), llama-server, llama-cpp-python, "
+        "vllm or mlx (MLX LM: loopback only, no API key). Default: the plan's choice.",
         callback=text,
     ),
 ]

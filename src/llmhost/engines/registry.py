@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 ENGINE_MODULES: dict[str, str] = {
     "llamacpp": "llmhost.engines.llamacpp",
     "vllm": "llmhost.engines.vllm",
+    "mlx": "llmhost.engines.mlx",
 }
 
 

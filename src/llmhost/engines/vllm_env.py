@@ -167,8 +167,8 @@ def find_runtime(hardware: Hardware | None = None, *, device: str | None = None)
     return candidates[0] if candidates else None
 
 
-def _log(message: str) -> None:
-    print(f"[vllm-engine] {message}", file=sys.stderr, flush=True)
+def _log(message: str, engine: str = "vllm") -> None:
+    print(f"[{engine}-engine] {message}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -184,8 +184,9 @@ def _install_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _run(argv: list[str], what: str, timeout: float) -> None:
-    _log(f"{what}: {' '.join(argv)}")
+def _run(argv: list[str], what: str, timeout: float, engine: str = "vllm") -> None:
+    """One install step (venv, pip), its output on stderr; failures name the step and the rerun."""
+    _log(f"{what}: {' '.join(argv)}", engine)
     try:
         subprocess.run(argv, check=True, timeout=timeout, stdout=sys.stderr, stderr=sys.stderr)
     except FileNotFoundError as exc:
@@ -197,24 +198,28 @@ def _run(argv: list[str], what: str, timeout: float) -> None:
     except subprocess.CalledProcessError as exc:
         raise EngineError(
             f"Failed to {what} (exit {exc.returncode}).",
-            hint="Read the pip output above; rerun `llmhost engines install vllm --force` after fixing it.",
+            hint=f"Read the pip output above; fix it and rerun `llmhost engines install {engine} --force`.",
         ) from exc
 
 
 def verify(python: str, timeout: float = VERIFY_TIMEOUT_S) -> str:
     """Import vllm with `python` and return its version; raise EngineError if it does not load."""
-    code = "import vllm, sys; sys.stdout.write(vllm.__version__)"
+    return check_python(python, "import vllm, sys; sys.stdout.write(vllm.__version__)", "vllm", timeout)
+
+
+def check_python(python: str, code: str, engine: str, timeout: float) -> str:
+    """Run `code` with an engine env's `python`; its last stdout line (a version), or EngineError."""
     try:
         done = subprocess.run(
             [python, "-c", code], capture_output=True, text=True, timeout=timeout, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EngineError(f"Could not run {python} to import vllm: {exc}") from exc
+        raise EngineError(f"Could not run {python} to import {engine}: {exc}") from exc
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
         raise EngineError(
-            f"vLLM does not import in its engine env ({python}):\n{tail}",
-            hint="Reinstall it with `llmhost engines install vllm --force`.",
+            f"{engine} does not import in its engine env ({python}):\n{tail}",
+            hint=f"Reinstall it with `llmhost engines install {engine} --force`.",
         )
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "?"
 

@@ -32,6 +32,13 @@ QUALITY: dict[str, int] = {
     "F16": 100,
     "fp8": 92,
     "Q8_0": 90,
+    # MLX affine quantization, 16-bit scale and bias per 64 weights: 8-bit ~ Q8_0, 6-bit ~ Q6_K,
+    # 4-bit (4.5 bits per weight) between Q4_0 and Q4_K_M (mlx-community's formats).
+    "mlx-8bit": 90,
+    "mlx-6bit": 86,
+    "mlx-5bit": 80,
+    "mlx-4bit": 74,
+    "mlx-3bit": 58,
     "Q6_K": 86,
     "Q5_K_M": 82,
     "Q5_K_S": 80,

@@ -290,7 +290,9 @@ _METHODS: dict[str, QuantMethod] = {
 
 
 def quantization_from_config(cfg: Config) -> Quantization:
-    q = cfg.get("quantization_config") or cfg.get("compression_config")
+    # mlx_lm before 0.20 wrote only `quantization` ({"group_size": 64, "bits": 4}); many mlx-community
+    # checkpoints still carry just that block (no quant_method: "other", read as MLX by the planner).
+    q = cfg.get("quantization_config") or cfg.get("compression_config") or cfg.get("quantization")
     if not isinstance(q, dict):
         return Quantization()
     method_name = str(q.get("quant_method", "other")).lower()

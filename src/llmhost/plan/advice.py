@@ -13,7 +13,7 @@ from llmhost.models.spec import ModelSpec
 from llmhost.plan.common import GiB, Target, fmt_gib
 from llmhost.plan.hardware_view import gpu_free_bytes, host_capacity_bytes, vllm_gpus
 from llmhost.plan.models import Candidate, PlanRequest
-from llmhost.plan.ranking import launchable
+from llmhost.plan.ranking import ENGINE_TITLES, launchable
 
 
 def advise(
@@ -32,16 +32,23 @@ def advise(
     if convertible:
         best = convertible[0]  # already ranked
         speed = f" (~{best.decode_tokens_per_s:.0f} tok/s)" if best.decode_tokens_per_s else ""
+        mlx_convert = best.engine_options.get("convert_command")
         gguf = next((r for r in best.reasons if "llmhost plan" in r), None)
         how = (
             gguf.split(": ", 1)[1].split(" (")[0]
             if gguf
             else "convert it with llama.cpp's convert_hf_to_gguf.py and llama-quantize, or plan a -GGUF repo"
         )
-        advice.append(
-            f"This checkpoint cannot run here as is, but a {best.quantization} GGUF of it would fit with "
-            f"llama.cpp{speed}: {how}."
-        )
+        if isinstance(mlx_convert, str):  # the MLX option's own conversion command
+            advice.append(
+                f"This checkpoint cannot run here as is, but its {best.quantization} MLX conversion would "
+                f"fit with MLX LM{speed}. {mlx_convert}"
+            )
+        else:
+            advice.append(
+                f"This checkpoint cannot run here as is, but a {best.quantization} GGUF of it would fit "
+                f"with llama.cpp{speed}: {how}."
+            )
     if not cands:
         advice.append(_why_no_candidates(spec, hardware, request))
         return advice
@@ -49,7 +56,7 @@ def advise(
         cands, key=lambda c: (c.max_context >= 1024, quality_score(c.quantization), c.max_context)
     )
     if 0 < best_short.max_context < target.context:
-        engine = "llama.cpp" if best_short.engine == "llamacpp" else "vLLM"
+        engine = ENGINE_TITLES.get(best_short.engine, best_short.engine)
         advice.append(
             f"Shorter context: {best_short.quantization} on {engine} fits "
             f"`--context {best_short.max_context}`"

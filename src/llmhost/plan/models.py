@@ -9,7 +9,7 @@ from pydantic import Field
 from llmhost.contract import Contract
 from llmhost.hardware.models import Hardware
 
-EngineName = Literal["llamacpp", "vllm"]
+EngineName = Literal["llamacpp", "vllm", "mlx"]
 Goal = Literal["quality", "throughput", "latency"]
 
 

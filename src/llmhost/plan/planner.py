@@ -5,7 +5,7 @@ passes compute probes, which ask the installed llama.cpp for its compute buffer)
 Policy (docs/planning.md): candidates that fit the requested context and concurrency come first;
 then, by goal,
 - quality (default): launchable as is, at least ~3.5-bit quality, everything on the accelerator,
-  highest-precision quantization, vLLM before llama.cpp, fewest GPUs;
+  highest-precision quantization, vLLM, then MLX LM (Apple Silicon), before llama.cpp, fewest GPUs;
 - latency: the same gates, then the fastest single-stream decode;
 - throughput: the same gates, vLLM first, then the most concurrent sequences at the context.
 """
@@ -23,6 +23,7 @@ from llmhost.plan.advice import advise
 from llmhost.plan.common import Target
 from llmhost.plan.hardware_view import vllm_cpu_supported, vllm_gpus
 from llmhost.plan.llamacpp_candidates import llamacpp_candidate, llamacpp_quants
+from llmhost.plan.mlx_candidates import mlx_candidates
 from llmhost.plan.models import Candidate, Plan, PlanModel, PlanRequest
 from llmhost.plan.ranking import launchable, sort_key, why_chosen
 from llmhost.plan.request import requested_quant, validate_request
@@ -94,6 +95,8 @@ def _all_candidates(
             )
             if c is not None:
                 cands.append(c)
+    if request.engine in (None, "mlx"):
+        cands.extend(mlx_candidates(spec, hardware, request, target, quant))
     return cands
 
 

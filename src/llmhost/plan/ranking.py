@@ -6,6 +6,12 @@ from llmhost.estimate.weights import quality_score
 from llmhost.plan.common import QUALITY_FLOOR
 from llmhost.plan.models import Candidate
 
+ENGINE_TITLES = {"vllm": "vLLM", "llamacpp": "llama.cpp", "mlx": "MLX LM"}
+# At equal quality: vLLM first where it runs (GPUs, batching); on a Mac MLX LM before llama.cpp Metal:
+# it loads the safetensors checkpoint itself (a 16-bit one as is, a quantized one by one
+# `mlx_lm.convert`, no GGUF toolchain) and batches concurrent decodes. Never both vLLM and MLX on one plan.
+ENGINE_PREFERENCE = {"vllm": 2, "mlx": 1}
+
 
 def _placement(c: Candidate, n_layers: int) -> int:
     """2: everything on accelerators; 1: llama.cpp partial CPU offload; 0: CPU only."""
@@ -18,7 +24,8 @@ def _placement(c: Candidate, n_layers: int) -> int:
 
 
 def launchable(c: Candidate) -> bool:
-    return not c.engine_options.get("needs_gguf_conversion", False)
+    opts = c.engine_options
+    return not (opts.get("needs_gguf_conversion", False) or opts.get("needs_mlx_conversion", False))
 
 
 def sort_key(c: Candidate, goal: str, n_layers: int) -> tuple[float, ...]:
@@ -26,17 +33,17 @@ def sort_key(c: Candidate, goal: str, n_layers: int) -> tuple[float, ...]:
     q = quality_score(c.quantization)
     decent = q >= QUALITY_FLOOR
     speed = c.decode_tokens_per_s or 0.0
-    vllm = 1 if c.engine == "vllm" else 0
+    engine_pref = ENGINE_PREFERENCE.get(c.engine, 0)
     head = (float(c.fits), float(can_launch), float(decent), float(_placement(c, n_layers)))
     if goal == "latency":
         return (*head, speed, q, -c.tensor_parallel_size * c.pipeline_parallel_size)
     if goal == "throughput":
-        return (*head, vllm, c.max_concurrency, speed, q)
-    return (*head, q, vllm, -c.tensor_parallel_size * c.pipeline_parallel_size, speed)
+        return (*head, engine_pref, c.max_concurrency, speed, q)
+    return (*head, q, engine_pref, -c.tensor_parallel_size * c.pipeline_parallel_size, speed)
 
 
 def why_chosen(c: Candidate, goal: str) -> str:
-    engine = "vLLM" if c.engine == "vllm" else "llama.cpp"
+    engine = ENGINE_TITLES.get(c.engine, c.engine)
     if goal == "latency":
         speed = c.decode_tokens_per_s or 0
         return f"chosen for latency: fastest decode (~{speed:.0f} tok/s) among fitting {engine} options"

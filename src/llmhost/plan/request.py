@@ -69,10 +69,13 @@ def requested_quant(spec: ModelSpec, request: PlanRequest) -> str | None:
         return "fp16" if spec.quantization.method != "gguf" else "F16"
     if low in ("fp8", "awq", "gptq"):
         return low
+    if low.startswith("mlx-") and quality_score(low) != 50:  # MLX LM's mlx-8bit, mlx-4bit...
+        return low
     tag = normalize_gguf_tag(q)
     if quality_score(tag) == 50 and tag not in {normalize_gguf_tag(v.tag) for v in spec.gguf_variants}:
         raise UsageError(
             f"Unknown quantization {request.quantization!r}.",
-            hint="Use bf16, fp16, fp8, awq, gptq or a GGUF type (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q3_K_M, Q2_K).",
+            hint="Use bf16, fp16, fp8, awq, gptq, mlx-8bit, mlx-4bit (MLX LM) or a GGUF type "
+            "(Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q3_K_M, Q2_K).",
         )
     return tag

@@ -45,6 +45,7 @@ ENGINE_ALIASES: dict[str, tuple[str, str | None]] = {
     "llama-server": ("llamacpp", "llama-server"),
     "llama-cpp-python": ("llamacpp", "llama-cpp-python"),
     "vllm": ("vllm", None),
+    "mlx": ("mlx", None),
 }
 
 
@@ -286,6 +287,8 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
     )
     engine = get_engine(candidate.engine)
     launch = engine.build_launch(candidate, options)
+    # An engine may serve the model under another id than its name (mlx_lm: the model's path).
+    served = launch.served_model_name or served
     deployment = Deployment(
         name=name,
         model=request.model,
