@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, model_validator
 from llmhost.contract import FrozenContract
 from llmhost.errors import HardwareError
 from llmhost.hardware.models import CPU, GPU, Hardware
+from llmhost.hardware.unified_memory import metal_working_set_bytes
 
 GIB = 1024**3
 MIB = 1024**2
@@ -323,8 +324,6 @@ def _discrete_hardware(entry: CatalogEntry, count: int, ram_bytes: int | None, c
 
 
 def _apple_hardware(entry: CatalogEntry, memory_gb: int | None, cpus: int | None) -> Hardware:
-    from llmhost.hardware.apple import metal_working_set_bytes
-
     chosen_gb = memory_gb or max(entry.memory_options_gb)
     ram = chosen_gb * GIB
     working_set, rule = metal_working_set_bytes(ram, wired_limit_mb=None)
