@@ -63,10 +63,7 @@ LAYERS: list[set[str]] = [
     {"__main__"},
 ]
 # Imports that still point up, each with why it is tolerated (and what would remove it).
-KNOWN_UPWARD = {
-    # type-only: the Candidate branch of decode_roofline belongs in plan/ (issue 9)
-    ("estimate/roofline.py", "plan"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def _rank(package: str) -> int:

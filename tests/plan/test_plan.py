@@ -380,7 +380,7 @@ def test_pipeline_parallel_when_tensor_parallel_cannot_use_every_gpu() -> None:
 
 
 def test_decode_roofline_on_a_candidate_matches_the_plan() -> None:
-    from llmhost.estimate import decode_roofline
+    from llmhost.plan.speed import candidate_decode_roofline as decode_roofline
 
     hw = machine([h100(0), h100(1)])
     for spec, request in (

@@ -9,13 +9,8 @@ measured llama.cpp speed was 80% of it for an 8B F16 model (167.6 vs 209 tok/s) 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from llmhost.hardware.models import Hardware
 from llmhost.models.spec import ModelSpec
-
-if TYPE_CHECKING:  # llmhost.plan imports this package: keep the runtime import one-way
-    from llmhost.plan.models import Candidate
 
 
 def active_weight_fraction(spec: ModelSpec) -> float:
@@ -35,7 +30,7 @@ def weights_read_bytes(spec: ModelSpec, weights_bytes: int, embedding_bytes: int
     return round(body * active_weight_fraction(spec))
 
 
-def _device_bandwidth(hardware: Hardware, device: str) -> float | None:
+def device_bandwidth(hardware: Hardware, device: str) -> float | None:
     if device.startswith("cpu"):
         return hardware.cpu.memory_bandwidth_bytes_per_s
     try:
@@ -62,32 +57,15 @@ def seconds_per_token(reads: list[tuple[int, float | None]], *, parallel: bool) 
     return max(times) if parallel else sum(times)
 
 
-def decode_roofline(target: Candidate | ModelSpec, hardware: Hardware, context_tokens: int) -> float | None:
-    """Upper-bound single-stream decode tokens/s at `context_tokens` of context (None: bandwidth unknown).
+def decode_roofline(spec: ModelSpec, hardware: Hardware, context_tokens: int) -> float | None:
+    """Upper-bound single-stream decode tokens/s at `context_tokens` of context (None: bandwidth unknown),
+    the checkpoint taken as it is, whole on the first GPU (or in RAM without one). A planned
+    `Candidate`'s own placement is `plan.speed.candidate_decode_roofline`."""
+    tied = spec.tied_embeddings or spec.output_bytes == 0
+    read = weights_read_bytes(spec, spec.weights_bytes, spec.embedding_bytes, tied)
+    from llmhost.estimate.kv import kv_bytes_per_token
 
-    A `Candidate` uses its per-device placement (`DeviceMemory.decode_read_bytes`, the weight bytes that
-    device reads per token, and its share of the KV cache); tensor-parallel ranks read in parallel,
-    llama.cpp's layer split reads device after device. A `ModelSpec` is taken as its own checkpoint,
-    whole on the first GPU (or in RAM without one).
-    """
-    if isinstance(target, ModelSpec):
-        tied = target.tied_embeddings or target.output_bytes == 0
-        read = weights_read_bytes(target, target.weights_bytes, target.embedding_bytes, tied)
-        from llmhost.estimate.kv import kv_bytes_per_token
-
-        kv = kv_bytes_per_token(target, "bf16") * max(context_tokens, 0)
-        device = "cuda:0" if hardware.gpus else "cpu"
-        sec = seconds_per_token([(read + kv, _device_bandwidth(hardware, device))], parallel=False)
-        return None if sec is None else 1.0 / sec
-    kv_total = target.memory.kv_cache_bytes
-    reads: list[tuple[int, float | None]] = []
-    for dev in target.per_device:
-        weights = dev.decode_read_bytes if dev.decode_read_bytes is not None else dev.breakdown.weights_bytes
-        share = dev.breakdown.kv_cache_bytes / kv_total if kv_total > 0 else 0.0
-        if target.engine == "vllm" and target.tensor_parallel_size > 1:
-            share = 1.0 / target.tensor_parallel_size
-        kv = round(target.kv_bytes_per_token * max(context_tokens, 0) * share)
-        reads.append((weights + kv, _device_bandwidth(hardware, dev.device)))
-    parallel = target.engine == "vllm" and target.tensor_parallel_size > 1
-    sec = seconds_per_token(reads, parallel=parallel)
+    kv = kv_bytes_per_token(spec, "bf16") * max(context_tokens, 0)
+    device = "cuda:0" if hardware.gpus else "cpu"
+    sec = seconds_per_token([(read + kv, device_bandwidth(hardware, device))], parallel=False)
     return None if sec is None else 1.0 / sec
