@@ -199,7 +199,7 @@ class MlxEngine:
 
 
 def _env_seconds(name: str, default: float) -> float:
-    from llmhost.engines.vllm import _env_seconds as read
+    from llmhost.engines.vllm_argv import _env_seconds as read
 
     return read(name, default)
 

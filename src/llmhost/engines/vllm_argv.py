@@ -1,0 +1,179 @@
+"""vLLM's command line from a plan candidate: flags, internal ports, readiness deadline, CPU KV space.
+
+Why each flag is set is in the `engines.vllm` module docstring and docs/vllm.md."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+from llmhost.engines.base import ServeOptions
+from llmhost.errors import UsageError
+from llmhost.plan.models import Candidate
+
+GIB = 1024**3
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+# In-flight requests get this long to finish on SIGTERM; the supervisor waits longer before SIGKILL.
+SHUTDOWN_DRAIN_S = 10
+STOP_GRACE_S = SHUTDOWN_DRAIN_S + 20.0
+# Internal ports live far above the usual API ports; the offset keeps neighbouring deployments apart.
+INTERNAL_PORT_BASE = 30000
+INTERNAL_PORT_SPAN = 30000
+INTERNAL_PORT_STRIDE = 64
+# Readiness: imports + torch.compile warm-up dominate small models (about 70 s on 2 CPU cores);
+# loading weights adds roughly 15 s per GiB per rank on slow disks.
+READY_BASE_S = 300.0
+READY_PER_GIB_S = 15.0
+# Once ready, a 1-token completion this often (and at most this slow) proves the engine still serves:
+# vLLM's /health stays 200 while a stuck engine core serves nothing. Three misses in a row: restart.
+COMPLETION_PROBE_INTERVAL_S = 60.0
+COMPLETION_PROBE_TIMEOUT_S = 60.0
+PROBE_INTERVAL_ENV = "LLMHOST_COMPLETION_PROBE_INTERVAL_S"
+PROBE_TIMEOUT_ENV = "LLMHOST_COMPLETION_PROBE_TIMEOUT_S"
+# Endpoints llmhost itself polls, kept out of vLLM's access log (the flag exists in the pinned 0.32).
+QUIET_ENDPOINTS = "/health,/metrics,/v1/models"
+QUIET_ENDPOINTS_SINCE = (0, 32)
+# Inherited variables that would silently change what the plan decided (ports, memory, the key).
+ENV_REMOVE = ["VLLM_PORT", "VLLM_DP_MASTER_PORT", "VLLM_API_KEY", "VLLM_CPU_KVCACHE_SPACE", "VLLM_HOST_IP"]
+
+# Methods vLLM can apply to an unquantized checkpoint while loading it; every other method (awq, gptq,
+# compressed-tensors, nvfp4...) is read from the checkpoint's config.json and needs no flag.
+ONLINE_QUANTIZATION = {"fp8", "bitsandbytes", "experts_int8", "ptpc_fp8"}
+# The plan's KV dtype names -> vLLM's --kv-cache-dtype choices (auto = the model dtype).
+_KV_DTYPES = {
+    "auto": "auto",
+    "f16": "auto",
+    "fp16": "auto",
+    "bf16": "auto",
+    "bfloat16": "auto",
+    "float16": "auto",
+    "fp8": "fp8",
+    "fp8_e4m3": "fp8_e4m3",
+    "fp8_e5m2": "fp8_e5m2",
+    "q8_0": "fp8",  # a llama.cpp name reaching vLLM: the closest 8-bit cache
+}
+_DTYPES = {
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "f16": "float16",
+    "float16": "float16",
+}
+
+
+def internal_port(api_port: int) -> int:
+    """First internal port for the deployment serving on `api_port` (distinct per API port)."""
+    return INTERNAL_PORT_BASE + (api_port * INTERNAL_PORT_STRIDE) % INTERNAL_PORT_SPAN
+
+
+def ready_deadline_s(candidate: Candidate) -> float:
+    per_rank = candidate.memory.weights_bytes / max(candidate.tensor_parallel_size, 1)
+    return READY_BASE_S + READY_PER_GIB_S * per_rank / GIB
+
+
+def runs_on_cpu(candidate: Candidate) -> bool:
+    """The plan placed this candidate on the CPU (vLLM's CPU build)."""
+    if "device" in candidate.engine_options:
+        return str(candidate.engine_options["device"]) == "cpu"
+    if candidate.per_device:
+        return all(d.device.startswith("cpu") for d in candidate.per_device)
+    return "cpu_kv_cache_gib" in candidate.engine_options and "gpu_memory_utilization" not in (
+        candidate.engine_options
+    )
+
+
+def cpu_kv_cache_gib(candidate: Candidate) -> int:
+    """VLLM_CPU_KVCACHE_SPACE is a whole number of GiB: the plan's figure, else its KV bytes rounded up."""
+    planned = candidate.engine_options.get("cpu_kv_cache_gib")
+    if planned is not None and not isinstance(planned, str):
+        return max(1, math.ceil(float(planned)))
+    return max(1, math.ceil(candidate.memory.kv_cache_bytes / GIB))
+
+
+def _opt(candidate: Candidate, key: str) -> str | int | float | bool | None:
+    return candidate.engine_options.get(key)
+
+
+def _quantization_flag(candidate: Candidate) -> str | None:
+    value = _opt(candidate, "quantization")
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip().lower()
+    # The planner marks a pre-quantized checkpoint (quantize_online=False): vLLM reads its method from
+    # config.json and refuses a --quantization that names another one (compressed-tensors vs fp8).
+    if text not in ONLINE_QUANTIZATION or _opt(candidate, "quantize_online") is False:
+        return None
+    return text
+
+
+def _kv_dtype_flag(candidate: Candidate) -> str:
+    planned = _opt(candidate, "kv_cache_dtype")
+    name = str(planned if planned is not None else candidate.kv_cache_dtype).lower()
+    return _KV_DTYPES.get(name, name)
+
+
+def _dtype_flag(candidate: Candidate) -> str | None:
+    planned = _opt(candidate, "dtype")
+    if planned is not None:
+        return str(planned)
+    return _DTYPES.get(candidate.quantization.lower())
+
+
+def _version_at_least(version: str, wanted: tuple[int, int]) -> bool:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return match is not None and (int(match[1]), int(match[2])) >= wanted
+
+
+def build_argv(
+    python: str, candidate: Candidate, options: ServeOptions, *, quiet_probes: bool = False
+) -> list[str]:
+    argv = [python, "-m", API_SERVER_MODULE, "--model", candidate.model_source]
+    argv += ["--served-model-name", options.served_model_name]
+    argv += ["--host", options.host, "--port", str(options.port)]
+    argv += ["--max-model-len", str(candidate.context_length)]
+    dtype = _dtype_flag(candidate)
+    if dtype:
+        argv += ["--dtype", dtype]
+    quant = _quantization_flag(candidate)
+    if quant:
+        argv += ["--quantization", quant]
+    argv += ["--kv-cache-dtype", _kv_dtype_flag(candidate)]
+    if candidate.tensor_parallel_size > 1:
+        argv += ["--tensor-parallel-size", str(candidate.tensor_parallel_size)]
+    if candidate.pipeline_parallel_size > 1:
+        argv += ["--pipeline-parallel-size", str(candidate.pipeline_parallel_size)]
+    utilization = _opt(candidate, "gpu_memory_utilization")
+    if utilization is not None and not runs_on_cpu(candidate):
+        argv += ["--gpu-memory-utilization", f"{float(utilization):.2f}"]
+    max_seqs = _opt(candidate, "max_num_seqs")
+    argv += ["--max-num-seqs", str(int(max_seqs) if max_seqs is not None else max(candidate.concurrency, 1))]
+    batched = _opt(candidate, "max_num_batched_tokens")
+    if batched is not None:
+        argv += ["--max-num-batched-tokens", str(int(batched))]
+    prefix = _opt(candidate, "enable_prefix_caching")
+    if prefix is not None:
+        argv.append("--enable-prefix-caching" if prefix else "--no-enable-prefix-caching")
+    if _opt(candidate, "enforce_eager") is True:
+        argv.append("--enforce-eager")
+    argv += ["--shutdown-timeout", str(SHUTDOWN_DRAIN_S)]
+    if options.trust_remote_code:
+        argv.append("--trust-remote-code")
+    if quiet_probes:
+        # The supervisor polls these every few seconds; their access-log lines would bury real requests.
+        argv += ["--disable-access-log-for-endpoints", QUIET_ENDPOINTS]
+    argv += options.extra_args
+    return argv
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A duration from llmhost's own environment (tests and operators tune the probe without a flag)."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise UsageError(
+            f"{name}={raw!r} is not a number of seconds.", hint=f"Set {name}=60, or 0 to turn it off."
+        ) from None
