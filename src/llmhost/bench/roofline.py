@@ -41,14 +41,9 @@ def make_roofline(
     if not model_ref:
         warn("the roofline needs the model: pass --model-ref (a repo or GGUF) as well as --hardware.")
         return None, None
-    if hardware_spec:
-        from llmhost.hardware.catalog import hardware_from_spec
+    from llmhost.hardware import hardware_for
 
-        hw = hardware_from_spec(hardware_spec)
-    else:
-        from llmhost.hardware import detect
-
-        hw = detect()
+    hw = hardware_for(hardware_spec)
     from llmhost.models import resolve
 
     try:

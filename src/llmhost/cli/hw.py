@@ -12,6 +12,7 @@ from llmhost.cli._output import emit, literal
 from llmhost.contract import Contract
 from llmhost.engines.base import EngineStatus
 from llmhost.errors import UsageError
+from llmhost.hardware import hardware_for
 from llmhost.hardware.models import Hardware
 from llmhost.units import format_bytes
 
@@ -24,17 +25,6 @@ class DoctorReport(Contract):
 
     hardware: Hardware
     engines: list[EngineStatus] = Field(default_factory=list)
-
-
-def resolve_hardware(spec: str | None) -> Hardware:
-    """This machine, or the catalog machine `spec` names (`h100-80gb:2`)."""
-    if spec:
-        from llmhost.hardware.catalog import hardware_from_spec
-
-        return hardware_from_spec(spec)
-    from llmhost.hardware import detect
-
-    return detect()
 
 
 def engine_statuses(hardware: Hardware) -> list[EngineStatus]:
@@ -204,12 +194,12 @@ def register(app: typer.Typer) -> None:
 
             emit(load_catalog(), as_json=json_output, human=render_catalog)
             return
-        result = resolve_hardware(hardware)
+        result = hardware_for(hardware)
         emit(result, as_json=json_output, human=lambda console: render_hardware(console, result))
 
     @app.command("doctor")
     def doctor(json_output: JsonOpt = False, hardware: HardwareOpt = None) -> None:
         """Show the hardware and which engines are installed and usable here, and why not."""
-        found = resolve_hardware(hardware)
+        found = hardware_for(hardware)
         report = DoctorReport(hardware=found, engines=engine_statuses(found))
         emit(report, as_json=json_output, human=lambda console: render_doctor(console, report))

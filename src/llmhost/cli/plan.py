@@ -8,8 +8,7 @@ import typer
 
 from llmhost.cli._options import HardwareOpt, JsonOpt, text
 from llmhost.cli._output import emit, literal, warn
-from llmhost.errors import LlmhostError, NothingFitsError
-from llmhost.models.spec import ModelSpec, QuantizedVariant
+from llmhost.errors import NothingFitsError
 from llmhost.plan.models import Candidate, Plan, PlanRequest
 from llmhost.units import format_bytes
 
@@ -158,19 +157,6 @@ def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None
         console.print(Text.assemble(("advice:", "yellow"), " ", literal(line)))
 
 
-def _quantized_siblings(spec: ModelSpec, *, offline: bool) -> list[QuantizedVariant]:
-    """Pre-quantized repos of a Hub model (its model tree); none offline or when the Hub cannot say."""
-    if offline or spec.kind != "hf_repo" or not spec.repo_id:
-        return []
-    from llmhost.models import find_quantized_variants
-
-    try:
-        return find_quantized_variants(spec.repo_id)
-    except LlmhostError as exc:
-        warn(f"could not list pre-quantized versions of {spec.repo_id}: {exc}")
-        return []
-
-
 def register(app: typer.Typer) -> None:
     """Register `plan`."""
 
@@ -221,9 +207,7 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when something fits, 2 on bad input, 3 when nothing fits.
         """
-        from llmhost.cli.hw import resolve_hardware
-        from llmhost.models import resolve
-        from llmhost.plan import make_plan
+        from llmhost.app.plan import plan_model
 
         request = PlanRequest(
             context=context,
@@ -235,13 +219,10 @@ def register(app: typer.Typer) -> None:
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
         )
-        from llmhost.engines.llamacpp_dryrun import compute_probes
-
-        machine = resolve_hardware(hardware)
-        with compute_probes(model, machine, what_if=bool(hardware)) as probes_for:
-            spec = resolve(model, offline=True if offline else None)
-            siblings = _quantized_siblings(spec, offline=offline)
-            result = make_plan(spec, machine, request, siblings=siblings, compute_probes=probes_for(spec))
+        planned = plan_model(
+            model, request, hardware=hardware, offline=offline, quantized_siblings=True, warn=warn
+        )
+        spec, result = planned.spec, planned.plan
         emit(
             result, as_json=json_output, human=lambda console: render_plan(console, result, show_all=show_all)
         )

@@ -135,18 +135,9 @@ def planned_report(candidate: Candidate) -> StartupReport:
 
 
 def resolve_and_plan(request: ServeRequest) -> tuple[ModelSpec, Hardware, Plan]:
-    from llmhost.models import resolve
-    from llmhost.plan import PlanRequest, make_plan
+    from llmhost.app.plan import plan_model
+    from llmhost.plan import PlanRequest
 
-    spec = resolve(request.model)
-    if request.hardware:
-        from llmhost.hardware.catalog import hardware_from_spec
-
-        hardware = hardware_from_spec(request.hardware)
-    else:
-        from llmhost.hardware import detect
-
-        hardware = detect()
     engine, runtime = engine_choice(request.engine)
     plan_request = PlanRequest.model_validate(
         {
@@ -165,11 +156,8 @@ def resolve_and_plan(request: ServeRequest) -> tuple[ModelSpec, Hardware, Plan]:
             if v is not None
         }
     )
-    from llmhost.engines.llamacpp_dryrun import compute_probes
-
-    with compute_probes(request.model, hardware, what_if=bool(request.hardware)) as probes_for:
-        plan = make_plan(spec, hardware, plan_request, compute_probes=probes_for(spec))
-    return spec, hardware, plan
+    planned = plan_model(request.model, plan_request, hardware=request.hardware)
+    return planned.spec, planned.hardware, planned.plan
 
 
 def llamacpp_runtime(forced: str | None, engine_bin: str | None) -> str:
