@@ -172,7 +172,10 @@ def register(app: typer.Typer) -> None:
     def export(
         target: Annotated[
             str,
-            typer.Argument(help="systemd, compose, kubernetes, kserve, ray-serve or litellm.", callback=text),
+            typer.Argument(
+                help="systemd, compose, kubernetes, kserve, ray-serve, litellm or vllm-cluster.",
+                callback=text,
+            ),
         ],
         refs: Annotated[
             list[str],
@@ -211,6 +214,10 @@ def register(app: typer.Typer) -> None:
         hardware: HardwareOpt = None,
         engine_bin: Annotated[
             str | None, typer.Option("--engine-bin", help="Path of the llama-server binary.", callback=text)
+        ] = None,
+        nodes: Annotated[
+            int | None,
+            typer.Option("--nodes", help="Plan over this many nodes of the --hardware type (as plan)."),
         ] = None,
         trust_remote_code: Annotated[
             bool, typer.Option("--trust-remote-code", help="Allow the model's own code (vLLM).")
@@ -276,6 +283,7 @@ def register(app: typer.Typer) -> None:
             "name": name,
             "hardware": hardware,
             "engine_bin": engine_bin,
+            "nodes": nodes,
             "trust_remote_code": trust_remote_code or None,
         }
         command = _command_line(target, refs, options, auth=auth, scope=scope, fallback=fallback or [])

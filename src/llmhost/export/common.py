@@ -19,6 +19,10 @@ MODELS_DIR = "/models"
 HF_CACHE_IN_IMAGE = "/root/.cache/huggingface"  # both official images run as root
 
 
+# Targets that run one plan over several nodes (the others describe one machine or one pod).
+MULTINODE_TARGETS = ("vllm-cluster", "ray-serve")
+
+
 @dataclass(frozen=True)
 class Image:
     """An engine's official OpenAI-compatible server image, and how its argv maps onto the image's."""
@@ -77,7 +81,8 @@ def hardware_label(source: ExportSource) -> str:
     if not hw.gpus:
         return f"{hw.cpu.model_name} (CPU)"
     names = sorted({g.name for g in hw.gpus})
-    return f"{len(hw.gpus)}x {' / '.join(names)}"
+    nodes = source.candidate.nodes
+    return f"{nodes} nodes x " * (nodes > 1) + f"{len(hw.gpus)}x {' / '.join(names)}"
 
 
 def gpus_used(source: ExportSource) -> int:
@@ -93,12 +98,19 @@ def gpus_used(source: ExportSource) -> int:
 def check_node(source: ExportSource, target: str, *, containers: bool) -> None:
     """Refuse a plan the node type cannot run (one line, exit 2): better now than on the cluster."""
     hw = source.hardware
+    c = source.candidate
     need = gpus_used(source)
-    ranks = source.candidate.tensor_parallel_size * source.candidate.pipeline_parallel_size
-    if ranks > 1 and ranks > len(hw.gpus):
+    ranks = c.tensor_parallel_size * c.pipeline_parallel_size
+    if ranks > 1 and ranks > len(hw.gpus) * c.nodes:
+        where = f"{c.nodes} nodes of {len(hw.gpus)}" if c.nodes > 1 else f"{len(hw.gpus)}"
         raise UsageError(
-            f"The plan has {ranks} ranks (TP x PP) but the node has {len(hw.gpus)} GPU(s).",
+            f"The plan has {ranks} ranks (TP x PP) but the node type has {where} GPU(s).",
             hint=f"Plan for more GPUs (--hardware NAME:{ranks}) or lower --tp.",
+        )
+    if c.nodes > 1 and target not in MULTINODE_TARGETS:
+        raise UsageError(
+            f"This plan spans {c.nodes} nodes; `llmhost export {target}` describes one.",
+            hint="Export vllm-cluster (the vLLM command per node) or ray-serve, or plan one node.",
         )
     if need and not hw.gpus:
         raise HardwareError(

@@ -49,6 +49,10 @@ def render_ray_serve(source: ExportSource, *, max_replicas: int = 1) -> list[Exp
         "engine_kwargs": kwargs,
         "deployment_config": {"autoscaling_config": {"min_replicas": 1, "max_replicas": max_replicas}},
     }
+    if c.nodes > 1:
+        # One GPU bundle per rank, packed but allowed to span nodes: a stage per node (PP), TP inside.
+        ranks = c.tensor_parallel_size * c.pipeline_parallel_size
+        llm_config["placement_group_config"] = {"bundles": [{"GPU": 1}] * ranks, "strategy": "PACK"}
     accel = accelerator_type(source)
     if accel is not None:
         llm_config["accelerator_type"] = accel

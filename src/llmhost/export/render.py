@@ -7,7 +7,15 @@ from collections.abc import Sequence
 from llmhost.errors import UsageError
 from llmhost.export.models import ExportFile, ExportSource, Target
 
-TARGETS: tuple[Target, ...] = ("systemd", "compose", "kubernetes", "kserve", "ray-serve", "litellm")
+TARGETS: tuple[Target, ...] = (
+    "systemd",
+    "compose",
+    "kubernetes",
+    "kserve",
+    "ray-serve",
+    "litellm",
+    "vllm-cluster",
+)
 
 
 def render(
@@ -54,6 +62,10 @@ def render(
         from llmhost.export.kubernetes import render_kserve
 
         return render_kserve(source)
+    if target == "vllm-cluster":
+        from llmhost.export.vllm_cluster import render_vllm_cluster
+
+        return render_vllm_cluster(source)
     from llmhost.export.ray_serve import render_ray_serve
 
     if max_replicas < 1:
