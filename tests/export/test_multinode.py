@@ -114,9 +114,47 @@ def test_cluster_scripts_per_node(cluster: ExportSource, tmp_path: Path) -> None
 def test_multinode_plan_is_refused_by_single_node_targets(cluster: ExportSource) -> None:
     from llmhost.errors import UsageError
 
-    for target in ("systemd", "compose", "kubernetes", "kserve"):
+    for target in ("systemd", "compose", "kserve"):
         with pytest.raises(UsageError, match="spans 2 nodes"):
             render(target, [cluster], writable=[])
+
+
+def _lws(cluster: ExportSource) -> list[dict[str, Any]]:
+    (file,) = render("kubernetes", [cluster])
+    return list(yaml.safe_load_all(file.text))
+
+
+def test_kubernetes_leader_worker_set_validates(cluster: ExportSource) -> None:
+    """The LeaderWorkerSet against its CRD schema (strict), its two pod templates and the PVC and
+    Service against the Kubernetes schemas; one pod per node, the leader serves, workers run headless."""
+    import jsonschema
+    import kubernetes_validate
+
+    from .conftest import strict
+
+    pvc, lws, service = _lws(cluster)
+    schema = strict(json.loads((Path(__file__).parent.parent / "fixtures" / "lws" /
+                                "leaderworkerset-v1.schema.json").read_text()))  # fmt: skip
+    jsonschema.validate(lws, schema)
+    template = lws["spec"]["leaderWorkerTemplate"]
+    assert template["size"] == 2 and template["restartPolicy"] == "RecreateGroupOnPodRestart"
+    for role in ("leaderTemplate", "workerTemplate"):
+        pod = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": role.lower()},
+               "template": template[role]}  # fmt: skip
+        kubernetes_validate.validate(pod, "1.33", strict=True)
+        (engine,) = template[role]["spec"]["containers"]
+        assert engine["resources"]["limits"]["nvidia.com/gpu"] == 8  # one node's GPUs per pod
+    for doc in (pvc, service):
+        kubernetes_validate.validate(doc, "1.33", strict=True)
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert service["spec"]["selector"]["role"] == "leader"
+    worker = template["workerTemplate"]["spec"]["containers"][0]
+    assert "--headless" in worker["args"] and "startupProbe" not in worker
+    assert worker["args"][worker["args"].index("--node-rank") + 1] == "$(LWS_WORKER_INDEX)"
+    # Negative control: the strict CRD schema refuses a misspelt field.
+    template["sise"] = template.pop("size")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(lws, schema)
 
 
 def test_ray_serve_config_for_two_nodes(cluster: ExportSource) -> None:
@@ -131,8 +169,14 @@ def test_every_node_command_parses_with_vllms_parser(
     cluster: ExportSource,
     vllm_parse: Callable[[list[list[str]], list[dict[str, Any]]], list[str]],
 ) -> None:
-    """Node 0 and node 1 (multiprocessing: --nnodes/--node-rank/--master-addr/--headless) and the Ray
-    head command, parsed by the installed vLLM's `vllm serve` parser; the Ray Serve engine kwargs
-    against its AsyncEngineArgs."""
+    """Node 0 and node 1 (multiprocessing: --nnodes/--node-rank/--master-addr/--headless), the Ray
+    head command and the LeaderWorkerSet's leader and worker, parsed by the installed vLLM's
+    `vllm serve` parser; the Ray Serve engine kwargs against its AsyncEngineArgs."""
     argvs = [mp_argv(cluster, rank, head="10.0.0.1")[2:] for rank in range(2)] + [ray_argv(cluster)[2:]]
-    assert vllm_parse(argvs, [vllm_engine_kwargs(cluster)]) == ["", "", "", ""]
+    # The LeaderWorkerSet's leader and worker args, with the variables LWS injects expanded.
+    _, lws, _ = _lws(cluster)
+    for role in ("leaderTemplate", "workerTemplate"):
+        args = lws["spec"]["leaderWorkerTemplate"][role]["spec"]["containers"][0]["args"]
+        expand = {"$(LWS_LEADER_ADDRESS)": "10.0.0.1", "$(LWS_WORKER_INDEX)": "1"}
+        argvs.append([expand.get(a, a) for a in args])
+    assert vllm_parse(argvs, [vllm_engine_kwargs(cluster)]) == [""] * 6

@@ -20,7 +20,7 @@ HF_CACHE_IN_IMAGE = "/root/.cache/huggingface"  # both official images run as ro
 
 
 # Targets that run one plan over several nodes (the others describe one machine or one pod).
-MULTINODE_TARGETS = ("vllm-cluster", "ray-serve")
+MULTINODE_TARGETS = ("vllm-cluster", "ray-serve", "kubernetes")
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def check_node(source: ExportSource, target: str, *, containers: bool) -> None:
     if c.nodes > 1 and target not in MULTINODE_TARGETS:
         raise UsageError(
             f"This plan spans {c.nodes} nodes; `llmhost export {target}` describes one.",
-            hint="Export vllm-cluster (the vLLM command per node) or ray-serve, or plan one node.",
+            hint="Export vllm-cluster (the command per node), kubernetes (a LeaderWorkerSet) or ray-serve.",
         )
     if need and not hw.gpus:
         raise HardwareError(

@@ -7,6 +7,7 @@ Probes are llmhost's readiness rule (the engine's health endpoint): a startup pr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from llmhost.export.common import (
@@ -31,9 +32,9 @@ def _secret_name(source: ExportSource) -> str:
     return f"{source.name}-keys"
 
 
-def _env(source: ExportSource, extra: dict[str, str]) -> list[dict[str, Any]]:
+def _env(source: ExportSource, extra: dict[str, str], *, api_key: bool = True) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(extra.items())]
-    for name in secret_env_names(source):
+    for name in secret_env_names(source) if api_key else []:
         env.append(
             {"name": name, "valueFrom": {"secretKeyRef": {"name": _secret_name(source), "key": "api-key"}}}
         )
@@ -88,69 +89,134 @@ def _pvc_size(source: ExportSource) -> str:
 
 
 def render_kubernetes(source: ExportSource) -> list[ExportFile]:
+    """One node: PVC + Deployment + Service. Several: PVC + LeaderWorkerSet (one group of pods, one
+    pod per node) + Service on the leader."""
     box = container(source, "kubernetes")
+    nodes = source.candidate.nodes
     labels = {"app.kubernetes.io/name": source.name, "app.kubernetes.io/managed-by": "llmhost"}
     pvc = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {"name": f"{source.name}-models", "labels": labels},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": _pvc_size(source)}}},
+        # Every node's pod reads the same weights: a multi-node plan needs a ReadWriteMany volume.
+        "spec": {
+            "accessModes": ["ReadWriteMany" if nodes > 1 else "ReadWriteOnce"],
+            "resources": {"requests": {"storage": _pvc_size(source)}},
+        },
     }
     # On Kubernetes the model lives on the PVC: a Hub model is downloaded into it (HF_HOME), a local
     # file is copied there once (see the header).
-    args = list(box.args)
     env = {**box.env, "HF_HOME": f"{MODELS_DIR}/huggingface"}
-    engine: dict[str, Any] = {
-        "name": "engine",
-        "image": box.image,
-        "args": args,
-        "ports": [{"name": "http", "containerPort": CONTAINER_PORT}],
-        "env": _env(source, env),
-        "resources": _resources(source, box.gpus),
-        "volumeMounts": [
-            {"name": "models", "mountPath": MODELS_DIR},
-            {"name": "dshm", "mountPath": "/dev/shm"},
-        ],
-        **_probes(source),
-    }
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": source.name, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            # GPUs are whole: a rolling update would need a second set for the new pod. Replace instead.
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": {"app.kubernetes.io/name": source.name}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [engine],
-                    "volumes": [
-                        {"name": "models", "persistentVolumeClaim": {"claimName": f"{source.name}-models"}},
-                        _shm_volume(source),
-                    ],
+    per_pod_gpus = source.candidate.tensor_parallel_size if nodes > 1 else box.gpus
+
+    def engine(args: list[str], *, serves: bool) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "name": "engine",
+            "image": box.image,
+            "args": args,
+            "env": _env(source, env) if serves else _env(source, env, api_key=False),
+            "resources": _resources(source, per_pod_gpus),
+            "volumeMounts": [
+                {"name": "models", "mountPath": MODELS_DIR},
+                {"name": "dshm", "mountPath": "/dev/shm"},
+            ],
+        }
+        if serves:  # a headless worker has no HTTP server to probe
+            spec["ports"] = [{"name": "http", "containerPort": CONTAINER_PORT}]
+            spec.update(_probes(source))
+        return spec
+
+    volumes = [
+        {"name": "models", "persistentVolumeClaim": {"claimName": f"{source.name}-models"}},
+        _shm_volume(source),
+    ]
+    selector = {"app.kubernetes.io/name": source.name}
+    if nodes == 1:
+        workload: dict[str, Any] = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": source.name, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                # GPUs are whole: a rolling update would need a second set for the new pod. Replace instead.
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [engine(list(box.args), serves=True)], "volumes": volumes},
                 },
             },
-        },
-    }
+        }
+    else:
+        workload = _leader_worker_set(source, labels, engine, volumes, list(box.args))
+        selector = {**selector, "role": "leader"}
     service = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": source.name, "labels": labels},
         "spec": {
-            "selector": {"app.kubernetes.io/name": source.name},
+            "selector": selector,
             "ports": [{"name": "http", "port": source.port, "targetPort": "http"}],
         },
     }
     notes = [_secret_note(source)]
+    if nodes > 1:
+        notes.append(
+            "# Needs the LeaderWorkerSet controller (kubernetes-sigs/lws) and a ReadWriteMany storage class."
+        )
     if box.model_mount is not None:
         local, inside = box.model_mount
         notes.append(
             f"# The model is read from the {source.name}-models volume: copy {local} to {inside} in it."
         )
-    text = header(source, "kubernetes") + "\n".join(notes) + "\n" + dump_yaml_all([pvc, deployment, service])
+    text = header(source, "kubernetes") + "\n".join(notes) + "\n" + dump_yaml_all([pvc, workload, service])
     return [ExportFile(filename=f"{source.name}.k8s.yaml", text=text)]
+
+
+def _leader_worker_set(
+    source: ExportSource,
+    labels: dict[str, str],
+    engine: Callable[..., dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    args: list[str],
+) -> dict[str, Any]:
+    """vLLM's multiprocessing multi-node mode in one LeaderWorkerSet group: the leader (rank 0) serves
+    the API, each worker runs its stage headless. LWS injects LWS_LEADER_ADDRESS and LWS_WORKER_INDEX
+    into every pod; Kubernetes expands `$(VAR)` in args from the container's environment."""
+    from llmhost.export.vllm_cluster import MASTER_PORT
+
+    nodes = source.candidate.nodes
+    common = [
+        "--nnodes",
+        str(nodes),
+        "--master-addr",
+        "$(LWS_LEADER_ADDRESS)",
+        "--master-port",
+        str(MASTER_PORT),
+    ]
+    leader = engine([*args, *common, "--node-rank", "0"], serves=True)
+    worker = engine([*args, *common, "--node-rank", "$(LWS_WORKER_INDEX)", "--headless"], serves=False)
+    return {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "metadata": {"name": source.name, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "leaderWorkerTemplate": {
+                "size": nodes,
+                # One rank lost is the whole model lost: restart the group together.
+                "restartPolicy": "RecreateGroupOnPodRestart",
+                "leaderTemplate": {
+                    "metadata": {"labels": {**labels, "role": "leader"}},
+                    "spec": {"containers": [leader], "volumes": volumes},
+                },
+                "workerTemplate": {
+                    "metadata": {"labels": {**labels, "role": "worker"}},
+                    "spec": {"containers": [worker], "volumes": volumes},
+                },
+            },
+        },
+    }
 
 
 def _secret_note(source: ExportSource) -> str:
