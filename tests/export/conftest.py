@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +56,10 @@ def strict(schema: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def vllm_parse() -> Callable[[list[list[str]], list[dict[str, Any]]], list[str]]:
+def vllm_parse() -> Iterator[Callable[[list[list[str]], list[dict[str, Any]]], list[str]]]:
     """Check argvs with vLLM's own `vllm serve` parser and engine-kwargs dicts against vLLM's
-    `AsyncEngineArgs`, in the engine's virtualenv (one process for all: importing vLLM takes seconds).
-    Returns one error line per bad input ("" for a good one)."""
+    `AsyncEngineArgs`, in the engine's virtualenv. One process for the session, fed a JSON line per
+    call (importing vLLM takes half a minute here). Returns one error line per bad input, "" per good."""
     from llmhost.engines import vllm_env
 
     runtime = vllm_env.find_runtime()
@@ -70,34 +70,54 @@ import contextlib, dataclasses, io, json, sys
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 from vllm.entrypoints.launchers.cli_args import make_arg_parser
 from vllm.engine.arg_utils import AsyncEngineArgs
-todo = json.load(sys.stdin)
-out = []
-for argv in todo["argvs"]:
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
-        out.append("")
-    except SystemExit:
-        out.append(err.getvalue().strip().splitlines()[-1])
 fields = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
-for kwargs in todo["kwargs"]:
-    unknown = sorted(set(kwargs) - fields)
-    out.append(f"not AsyncEngineArgs fields: {unknown}" if unknown else "")
-print(json.dumps(out))
+print(json.dumps("ready"), flush=True)
+for line in sys.stdin:
+    todo = json.loads(line)
+    out = []
+    for argv in todo["argvs"]:
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+            out.append("")
+        except SystemExit:
+            out.append(err.getvalue().strip().splitlines()[-1])
+    for kwargs in todo["kwargs"]:
+        unknown = sorted(set(kwargs) - fields)
+        out.append(f"not AsyncEngineArgs fields: {unknown}" if unknown else "")
+    print(json.dumps(out), flush=True)
 """
+    proc = subprocess.Popen(
+        [runtime.python, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def reply() -> Any:
+        # vLLM logs to stdout too (JSON lines of its own): the answer is the last line that parses
+        # as our reply, a string ("ready") or a list.
+        for line in proc.stdout or ():
+            try:
+                got = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(got, (str, list)):
+                return got
+        raise AssertionError(f"the vLLM parser process exited ({proc.wait()})")
+
+    assert reply() == "ready"
 
     def check(argvs: list[list[str]], kwargs: list[dict[str, Any]]) -> list[str]:
-        done = subprocess.run(
-            [runtime.python, "-c", script],
-            input=json.dumps({"argvs": argvs, "kwargs": kwargs}),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        result: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({"argvs": argvs, "kwargs": kwargs}) + "\n")
+        proc.stdin.flush()
+        result: list[str] = reply()
         return result
 
-    return check
+    yield check
+    proc.stdin.close()
+    proc.wait(timeout=60)

@@ -68,6 +68,11 @@ def test_stdout_by_default_with_a_header(tiny_gguf: Path, capsys: pytest.Capture
     ("argv", "needle", "code"),
     [
         (["export", "kubernets", "x"], "Unknown export target 'kubernets'", ExitCode.BAD_INPUT),
+        (["export", "systemd", "no-such-deployment"], "No deployment named", ExitCode.NOT_FOUND),
+        (["export", "compose", "{gguf}", "-o", "{gguf}"], "is a file, not a directory", ExitCode.BAD_INPUT),
+        (["export", "ray-serve", "{gguf}", "--max-replicas", "0"], "--max-replicas", ExitCode.BAD_INPUT),
+        (["export", "compose", "{gguf}", "--fallback", "a=b"], "--fallback is a litellm option",
+         ExitCode.BAD_INPUT),
         (["export", "compose", str(LLAMA_70B), "--hardware", "mi300x-192gb"], "amd GPUs", ExitCode.BAD_INPUT),
         (["export", "kserve", "{gguf}"], "KServe's vLLM runtime", ExitCode.BAD_INPUT),
         (["export", "ray-serve", "{gguf}"], "Ray Serve LLM runs vLLM", ExitCode.BAD_INPUT),

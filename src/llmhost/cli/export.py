@@ -71,6 +71,14 @@ def build_source(ref: str, options: dict[str, object], *, auth: bool, command: s
         }
         ref = recorded.model
         auth = auth or recorded.auth
+    elif not Path(ref).exists() and is_valid_name(ref) and "/" not in ref:
+        # A bare name is a deployment's (model references have an org/ or a path): say which is missing.
+        from llmhost.errors import NotFoundError
+
+        raise NotFoundError(
+            f"No deployment named {ref!r} (and it is no model reference).",
+            hint="See `llmhost ps` for names, or give a model: org/name, org/name-GGUF:Q4_K_M, ./model.gguf.",
+        )
     if Path(ref).exists():
         # The unit or container runs elsewhere (another cwd): name the model by its absolute path.
         ref = str(Path(ref).resolve())
