@@ -71,6 +71,8 @@ def test_stdout_by_default_with_a_header(tiny_gguf: Path, capsys: pytest.Capture
         (["export", "systemd", "no-such-deployment"], "No deployment named", ExitCode.NOT_FOUND),
         (["export", "compose", "{gguf}", "-o", "{gguf}"], "is a file, not a directory", ExitCode.BAD_INPUT),
         (["export", "ray-serve", "{gguf}", "--max-replicas", "0"], "--max-replicas", ExitCode.BAD_INPUT),
+        (["export", "systemd", "{gguf}", "--scope", "system", "--user", "root x"],
+         "is not an account name", ExitCode.BAD_INPUT),
         (["export", "compose", "{gguf}", "--fallback", "a=b"], "--fallback is a litellm option",
          ExitCode.BAD_INPUT),
         (["export", "compose", str(LLAMA_70B), "--hardware", "mi300x-192gb"], "amd GPUs", ExitCode.BAD_INPUT),
@@ -149,3 +151,12 @@ def test_litellm_fallbacks_between_deployments(plans: dict[str, ExportSource]) -
     assert doc["router_settings"]["fallbacks"] == [{b.served_model_name: [a.served_model_name]}]
     with pytest.raises(UsageError, match="not among the exported models"):
         render("litellm", [a], fallbacks=["x=y"])
+
+
+def test_systemd_words_are_quoted_for_systemd() -> None:
+    """ExecStart words: a space or quote is quoted, `%` and `$` escaped (systemd expands them)."""
+    from llmhost.export.systemd import quote
+
+    assert quote("/models/plain-Q4_K_M.gguf") == "/models/plain-Q4_K_M.gguf"
+    assert quote("/m/a b%c$d.gguf") == '"/m/a b%%c$$d.gguf"'
+    assert quote('say "hi"\\') == '"say \\"hi\\"\\\\"'

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from llmhost.errors import UsageError
 from llmhost.export.common import check_node, header
 from llmhost.export.models import ExportFile, ExportSource
 
@@ -18,6 +19,8 @@ Scope = Literal["user", "system"]
 # systemd expands `%` specifiers and `$VAR` in ExecStart; a word with a space, quote or backslash
 # needs quoting (systemd.syntax(7)). Anything else is written as is.
 _PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+# What useradd accepts (and systemd's User= then resolves); anything else would be a unit-file injection.
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}\$?")
 
 
 def quote(arg: str) -> str:
@@ -53,6 +56,10 @@ def render_systemd(
     """The unit text. `writable`: llmhost's state and cache dirs and the HF cache (the only paths the
     service may write under ProtectSystem=strict). `user`: the account a system unit runs as."""
     check_node(source, "systemd", containers=False)
+    if scope == "system" and user is not None and not _USER.fullmatch(user):
+        raise UsageError(
+            f"--user {user!r} is not an account name.", hint="Give a login name, e.g. --user llmhost."
+        )
     env_file = env_file_path(source, scope, home)
     exec_start = " ".join(quote(a) for a in [*source.llmhost_argv, "serve", *source.serve_args])
     # A loopback deployment may run without a key: then a missing env file is fine ("-" prefix).
