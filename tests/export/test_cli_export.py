@@ -149,6 +149,11 @@ def test_litellm_fallbacks_between_deployments(plans: dict[str, ExportSource]) -
         "api_key": "none",
     }
     assert doc["router_settings"]["fallbacks"] == [{b.served_model_name: [a.served_model_name]}]
+    # A deployment's name stands for the model it serves.
+    (file,) = render("litellm", [a, b], fallbacks=[f"{a.name}={b.name}"])
+    assert yaml.safe_load(file.text)["router_settings"]["fallbacks"] == [
+        {a.served_model_name: [b.served_model_name]}
+    ]
     with pytest.raises(UsageError, match="not among the exported models"):
         render("litellm", [a], fallbacks=["x=y"])
 

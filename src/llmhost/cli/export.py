@@ -248,7 +248,9 @@ def register(app: typer.Typer) -> None:
         fallback: Annotated[
             list[str] | None,
             typer.Option(
-                "--fallback", help="litellm: A=B, try model B when A fails (repeatable).", callback=text
+                "--fallback",
+                help="litellm: A=B, try B when A fails (deployment or model names; repeatable).",
+                callback=text,
             ),
         ] = None,
         max_replicas: Annotated[

@@ -17,21 +17,26 @@ def _base_url(source: ExportSource) -> str:
     return f"http://{host}:{source.port}/v1"
 
 
-def parse_fallbacks(pairs: Sequence[str], names: Sequence[str]) -> list[dict[str, list[str]]]:
-    """`a=b` (or `a=b,c`): when model a fails, LiteLLM tries b (then c). Names must be in the list."""
+def parse_fallbacks(
+    pairs: Sequence[str], names: Sequence[str], aliases: dict[str, str] | None = None
+) -> list[dict[str, list[str]]]:
+    """`a=b` (or `a=b,c`): when model a fails, LiteLLM tries b (then c). Each name is a served model
+    name or (`aliases`) a deployment name, which stands for the model it serves."""
+    aliases = aliases or {}
     out: dict[str, list[str]] = {}
     for pair in pairs:
         primary, sep, rest = pair.partition("=")
-        targets = [t.strip() for t in rest.split(",") if t.strip()]
-        if not sep or not primary.strip() or not targets:
+        targets = [aliases.get(t.strip(), t.strip()) for t in rest.split(",") if t.strip()]
+        primary = aliases.get(primary.strip(), primary.strip())
+        if not sep or not primary or not targets:
             raise UsageError(f"--fallback {pair!r} is not NAME=OTHER.", hint="Write it as --fallback a=b.")
-        for name in [primary.strip(), *targets]:
+        for name in [primary, *targets]:
             if name not in names:
                 raise UsageError(
                     f"--fallback names {name!r}, which is not among the exported models.",
                     hint=f"Export it too, or use one of: {', '.join(names)}.",
                 )
-        out.setdefault(primary.strip(), []).extend(targets)
+        out.setdefault(primary, []).extend(targets)
     return [{k: v} for k, v in out.items()]
 
 
@@ -48,7 +53,7 @@ def render_litellm(sources: Sequence[ExportSource], *, fallbacks: Sequence[str] 
         model_list.append({"model_name": source.served_model_name, "litellm_params": params})
     names = [m["model_name"] for m in model_list]
     config: dict[str, Any] = {"model_list": model_list}
-    rules = parse_fallbacks(fallbacks, names)
+    rules = parse_fallbacks(fallbacks, names, {s.name: s.served_model_name for s in sources})
     if rules:
         config["router_settings"] = {"fallbacks": rules}
     first = sources[0]
