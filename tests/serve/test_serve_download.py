@@ -93,8 +93,8 @@ def test_refuses_to_download_what_the_disk_cannot_hold(
     import shutil
     from collections import namedtuple
 
+    from llmhost.app import serve as deploy
     from llmhost.errors import UsageError
-    from llmhost.supervise import deploy
 
     inprocess_hub.add_repo("llmhost/tiny-GGUF", {"tiny-F16.gguf": HubFile(tiny_gguf.read_bytes(), lfs=True)})
     spec, _, plan = deploy.resolve_and_plan(deploy.ServeRequest(model="llmhost/tiny-GGUF:F16"))

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from llmhost.app.serve import decide_api_key, default_name, engine_choice, is_loopback
 from llmhost.engines.base import ServeOptions
 from llmhost.engines.llamacpp import ENGINE, LlamaCppEngine
 from llmhost.errors import ProfileError, UsageError
 from llmhost.plan.models import Candidate, MemoryBreakdown
 from llmhost.profiles import PROFILES_DIR, load_profile, parse_profile, shipped_profiles
 from llmhost.prometheus import parse_prometheus
-from llmhost.supervise.deploy import decide_api_key, default_name, engine_choice, is_loopback
 from llmhost.supervise.logs import RotatingLog, follow, tail
 
 DATA = Path(__file__).with_name("data")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from llmhost.app.serve import runnable_candidate
 from llmhost.engines import vllm_env
 from llmhost.errors import EngineError
 from llmhost.hardware.models import CPU, Hardware
 from llmhost.plan.models import Plan, PlanModel
-from llmhost.supervise.deploy import runnable_candidate
 
 HARDWARE = Hardware(
     os="linux",

@@ -38,6 +38,8 @@ def _layout(c: Candidate) -> str:
     if c.engine == "vllm":
         if c.engine_options.get("device") == "cpu":
             return "CPU"
+        if c.nodes > 1:
+            return f"TP {c.tensor_parallel_size} x PP {c.pipeline_parallel_size}, {c.nodes} nodes"
         if c.pipeline_parallel_size > 1:
             return f"PP {c.pipeline_parallel_size}"
         return f"TP {c.tensor_parallel_size}" if c.tensor_parallel_size > 1 else "1 GPU"
@@ -195,6 +197,13 @@ def register(app: typer.Typer) -> None:
         tensor_parallel_size: Annotated[
             int | None, typer.Option("--tensor-parallel-size", "--tp", help="vLLM tensor parallel size.")
         ] = None,
+        nodes: Annotated[
+            int,
+            typer.Option(
+                "--nodes",
+                help="Plan over this many nodes of the --hardware type (vLLM: TP inside, PP across).",
+            ),
+        ] = 1,
         goal: Annotated[
             Literal["quality", "throughput", "latency"],
             typer.Option("--goal", help="Ranking policy: quality (default), throughput or latency."),
@@ -218,6 +227,7 @@ def register(app: typer.Typer) -> None:
             kv_cache_dtype=kv_cache_dtype,
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
+            nodes=nodes,
         )
         planned = plan_model(
             model, request, hardware=hardware, offline=offline, quantized_siblings=True, warn=warn

@@ -124,7 +124,7 @@ def serve(
     (option, model, profile, name, taken port); 3 when nothing fits; 4 when the engine fails to start
     or crashes for good; 7 when the Hub cannot be reached.
     """
-    from llmhost.supervise.deploy import ServeRequest, is_loopback, prepare
+    from llmhost.app.serve import ServeRequest, is_loopback, prepare
 
     fields: dict[str, object] = {}
     chat_template: str | None = None

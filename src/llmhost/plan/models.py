@@ -56,6 +56,7 @@ class Candidate(Contract):
     concurrency: int
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
+    nodes: int = Field(default=1, description="Machines the candidate spans (TP inside a node, PP across).")
     gpu_layers: int | None = Field(default=None, description="llama.cpp -ngl; None for vLLM.")
     fits: bool
     memory: MemoryBreakdown
@@ -86,6 +87,7 @@ class Plan(Contract):
     goal: Goal = "quality"
     requested_context: int | None = None
     requested_concurrency: int = 1
+    nodes: int = Field(default=1, description="Nodes of `hardware`'s type the plan may span (--nodes).")
     candidates: list[Candidate]
     chosen: int | None
     advice: list[str] = Field(default_factory=list, description="What would fit when nothing does.")
@@ -106,6 +108,7 @@ class PlanRequest(Contract):
     kv_cache_dtype: str | None = None
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = None
+    nodes: int = Field(default=1, description="Nodes of the hardware's type to plan over (vLLM on GPUs).")
     llamacpp_runtime: Literal["llama-server", "llama-cpp-python"] | None = Field(
         default=None,
         description="The llama.cpp runtime that will serve (None = the native llama-server). "

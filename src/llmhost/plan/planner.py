@@ -85,6 +85,10 @@ def _all_candidates(
             c = vllm_cpu_candidate(spec, hardware, request, target)
             if c is not None:
                 cands.append(c)
+    if request.nodes > 1 and request.engine in (None, "vllm"):
+        from llmhost.plan.multinode import multinode_candidates
+
+        cands.extend(multinode_candidates(spec, hardware, request, target, quant))
     if request.engine in (None, "llamacpp"):
         for q, gguf_file, needs_conversion in llamacpp_quants(spec):
             if quant is not None and normalize_gguf_tag(q) != normalize_gguf_tag(quant):
@@ -117,6 +121,10 @@ def make_plan(
     (`llmhost.engines.llamacpp_dryrun.probes_for`), used for llama.cpp candidates of that file.
     """
     target = validate_request(spec, request, hardware)
+    if request.nodes != 1:
+        from llmhost.plan.multinode import check_nodes
+
+        check_nodes(request, hardware)
     quant = requested_quant(spec, request)
     if quant is not None and spec.gguf_variants and spec.quantization.method == "gguf":
         offered = {normalize_gguf_tag(v.tag) for v in spec.gguf_variants} | {own_quantization(spec)}
@@ -127,6 +135,10 @@ def make_plan(
     candidates = _all_candidates(spec, hardware, request, target, siblings, compute_probes)
     n_layers = spec.attention.num_layers
     candidates.sort(key=lambda c: sort_key(c, request.goal, n_layers), reverse=True)
+    if request.nodes > 1:
+        from llmhost.plan.multinode import prefer_one_node
+
+        candidates = prefer_one_node(candidates)
     # Only a candidate that launches as is can be chosen: `serve` runs the chosen one. One that would
     # need a GGUF conversion is reported through advice instead.
     chosen = 0 if candidates and candidates[0].fits and launchable(candidates[0]) else None
@@ -158,6 +170,7 @@ def make_plan(
         goal=request.goal,
         requested_context=request.context,
         requested_concurrency=request.concurrency,
+        nodes=request.nodes,
         candidates=candidates,
         chosen=chosen,
         advice=advice,

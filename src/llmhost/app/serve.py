@@ -71,6 +71,7 @@ class ServeRequest(Contract):
     trust_remote_code: bool = False
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = None
+    nodes: int | None = Field(default=None, description="`export`: plan over this many nodes (vLLM TP x PP).")
 
 
 class Prepared(Contract):
@@ -151,6 +152,7 @@ def resolve_and_plan(request: ServeRequest) -> tuple[ModelSpec, Hardware, Plan]:
                 "kv_cache_dtype": request.kv_cache_dtype,
                 "gpu_memory_utilization": request.gpu_memory_utilization,
                 "tensor_parallel_size": request.tensor_parallel_size,
+                "nodes": request.nodes,
                 "llamacpp_runtime": llamacpp_runtime(runtime, request.engine_bin),
             }.items()
             if v is not None
