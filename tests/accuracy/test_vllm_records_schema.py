@@ -174,3 +174,36 @@ def test_readme_lists_the_old_records_by_their_half() -> None:
     for record in OLD["records"]:
         half = split_of(record)
         assert f"`{record['id']}` ({half})" in README, record["id"]
+
+
+def _first(lines: list[str], pattern: str) -> float | None:
+    for line in lines:
+        match = re.search(pattern, line)
+        if match:
+            return float(match.group(1))
+    return None
+
+
+def test_budget_arithmetic_is_the_documented_formula() -> None:
+    # docs/vllm-memory-by-version.md: V1 0.9-0.19 pool = requested - non-KV (the CUDA-graph estimate
+    # is printed but not subtracted at 0.19); V0 from 0.6.5 = total x util - weights - non-torch - peak.
+    checked_v1 = checked_v0 = 0
+    for record in ALL:
+        lines = record["raw_lines"]
+        requested = _first(lines, r"Requested memory: [\d.]+ \(util\), ([\d.]+) GiB")
+        non_kv = _first(lines, r"Total non KV cache memory: ([\d.]+)GiB")
+        if requested is not None and non_kv is not None:
+            assert abs(requested - non_kv - record["printed"]["available_kv_gib"]) <= 0.011, record["id"]
+            checked_v1 += 1
+        usable = _first(lines, r"gpu_memory_utilization \([\d.]+\) = ([\d.]+)GiB")
+        if usable is None:
+            usable = _first(lines, r"the current vLLM instance can use\s+([\d.]+)GiB")
+        if usable is not None and record["printed"]["available_kv_gib"] is not None:
+            p = record["printed"]
+            parts = p["weights_gib"], p["non_torch_gib"], p["activation_peak_gib"]
+            if None not in parts:
+                weights = _first(lines, r"model weights take\s+([\d.]+)GiB") or p["weights_gib"]
+                expected = usable - weights - p["non_torch_gib"] - p["activation_peak_gib"]
+                assert abs(expected - p["available_kv_gib"]) <= 0.02, record["id"]
+                checked_v0 += 1
+    assert checked_v1 >= 25 and checked_v0 >= 2
