@@ -1,12 +1,13 @@
 """Child process of `llmhost.engines.llamacpp_dryrun`: llama.cpp's no-alloc dry run, one context per request.
 
 Run as `python -m llmhost.engines._llamacpp_dryrun_child MODEL.gguf`. It loads the model with
-`no_alloc` (metadata and tensor shapes only: no weight is read or allocated) from a replica of the header
-without the tokenizer (`vocabless_replica`: the vocabulary's size kept, its tokens not), then answers one JSON line
-per JSON line of context parameters on stdin: `{"compute_mib": X}` (the sum of the `compute buffer size`
-lines llama.cpp prints while it reserves the graph) or `{"error": "..."}`. The first line it writes says
-whether the model loaded. A separate process because llama.cpp aborts the whole process on a failed
-assertion; the parent treats a dead child as "no measurement" and keeps its own estimate.
+`no_alloc` (metadata and tensor shapes only: no weight is read or allocated) from a replica of the
+header without the tokenizer (`vocabless_replica`: the vocabulary's size kept, its tokens not), then
+answers one JSON line per JSON line of context parameters on stdin: `{"compute_mib": X}` (the sum of
+the `compute buffer size` lines llama.cpp prints while it reserves the graph) or `{"error": "..."}`.
+The first line it writes says whether the model loaded. A separate process because llama.cpp aborts
+the whole process on a failed assertion; the parent treats a dead child as "no measurement" and keeps
+its own estimate.
 """
 
 from __future__ import annotations
