@@ -127,7 +127,7 @@ def test_plan_on_a_local_gguf_does_not_load_the_hub_client(tmp_path: Path) -> No
 def test_the_header_readers_type_tables_equal_gguf_s_own() -> None:
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
-    from llmhost.models.gguf_header import FILE_TYPES, GGML_TYPES
+    from llmhost.models.ggml_types import FILE_TYPES, GGML_TYPES
 
     assert GGML_TYPES == {int(t): (t.name, *GGML_QUANT_SIZES[t]) for t in GGMLQuantizationType}
     assert FILE_TYPES == {
