@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import mmap
 import os
 import re
 import struct
@@ -49,30 +50,33 @@ def context_params(llama_cpp: Any, p: dict[str, Any]) -> Any:
 # GGUF value type -> the size of one item, for the fixed-size types (8 = string, 9 = array: walked).
 _GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _GGUF_STRING, _GGUF_ARRAY, _GGUF_UINT32 = 8, 9, 4
+_MAX_STRINGS = 1 << 22  # llmhost.models.gguf_header.MAX_HEADER_STRINGS (not imported: the child stays light)
 
 
 def _gguf_str(value: bytes) -> bytes:
     return struct.pack("<Q", len(value)) + value
 
 
-def _skip_value(f: IO[bytes], vtype: int) -> None:
+def _skip_value(data: Any, offs: int, vtype: int) -> int:
+    """The offset after a metadata value at `offs` (struct.error past the end of `data`)."""
     if vtype in _GGUF_SCALAR_SIZES:
-        f.seek(_GGUF_SCALAR_SIZES[vtype], os.SEEK_CUR)
-    elif vtype == _GGUF_STRING:
-        (n,) = struct.unpack("<Q", f.read(8))
-        f.seek(n, os.SEEK_CUR)
-    elif vtype == _GGUF_ARRAY:
-        itype, count = struct.unpack("<IQ", f.read(12))
-        if itype in _GGUF_SCALAR_SIZES:
-            f.seek(_GGUF_SCALAR_SIZES[itype] * count, os.SEEK_CUR)
-        elif itype == _GGUF_STRING:
-            for _ in range(count):
-                (n,) = struct.unpack("<Q", f.read(8))
-                f.seek(n, os.SEEK_CUR)
-        else:
-            raise ValueError(f"array of GGUF type {itype}")
-    else:
+        return offs + _GGUF_SCALAR_SIZES[vtype]
+    if vtype == _GGUF_STRING:
+        return offs + 8 + int(struct.unpack_from("<Q", data, offs)[0])
+    if vtype != _GGUF_ARRAY:
         raise ValueError(f"GGUF value type {vtype}")
+    itype, count = struct.unpack_from("<IQ", data, offs)
+    offs += 12
+    if itype in _GGUF_SCALAR_SIZES:
+        return offs + _GGUF_SCALAR_SIZES[itype] * int(count)
+    if itype != _GGUF_STRING:
+        raise ValueError(f"array of GGUF type {itype}")
+    if count > _MAX_STRINGS:  # a hostile count: the parent's reader refuses it too
+        raise ValueError(f"{count} strings")
+    unpack = struct.Struct("<Q").unpack_from  # a 262k vocabulary: one length prefix after another
+    for _ in range(count):
+        offs += 8 + unpack(data, offs)[0]
+    return offs
 
 
 def vocabless_replica(path: str, directory: str) -> str | None:
@@ -85,51 +89,41 @@ def vocabless_replica(path: str, directory: str) -> str | None:
     tokens (llama-vocab.cpp). None (use the file itself) when the header is not a little-endian GGUF v3
     with a token list: nothing is guessed.
     """
-    with open(path, "rb") as f:
-        magic, version, n_tensors, n_kv = struct.unpack("<4sIQQ", f.read(24))
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        magic, version, n_tensors, n_kv = struct.unpack_from("<4sIQQ", data, 0)
         if magic != b"GGUF" or version != 3:
             return None
+        offs = 24
         kept: list[bytes] = []
         arch = b""
         n_vocab = None
         alignment = 32
         for _ in range(n_kv):
-            start = f.tell()
-            (klen,) = struct.unpack("<Q", f.read(8))
-            key = f.read(klen)
-            (vtype,) = struct.unpack("<I", f.read(4))
+            start = offs
+            (klen,) = struct.unpack_from("<Q", data, offs)
+            key = data[offs + 8 : offs + 8 + klen]
+            (vtype,) = struct.unpack_from("<I", data, offs + 8 + klen)
+            value = offs + 12 + klen
+            offs = _skip_value(data, value, vtype)
             if key == b"tokenizer.ggml.tokens" and vtype == _GGUF_ARRAY:
-                here = f.tell()
-                n_vocab = struct.unpack("<IQ", f.read(12))[1]
-                f.seek(here)
-            if key == b"general.architecture" and vtype == _GGUF_STRING:
-                here = f.tell()
-                (n,) = struct.unpack("<Q", f.read(8))
-                arch = f.read(n)
-                f.seek(here)
-            if key == b"general.alignment" and vtype == _GGUF_UINT32:
-                here = f.tell()
-                (alignment,) = struct.unpack("<I", f.read(4))
-                f.seek(here)
-            _skip_value(f, vtype)
-            if key.startswith(b"tokenizer.") or (arch and key == arch + b".vocab_size"):
-                continue  # replaced below
-            end = f.tell()
-            f.seek(start)
-            kept.append(f.read(end - start))
+                n_vocab = struct.unpack_from("<IQ", data, value)[1]
+            elif key == b"general.architecture" and vtype == _GGUF_STRING:
+                arch = data[value + 8 : offs]
+            elif key == b"general.alignment" and vtype == _GGUF_UINT32:
+                (alignment,) = struct.unpack_from("<I", data, value)
+            if not key.startswith(b"tokenizer.") and not (arch and key == arch + b".vocab_size"):
+                kept.append(data[start:offs])  # tokenizer keys and the vocabulary size: replaced below
         if n_vocab is None or not arch or n_vocab >= 2**32 or alignment <= 0:
             return None
-        table_start = f.tell()
+        table_start = offs
         for _ in range(n_tensors):
-            (nlen,) = struct.unpack("<Q", f.read(8))
-            f.seek(nlen, os.SEEK_CUR)
-            (n_dims,) = struct.unpack("<I", f.read(4))
-            f.seek(8 * n_dims + 4 + 8, os.SEEK_CUR)
-        table_end = f.tell()
-        f.seek(table_start)
-        table = f.read(table_end - table_start)
-        data_start = -(-table_end // alignment) * alignment
-        data_size = os.fstat(f.fileno()).st_size - data_start
+            (nlen,) = struct.unpack_from("<Q", data, offs)
+            (n_dims,) = struct.unpack_from("<I", data, offs + 8 + nlen)
+            offs += 8 + nlen + 4 + 8 * n_dims + 4 + 8
+        table = data[table_start:offs]
+        if len(table) != offs - table_start:
+            return None  # the table runs past the end of the file
+        data_size = len(data) - (-(-offs // alignment) * alignment)
     kept.append(_gguf_str(b"tokenizer.ggml.model") + struct.pack("<I", _GGUF_STRING) + _gguf_str(b"none"))
     kept.append(_gguf_str(arch + b".vocab_size") + struct.pack("<II", _GGUF_UINT32, n_vocab))
     header = struct.pack("<4sIQQ", b"GGUF", 3, n_tensors, len(kept)) + b"".join(kept) + table
