@@ -340,6 +340,17 @@ def test_parse_startup_counts_a_cpu_repack_copy_once() -> None:
     assert loaded.weights_bytes == int((222.50 + 12.66) * mib)
 
 
+def test_parse_startup_takes_the_context_from_the_full_attention_cache() -> None:
+    # Gemma 3 270M under `make demo` (-c 4096 -np 2): the SWA cache (window 512 + ubatch 512 per slot)
+    # comes last and is smaller; the context the slots hold is the non-SWA cache's.
+    report = ENGINE.parse_startup(
+        "llama_kv_cache: size =    6.00 MiB (  2048 cells,   3 layers,  2/2 seqs), K (f16): 3.00 MiB\n"
+        "llama_kv_cache: size =   15.00 MiB (  1024 cells,  15 layers,  2/2 seqs), K (f16): 7.50 MiB\n"
+    )
+    assert report.kv_cache_tokens == 4096
+    assert "2048 cells" in report.raw["kv_cache"]
+
+
 def test_ready_snippets_paste_for_any_served_name() -> None:
     # A served name comes from the file name: "my model's.gguf" must not break the printed curl/Python.
     import ast

@@ -325,8 +325,12 @@ class LlamaCppEngine:
                 compute += float(m.group(1))
                 seen["compute"] = True
             elif m := _KV_CELLS.search(line):
-                kv_tokens = int(m.group(1)) * int(m.group(2))
-                raw["kv_cache"] = line.split(":", 1)[-1].strip()
+                # A sliding-window model has two caches (non-SWA, then SWA: window + ubatch cells); the
+                # context is what the full-attention one holds, the larger.
+                tokens = int(m.group(1)) * int(m.group(2))
+                if kv_tokens is None or tokens > kv_tokens:
+                    kv_tokens = tokens
+                    raw["kv_cache"] = line.split(":", 1)[-1].strip()
             elif m := _CTX_SETTING.search(line):
                 raw[m.group(1)] = m.group(2)
         # The CPU backend copies Q4_0/Q4_K/IQ4_NL... matrices into a CPU_REPACK buffer. With mmap the
