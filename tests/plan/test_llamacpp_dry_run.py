@@ -141,3 +141,9 @@ def test_the_child_loads_a_vocabless_replica_of_the_header(tiny_gguf: Path, tmp_
     not_gguf = tmp_path / "x.gguf"
     not_gguf.write_bytes(b"GGML" + b"\0" * 64)
     assert vocabless_replica(str(not_gguf), str(tmp_path)) is None
+    from llmhost.demo_model import write_llama_gguf
+
+    shape = dict(n_layer=2, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=300)
+    first = write_llama_gguf(tmp_path / "split" / "m.gguf", **shape, split_max_tensors=8)  # type: ignore[arg-type]
+    # llama.cpp finds the other shards next to the first by name: a split model is loaded as it is.
+    assert vocabless_replica(str(first), str(tmp_path)) is None

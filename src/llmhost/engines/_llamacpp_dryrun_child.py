@@ -87,7 +87,7 @@ def vocabless_replica(path: str, directory: str) -> str | None:
     vocabulary (reading the strings, building the tokenizer) was 1.8 of the 3 s a dry run took for
     Gemma 3 270M on a loaded 2-core machine. llama.cpp gives a vocabulary of type none that many dummy
     tokens (llama-vocab.cpp). None (use the file itself) when the header is not a little-endian GGUF v3
-    with a token list: nothing is guessed.
+    with a token list, or is the first shard of a split model: nothing is guessed.
     """
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         magic, version, n_tensors, n_kv = struct.unpack_from("<4sIQQ", data, 0)
@@ -111,6 +111,12 @@ def vocabless_replica(path: str, directory: str) -> str | None:
                 arch = data[value + 8 : offs]
             elif key == b"general.alignment" and vtype == _GGUF_UINT32:
                 (alignment,) = struct.unpack_from("<I", data, value)
+            elif (
+                key == b"split.count"
+                and vtype in _GGUF_SCALAR_SIZES
+                and int.from_bytes(data[value:offs], "little") > 1
+            ):
+                return None  # llama.cpp finds shards 2..n next to the first file by name: load the file
             if not key.startswith(b"tokenizer.") and not (arch and key == arch + b".vocab_size"):
                 kept.append(data[start:offs])  # tokenizer keys and the vocabulary size: replaced below
         if n_vocab is None or not arch or n_vocab >= 2**32 or alignment <= 0:
