@@ -16,7 +16,14 @@ sparse on disk), and a repo on the fake Hub (tests/models/hubserver.py, real hug
 resolved once online into a temporary HF_HOME, then timed with HF_HUB_OFFLINE=1.
 
 Noisy machines: figures are medians of RUNS runs; nothing here asserts a speed.
-    python benchmarks/plan_speed.py [--runs N]
+    python benchmarks/plan_speed.py [--runs N] [--against SRC [--only-against]]
+
+`--against SRC` (another checkout's `src`, e.g. `git archive REV src | tar -x -C /tmp/before`) first
+times the served GGUF's cold and warm `plan` for that tree and this one, alternating run by run, so a
+before/after comparison sees the same machine load.
+
+PYTHONDONTWRITEBYTECODE is dropped from the children's environment: with it, every run recompiles
+llmhost's sources (~0.4 s), which no installed copy does.
 """
 
 from __future__ import annotations
@@ -217,9 +224,42 @@ def import_offenders(ref: str, env: dict[str, str], top: int = 15) -> None:
         print(f"  {name:<34}{us / 1000:>8.1f}")
 
 
+def side_by_side(other_src: Path, label: str, gguf: Path, env: dict[str, str], runs: int, tmp: Path) -> None:
+    """Cold (dry-run cache emptied) and warm `plan GGUF --json` for `other_src` and this tree, run by run
+    in turn: both see the same load on a shared machine."""
+    import resource
+
+    trees = {"against": other_src.resolve(), "this tree": ROOT / "src"}
+    keys = [(t, k, m) for t in trees for k in ("cold", "warm") for m in ("wall", "cpu")]
+    times: dict[tuple[str, str, str], list[float]] = {key: [] for key in keys}
+    for _ in range(runs):
+        for tree, src in trees.items():
+            tree_env = {**env, "PYTHONPATH": str(src), "LLMHOST_CACHE_DIR": str(tmp / "side-cache")}
+            shutil.rmtree(tmp / "side-cache", ignore_errors=True)
+            for kind in ("cold", "warm"):  # the cold run leaves the dry-run answer the warm one reads
+                argv = [sys.executable, "-m", "llmhost", "plan", str(gguf), "--json"]
+                # CPU time (user + system, the dry-run child included) moves less with the machine's
+                # load than the wall clock does.
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                times[(tree, kind, "wall")].append(median_wall(argv, tree_env, 1, ok=(0, 3)))
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+                times[(tree, kind, "cpu")].append(cpu)
+    print(f"\nside by side, {label}, median of {runs} alternating fresh processes (against: {other_src})")
+    for kind in ("cold", "warm"):
+        row = "   ".join(
+            f"{tree} {statistics.median(times[(tree, kind, 'wall')]):.3f} s wall, "
+            f"{statistics.median(times[(tree, kind, 'cpu')]):.3f} s CPU"
+            for tree in trees
+        )
+        print(f"  plan {kind:<5} {row}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="runs per figure (median is printed)")
+    parser.add_argument("--against", type=Path, help="another tree's src/ to time side by side with this one")
+    parser.add_argument("--only-against", action="store_true", help="with --against: print only that table")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="llmhost-plan-speed-"))
@@ -227,9 +267,14 @@ def main() -> int:
     # rows below empty it before every run.
     env = {**os.environ, "NO_COLOR": "1", "LLMHOST_CACHE_DIR": str(tmp / "cache")}
     env.pop("HF_HUB_OFFLINE", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     try:
         gguf, big_gguf = str(make_gguf(tmp)), str(make_big_vocab_gguf(tmp))
         served_label, served = served_gguf(tmp)
+        if args.against is not None:
+            side_by_side(args.against, served_label, served, env, args.runs, tmp)
+            if args.only_against:
+                return 0
         cases: list[tuple[str, str, dict[str, str]]] = [
             (served_label, str(served), env),
             ("local GGUF", gguf, env),

@@ -22,7 +22,7 @@ CONFIGS = Path(__file__).resolve().parent / "fixtures" / "configs"
 
 # Third-party packages that `import llmhost.cli` must not load, and why each is deferred.
 HEAVY_THIRD_PARTY = [
-    "numpy",  # via gguf: only GGUF inputs parse headers
+    "numpy",  # nothing at start-up needs it (GGUF headers are read without it)
     "gguf",
     "huggingface_hub",  # only Hub references
     "httpx",  # huggingface_hub's HTTP client
@@ -119,8 +119,22 @@ def test_plan_on_a_local_gguf_does_not_load_the_hub_client(tmp_path: Path) -> No
         tmp_path / "tiny.gguf", n_layer=2, n_embd=64, n_head=2, n_head_kv=1, n_ff=128, n_vocab=300
     )
     modules = loaded_modules(["plan", str(gguf_path), "--json"])
-    assert "llmhost.models.gguf_header" in modules and "gguf" in modules  # parsed by llama.cpp's reader
+    assert "llmhost.models.gguf_header" in modules  # it parsed the header: in plain Python (issue 14)
+    assert loaded(modules, ["gguf", "numpy"]) == []
     assert loaded(modules, ["huggingface_hub", "httpx", "llmhost.models.hub", "llmhost.supervise"]) == []
+
+
+def test_the_header_readers_type_tables_equal_gguf_s_own() -> None:
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
+
+    from llmhost.models.ggml_types import FILE_TYPES, GGML_TYPES
+
+    assert GGML_TYPES == {int(t): (t.name, *GGML_QUANT_SIZES[t]) for t in GGMLQuantizationType}
+    assert FILE_TYPES == {
+        int(t): t.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        for t in LlamaFileType
+        if t.name != "GUESSED"
+    }
 
 
 def test_ggml_sizes_read_without_the_gguf_package_equal_gguf_s_own_table() -> None:

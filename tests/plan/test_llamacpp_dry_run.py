@@ -117,3 +117,33 @@ def test_the_child_starts_before_resolve_unless_the_cache_answers(tiny_gguf: Pat
     with compute_probes(str(tiny_gguf), machine, what_if=True) as probes_for:
         assert probes_for(resolve(str(tiny_gguf))) == {}
     assert not _children()
+
+
+def test_the_child_loads_a_vocabless_replica_of_the_header(tiny_gguf: Path, tmp_path: Path) -> None:
+    """The dry run loads the header without its tokenizer (the vocabulary's size kept): what the graph
+    depends on is unchanged, and the 187 recorded loads stay exact (tests/accuracy)."""
+    from llmhost.engines._llamacpp_dryrun_child import vocabless_replica
+    from llmhost.models.gguf_header import read_local_header
+
+    replica = vocabless_replica(str(tiny_gguf), str(tmp_path))
+    assert replica is not None
+    full, slim = read_local_header(tiny_gguf), read_local_header(replica)
+    assert slim.fields["tokenizer.ggml.model"] == "none"
+    assert not any(k.startswith("tokenizer.") and k != "tokenizer.ggml.model" for k in slim.fields)
+    n_vocab = full.array_lengths["tokenizer.ggml.tokens"]
+    assert slim.arch_field("vocab_size") == n_vocab
+    assert slim.tensors == full.tensors
+    assert slim.header_bytes < full.header_bytes  # the tensor data: as long, a sparse hole
+    assert slim.file_size - slim.header_bytes == full.file_size - full.header_bytes
+    assert {k: v for k, v in slim.fields.items() if not k.startswith("tokenizer.")} == {
+        k: v for k, v in full.fields.items() if not k.startswith("tokenizer.") and k != "llama.vocab_size"
+    } | {"llama.vocab_size": n_vocab}
+    not_gguf = tmp_path / "x.gguf"
+    not_gguf.write_bytes(b"GGML" + b"\0" * 64)
+    assert vocabless_replica(str(not_gguf), str(tmp_path)) is None
+    from llmhost.demo_model import write_llama_gguf
+
+    shape = dict(n_layer=2, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, n_vocab=300)
+    first = write_llama_gguf(tmp_path / "split" / "m.gguf", **shape, split_max_tensors=8)  # type: ignore[arg-type]
+    # llama.cpp finds the other shards next to the first by name: a split model is loaded as it is.
+    assert vocabless_replica(str(first), str(tmp_path)) is None

@@ -323,6 +323,34 @@ def test_parse_startup_recorded_llama_server_log() -> None:
     assert report.raw["n_seq_max"] == "2"
 
 
+def test_parse_startup_counts_a_cpu_repack_copy_once() -> None:
+    # Gemma 3 270M Q4_K_M under llama-server (AVX2): the mapped file spans the Q4_K tensors that the CPU
+    # backend also copies into CPU_REPACK; resident weights are the mapping. Without mmap the CPU buffer
+    # leaves the repacked tensors out, so both buffers count.
+    mib = 1024 * 1024
+    mapped = ENGINE.parse_startup(
+        "load_tensors:   CPU_Mapped model buffer size =   235.16 MiB\n"
+        "load_tensors:   CPU_REPACK model buffer size =    12.66 MiB\n"
+    )
+    assert mapped.weights_bytes == int(235.16 * mib) and mapped.raw["cpu_repack_mib"] == "12.66"
+    loaded = ENGINE.parse_startup(
+        "load_tensors:          CPU model buffer size =   222.50 MiB\n"
+        "load_tensors:   CPU_REPACK model buffer size =    12.66 MiB\n"
+    )
+    assert loaded.weights_bytes == int((222.50 + 12.66) * mib)
+
+
+def test_parse_startup_takes_the_context_from_the_full_attention_cache() -> None:
+    # Gemma 3 270M under `make demo` (-c 4096 -np 2): the SWA cache (window 512 + ubatch 512 per slot)
+    # comes last and is smaller; the context the slots hold is the non-SWA cache's.
+    report = ENGINE.parse_startup(
+        "llama_kv_cache: size =    6.00 MiB (  2048 cells,   3 layers,  2/2 seqs), K (f16): 3.00 MiB\n"
+        "llama_kv_cache: size =   15.00 MiB (  1024 cells,  15 layers,  2/2 seqs), K (f16): 7.50 MiB\n"
+    )
+    assert report.kv_cache_tokens == 4096
+    assert "2048 cells" in report.raw["kv_cache"]
+
+
 def test_ready_snippets_paste_for_any_served_name() -> None:
     # A served name comes from the file name: "my model's.gguf" must not break the printed curl/Python.
     import ast

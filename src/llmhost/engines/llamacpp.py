@@ -302,9 +302,15 @@ class LlamaCppEngine:
         seen = {"weights": False, "kv": False, "compute": False}
         raw: dict[str, str] = {}
         kv_tokens = None
+        mapped = repack = 0.0  # MiB in CPU_Mapped and CPU_REPACK model buffers
         for line in log_text.splitlines():
             if m := _MODEL_BUFFER.search(line):
-                weights += float(m.group(1))
+                size = float(m.group(2))
+                if m.group(1) == "CPU_REPACK":
+                    repack += size
+                else:
+                    weights += size
+                    mapped += size if m.group(1).endswith("_Mapped") else 0.0
                 seen["weights"] = True
             elif m := _KV_BUFFER.search(line):
                 kv += float(m.group(1))
@@ -313,10 +319,21 @@ class LlamaCppEngine:
                 compute += float(m.group(1))
                 seen["compute"] = True
             elif m := _KV_CELLS.search(line):
-                kv_tokens = int(m.group(1)) * int(m.group(2))
-                raw["kv_cache"] = line.split(":", 1)[-1].strip()
+                # A sliding-window model has two caches (non-SWA, then SWA: window + ubatch cells); the
+                # context is what the full-attention one holds, the larger.
+                tokens = int(m.group(1)) * int(m.group(2))
+                if kv_tokens is None or tokens > kv_tokens:
+                    kv_tokens = tokens
+                    raw["kv_cache"] = line.split(":", 1)[-1].strip()
             elif m := _CTX_SETTING.search(line):
                 raw[m.group(1)] = m.group(2)
+        # The CPU backend copies Q4_0/Q4_K/IQ4_NL... matrices into a CPU_REPACK buffer. With mmap the
+        # CPU_Mapped buffer still spans those tensors' file pages, which are then never read again
+        # (clean page cache the OS drops): the plan counts them once (DeviceBuffers.resident_bytes), and
+        # so does this figure. Without mmap the plain CPU buffer leaves them out: the copy is the only one.
+        if repack:
+            raw["cpu_repack_mib"] = f"{repack:.2f}"
+            weights += 0.0 if mapped else repack
         mib = 1024 * 1024
         parallel = raw.get("n_seq_max")
         concurrency = None
@@ -334,7 +351,7 @@ class LlamaCppEngine:
         )
 
 
-_MODEL_BUFFER = re.compile(r"\S+ model buffer size =\s+([\d.]+) MiB")
+_MODEL_BUFFER = re.compile(r"(\S+) model buffer size =\s+([\d.]+) MiB")
 _KV_BUFFER = re.compile(r"\S+ KV buffer size =\s+([\d.]+) MiB")
 _COMPUTE_BUFFER = re.compile(r"\S+ compute buffer size =\s+([\d.]+) MiB")
 # "(1024 cells, 4 layers, 2/2 seqs)": cells per stream; llama-server without a unified KV keeps one

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from llmhost.atomic import write_atomic_quietly
 from llmhost.cache import cache_dir
 from llmhost.estimate.llamacpp import LlamaCppSettings
 
@@ -252,19 +253,8 @@ def _read_cache(path: Path) -> dict[str, int | None]:
 
 
 def _write_cache(path: Path, answers: dict[str, int | None]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    except OSError:
-        return  # a cache that cannot be written only costs a dry run next time
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(answers, f, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError:
-        pass
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    # A cache that cannot be written only costs a dry run next time.
+    write_atomic_quietly(path, json.dumps(answers, sort_keys=True))
 
 
 def _local_probe(ref: str, version: str) -> ComputeProbe | None:

@@ -1,49 +1,29 @@
 """Sizes of weight and KV-cache element types, in bytes, from the engines' own tables.
 
 GGML types (llama.cpp weights and KV cache) come from `gguf.constants.GGML_QUANT_SIZES`, the table
-llama.cpp's Python package ships: a block of `block_size` elements takes `type_size` bytes, so a row
-of `n` elements takes `n / block_size * type_size` bytes (`ggml_row_size`).
+llama.cpp's Python package ships (a copy in `llmhost.models.ggml_types`): a block of `block_size`
+elements takes `type_size` bytes, so a row of `n` elements takes `n / block_size * type_size` bytes
+(`ggml_row_size`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from functools import lru_cache
-from pathlib import Path
-from typing import Any
 
 from llmhost.errors import UsageError
 
 
 @lru_cache(maxsize=1)
 def ggml_blocks() -> dict[str, tuple[int, int]]:
-    """GGML type name -> (block size, bytes per block), read on first use."""
-    return {qtype.name.upper(): (block, size) for qtype, (block, size) in _ggml_quant_sizes().items()}
+    """GGML type name -> (block size, bytes per block).
 
-
-def _ggml_quant_sizes() -> dict[Any, tuple[int, int]]:
-    """`gguf.constants.GGML_QUANT_SIZES`, without importing the `gguf` package when it is not loaded yet.
-
-    `gguf/__init__` imports numpy and gguf's reader and writer (100-300 ms at `llmhost plan` start-up);
-    `gguf/constants.py` itself is plain Python (enum, typing), so planning an HF model loads only that
-    file. A GGUF input has loaded the package already: its module is used as is.
+    From llmhost's copy of `gguf.constants.GGML_QUANT_SIZES` (tests/test_startup.py checks it equals
+    gguf's): executing gguf's constants module alone took 40-140 ms of a `plan`.
     """
-    loaded = sys.modules.get("gguf.constants")
-    if loaded is not None:
-        return dict(loaded.GGML_QUANT_SIZES)
-    package = importlib.util.find_spec("gguf")  # finds the package without running its __init__
-    locations = list(package.submodule_search_locations or []) if package is not None else []
-    path = Path(locations[0]) / "constants.py" if locations else None
-    spec = importlib.util.spec_from_file_location("_llmhost_gguf_constants", path) if path else None
-    if spec is not None and spec.loader is not None and path is not None and path.is_file():
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return dict(module.GGML_QUANT_SIZES)
-    import gguf.constants  # an unusual install layout: the plain import still works
+    from llmhost.models.ggml_types import GGML_TYPES
 
-    return dict(gguf.constants.GGML_QUANT_SIZES)
+    return {name: (block, size) for name, block, size in GGML_TYPES.values()}
 
 
 # KV cache types each engine accepts (`--cache-type-k/-v` in llama.cpp, `--kv-cache-dtype` in vLLM).

@@ -30,7 +30,7 @@ from llmhost.models.spec import (
 )
 from llmhost.models.tensors import TensorRecord, TensorSummary, summarize
 
-if TYPE_CHECKING:  # gguf_header imports gguf and numpy: only GGUF inputs pay for them
+if TYPE_CHECKING:  # gguf_header (the header reader): only GGUF inputs load it
     from llmhost.models.gguf_header import GGUFHeader
 
 _DTYPE_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "float8_e4m3fn": 1.0}

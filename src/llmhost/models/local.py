@@ -40,7 +40,7 @@ def split_shards(path: Path) -> list[Path]:
 
 def resolve_gguf_file(path: Path, ref: str) -> ModelSpec:
     shards = split_shards(path)
-    from llmhost.models.gguf_header import read_local_header  # gguf + numpy, for GGUF inputs only
+    from llmhost.models.gguf_header import read_local_header  # for GGUF inputs only
 
     sizes = [require_regular(s).st_size for s in shards]  # the GGUF reader would block on a FIFO
     headers = [read_local_header(s) for s in shards]

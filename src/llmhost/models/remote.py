@@ -24,7 +24,7 @@ from llmhost.models.safetensors_meta import header_length, parse_header, shard_n
 from llmhost.models.spec import ModelFile, ModelSpec, QuantizedVariant, QuantMethod
 from llmhost.models.tensors import TensorRecord
 
-if TYPE_CHECKING:  # gguf_header imports gguf and numpy: only GGUF inputs pay for them
+if TYPE_CHECKING:  # gguf_header (the header reader): only GGUF inputs load it
     from llmhost.models.gguf_header import GGUFHeader
 
 # Safetensors headers of real shards are a few KiB; one 16 KiB read usually holds the whole header.
