@@ -14,7 +14,7 @@ WHEELS := $(LLMHOST_CACHE_DIR)/wheels
 LLAMA_CPP_PYTHON_VERSION ?= 0.3.36
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: all venv test test-fast lint typecheck fmt docs docs-check engines llama-server vllm-engine mlx-engine demo bench fuzz clean
+.PHONY: all venv test test-fast test-tools lint typecheck fmt docs docs-check engines llama-server vllm-engine mlx-engine demo bench fuzz clean
 
 all: test
 
@@ -70,7 +70,23 @@ mlx-engine: venv
 
 engines: llama-server vllm-engine mlx-engine
 
-test: venv lint engines
+# The real LiteLLM proxy and Ray the export tests run against, each in a virtualenv of its own (they pin
+# rich, huggingface_hub... differently from llmhost), keyed by version; about 6 minutes the first time.
+LITELLM_VERSION ?= 1.108.7
+RAY_VERSION ?= 2.60.0
+PYARROW_VERSION ?= 26.0.1
+TOOLS := $(LLMHOST_CACHE_DIR)/tools
+$(TOOLS)/litellm/.installed-$(LITELLM_VERSION):
+	rm -rf $(TOOLS)/litellm && $(PYTHON) -m venv $(TOOLS)/litellm
+	$(TOOLS)/litellm/bin/pip install -q "litellm[proxy]==$(LITELLM_VERSION)"
+	touch $@
+$(TOOLS)/ray/.installed-$(RAY_VERSION):
+	rm -rf $(TOOLS)/ray && $(PYTHON) -m venv $(TOOLS)/ray
+	$(TOOLS)/ray/bin/pip install -q "ray[serve]==$(RAY_VERSION)" "pyarrow==$(PYARROW_VERSION)"
+	touch $@
+test-tools: $(TOOLS)/litellm/.installed-$(LITELLM_VERSION) $(TOOLS)/ray/.installed-$(RAY_VERSION)
+
+test: venv lint engines test-tools
 	$(BIN)/python -m pytest
 
 # No engine, no vLLM, no real model, nothing marked slow, a tenth of the quick fuzz cases: the loop
