@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,18 @@ def _isolated_llmhost_state(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     os.environ["LLMHOST_STATE_DIR"] = str(root / "llmhost")
     os.environ["XDG_STATE_HOME"] = str(root)
     yield root / "llmhost"
+    # A test that failed half-way may have left a deployment running (a vLLM holds GBs): stop it, and
+    # say so, so a CI machine is never left with an engine nobody owns.
+    from llmhost.supervise.control import stop_all
+
+    try:
+        left = stop_all()
+    except Exception as exc:  # the safety net must not hide the session's own result
+        print(f"\nllmhost test session: could not stop leftover deployments: {exc}", file=sys.stderr)
+    else:
+        if left:
+            names = ", ".join(d.name for d in left)
+            print(f"\nllmhost test session: stopped deployments left running: {names}", file=sys.stderr)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)

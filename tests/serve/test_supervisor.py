@@ -509,3 +509,59 @@ def test_serve_refuses_a_port_a_loading_deployment_holds(state_dir: Path, tiny_g
         assert f"Port {port}" in out.stderr and "sv-loading" in out.stderr, out.stderr
     finally:
         llmhost("stop", "sv-second", env=env)
+
+
+def test_a_failed_attempts_supervisor_cannot_overwrite_the_retry(state_dir: Path) -> None:
+    """Seen in CI: serve's port retry re-claimed the name while the failed attempt's supervisor was still
+    killing its slow engine; that supervisor's last save overwrote the new claim, serve took the state for
+    its second attempt's and started a third, and one vLLM was left running for good. launch_detached
+    now returns a failure only once its supervisor has exited."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from llmhost.supervise.control import claim_name, launch_detached
+
+    class Thief(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"data": [{"id": "m"}]}' if self.path == "/v1/models" else b"{}"
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    port = _free_port()
+    # The engine loads for 4 s and ignores SIGTERM, so its supervisor is still stopping it (grace 3 s)
+    # after it has recorded the failure: the window the late save used to land in.
+    dep = _deployment("sv-retry", _fake(port, "--load", "4", "--ignore-term"), port, grace=3.0)
+    dep = dep.model_copy(update={"detached": True})
+    claim_name(dep)
+    thief: list[ThreadingHTTPServer] = []
+
+    def take_the_port() -> None:  # once the engine runs, as another program would in that window
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            current = read_deployment("sv-retry")
+            if current is not None and current.engine_process is not None:
+                ThreadingHTTPServer.allow_reuse_address = True
+                server = ThreadingHTTPServer(("127.0.0.1", port), Thief)
+                thief.append(server)
+                server.serve_forever()
+                return
+            time.sleep(0.02)
+
+    threading.Thread(target=take_the_port, daemon=True).start()
+    try:
+        final = launch_detached(dep, api_key=None)
+        assert final.state == "failed" and final.failure_cause == "port_in_use", final.failure
+        assert final.supervisor is not None and not final.supervisor.alive(), "returned before it exited"
+        retry = _deployment("sv-retry", _fake(port), port).model_copy(update={"detached": True})
+        claim_name(retry)
+        time.sleep(4.0)  # longer than the old supervisor's grace period: a late save would be here by now
+        current = read_deployment("sv-retry")
+        assert current is not None and current.supervisor is None and current.state == "starting"
+    finally:
+        for server in thief:
+            server.shutdown()
+            server.server_close()

@@ -89,9 +89,15 @@ def launch_detached(dep: Deployment, *, api_key: str | None, timeout_s: float | 
     deadline = time.monotonic() + (timeout_s or dep.launch.ready_deadline_s + 60.0)
     try:
         while True:
-            current = read_deployment(dep.name)
-            if current is not None and current.state in ("ready", "failed", "stopped"):
+            current = _written_by(read_deployment(dep.name), proc.pid)
+            if current is not None and current.state == "ready":
                 return current
+            if current is not None and current.state in ("failed", "stopped"):
+                # Its supervisor still kills the engine and may save once more: wait for it to exit, so a
+                # retry under the same name (serve's port retry) never has its state overwritten.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=dep.launch.stop_grace_s + 30.0)
+                return _written_by(read_deployment(dep.name), proc.pid) or current
             code = proc.poll()
             if code is not None:
                 current = read_deployment(dep.name)
@@ -197,6 +203,14 @@ def stop_deployment(name: str, *, timeout_s: float | None = None) -> Deployment:
     forget(name)
     state = "failed" if final.state == "failed" else "stopped"
     return final.model_copy(update={"state": state})
+
+
+def _written_by(dep: Deployment | None, supervisor_pid: int) -> Deployment | None:
+    """`dep` if the supervisor `supervisor_pid` wrote it (or no supervisor has written it yet), else None:
+    a state file also written by an earlier attempt's supervisor is not this attempt's answer."""
+    if dep is None or dep.supervisor is None or dep.supervisor.pid == supervisor_pid:
+        return dep
+    return None
 
 
 def _wait_gone(ref: ProcessRef, timeout_s: float) -> bool:
