@@ -41,7 +41,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "models"))  # the fake Hub and model writers the tests use
+# The one path line: tests/ for `support` (tests/support/: the fake Hub and model writers the tests use).
+sys.path.insert(0, str(ROOT / "tests"))
 
 TARGET_S = 1.0
 CONFIG = "meta-llama--Llama-3.2-1B-Instruct"
@@ -143,7 +144,7 @@ def served_gguf(tmp: Path) -> tuple[str, Path]:
 
 
 def make_hf_dir(tmp: Path) -> Path:
-    from model_makers import llama_tensors, write_safetensors
+    from support.model_makers import llama_tensors, write_safetensors
 
     config = json.loads((ROOT / "tests" / "fixtures" / "configs" / f"{CONFIG}.json").read_text())
     model_dir = tmp / "Llama-3.2-1B-Instruct"
@@ -156,8 +157,8 @@ def make_hf_dir(tmp: Path) -> Path:
 def warm_hub_cache(tmp: Path, env: dict[str, str]) -> dict[str, str] | None:
     """Serve HUB_REPO on the fake Hub, resolve it once online, return the env for offline runs."""
     try:
-        from hubserver import FakeHub, HubFile
-        from model_makers import llama_tensors, safetensors_header
+        from support.hubserver import FakeHub, HubFile
+        from support.model_makers import llama_tensors, safetensors_header
     except ImportError as exc:  # the tests folder is not there (an installed package)
         print(f"hub case skipped: {exc}")
         return None

@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 
 import pytest
-from census import BadInput, ids, run_case
-from hostile_server import HostileServer, free_port
 
 from llmhost.errors import ExitCode
+from support.hostile_server import HostileServer, free_port
+
+from .census import BadInput, ids, run_case
 
 PORT = free_port()
 BAD, NOT_FOUND, BENCH, NETWORK = (
