@@ -12,7 +12,7 @@ the 1 s target. Then `python -X importtime` top offenders for the first GGUF cas
 
 Inputs are generated here: a llama GGUF (llmhost.demo_model.write_llama_gguf), a model dir with a real
 config.json (tests/fixtures/configs) and a safetensors file listing its real tensor table (zero data,
-sparse on disk), and a repo on the fake Hub (tests/models/hubserver.py, real huggingface_hub client)
+sparse on disk), and a repo on the fake Hub (tests/support/hubserver.py, real huggingface_hub client)
 resolved once online into a temporary HF_HOME, then timed with HF_HUB_OFFLINE=1.
 
 Noisy machines: figures are medians of RUNS runs; nothing here asserts a speed.

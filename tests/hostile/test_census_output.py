@@ -1,7 +1,7 @@
 """Census, output area: bench against hostile and broken servers, bad bench options, bench compare with
 bad or foreign files, logs/ps/stop on odd names and state.
 
-The servers are one `HostileServer` (tests/hostile/hostile_server.py) started for this module on a port
+The servers are one `HostileServer` (tests/support/hostile_server.py) started for this module on a port
 taken at import, so the cases can name it in their argv; each case's URL path picks a misbehaviour.
 """
 
