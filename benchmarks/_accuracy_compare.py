@@ -17,14 +17,13 @@ import functools
 import json
 import math
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+# Its sibling modules import by name: benchmarks/ is sys.path[0] when a benchmark runs as a script, and
+# pytest puts it there for tests/accuracy (pyproject's pythonpath).
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
 
 # llmhost.estimate imports llmhost.plan (roofline -> plan.models) which imports llmhost.estimate back;
 # importing the plan package first resolves the cycle in the order the CLI does.

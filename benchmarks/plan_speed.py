@@ -12,7 +12,7 @@ the 1 s target. Then `python -X importtime` top offenders for the first GGUF cas
 
 Inputs are generated here: a llama GGUF (llmhost.demo_model.write_llama_gguf), a model dir with a real
 config.json (tests/fixtures/configs) and a safetensors file listing its real tensor table (zero data,
-sparse on disk), and a repo on the fake Hub (tests/models/hubserver.py, real huggingface_hub client)
+sparse on disk), and a repo on the fake Hub (tests/support/hubserver.py, real huggingface_hub client)
 resolved once online into a temporary HF_HOME, then timed with HF_HUB_OFFLINE=1.
 
 Noisy machines: figures are medians of RUNS runs; nothing here asserts a speed.
@@ -41,7 +41,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "models"))  # the fake Hub and model writers the tests use
+# The one path line: tests/ for `support` (tests/support/: the fake Hub and model writers the tests use).
+sys.path.insert(0, str(ROOT / "tests"))
 
 TARGET_S = 1.0
 CONFIG = "meta-llama--Llama-3.2-1B-Instruct"
@@ -143,7 +144,7 @@ def served_gguf(tmp: Path) -> tuple[str, Path]:
 
 
 def make_hf_dir(tmp: Path) -> Path:
-    from model_makers import llama_tensors, write_safetensors
+    from support.model_makers import llama_tensors, write_safetensors
 
     config = json.loads((ROOT / "tests" / "fixtures" / "configs" / f"{CONFIG}.json").read_text())
     model_dir = tmp / "Llama-3.2-1B-Instruct"
@@ -156,8 +157,8 @@ def make_hf_dir(tmp: Path) -> Path:
 def warm_hub_cache(tmp: Path, env: dict[str, str]) -> dict[str, str] | None:
     """Serve HUB_REPO on the fake Hub, resolve it once online, return the env for offline runs."""
     try:
-        from hubserver import FakeHub, HubFile
-        from model_makers import llama_tensors, safetensors_header
+        from support.hubserver import FakeHub, HubFile
+        from support.model_makers import llama_tensors, safetensors_header
     except ImportError as exc:  # the tests folder is not there (an installed package)
         print(f"hub case skipped: {exc}")
         return None

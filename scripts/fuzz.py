@@ -47,8 +47,10 @@ def _targets() -> list[str]:
 
 
 def _load(name: str) -> Any:
-    if str(HOSTILE) not in sys.path:
-        sys.path.insert(0, str(HOSTILE))
+    # tests/ too: targets import the shared test helpers as `support.*` (tests/support/).
+    for path in (ROOT / "tests", HOSTILE):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
     return importlib.import_module(f"fuzz_{name}")
 
 

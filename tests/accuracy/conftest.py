@@ -7,17 +7,10 @@ same numbers without running an engine.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
+import _accuracy_compare as acc  # benchmarks/, on sys.path through pyproject's pytest pythonpath
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))
-
-import _accuracy_compare as acc  # noqa: E402
 
 
 @pytest.fixture(scope="session")

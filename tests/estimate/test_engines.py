@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-from llmhost_test_specs import GiB, MiB, deepseek_v3, dense_spec, h100, llama8b_q4km_gguf, machine
-
 from llmhost.estimate import (
     Device,
     LlamaCppSettings,
@@ -20,6 +18,7 @@ from llmhost.estimate import (
 )
 from llmhost.estimate.llamacpp import assign_layers
 from llmhost.estimate.weights import hypothetical_layout, own_quantization
+from support.llmhost_test_specs import GiB, MiB, deepseek_v3, dense_spec, h100, llama8b_q4km_gguf, machine
 
 
 def test_own_quantization_is_exact_and_others_are_estimated() -> None:

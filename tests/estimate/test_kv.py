@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from llmhost_test_specs import MiB, deepseek_v3, dense_spec
 
 from llmhost.estimate import kv_bits_per_element, kv_bytes_per_token, kv_layout, vllm_request_kv_bytes
 from llmhost.estimate.kv import llamacpp_kv_cells
 from llmhost.estimate.llamacpp import LlamaCppSettings, layer_kv_bytes
+from support.llmhost_test_specs import MiB, deepseek_v3, dense_spec
 
 
 def test_gqa_uses_kv_heads_not_attention_heads() -> None:

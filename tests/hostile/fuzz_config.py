@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from jsonmut import mutate_json, plan_and_serialise
+from support.jsonmut import mutate_json, plan_and_serialise
 
 CASES = 20000
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "configs"

@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import random
 import struct
-import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # model_makers, gguf_edit
-
-from gguf_edit import KV_COUNT_AT, Layout, layout, reassemble
+from support.gguf_edit import KV_COUNT_AT, Layout, layout, reassemble
 
 if TYPE_CHECKING:
     from llmhost.models.spec import ModelSpec
@@ -43,9 +40,9 @@ _SEEDS: list[bytes] = []  # filled by seeds(); splicing takes its donors from he
 
 def seeds(workdir: Path) -> list[bytes]:
     from gguf import GGMLQuantizationType
-    from model_makers import write_gguf
 
     from llmhost.demo_model import write_llama_gguf
+    from support.model_makers import write_gguf
 
     workdir.mkdir(parents=True, exist_ok=True)
     # general.name is fixed so a seed's bytes do not depend on where it was written.

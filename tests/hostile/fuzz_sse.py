@@ -15,11 +15,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from hostile_server import GOOD_EVENTS, STREAMS, chunk, sse
-
 from llmhost.bench import checks
 from llmhost.bench.client import Prepared, StreamClient
 from llmhost.bench.metrics import summarize
+from support.hostile_server import GOOD_EVENTS, STREAMS, chunk, sse
 
 CASES = 20_000
 MAX_INPUT = 64 * 1024

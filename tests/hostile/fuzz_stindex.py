@@ -14,7 +14,7 @@ import random
 import struct
 from pathlib import Path
 
-from jsonmut import mutate_bytes, mutate_json, plan_and_serialise
+from support.jsonmut import mutate_bytes, mutate_json, plan_and_serialise
 
 CASES = 20000
 SEP = b"\n--8<-- shard --8<--\n"

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from census import BadInput, ids, run_case
+
+from .census import BadInput, ids, run_case
 
 _demo: list[Path] = []
 

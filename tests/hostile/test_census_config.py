@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from census import BadInput, ids, run_case
+
+from .census import BadInput, ids, run_case
 
 # A real config (Llama 3.2 1B); each case breaks one thing in it or next to it.
 TINY: dict[str, Any] = json.loads(

@@ -4,19 +4,17 @@
 from __future__ import annotations
 
 import struct
-import sys
 import tempfile
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from census import BadInput, ids, run_case
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # model_makers, gguf_edit
+from support import gguf_edit as v  # value types: STRING, UINT32, ...
+from support.gguf_edit import drop_key, duplicate_key, encode, layout, set_value
 
-import gguf_edit as v  # value types: STRING, UINT32, ...
-from gguf_edit import drop_key, duplicate_key, encode, layout, set_value
+from .census import BadInput, ids, run_case
 
 BAD = 2
 MODEL = "{tmp}/m.gguf"
@@ -26,7 +24,7 @@ NO_PROBE = {"LLMHOST_LLAMACPP_DRY_RUN": "0"}
 
 @lru_cache(maxsize=4)
 def _base(arch: str = "llama") -> bytes:
-    from model_makers import write_gguf
+    from support.model_makers import write_gguf
 
     extra: dict[str, object] = {"general.alignment": 32}
     if arch == "gemma3":

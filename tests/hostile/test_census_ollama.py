@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from census import BadInput, ids, run_case
+
+from .census import BadInput, ids, run_case
 
 BASE = Path(tempfile.mkdtemp(prefix="llmhost-census-ollama-"))
 TAG_PATH = "registry.ollama.ai/library/tiny/latest"

@@ -1,7 +1,7 @@
 """Census, output area: bench against hostile and broken servers, bad bench options, bench compare with
 bad or foreign files, logs/ps/stop on odd names and state.
 
-The servers are one `HostileServer` (tests/hostile/hostile_server.py) started for this module on a port
+The servers are one `HostileServer` (tests/support/hostile_server.py) started for this module on a port
 taken at import, so the cases can name it in their argv; each case's URL path picks a misbehaviour.
 """
 
@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 
 import pytest
-from census import BadInput, ids, run_case
-from hostile_server import HostileServer, free_port
 
 from llmhost.errors import ExitCode
+from support.hostile_server import HostileServer, free_port
+
+from .census import BadInput, ids, run_case
 
 PORT = free_port()
 BAD, NOT_FOUND, BENCH, NETWORK = (

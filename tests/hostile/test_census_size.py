@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -26,9 +26,8 @@ def _all_cases():
     for path in sorted(HERE.glob("test_census_*.py")):
         if path.name == Path(__file__).name:
             continue
-        spec = importlib.util.spec_from_file_location(f"_census_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        # By package name: the census modules import census.py relatively (tests/hostile is a package).
+        module = importlib.import_module(f"{__package__}.{path.stem}")
         cases.extend(module.CASES)
     return cases
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fuzz_config
 import pytest
-from replay import corpus, generated, run_check
+
+from . import fuzz_config
+from .replay import corpus, generated, run_check
 
 
 @pytest.mark.parametrize("path", corpus("config"), ids=lambda p: p.name)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fuzz_gguf
 import pytest
-from replay import corpus, generated, run_check
+
+from . import fuzz_gguf
+from .replay import corpus, generated, run_check
 
 
 def test_the_seeds_are_accepted(tmp_path: Path) -> None:

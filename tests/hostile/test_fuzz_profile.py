@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fuzz_profile
 import pytest
-from replay import corpus, generated, run_check
+
+from . import fuzz_profile
+from .replay import corpus, generated, run_check
 
 
 @pytest.mark.parametrize("path", corpus("profile"), ids=lambda p: p.name)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fuzz_sse
 import pytest
-from replay import corpus, generated, run_check
+
+from . import fuzz_sse
+from .replay import corpus, generated, run_check
 
 
 @pytest.mark.parametrize("path", corpus("sse"), ids=lambda p: p.name)

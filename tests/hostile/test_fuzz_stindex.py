@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fuzz_stindex
 import pytest
-from replay import corpus, generated, run_check
+
+from . import fuzz_stindex
+from .replay import corpus, generated, run_check
 
 
 @pytest.mark.parametrize("path", corpus("stindex"), ids=lambda p: p.name)

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hostile_server import HOSTILE_TEXT, TYPED_TEXT, HostileServer
 from rich.console import Console
 
 from llmhost.cli import _output, main
 from llmhost.cli._output import printable
 from llmhost.demo_model import write_llama_gguf
+from support.hostile_server import HOSTILE_TEXT, TYPED_TEXT, HostileServer
 
 SHOWN = printable(HOSTILE_TEXT)  # what a user must read
 RAW_CONTROLS = ("\x1b", "\r", "\x07", "\x9b")

@@ -8,7 +8,6 @@ is the one the hardware module computes for that machine.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,6 @@ import pytest
 from llmhost.hardware.models import Hardware
 
 APPLE = Path(__file__).resolve().parents[1] / "fixtures" / "apple"
-# The serve tests' CLI helpers (serve_helpers.py), shared rather than copied.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
 GIB = 1024**3
 
 

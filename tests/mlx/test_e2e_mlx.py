@@ -24,12 +24,12 @@ from typing import Any
 import psutil
 import pytest
 
-# tests/serve's helpers run the real CLI in a subprocess (conftest puts that directory on sys.path).
-from serve_helpers import alive as pid_alive
-from serve_helpers import deployment, llmhost
-
 from llmhost.engines import mlx_env
 from llmhost.supervise.process import next_free_port
+
+# The serve tests' helpers (tests/support/serve_helpers.py) run the real CLI in a subprocess.
+from support.serve_helpers import alive as pid_alive
+from support.serve_helpers import deployment, llmhost
 
 pytestmark = [pytest.mark.mlx, pytest.mark.slow]
 

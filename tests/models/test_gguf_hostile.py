@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 from gguf import GGUFWriter
-from gguf_edit import (
+
+from llmhost.errors import ModelError
+from llmhost.models import resolve
+from llmhost.models.gguf_header import (
+    MAX_HEADER_STRINGS,
+    MAX_METADATA_ENTRIES,
+    MAX_TENSORS,
+    read_local_header,
+    read_remote_header,
+)
+from llmhost.models.spec import ModelSpec
+from support.gguf_edit import (
     ARRAY,
     BOOL,
     FLOAT32,
@@ -23,19 +34,8 @@ from gguf_edit import (
     layout,
     set_value,
 )
-from hubserver import FakeHub, HubFile
-from model_makers import write_gguf
-
-from llmhost.errors import ModelError
-from llmhost.models import resolve
-from llmhost.models.gguf_header import (
-    MAX_HEADER_STRINGS,
-    MAX_METADATA_ENTRIES,
-    MAX_TENSORS,
-    read_local_header,
-    read_remote_header,
-)
-from llmhost.models.spec import ModelSpec
+from support.hubserver import FakeHub, HubFile
+from support.model_makers import write_gguf
 
 
 @pytest.fixture(scope="module")

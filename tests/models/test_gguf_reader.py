@@ -8,17 +8,13 @@ Damaged files are covered by test_gguf_hostile.py and the fuzz target (tests/hos
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 from gguf import GGUFReader
 from gguf.constants import GGUFValueType
 
+from hostile.fuzz_gguf import seeds
 from llmhost.models.gguf_header import _MAX_DECODED_STRINGS, read_local_header
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hostile"))
-
-from fuzz_gguf import seeds
 
 
 def _stock(path: Path) -> tuple[dict, dict, list, int]:

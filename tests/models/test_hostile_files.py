@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hubserver import FakeHub, HubFile
-from model_makers import llama_tensors, safetensors_header, write_gguf, write_safetensors
 
 from llmhost.errors import ModelError
 from llmhost.models import resolve
 from llmhost.models.files import MAX_JSON_BYTES, MAX_JSON_DEPTH
 from llmhost.models.safetensors_meta import MAX_SHARDS
 from llmhost.models.spec import MAX_LAYERS
+from support.hubserver import FakeHub, HubFile
+from support.model_makers import llama_tensors, safetensors_header, write_gguf, write_safetensors
 
 pytestmark = pytest.mark.timeout(60)  # a regression here is a hang: fail it instead of the run
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from gguf import GGMLQuantizationType
-from hubserver import VALID_TOKEN, FakeHub, HubFile
-from model_makers import llama_tensors, safetensors_header, write_gguf
 
 from llmhost.errors import ModelError, NetworkError
 from llmhost.models import find_quantized_variants, resolve
+from support.hubserver import VALID_TOKEN, FakeHub, HubFile
+from support.model_makers import llama_tensors, safetensors_header, write_gguf
 
 CONFIGS = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from gguf import GGMLQuantizationType
-from model_makers import llama_tensors, write_gguf, write_safetensors
 
 from llmhost.errors import ModelError
 from llmhost.models import resolve
+from support.model_makers import llama_tensors, write_gguf, write_safetensors
 
 
 def test_local_gguf_counts_every_tensor_exactly(tmp_path: Path) -> None:

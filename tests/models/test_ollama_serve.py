@@ -10,9 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_ollama import make_store, model_blob
 
 from llmhost.engines.llamacpp import find_llama_server
+
+from .test_ollama import make_store, model_blob
 
 pytestmark = [pytest.mark.engine, pytest.mark.llama_server]
 

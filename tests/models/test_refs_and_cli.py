@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import typer
-from model_makers import write_gguf
 from typer.testing import CliRunner
 
 from llmhost.cli.inspect import register
 from llmhost.errors import ModelError
 from llmhost.models.refs import parse_ref
 from llmhost.models.spec import ModelSpec
+from support.model_makers import write_gguf
 
 
 @pytest.mark.parametrize(

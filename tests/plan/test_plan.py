@@ -7,11 +7,20 @@ import time
 from pathlib import Path
 
 import pytest
-from llmhost_test_specs import GiB, MiB, deepseek_v3, dense_spec, gpu, h100, llama8b_q4km_gguf, machine
 
 from llmhost.errors import UsageError
 from llmhost.hardware.models import GPUProcess
 from llmhost.plan import PlanRequest, make_plan
+from support.llmhost_test_specs import (
+    GiB,
+    MiB,
+    deepseek_v3,
+    dense_spec,
+    gpu,
+    h100,
+    llama8b_q4km_gguf,
+    machine,
+)
 
 
 def test_quality_first_picks_bf16_vllm_on_an_h100() -> None:

@@ -1,31 +1,24 @@
 """`llmhost plan` end to end against a fake Hub (real huggingface_hub client, HTTP on 127.0.0.1).
 
-The Hub fixture and model makers belong to tests/models; they are loaded from there by path.
+The Hub fixture and model makers are the shared ones in tests/support.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-MODELS_TESTS = Path(__file__).resolve().parents[1] / "models"
+from support.hub_fixture import fake_hub  # the fixture, imported so pytest finds it in this module
+from support.hubserver import FakeHub, HubFile
+from support.model_makers import llama_tensors, safetensors_header
+
 CONFIGS = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
-sys.path.insert(0, str(MODELS_TESTS))
 
-_spec = importlib.util.spec_from_file_location("llmhost_models_test_conftest", MODELS_TESTS / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_models_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_models_conftest)
-fake_hub = _models_conftest.fake_hub  # the fixture, re-exported for this module
-
-from hubserver import FakeHub, HubFile  # noqa: E402
-from model_makers import llama_tensors, safetensors_header  # noqa: E402
+__all__ = ["fake_hub"]
 
 
 def _repo(config: dict[str, Any]) -> dict[str, HubFile | bytes]:

@@ -7,14 +7,10 @@ to the serve tests are shared."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
-
-from serve_helpers import llmhost
+from support.serve_helpers import llmhost
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from serve_helpers import llmhost
 
 from llmhost.errors import ProfileError
 from llmhost.profiles import chat_template_args, parse_profile
+from support.serve_helpers import llmhost
 
 
 def test_builtin_names_and_files_per_runtime(tmp_path: Path) -> None:

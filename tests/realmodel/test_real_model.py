@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import llmhost
 
 from llmhost.demo_model import REAL_MODEL_SHA256, REAL_MODEL_SIZE
 from llmhost.engines.llamacpp import find_llama_server, llama_cpp_python_available
+from support.serve_helpers import llmhost
 
 FEW_SHOT = "The capital of Germany is Berlin. The capital of France is"
 

@@ -10,9 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from serve_helpers import llmhost
-
 from llmhost.supervise import paths
+from support.serve_helpers import llmhost
 
 
 def test_dry_run_prints_the_exact_command_and_starts_nothing(tiny_gguf: Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 
 import pytest
-from serve_helpers import llmhost
 
 from llmhost.engines import llamacpp_build as b
+from support.serve_helpers import llmhost
 
 
 def test_gpu_flags_follow_the_hardware() -> None:

@@ -1,21 +1,22 @@
 """`llmhost serve org/repo-GGUF:TAG` downloads the planned GGUF file through huggingface_hub into the HF
-cache, then serves it. The Hub is the one edge we cannot reach: the fake Hub from tests/models (a real
+cache, then serves it. The Hub is the one edge we cannot reach: the fake Hub from tests/support (a real
 HTTP server speaking the Hub's protocol) stands in for it, serving the tiny generated GGUF."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
-from hubserver import FakeHub, HubFile
-from serve_helpers import llmhost, serve_detached
+# fake_hub: the shared in-process Hub fixture (HF_ENDPOINT and huggingface_hub's import-time constants).
+from support.hub_fixture import fake_hub
+from support.hubserver import FakeHub, HubFile
+from support.serve_helpers import llmhost, serve_detached
 
 pytestmark = [pytest.mark.engine]
+__all__ = ["fake_hub"]
 
 
 @pytest.fixture
@@ -63,32 +64,8 @@ def test_unreachable_hub_is_a_network_error(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
-@pytest.fixture
-def inprocess_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
-    """The fake Hub for in-process calls (huggingface_hub reads some settings at import: patch them too)."""
-    import huggingface_hub.constants as hf_constants
-
-    fake = FakeHub().start()
-    home = tmp_path / "hf_home"
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", fake.url)
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setattr(hf_constants, "ENDPOINT", fake.url)
-    monkeypatch.setattr(
-        hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", fake.url + "/{repo_id}/resolve/{revision}/{filename}"
-    )
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hf_constants, "HF_HOME", str(home))
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(home / "hub"))
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
 def test_refuses_to_download_what_the_disk_cannot_hold(
-    inprocess_hub: FakeHub, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
+    fake_hub: FakeHub, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import shutil
     from collections import namedtuple
@@ -96,7 +73,7 @@ def test_refuses_to_download_what_the_disk_cannot_hold(
     from llmhost.app import serve as deploy
     from llmhost.errors import UsageError
 
-    inprocess_hub.add_repo("llmhost/tiny-GGUF", {"tiny-F16.gguf": HubFile(tiny_gguf.read_bytes(), lfs=True)})
+    fake_hub.add_repo("llmhost/tiny-GGUF", {"tiny-F16.gguf": HubFile(tiny_gguf.read_bytes(), lfs=True)})
     spec, _, plan = deploy.resolve_and_plan(deploy.ServeRequest(model="llmhost/tiny-GGUF:F16"))
     candidate = plan.chosen_candidate
     assert candidate is not None and deploy.missing_model_files(spec, candidate) == ["tiny-F16.gguf"]

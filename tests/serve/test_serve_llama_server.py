@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import alive, deployment, group_alive, llmhost, serve_detached
 
 from llmhost.engines.llamacpp import find_llama_server
+from support.serve_helpers import alive, deployment, group_alive, llmhost, serve_detached
 
 openai = pytest.importorskip("openai")
 

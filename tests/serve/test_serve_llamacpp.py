@@ -18,7 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import alive, deployment, group_alive, llmhost, serve_detached
+
+from support.serve_helpers import alive, deployment, group_alive, llmhost, serve_detached
 
 pytestmark = [pytest.mark.engine]
 

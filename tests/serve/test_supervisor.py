@@ -362,9 +362,8 @@ def test_stop_before_the_first_attempt_still_stops_an_early_spawned_engine(state
 
 def test_detached_supervisors_and_stop_all(state_dir: Path) -> None:
     """Two detached deployments of the small HTTP engine, listed by `ps`, then `llmhost stop --all`."""
-    from serve_helpers import llmhost
-
     from llmhost.supervise.control import claim_name, launch_detached, list_deployments
+    from support.serve_helpers import llmhost
 
     started = []
     for name in ("sv-all-a", "sv-all-b"):
@@ -420,9 +419,8 @@ def test_ready_deployment_whose_engine_died_is_not_reported_ready(state_dir: Pat
 def test_serve_reclaims_the_port_of_an_engine_whose_supervisor_died(state_dir: Path) -> None:
     """A SIGKILLed supervisor leaves its engine holding the port; the next `serve` on that port stops it
     (and says so) instead of refusing the port, which only `ps`/`stop` would have cleaned."""
-    from serve_helpers import llmhost
-
     from llmhost.supervise.control import claim_name, launch_detached
+    from support.serve_helpers import llmhost
 
     port = _free_port()
     dep = _deployment("sv-orphan", _fake(port), port).model_copy(update={"detached": True})
@@ -443,7 +441,7 @@ def test_serve_reclaims_the_port_of_an_engine_whose_supervisor_died(state_dir: P
 
 
 def test_stop_all_skips_a_corrupt_state_file(state_dir: Path) -> None:
-    from serve_helpers import llmhost
+    from support.serve_helpers import llmhost
 
     folder = paths.deployment_dir("sv-corrupt")
     folder.mkdir(parents=True)
@@ -457,9 +455,8 @@ def test_stop_all_skips_a_corrupt_state_file(state_dir: Path) -> None:
 
 def test_ps_says_why_a_deployment_is_dead(state_dir: Path) -> None:
     # A "dead" row alone leaves the user guessing whether the engine still runs and what to do.
-    from serve_helpers import llmhost
-
     from llmhost.supervise.state import write_deployment
+    from support.serve_helpers import llmhost
 
     port = _free_port()
     dep = _deployment("sv-gone", _fake(port), port)
@@ -474,9 +471,8 @@ def test_ps_says_why_a_deployment_is_dead(state_dir: Path) -> None:
 
 def test_ps_shows_a_served_name_with_brackets_as_it_is(state_dir: Path) -> None:
     # Names come from file names ("model [Q4].gguf"): Rich must not read "[q4]" as markup and drop it.
-    from serve_helpers import llmhost
-
     from llmhost.supervise.state import write_deployment
+    from support.serve_helpers import llmhost
 
     port = _free_port()
     dep = _deployment("sv-brackets", _fake(port), port)
@@ -492,9 +488,8 @@ def test_ps_shows_a_served_name_with_brackets_as_it_is(state_dir: Path) -> None:
 def test_serve_refuses_a_port_a_loading_deployment_holds(state_dir: Path, tiny_gguf: Path) -> None:
     # vLLM binds its port only after loading (minutes): `serve B --port P` meanwhile took P, and A then
     # failed with "port in use". Without --port, such ports were already skipped.
-    from serve_helpers import llmhost
-
     from llmhost.supervise.state import write_deployment
+    from support.serve_helpers import llmhost
 
     port = _free_port()
     dep = _deployment("sv-loading", _fake(port), port)

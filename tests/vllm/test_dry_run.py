@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS / "models"))
+from support.hubserver import FakeHub, HubFile
+from support.model_makers import llama_tensors, safetensors_header
 
-from hubserver import FakeHub, HubFile  # noqa: E402
-from model_makers import llama_tensors, safetensors_header  # noqa: E402
+TESTS = Path(__file__).resolve().parents[1]
 
 REPO = "meta-llama/Llama-3.1-70B-Instruct"
 

@@ -1,0 +1,7 @@
+"""Helpers shared across test folders and by benchmarks/: model writers, the GGUF editor, the fake Hub,
+the serve CLI helpers, hand-built specs, JSON mutation and the hostile HTTP server.
+
+Importable as `support.<module>` because pyproject's [tool.pytest.ini_options] puts tests/ on sys.path
+(pythonpath); scripts outside pytest (benchmarks/, scripts/fuzz.py) add tests/ themselves.
+Helpers used by one folder only stay in that folder.
+"""
