@@ -1,27 +1,22 @@
 """`llmhost bench`: load an OpenAI-compatible endpoint and report trustworthy latency and throughput.
 
-Thin: parse options, build a `BenchConfig`, run `llmhost.bench.runner.run_bench`, render.
+Thin: parse options into a `BenchCommand`, run it with `llmhost.app.bench.run_bench_command`, render.
 `llmhost bench compare A.json B.json ...` compares saved results.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import os
-import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from llmhost.app.bench import ApiChoice, BenchCommand
 from llmhost.cli._options import JsonOpt, text
 from llmhost.errors import BenchError, ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from llmhost.bench.models import BenchResult, Target
-
-ApiChoice = Literal["chat", "completions"]
+    from llmhost.bench.models import BenchResult
 
 
 def _compare(files: list[str], as_json: bool) -> None:
@@ -31,56 +26,6 @@ def _compare(files: list[str], as_json: bool) -> None:
     paths = [Path(f) for f in files]
     results = load_results(paths)
     emit(results, as_json=as_json, human=lambda console: console.print(compare_table(paths, results)))
-
-
-def _deployment_target(name: str, api: ApiChoice) -> tuple[Target, str | None, str]:
-    """URL, served model, slots and key variable of a llmhost deployment."""
-    from llmhost.bench.models import Target
-
-    try:
-        from llmhost.supervise.state import load_deployment
-    except ImportError as exc:  # the supervisor is not part of this build
-        raise UsageError(
-            f"cannot look up deployment {name!r}: this llmhost has no supervisor state.",
-            hint="Pass --base-url and --model instead.",
-        ) from exc
-    dep = load_deployment(name)
-    if dep.state in ("failed", "stopped", "dead"):
-        raise BenchError(
-            f"deployment {name!r} is {dep.state}.",
-            hint=f"Start it with `llmhost serve` or see `llmhost logs {name}`.",
-        )
-    if dep.state in ("starting", "restarting", "stopping"):
-        still = "still starting" if dep.state == "starting" else dep.state
-        raise BenchError(
-            f"deployment {name!r} is {still}, not ready to serve.",
-            hint=f"Wait until `llmhost ps` shows it ready (follow with `llmhost logs {name} -f`).",
-        )
-    slots, source = None, None
-    argv = dep.launch.argv
-    for flag in ("--max-num-seqs", "--parallel", "-np"):
-        if flag in argv and argv.index(flag) + 1 < len(argv):
-            with contextlib.suppress(ValueError):
-                slots, source = int(argv[argv.index(flag) + 1]), f"deployment {name} {flag}"
-    target = Target(
-        base_url=dep.base_url,
-        model=dep.served_model_name,
-        api=api,
-        deployment=name,
-        engine=dep.engine,
-        server_slots=slots,
-        server_slots_source=source,
-    )
-    return target, dep.launch.api_key_env, dep.model
-
-
-def _has_own_tokenizer(model: Path) -> bool:
-    """A local HF folder with a tokenizer.json, or a local GGUF when llama-cpp-python can read it."""
-    if model.suffix.lower() == ".gguf" and model.is_file():
-        from llmhost.bench.workload import gguf_tokenizer_available
-
-        return gguf_tokenizer_available()
-    return (model / "tokenizer.json").is_file()
 
 
 def register(app: typer.Typer) -> None:
@@ -219,162 +164,33 @@ def register(app: typer.Typer) -> None:
             _compare(positional[1:], as_json)
             return
         files = _output_files(output=output, csv=csv_path, plot=plot)
-        _run(
-            positional, base_url, model, api_key, api, concurrency, num_requests, duration, rate, burstiness,
-            sweep, sweep_max, input_tokens, output_tokens, shared_prefix, Path(dataset) if dataset else None,
-            tokenizer, warmup, seed, no_force_length, slo or [], hardware, model_ref, timeout, files, as_json,
+        if len(positional) > 1:
+            raise UsageError(
+                f"unexpected arguments: {' '.join(positional[1:])}.", hint="llmhost bench NAME [OPTIONS]"
+            )
+        cmd = BenchCommand(
+            deployment=positional[0] if positional else None, base_url=base_url, model=model,
+            api_key=api_key, api=api, concurrency=concurrency, num_requests=num_requests, duration=duration,
+            rate=rate, burstiness=burstiness, sweep=sweep, sweep_max=sweep_max, input_tokens=input_tokens,
+            output_tokens=output_tokens, shared_prefix=shared_prefix,
+            dataset=Path(dataset) if dataset else None, tokenizer=tokenizer, warmup=warmup, seed=seed,
+            force_length=not no_force_length, slo=slo or [], hardware=hardware, model_ref=model_ref,
+            timeout=timeout,
         )  # fmt: skip
+        _run(cmd, files, as_json)
 
 
-def _run(
-    positional: list[str],
-    base_url: str | None,
-    model: str | None,
-    api_key: str | None,
-    api: ApiChoice,
-    concurrency: int | None,
-    num_requests: int | None,
-    duration: float | None,
-    rate: float | None,
-    burstiness: float,
-    sweep: bool,
-    sweep_max: int,
-    input_tokens: str,
-    output_tokens: str | None,
-    shared_prefix: int,
-    dataset: Path | None,
-    tokenizer: str | None,
-    warmup: int,
-    seed: int | None,
-    no_force_length: bool,
-    slo: list[str],
-    hardware: str | None,
-    model_ref: str | None,
-    timeout: float,
-    files: dict[str, Path],
-    as_json: bool,
-) -> None:
-    from llmhost.bench.config import BenchConfig
-    from llmhost.bench.limits import MAX_CONCURRENCY, check_workload
-    from llmhost.bench.metrics import parse_slos
-    from llmhost.bench.models import Target, Workload
+def _run(cmd: BenchCommand, files: dict[str, Path], as_json: bool) -> None:
+    """Run the benchmark with a live view on stderr, show and save the result, and exit by how it went."""
+    from llmhost.app.bench import BenchInterrupted, run_bench_command
     from llmhost.bench.preflight import NOT_FOUND_HINT
     from llmhost.bench.report import LiveView, render
-    from llmhost.bench.runner import INTERRUPTED, run_blocking
-    from llmhost.bench.workload import FileWorkload, SyntheticWorkload, TokenizerAdapter, parse_range
+    from llmhost.bench.runner import INTERRUPTED
     from llmhost.cli._output import emit, report_interrupt, stderr, warn
 
-    if len(positional) > 1:
-        raise UsageError(
-            f"unexpected arguments: {' '.join(positional[1:])}.", hint="llmhost bench NAME [OPTIONS]"
-        )
-    key_env: str | None = None
-    deployment_model: str | None = None
-    if positional:
-        if base_url:
-            raise UsageError("give a deployment NAME or --base-url, not both.")
-        target, key_env, deployment_model = _deployment_target(positional[0], api)
-        if model:
-            target.model = model
-    else:
-        if not base_url or not model:
-            raise UsageError(
-                "say what to benchmark.",
-                hint="llmhost bench NAME (a deployment; see `llmhost ps`) or --base-url URL --model NAME.",
-            )
-        _check_url(base_url)
-        target = Target(base_url=base_url.rstrip("/"), model=model, api=api)
-    key = api_key or (os.environ.get(key_env) if key_env else None)
-    key = key or os.environ.get("LLMHOST_API_KEY") or os.environ.get("OPENAI_API_KEY")
-    target.api_key_used = bool(key)
-
-    if sweep and (rate is not None or concurrency is not None):
-        raise UsageError(
-            "--sweep sets the concurrency itself (1, 2, 4, ...): it takes neither --rate nor --concurrency.",
-            hint="Drop one; --sweep-max caps the sweep.",
-        )
-    if burstiness != 1.0 and rate is None:
-        raise UsageError("--burstiness shapes the arrivals of --rate.", hint="Pass --rate R with it.")
-    if dataset and shared_prefix:
-        raise UsageError(
-            "--shared-prefix applies to synthetic prompts, not to --dataset prompts.",
-            hint="Drop --shared-prefix, or --dataset.",
-        )
-    in_range = parse_range(input_tokens, what="--input-tokens")
-    out_range = parse_range(output_tokens, what="--output-tokens") if output_tokens else None
-    if num_requests is None and duration is None:
-        num_requests = 50
-    run_seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
-    served_tokenizer = False
-    if tokenizer is None and deployment_model and _has_own_tokenizer(Path(deployment_model)):
-        # The deployment's own checkpoint: prompts cut to exactly --input-tokens (random words are
-        # several tokens each for a small vocabulary: 32 asked for became 121 on the tiny test model).
-        tokenizer, served_tokenizer = deployment_model, True
-    tok = TokenizerAdapter(tokenizer) if tokenizer else None
-    workload = Workload(
-        api=api,
-        input_tokens=in_range,
-        output_tokens=out_range or (128, 128),
-        num_requests=num_requests,
-        duration_s=duration,
-        concurrency=concurrency if concurrency is not None else (None if rate is not None else 1),
-        rate=rate,
-        burstiness=burstiness,
-        warmup=warmup,
-        shared_prefix_tokens=shared_prefix,
-        dataset=str(dataset) if dataset else None,
-        seed=run_seed,
-        force_length=not no_force_length,
-        tokenizer=tokenizer,
-        sweep=sweep,
-    )
-    check_workload(workload)
-    if not 0 < timeout < math.inf:  # nan compares false
-        raise UsageError(
-            f"--timeout {timeout:g} is out of range.", hint="Pass --timeout SECONDS, more than 0 and finite."
-        )
-    if sweep and not 1 <= sweep_max <= MAX_CONCURRENCY:
-        raise UsageError(
-            f"--sweep-max {sweep_max} is out of range.", hint=f"Pass --sweep-max from 1 to {MAX_CONCURRENCY}."
-        )
-    cfg = BenchConfig(
-        target=target,
-        workload=workload,
-        api_key=key,
-        slos=parse_slos(slo),
-        sweep_max_concurrency=sweep_max,
-        read_timeout_s=timeout,
-        tokenizer_is_served=served_tokenizer,
-    )
-    if dataset:
-        cfg.file_workload = FileWorkload(
-            dataset, output_tokens=out_range, seed=run_seed, tokenizer=tok, api=api
-        )
-        if cfg.file_workload.skipped:
-            warn(
-                f"skipped {cfg.file_workload.skipped} of {cfg.file_workload.rows} rows of {dataset} without "
-                'a usable prompt ("prompt", "messages" or a ShareGPT human turn).'
-            )
-    else:
-        cfg.synthetic = SyntheticWorkload(
-            in_range,
-            out_range or (128, 128),
-            seed=run_seed,
-            shared_prefix_tokens=shared_prefix,
-            tokenizer=tok,
-            api=api,
-        )
-    if hardware or model_ref or deployment_model:
-        from llmhost.bench.roofline import make_roofline
-
-        cfg.roofline, cfg.hardware = make_roofline(
-            model_ref or deployment_model, hardware, model_is_explicit=model_ref is not None, warn=warn
-        )
-
     try:
-        with LiveView(stderr) as live:
-            result = run_blocking(cfg, live)
-    except KeyboardInterrupt:  # Ctrl-C before the measured load (Typer would exit 130 silently)
+        result = run_bench_command(cmd, progress=lambda: LiveView(stderr), warn=warn)
+    except BenchInterrupted:  # Ctrl-C before the measured load (Typer would exit 130 silently)
         report_interrupt(f"{INTERRUPTED} before the measured load started: nothing was measured.")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
 
@@ -415,25 +231,6 @@ def _output_files(**given: str | None) -> dict[str, Path]:
             )
         seen[key] = option
     return files
-
-
-def _check_url(base_url: str) -> None:
-    """An http(s) URL with a host and a valid port (aiohttp reported others as unreachable, exit 7)."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(base_url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        port = parts.port  # ValueError when out of range or not a number
-    except ValueError:
-        valid, port = False, None
-    if not valid:
-        raise UsageError(
-            f"--base-url {base_url!r} is not an http(s) URL with a host.",
-            hint="Pass e.g. http://127.0.0.1:8000/v1",
-        )
-    if port == 0:
-        raise UsageError(f"--base-url {base_url!r} has port 0.", hint="Pass a port between 1 and 65535.")
 
 
 def _save(result: BenchResult, files: dict[str, Path]) -> None:

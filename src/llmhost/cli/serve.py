@@ -1,14 +1,13 @@
-"""`llmhost serve`, `ps`, `logs`, `stop`, `demo-model`: thin commands over `llmhost.supervise`."""
+"""`llmhost serve`, `ps`, `logs`, `stop`, `demo-model`: thin commands over `llmhost.app.serving` (serve)
+and `llmhost.supervise` (the others): parse the options, call, render."""
 
 from __future__ import annotations
 
 import json
 import shlex
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -18,10 +17,14 @@ from rich.text import Text
 
 from llmhost.cli._options import HardwareOpt, JsonOpt, text
 from llmhost.cli._output import emit, info, literal, printable, stderr, to_json, warn, wide
-from llmhost.errors import EngineError, UsageError
+from llmhost.errors import UsageError
 from llmhost.units import format_bytes
 
 if TYPE_CHECKING:
+    from rich.live import Live
+
+    from llmhost.app.serve import Prepared
+    from llmhost.app.serving import PreparedServe, ServeEvents
     from llmhost.supervise.state import Deployment
 
 EngineOpt = Annotated[
@@ -33,14 +36,6 @@ EngineOpt = Annotated[
         callback=text,
     ),
 ]
-
-
-# Times `serve` picks another port when the one it chose (no --port) is taken before the engine binds it.
-PORT_RETRIES = 2
-
-
-# Engine flags that set a chat template (llama-server, llama-cpp-python, vLLM spellings).
-_TEMPLATE_FLAGS = frozenset({"--chat-template", "--chat-template-file", "--chat_format"})
 
 
 def _fmt_bytes(n: int | None) -> str:
@@ -124,61 +119,39 @@ def serve(
     (option, model, profile, name, taken port); 3 when nothing fits; 4 when the engine fails to start
     or crashes for good; 7 when the Hub cannot be reached.
     """
-    from llmhost.app.serve import ServeRequest, is_loopback, prepare
+    from llmhost.app.serving import ServeCommand, prepare_serve, run_serve
 
-    fields: dict[str, object] = {}
-    chat_template: str | None = None
-    if profile is not None:
-        from llmhost.profiles import load_profile
-
-        prof = load_profile(profile)
-        fields.update(prof.model_dump(exclude={"description", "model", "chat_template"}, exclude_none=True))
-        model = model or prof.model
-        chat_template = prof.chat_template
-    if not model:
-        raise UsageError(
-            "No model given.",
-            hint="Pass MODEL (e.g. `llmhost serve ./model.gguf`) or a --profile with model:.",
+    cmd = ServeCommand(
+        model=model, profile=profile, engine=engine, quant=quant, context=context, concurrency=concurrency,
+        port=port, host=host, api_key=api_key, insecure_no_auth=insecure_no_auth, name=name,
+        engine_bin=engine_bin, trust_remote_code=trust_remote_code, hardware=hardware, dry_run=dry_run,
+    )  # fmt: skip
+    ready = prepare_serve(cmd, warn=warn)
+    _print_plan(ready)
+    if dry_run:
+        _print_dry_run(ready.prepared, as_json=as_json)
+        return
+    if ready.prepared.api_key_generated:
+        stderr.print(
+            f"[bold]API key (shown once, store it now):[/bold] {ready.prepared.api_key}\n"
+            "  clients send `Authorization: Bearer <key>`; export LLMHOST_API_KEY=<key> for the snippets.",
+            highlight=False,
+            soft_wrap=True,  # a key cut in two by the terminal width cannot be copied
         )
-    cli = {
-        "engine": engine,
-        "quant": quant,
-        "context": context,
-        "concurrency": concurrency,
-        "port": port,
-        "host": host,
-        "name": name,
-        "engine_bin": engine_bin,
-        "hardware": hardware,
-    }
-    fields.update({k: v for k, v in cli.items() if v is not None})
-    if trust_remote_code:
-        fields["trust_remote_code"] = True
-    request = ServeRequest.model_validate({**fields, "model": model})
-    request = request.model_copy(update={"api_key": api_key, "insecure_no_auth": insecure_no_auth})
-    if hardware is not None and not dry_run:
-        raise UsageError(
-            "--hardware plans for another machine; it can only be combined with --dry-run.",
-            hint="Add --dry-run, or drop --hardware to serve on this machine.",
-        )
+    final = run_serve(ready, detach=detach, events=_Foreground(as_json=as_json).events())
+    if not detach:
+        info(f"stopped {final.name}.")
+        return
 
-    if not dry_run:
-        from llmhost.supervise.control import reclaim_orphans
+    def human(console: Console) -> None:
+        _print_ready(console, final.name, final.base_url, final.served_model_name, final.auth)
 
-        for gone in reclaim_orphans():
-            warn(f"Stopped the engine left running by {gone!r}, whose supervisor had died.")
-    prepared = prepare(request, dry_run=dry_run)
-    if chat_template:
-        # The flag depends on the runtime the plan picked: plan once, then pin that runtime with the flag.
-        from llmhost.profiles import chat_template_args
+    emit(final, as_json=as_json, human=human)
 
-        first = prepared.deployment
-        flags = chat_template_args(chat_template, first.engine, first.runtime)
-        pinned = first.runtime if first.runtime in ("llama-server", "llama-cpp-python") else first.engine
-        request = request.model_copy(update={"engine": pinned, "extra_args": [*request.extra_args, *flags]})
-        prepared = prepare(request, dry_run=dry_run)
-    dep = prepared.deployment
-    cand = prepared.candidate
+
+def _print_plan(ready: PreparedServe) -> None:
+    """The plan in a few lines on stderr, and the warnings about what was planned."""
+    dep, cand = ready.prepared.deployment, ready.prepared.candidate
     # One line each, whatever the width: `serve 2> log` and `make demo` must not cut them at 80 columns.
     stderr.print(
         literal(
@@ -190,8 +163,7 @@ def serve(
     )
     for reason in cand.reasons[:4]:
         stderr.print(literal(f"  - {reason}"), soft_wrap=True)
-    templated = chat_template or any(a.split("=", 1)[0] in _TEMPLATE_FLAGS for a in request.extra_args)
-    if prepared.has_chat_template is False and not templated:
+    if ready.lacks_chat_template:
         # Engines would otherwise pick a default template (llama.cpp: chatml) without a word. One line,
         # like the plan lines above.
         stderr.print(
@@ -203,69 +175,28 @@ def serve(
             ),
             soft_wrap=True,
         )
-    if not prepared.api_key and not is_loopback(dep.host):
+    if ready.unauthenticated_remote:
         warn(
             f"--insecure-no-auth: {dep.host}:{dep.port} serves anyone who can reach it, with no API key. "
             "Drop the flag to get a generated key."
         )
-    if dry_run:
 
-        def human(console: Console) -> None:
-            secret_refs = set(dep.launch.secret_env)
-            for key, value in prepared.env.items():
-                # Pasteable: values quoted as written; a key reference expands from the caller's shell.
-                shown = f'"{value}"' if key in secret_refs else shlex.quote(value)
-                console.print(literal(f"{key}={shown} \\"), soft_wrap=True)
-            # Exact text: a path like "m[q4].gguf" is not Rich markup (and an ESC in one is shown escaped).
-            console.print(literal(prepared.command), soft_wrap=True)
-            for path in prepared.download:
-                stderr.print(literal(f"(would download {path})"))
 
-        emit(prepared, as_json=as_json, human=human)
-        return
+def _print_dry_run(prepared: Prepared, *, as_json: bool) -> None:
+    """--dry-run: the engine's environment and command, pasteable; --json: the whole `Prepared`."""
 
-    if prepared.api_key_generated:
-        stderr.print(
-            f"[bold]API key (shown once, store it now):[/bold] {prepared.api_key}\n"
-            "  clients send `Authorization: Bearer <key>`; export LLMHOST_API_KEY=<key> for the snippets.",
-            highlight=False,
-            soft_wrap=True,  # a key cut in two by the terminal width cannot be copied
-        )
-    from llmhost.supervise.control import claim_name
-    from llmhost.supervise.state import forget
+    def human(console: Console) -> None:
+        secret_refs = set(prepared.deployment.launch.secret_env)
+        for key, value in prepared.env.items():
+            # Pasteable: values quoted as written; a key reference expands from the caller's shell.
+            shown = f'"{value}"' if key in secret_refs else shlex.quote(value)
+            console.print(literal(f"{key}={shown} \\"), soft_wrap=True)
+        # Exact text: a path like "m[q4].gguf" is not Rich markup (and an ESC in one is shown escaped).
+        console.print(literal(prepared.command), soft_wrap=True)
+        for path in prepared.download:
+            stderr.print(literal(f"(would download {path})"))
 
-    for attempt in range(PORT_RETRIES + 1):
-        dep = dep.model_copy(update={"detached": detach})
-        claim_name(dep)
-        if detach:
-            from llmhost.supervise.control import launch_detached
-
-            final = launch_detached(dep, api_key=prepared.api_key)
-            if final.state != "ready":
-                forget(dep.name)
-        else:
-            final = _run_foreground(dep, prepared.api_key, as_json=as_json)
-        # A port llmhost picked was free then, but another program took it before the engine bound it.
-        failed_on_port = final.state == "failed" and final.failure_cause == "port_in_use"
-        port_stolen = failed_on_port and request.port is None
-        if not port_stolen or attempt == PORT_RETRIES:
-            break
-        warn(f"port {dep.port} was taken while the engine started; trying the next free port.")
-        prepared = prepare(request.model_copy(update={"api_key": prepared.api_key}), dry_run=False)
-        dep = prepared.deployment
-    if final.state == "failed" or (detach and final.state != "ready"):
-        raise EngineError(
-            final.failure or f"Deployment {dep.name!r} ended in state {final.state}.",
-            hint=f"Full logs: `llmhost logs {dep.name}`.",
-        )
-    if not detach:
-        info(f"stopped {dep.name}.")
-        return
-
-    def ready(console: Console) -> None:
-        _print_ready(console, final.name, final.base_url, final.served_model_name, final.auth)
-
-    emit(final, as_json=as_json, human=ready)
+    emit(prepared, as_json=as_json, human=human)
 
 
 def _print_ready(console: Console, name: str, base_url: str, served: str, auth: bool) -> None:
@@ -310,46 +241,49 @@ def _status_line(dep: Deployment) -> Text:
     )
 
 
-def _run_foreground(dep: Deployment, api_key: str | None, *, as_json: bool = False) -> Deployment:
-    """Supervise in this process until Ctrl-C/SIGTERM or failure; the final state."""
-    from rich.live import Live
+class _Foreground:
+    """The foreground serve's screen: a live status line, the ready text once, engine events as text."""
 
-    from llmhost.engines.registry import get_engine
-    from llmhost.supervise.state import forget
-    from llmhost.supervise.supervisor import Supervisor
+    def __init__(self, *, as_json: bool) -> None:
+        self.as_json = as_json
+        self.live: Live | None = None
+        self.announced = False
 
-    announced = {"ready": False}
-    live = Live(_status_line(dep), console=stderr, refresh_per_second=4, transient=True)
+    def events(self) -> ServeEvents:
+        from llmhost.app.serving import ServeEvents
 
-    def on_update(current: Deployment) -> None:
-        live.update(_status_line(current))
-        if current.state == "ready" and not announced["ready"]:
-            announced["ready"] = True
-            live.console.print(Text(_ready_text(current)), soft_wrap=True)
-            if as_json:  # the deployment, once, on stdout: a script reads its base_url and keeps serving
+        return ServeEvents(
+            on_update=self.on_update,
+            on_event=self.on_event,
+            on_port_retry=lambda port: warn(
+                f"port {port} was taken while the engine started; trying the next free port."
+            ),
+            watching=self.watching,
+        )
+
+    def watching(self, dep: Deployment) -> Live:
+        """A fresh status line for each start (a port retry supervises a new deployment)."""
+        from rich.live import Live
+
+        self.announced = False
+        self.live = Live(_status_line(dep), console=stderr, refresh_per_second=4, transient=True)
+        return self.live
+
+    def on_update(self, current: Deployment) -> None:
+        if self.live is None:
+            return
+        self.live.update(_status_line(current))
+        if current.state == "ready" and not self.announced:
+            self.announced = True
+            self.live.console.print(Text(_ready_text(current)), soft_wrap=True)
+            if self.as_json:  # the deployment, once, on stdout: a script reads its base_url and keeps serving
                 sys.stdout.write(to_json(current) + "\n")
                 sys.stdout.flush()
 
-    def on_event(message: str) -> None:
+    def on_event(self, message: str) -> None:
         # Events quote engine output ("[INST] ... [/INST]" templates, ESC colour codes): literal text.
-        live.console.print(literal(message, "dim"), soft_wrap=True)
-
-    supervisor = Supervisor(
-        dep, engine=get_engine(dep.engine), api_key=api_key, on_update=on_update, on_event=on_event
-    )
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        supervisor.request_stop()
-
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        with live:
-            final = supervisor.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        forget(dep.name)
-    return final
+        console = self.live.console if self.live is not None else stderr
+        console.print(literal(message, "dim"), soft_wrap=True)
 
 
 def _ready_text(dep: Deployment) -> str:
