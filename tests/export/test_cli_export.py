@@ -77,6 +77,9 @@ def test_stdout_by_default_with_a_header(tiny_gguf: Path, capsys: pytest.Capture
          ExitCode.BAD_INPUT),
         (["export", "compose", str(LLAMA_70B), "--hardware", "mi300x-192gb"], "amd GPUs", ExitCode.BAD_INPUT),
         (["export", "kserve", "{gguf}"], "KServe's vLLM runtime", ExitCode.BAD_INPUT),
+        (["export", "kserve-llm", "{gguf}"], "KServe's vLLM runtime", ExitCode.BAD_INPUT),
+        (["export", "kserve-llm", str(LLAMA_8B), "--hardware", "h100-80gb"], "local path",
+         ExitCode.BAD_INPUT),
         (["export", "ray-serve", "{gguf}"], "Ray Serve LLM runs vLLM", ExitCode.BAD_INPUT),
         (["export", "compose", "{gguf}", "--install"], "--install is a systemd option", ExitCode.BAD_INPUT),
         (["export", "compose", "{gguf}", "{gguf}"], "writes one deployment", ExitCode.BAD_INPUT),
@@ -100,7 +103,7 @@ def test_tensor_parallel_larger_than_the_node_is_refused(tiny_gguf: Path) -> Non
     target, not rendered into a pod that never schedules."""
     src = source(LLAMA_70B, hardware="h100-80gb:2")
     wide = src.model_copy(update={"candidate": src.candidate.model_copy(update={"tensor_parallel_size": 4})})
-    for target in ("systemd", "compose", "kubernetes", "kserve", "ray-serve"):
+    for target in ("systemd", "compose", "kubernetes", "kserve", "kserve-llm", "ray-serve"):
         with pytest.raises(UsageError, match="4 ranks"):
             render(target, [wide], writable=[])
 

@@ -117,6 +117,10 @@ def test_multinode_plan_is_refused_by_single_node_targets(cluster: ExportSource)
     for target in ("systemd", "compose", "kserve"):
         with pytest.raises(UsageError, match="spans 2 nodes"):
             render(target, [cluster], writable=[])
+    # The LLMInferenceService CRD has worker/parallelism fields, but KServe's configs spread a model
+    # over nodes by data parallelism only: a PP-across-nodes plan is refused, not rewritten.
+    with pytest.raises(UsageError, match="pipelines across 2 nodes"):
+        render("kserve-llm", [cluster], writable=[])
 
 
 def _lws(cluster: ExportSource) -> list[dict[str, Any]]:

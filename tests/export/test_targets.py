@@ -17,10 +17,12 @@ import yaml
 
 from llmhost.export import ExportSource, render
 from llmhost.export.common import container, vllm_engine_kwargs
+from llmhost.export.kubernetes import llmisvc_vllm_args
 
 from .conftest import strict
 
 KSERVE_SCHEMA = Path(__file__).parent.parent / "fixtures" / "kserve" / "inferenceservice-v1beta1.schema.json"
+LLMISVC_SCHEMA = KSERVE_SCHEMA.with_name("llminferenceservice-v1alpha1.schema.json")
 K8S_VERSION = "1.33"
 
 # The console script beside this interpreter (make test runs .venv/bin/python; .venv/bin is not on PATH).
@@ -130,6 +132,65 @@ def test_kserve_inferenceservice_validates_against_the_crd_schema(
     model["resource"] = model.pop("resources")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, schema)
+
+
+@pytest.mark.parametrize("plan", ["8b-h100", "70b-2xh100"])
+def test_kserve_llminferenceservice_validates_against_the_crd_schema(
+    plans: dict[str, ExportSource], plan: str, tmp_path: Path
+) -> None:
+    schema = strict(json.loads(LLMISVC_SCHEMA.read_text()))
+    src = plans[plan]
+    text = _write(tmp_path, "kserve-llm", src).read_text()
+    doc = yaml.safe_load(text)
+    jsonschema.validate(doc, schema)
+    assert (doc["apiVersion"], doc["kind"]) == ("serving.kserve.io/v1alpha1", "LLMInferenceService")
+    c = src.candidate
+    spec = doc["spec"]
+    assert spec["model"] == {"uri": f"hf://{c.model_source}", "name": src.served_model_name}
+    assert spec["replicas"] == 1
+    assert spec["parallelism"] == {"tensor": c.tensor_parallel_size}
+    (main,) = spec["template"]["containers"]
+    assert main["name"] == "main"  # the container KServe's config template merges into
+    assert main["resources"]["limits"]["nvidia.com/gpu"] == str(c.tensor_parallel_size)
+    env = {e["name"]: e for e in main["env"]}
+    extra = env["VLLM_ADDITIONAL_ARGS"]["value"].split()
+    assert f"--max-model-len={c.context_length}" in extra
+    assert any(a.startswith("--gpu-memory-utilization=") for a in extra)
+    assert any(a.startswith("--max-num-seqs=") for a in extra)
+    # TP travels as spec.parallelism.tensor (the template adds the flag): not twice.
+    assert not any(a.startswith("--tensor-parallel-size") for a in extra)
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "hf-token"
+    assert "value" not in env["HF_TOKEN"]
+    # The negative controls: a misspelt field, and a field of the wrong type, fail the same schema.
+    main["resource"] = main.pop("resources")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, schema)
+    main["resources"] = main.pop("resource")
+    jsonschema.validate(doc, schema)
+    spec["parallelism"]["tensor"] = "2"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, schema)
+
+
+def test_llminferenceservice_command_parses_with_vllms_own_parser(
+    plans: dict[str, ExportSource], vllm_parse: Callable[[list[list[str]], list[dict[str, Any]]], list[str]]
+) -> None:
+    """The `vllm serve` argv KServe's config template builds (model dir, served name, port, TP from
+    spec.parallelism, then VLLM_ADDITIONAL_ARGS word-split), checked by the installed vLLM."""
+    argvs = []
+    for src in (plans["8b-h100"], plans["70b-2xh100"]):
+        doc = yaml.safe_load(render("kserve-llm", [src])[0].text)
+        env = {e["name"]: e.get("value") for e in doc["spec"]["template"]["containers"][0]["env"]}
+        argvs.append(
+            ["/mnt/models", "--served-model-name", doc["spec"]["model"]["name"], "--port", "8000",
+             "--tensor-parallel-size", str(doc["spec"]["parallelism"]["tensor"]),
+             *str(env["VLLM_ADDITIONAL_ARGS"]).split()]
+        )  # fmt: skip
+    assert llmisvc_vllm_args(plans["8b-h100"]) == argvs[0][7:]
+    bad = [*argvs[0], "--max-num-seqz=4"]
+    parsed = vllm_parse([*argvs, bad], [])
+    assert parsed[0:2] == ["", ""], parsed
+    assert "--max-num-seqz" in parsed[2], parsed  # the negative control fails
 
 
 def test_ray_serve_config_carries_the_plan(plans: dict[str, ExportSource], tmp_path: Path) -> None:

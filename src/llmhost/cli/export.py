@@ -175,7 +175,7 @@ def register(app: typer.Typer) -> None:
         target: Annotated[
             str,
             typer.Argument(
-                help="systemd, compose, kubernetes, kserve, ray-serve, litellm or vllm-cluster.",
+                help="systemd, compose, kubernetes, kserve, kserve-llm, ray-serve, litellm or vllm-cluster.",
                 callback=text,
             ),
         ],
@@ -252,8 +252,9 @@ def register(app: typer.Typer) -> None:
         ] = 1,
     ) -> None:
         """Write what runs the plan `serve` would run, on another platform: a systemd unit, a Compose
-        file, Kubernetes manifests, a KServe InferenceService, a Ray Serve LLM config or a LiteLLM proxy
-        config. Keys are referenced (env file, Secret, os.environ/...), never written.
+        file, Kubernetes manifests, a KServe InferenceService or LLMInferenceService, a Ray Serve LLM
+        config or a LiteLLM proxy config. Keys are referenced (env file, Secret, os.environ/...), never
+        written.
 
         Exit 0 when written; 2 on bad input or a plan the target cannot run; 3 when nothing fits;
         5 for an unknown deployment NAME.

@@ -227,23 +227,34 @@ def _secret_note(source: ExportSource) -> str:
     )
 
 
-def render_kserve(source: ExportSource) -> list[ExportFile]:
-    """An InferenceService on KServe's Hugging Face runtime (vLLM backend), with the plan's vLLM flags."""
+def _check_kserve(source: ExportSource, target: str) -> None:
+    """What both KServe targets refuse: a plan that is not vLLM on GPUs, or a local model path."""
     from llmhost.errors import UsageError
 
-    check_node(source, "kserve", containers=True)
-    c = source.candidate
+    check_node(source, target, containers=True)
     if source.launch.runtime != "vllm" or not source.hardware.gpus:
         raise UsageError(
-            "`llmhost export kserve` writes KServe's vLLM runtime; this plan runs "
+            f"`llmhost export {target}` writes KServe's vLLM runtime; this plan runs "
             f"{source.launch.runtime}{'' if source.hardware.gpus else ' on the CPU'}.",
             hint="Plan vLLM on a GPU node: --engine vllm --hardware NAME (or export `kubernetes`).",
         )
-    if c.model_source.startswith("/"):
+    if source.candidate.model_source.startswith("/"):
         raise UsageError(
-            "KServe's Hugging Face runtime loads a Hub repo; this plan loads a local path.",
+            "KServe loads a Hub repo by id; this plan loads a local path.",
             hint="Export a Hub model (org/name), or use `llmhost export kubernetes` for a local one.",
         )
+
+
+def _hf_token_env(source: ExportSource) -> dict[str, Any]:
+    # Optional: only gated models need it; the value stays in the Secret.
+    ref = {"name": _secret_name(source), "key": "hf-token", "optional": True}
+    return {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}
+
+
+def render_kserve(source: ExportSource) -> list[ExportFile]:
+    """An InferenceService on KServe's Hugging Face runtime (vLLM backend), with the plan's vLLM flags."""
+    _check_kserve(source, "kserve")
+    c = source.candidate
     # KServe's runtime takes vLLM's engine flags after its own (--model_name, --model_id).
     kwargs = vllm_engine_kwargs(source)
     args = [f"--model_name={source.served_model_name}", f"--model_id={c.model_source}"]
@@ -261,18 +272,7 @@ def render_kserve(source: ExportSource) -> list[ExportFile]:
                 "model": {
                     "modelFormat": {"name": "huggingface"},
                     "args": args,
-                    "env": [
-                        {
-                            "name": "HF_TOKEN",
-                            "valueFrom": {
-                                "secretKeyRef": {
-                                    "name": _secret_name(source),
-                                    "key": "hf-token",
-                                    "optional": True,
-                                }
-                            },
-                        }
-                    ],
+                    "env": [_hf_token_env(source)],
                     "resources": {
                         "limits": {"nvidia.com/gpu": str(gpus)},
                         "requests": {"nvidia.com/gpu": str(gpus)},
@@ -288,3 +288,85 @@ def render_kserve(source: ExportSource) -> list[ExportFile]:
     )
     text = header(source, "kserve") + note + "\n" + dump_yaml(isvc)
     return [ExportFile(filename=f"{source.name}.kserve.yaml", text=text)]
+
+
+# The flags KServe's LLMInferenceService config template (kserve-config-llm-template) already passes to
+# `vllm serve /mnt/models`: the served name (from spec.model.name), the port, and
+# `--tensor-parallel-size` from spec.parallelism.tensor. Passing them again would duplicate them.
+LLMISVC_OWN_FLAGS = {"tensor_parallel_size"}
+
+
+def llmisvc_vllm_args(source: ExportSource) -> list[str]:
+    """The plan's vLLM engine flags for the VLLM_ADDITIONAL_ARGS variable that KServe's template
+    appends to its `vllm serve` command (space-separated; the template word-splits it)."""
+    args: list[str] = []
+    for key, value in vllm_engine_kwargs(source).items():
+        if key in LLMISVC_OWN_FLAGS:
+            continue
+        flag = "--" + key.replace("_", "-")
+        args.append(flag if value is True else f"{flag}={value}")
+    return args
+
+
+def render_kserve_llm(source: ExportSource) -> list[ExportFile]:
+    """A KServe LLMInferenceService (serving.kserve.io/v1alpha1) for a one-node vLLM plan: the model by
+    hf:// URI, the plan's TP as spec.parallelism.tensor, its other vLLM flags in VLLM_ADDITIONAL_ARGS on
+    the `main` container (the image and command come from KServe's LLMInferenceServiceConfig)."""
+    from llmhost.errors import UsageError
+
+    c = source.candidate
+    if c.nodes > 1:
+        # The CRD has a worker pod and parallelism.pipeline, but KServe's shipped multi-node configs
+        # (config-llm-worker-data-parallel) run data/expert parallelism and never read `pipeline`:
+        # this plan's TP-per-node x PP-across-nodes layout would be written as something else.
+        raise UsageError(
+            f"This plan pipelines across {c.nodes} nodes; KServe's LLMInferenceService spreads a model "
+            "over nodes by data/expert parallelism only.",
+            hint="Export kubernetes (a LeaderWorkerSet) or vllm-cluster, or plan one node (--nodes 1).",
+        )
+    _check_kserve(source, "kserve-llm")
+    args = llmisvc_vllm_args(source)
+    if any(any(ch.isspace() for ch in a) for a in args):
+        # The template word-splits VLLM_ADDITIONAL_ARGS: a value with a space would become two words.
+        raise UsageError(
+            "A vLLM flag of this plan has a space in its value; KServe splits VLLM_ADDITIONAL_ARGS there.",
+            hint="Use `llmhost export kserve` (an argv list) or `kubernetes` for this plan.",
+        )
+    env: list[dict[str, Any]] = [_hf_token_env(source)]
+    if args:
+        env.append({"name": "VLLM_ADDITIONAL_ARGS", "value": " ".join(args)})
+    gpus = str(c.tensor_parallel_size * c.pipeline_parallel_size)
+    llmisvc = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "LLMInferenceService",
+        "metadata": {"name": source.name, "labels": {"app.kubernetes.io/managed-by": "llmhost"}},
+        "spec": {
+            "model": {"uri": f"hf://{c.model_source}", "name": source.served_model_name},
+            "replicas": 1,
+            "parallelism": {"tensor": c.tensor_parallel_size},
+            "template": {
+                "containers": [
+                    {
+                        # `main` is the container KServe's config template merges into.
+                        "name": "main",
+                        "env": env,
+                        "resources": {
+                            "limits": {"nvidia.com/gpu": gpus},
+                            "requests": {"nvidia.com/gpu": gpus},
+                        },
+                    }
+                ]
+            },
+        },
+    }
+    from llmhost.engines.vllm_env import VLLM_VERSION
+
+    note = (
+        f"# Flags generated for vLLM {VLLM_VERSION}; the image is the one named by KServe's\n"
+        "# LLMInferenceServiceConfig. Clients authenticate at the cluster's gateway (no API key in\n"
+        "# the pod); add spec.router for a route.\n"
+        f"# The Hub token: kubectl create secret generic {_secret_name(source)} "
+        "--from-literal=hf-token=<token>"
+    )
+    text = header(source, "kserve-llm") + note + "\n" + dump_yaml(llmisvc)
+    return [ExportFile(filename=f"{source.name}.llmisvc.yaml", text=text)]

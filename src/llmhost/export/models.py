@@ -10,7 +10,9 @@ from llmhost.engines.base import LaunchSpec
 from llmhost.hardware.models import Hardware
 from llmhost.plan.models import Candidate
 
-Target = Literal["systemd", "compose", "kubernetes", "kserve", "ray-serve", "litellm", "vllm-cluster"]
+Target = Literal[
+    "systemd", "compose", "kubernetes", "kserve", "kserve-llm", "ray-serve", "litellm", "vllm-cluster"
+]
 
 
 class _Model(BaseModel):

@@ -12,6 +12,7 @@ TARGETS: tuple[Target, ...] = (
     "compose",
     "kubernetes",
     "kserve",
+    "kserve-llm",
     "ray-serve",
     "litellm",
     "vllm-cluster",
@@ -62,6 +63,10 @@ def render(
         from llmhost.export.kubernetes import render_kserve
 
         return render_kserve(source)
+    if target == "kserve-llm":
+        from llmhost.export.kubernetes import render_kserve_llm
+
+        return render_kserve_llm(source)
     if target == "vllm-cluster":
         from llmhost.export.vllm_cluster import render_vllm_cluster
 
