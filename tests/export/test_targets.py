@@ -172,6 +172,19 @@ def test_kserve_llminferenceservice_validates_against_the_crd_schema(
         jsonschema.validate(doc, schema)
 
 
+def test_llminferenceservice_never_holds_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys in the environment (as `serve` reads them) are referenced by Secret, never written."""
+    from .conftest import LLAMA_8B, source
+
+    monkeypatch.setenv("LLMHOST_API_KEY", "sk-llmisvc-secret-1")
+    monkeypatch.setenv("HF_TOKEN", "hf_llmisvc_secret_2")
+    src = source(LLAMA_8B, auth=True, host="0.0.0.0", hardware="h100-80gb",
+                 hub_id="meta-llama/Llama-3.1-8B-Instruct")  # fmt: skip
+    text = render("kserve-llm", [src])[0].text
+    assert "sk-llmisvc-secret-1" not in text and "hf_llmisvc_secret_2" not in text
+    assert "secretKeyRef" in text
+
+
 def test_llminferenceservice_command_parses_with_vllms_own_parser(
     plans: dict[str, ExportSource], vllm_parse: Callable[[list[list[str]], list[dict[str, Any]]], list[str]]
 ) -> None:
