@@ -55,11 +55,12 @@ def strict(schema: Any) -> Any:
     return schema
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # gone before later folders check for stray children
 def vllm_parse() -> Iterator[Callable[[list[list[str]], list[dict[str, Any]]], list[str]]]:
     """Check argvs with vLLM's own `vllm serve` parser and engine-kwargs dicts against vLLM's
-    `AsyncEngineArgs`, in the engine's virtualenv. One process for the session, fed a JSON line per
-    call (importing vLLM takes half a minute here). Returns one error line per bad input, "" per good."""
+    `AsyncEngineArgs`, in the engine's virtualenv. One process for tests/export (package scope: it exits
+    before later folders check that no child is left), fed a JSON line per call (importing vLLM takes
+    half a minute here). Returns one error line per bad input, "" per good."""
     from llmhost.engines import vllm_env
 
     runtime = vllm_env.find_runtime()
