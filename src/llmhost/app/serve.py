@@ -19,6 +19,7 @@ from pydantic import Field
 from llmhost.contract import Contract
 from llmhost.engines.base import ServeOptions, StartupReport
 from llmhost.errors import ModelError, NetworkError, NothingFitsError, UsageError
+from llmhost.hardware.models import Hardware
 from llmhost.inputs import check_text
 from llmhost.net import is_loopback as is_loopback  # re-exported: serve and export use it
 from llmhost.plan.models import Candidate
@@ -32,7 +33,6 @@ from llmhost.supervise.process import (
 from llmhost.supervise.state import Deployment
 
 if TYPE_CHECKING:
-    from llmhost.hardware.models import Hardware
     from llmhost.models.spec import ModelSpec
     from llmhost.plan.models import Plan
 
@@ -87,6 +87,9 @@ class Prepared(Contract):
     has_chat_template: bool | None = Field(
         default=None, description="False: the model has no chat template (a base model's GGUF)."
     )
+    # The machine it was planned for, kept for callers that render the same plan elsewhere (export), so
+    # they do not detect the hardware a second time; not part of `--dry-run --json`.
+    hardware: Hardware = Field(exclude=True, repr=False)
 
 
 def decide_api_key(host: str, api_key: str | None, insecure_no_auth: bool) -> tuple[str | None, bool]:
@@ -303,6 +306,7 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
         api_key=api_key,
         download=to_download,
         has_chat_template=plan.model.has_chat_template,
+        hardware=hardware,
     )
 
 

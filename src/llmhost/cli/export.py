@@ -54,7 +54,6 @@ def build_source(ref: str, options: dict[str, object], *, auth: bool, command: s
     from llmhost import __version__
     from llmhost.app.serve import API_KEY_ENV, ServeRequest, is_loopback, prepare
     from llmhost.export.models import ExportSource
-    from llmhost.hardware import hardware_for
     from llmhost.supervise.paths import is_valid_name
     from llmhost.supervise.state import read_deployment
 
@@ -110,7 +109,7 @@ def build_source(ref: str, options: dict[str, object], *, auth: bool, command: s
         model=ref,
         served_model_name=dep.served_model_name,
         candidate=cand,
-        hardware=hardware_for(request.hardware),
+        hardware=prepared.hardware,
         launch=dep.launch,
         host=dep.host,
         port=dep.port,
