@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from llmhost.bench.models import BenchResult
+from support.ci import IN_CI
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -39,7 +40,7 @@ def deployment() -> Iterator[str]:
 
     if vllm_env.find_runtime(device="cpu") is None:
         message = "vLLM CPU engine env missing: run `make vllm-engine`."
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
     done = llmhost(

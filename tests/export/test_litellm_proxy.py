@@ -18,12 +18,12 @@ import pytest
 from llmhost.cache import cache_dir
 from llmhost.engines.llamacpp import find_llama_server
 from llmhost.supervise.process import next_free_port
+from support.ci import IN_CI
 
 # LiteLLM's proxy pins versions of rich, huggingface_hub... that llmhost's own environment must not
 # take: it lives in a virtualenv of its own (`LLMHOST_LITELLM`, or the cache dir's tools/litellm).
 LITELLM_VENV = cache_dir() / "tools" / "litellm"
 INSTALL = "make test-tools"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _litellm() -> str | None:

@@ -19,12 +19,12 @@ import yaml
 from llmhost.cache import cache_dir
 from llmhost.engines import vllm_env
 from llmhost.export import ExportSource, render
+from support.ci import IN_CI
 
 RAY_VENV = Path(os.environ.get("LLMHOST_RAY_VENV", cache_dir() / "tools" / "ray"))
 INSTALL = "make test-tools"
 SITE = sorted(RAY_VENV.glob("lib/python3*/site-packages"))
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 HAVE_RAY = bool(SITE) and (SITE[0] / "ray").is_dir()
 # In CI Ray must be there (`make test-tools`): a missing one fails instead of skipping.
 assert HAVE_RAY or not IN_CI, f"CI needs Ray for the export tests: {INSTALL}"

@@ -15,10 +15,10 @@ import pytest
 
 from llmhost.cache import cache_dir
 from llmhost.supervise.process import next_free_port, port_free
+from support.ci import IN_CI
 
 RAY_VENV = Path(os.environ.get("LLMHOST_RAY_VENV", cache_dir() / "tools" / "ray"))
 RAY = RAY_VENV / "bin" / "ray"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _ray_processes() -> list[psutil.Process]:

@@ -7,12 +7,12 @@ is the one the hardware module computes for that machine.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from llmhost.hardware.models import Hardware
+from support.ci import IN_CI
 
 APPLE = Path(__file__).resolve().parents[1] / "fixtures" / "apple"
 GIB = 1024**3
@@ -41,7 +41,7 @@ def require_mlx_engine() -> str:
     if runtime is not None:
         return runtime.python
     message = "MLX LM engine env missing: run `make engines` (llmhost engines install mlx)."
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if IN_CI:
         pytest.fail(message)
     pytest.skip(message)
 

@@ -28,6 +28,7 @@ import pytest
 from llmhost.engines import vllm_env
 from llmhost.supervise.process import next_free_port
 from llmhost.tiny_hf import tiny_llama_checkpoint
+from support.ci import IN_CI
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -40,7 +41,7 @@ def _require_engine() -> None:
     if vllm_env.find_runtime(device="cpu") is not None:
         return
     message = "vLLM CPU engine env missing: run `make vllm-engine` (llmhost engines install vllm)."
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if IN_CI:
         pytest.fail(message)
     pytest.skip(message)
 

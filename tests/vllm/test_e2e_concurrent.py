@@ -21,6 +21,7 @@ import pytest
 from llmhost.engines import vllm_env
 from llmhost.supervise.process import next_free_port
 from llmhost.tiny_hf import tiny_llama_checkpoint
+from support.ci import IN_CI
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -50,7 +51,7 @@ def _llmhost(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
 def test_two_deployments_start_side_by_side(tmp_path: Path) -> None:
     if vllm_env.find_runtime(device="cpu") is None:
         message = "vLLM CPU engine env missing: run `make vllm-engine` (llmhost engines install vllm)."
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
     profile = tmp_path / "small.yaml"

@@ -23,6 +23,7 @@ from llmhost.engines import vllm_env
 from llmhost.errors import ExitCode
 from llmhost.supervise.process import next_free_port
 from llmhost.tiny_hf import tiny_llama_checkpoint
+from support.ci import IN_CI
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -40,7 +41,7 @@ extra_args: ["--max-model-len", "2000000"]
 def test_kv_cache_too_small_is_classified_and_answered(tmp_path: Path) -> None:
     if vllm_env.find_runtime(device="cpu") is None:
         message = "vLLM CPU engine env missing: run `make vllm-engine` (llmhost engines install vllm)."
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
     profile = tmp_path / "too-small.yaml"
