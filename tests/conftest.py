@@ -26,7 +26,7 @@ def _isolated_llmhost_state(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     yield root / "llmhost"
     # A test that failed half-way may have left a deployment running (a vLLM holds GBs): stop it, and
     # say so, so a CI machine is never left with an engine nobody owns.
-    from llmhost.supervise.control import stop_all
+    from llmhost.app.deployments import stop_all
 
     try:
         left = stop_all()

@@ -38,3 +38,9 @@ def url_host(host: str) -> str:
 def base_url(host: str, port: int) -> str:
     """The OpenAI-compatible base URL of a server bound to `host:port`."""
     return f"http://{url_host(host)}:{port}/v1"
+
+
+def root_url(base_url: str) -> str:
+    """`http://h:p/v1` -> `http://h:p`: the server's root, where /health, /metrics and /props live."""
+    url = base_url.rstrip("/")
+    return url.removesuffix("/v1")

@@ -20,7 +20,7 @@ LLAMA_70B = CONFIGS / "meta-llama--Llama-3.1-70B-Instruct.json"
 def source(ref: str | Path, *, auth: bool = False, hub_id: str | None = None, **options: Any) -> ExportSource:
     """Plan `ref` as `llmhost export` does. `hub_id`: the Hub repo the config.json fixture was read from
     (a Hub model plans from the same config.json; KServe and Ray Serve then load it by id)."""
-    from llmhost.cli.export import build_source
+    from llmhost.app.export import build_source
 
     got = build_source(str(ref), options, auth=auth, command="llmhost export (test)")
     if hub_id is not None:

@@ -362,7 +362,8 @@ def test_stop_before_the_first_attempt_still_stops_an_early_spawned_engine(state
 
 def test_detached_supervisors_and_stop_all(state_dir: Path) -> None:
     """Two detached deployments of the small HTTP engine, listed by `ps`, then `llmhost stop --all`."""
-    from llmhost.supervise.control import claim_name, launch_detached, list_deployments
+    from llmhost.app.deployments import list_deployments
+    from llmhost.supervise.control import claim_name, launch_detached
     from support.serve_helpers import llmhost
 
     started = []

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from llmhost.app.serve import decide_api_key, default_name, engine_choice, is_loopback
+from llmhost.app.serve import decide_api_key, default_name, engine_choice
 from llmhost.engines.base import ServeOptions
 from llmhost.engines.llamacpp import ENGINE, LlamaCppEngine
 from llmhost.errors import ProfileError, UsageError
+from llmhost.net import is_loopback
 from llmhost.plan.models import Candidate, MemoryBreakdown
 from llmhost.profiles import PROFILES_DIR, load_profile, parse_profile, shipped_profiles
 from llmhost.prometheus import parse_prometheus

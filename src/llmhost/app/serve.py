@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from llmhost.contract import Contract
-from llmhost.engines.base import ServeOptions, StartupReport
+from llmhost.engines.base import LaunchSpec, ServeOptions, StartupReport
 from llmhost.errors import ModelError, NetworkError, NothingFitsError, UsageError
 from llmhost.hardware.models import Hardware
 from llmhost.inputs import check_text
-from llmhost.net import is_loopback as is_loopback  # re-exported: serve and export use it
+from llmhost.net import is_loopback
 from llmhost.plan.models import Candidate
 from llmhost.supervise import paths
 from llmhost.supervise.process import (
@@ -219,48 +219,15 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
     from llmhost.engines.registry import get_engine
 
     spec, hardware, plan = resolve_and_plan(request)
-    candidate = plan.chosen_candidate
-    if candidate is None:
-        advice = " ".join(plan.advice) if plan.advice else ""
-        raise NothingFitsError(
-            f"No way to run {request.model} fits this machine. {advice}".strip(),
-            hint=f"See `llmhost plan {request.model}` for every candidate and what each would need.",
-        )
-    if not request.hardware:  # a what-if plan (--hardware) describes another machine: nothing to check
-        candidate = runnable_candidate(
-            plan, candidate, hardware, forced=request.engine is not None, dry_run=dry_run
-        )
-    forced_engine, runtime = engine_choice(request.engine)
-    if request.engine_bin and (runtime == "llama-cpp-python" or forced_engine == "vllm"):
-        raise UsageError(
-            f"--engine-bin names a llama-server binary; --engine {request.engine} does not use one.",
-            hint="Drop --engine-bin, or pass --engine llama-server.",
-        )
+    candidate = _candidate(request, plan, hardware, dry_run=dry_run)
+    runtime = _check_engine_bin(request)
     # An empty --name is a mistake to report, not a request for the default.
     name = paths.validate_name(request.name if request.name is not None else default_name(spec.name))
-    served = spec.name
     # Checked here, not only at --host: a profile's `host: ""` reaches serve too ('' binds every interface).
     check_text("--host (or a profile's host:)", request.host, help_command="llmhost serve")
     check_host_bindable(request.host)
     api_key, generated = decide_api_key(request.host, request.api_key, request.insecure_no_auth)
-    if request.port is not None:
-        check_port_in_range(request.port)
-        if not dry_run:
-            from llmhost.supervise.control import port_holder
-
-            # An engine that is still loading has not bound its port yet: the state files know it.
-            holder = port_holder(request.port)
-            if holder is not None and holder != name:
-                raise UsageError(
-                    f"Port {request.port} belongs to deployment {holder!r}, which is still running.",
-                    hint="Pass another --port, or leave --port out to use the next free one (`llmhost ps`).",
-                )
-            check_port_available(request.host, request.port)
-        port = request.port
-    else:
-        from llmhost.supervise.control import reserved_ports
-
-        port = next_free_port(request.host, exclude=reserved_ports())
+    port = _port(request, name, dry_run=dry_run)
     to_download = missing_model_files(spec, candidate)
     if to_download and not dry_run:
         local = download_model_files(spec, candidate)
@@ -268,7 +235,7 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
         to_download = []
     options = ServeOptions(
         name=name,
-        served_model_name=served,
+        served_model_name=spec.name,
         host=request.host,
         port=port,
         api_key_env=API_KEY_ENV if api_key else None,
@@ -278,27 +245,9 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
         engine_bin=request.engine_bin,
         runtime=runtime,
     )
-    engine = get_engine(candidate.engine)
-    launch = engine.build_launch(candidate, options)
-    # An engine may serve the model under another id than its name (mlx_lm: the model's path).
-    served = launch.served_model_name or served
-    deployment = Deployment(
-        name=name,
-        model=request.model,
-        served_model_name=served,
-        engine=launch.engine,
-        runtime=launch.runtime,
-        base_url=launch.base_url,
-        host=request.host,
-        port=port,
-        auth=api_key is not None,
-        launch=launch,
-        planned=planned_report(candidate),
-        reasons=list(candidate.reasons),
-        log_dir=str(paths.deployment_dir(name)),
-    )
+    launch = get_engine(candidate.engine).build_launch(candidate, options)
     return Prepared(
-        deployment=deployment,
+        deployment=_deployment(request, options, launch, candidate, auth=api_key is not None),
         candidate=candidate,
         command=shlex.join(launch.argv),
         env={**launch.env, **{k: f"${v}" for k, v in launch.secret_env.items()}},
@@ -307,6 +256,72 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
         download=to_download,
         has_chat_template=plan.model.has_chat_template,
         hardware=hardware,
+    )
+
+
+def _candidate(request: ServeRequest, plan: Plan, hardware: Hardware, *, dry_run: bool) -> Candidate:
+    """The plan's choice, or the best candidate whose engine can run here; NothingFitsError if none."""
+    candidate = plan.chosen_candidate
+    if candidate is None:
+        advice = " ".join(plan.advice) if plan.advice else ""
+        raise NothingFitsError(
+            f"No way to run {request.model} fits this machine. {advice}".strip(),
+            hint=f"See `llmhost plan {request.model}` for every candidate and what each would need.",
+        )
+    if request.hardware:  # a what-if plan (--hardware) describes another machine: nothing to check
+        return candidate
+    return runnable_candidate(plan, candidate, hardware, forced=request.engine is not None, dry_run=dry_run)
+
+
+def _check_engine_bin(request: ServeRequest) -> str | None:
+    """The runtime `--engine` forces, if any; refuses --engine-bin where no llama-server runs."""
+    forced_engine, runtime = engine_choice(request.engine)
+    if request.engine_bin and (runtime == "llama-cpp-python" or forced_engine == "vllm"):
+        raise UsageError(
+            f"--engine-bin names a llama-server binary; --engine {request.engine} does not use one.",
+            hint="Drop --engine-bin, or pass --engine llama-server.",
+        )
+    return runtime
+
+
+def _port(request: ServeRequest, name: str, *, dry_run: bool) -> int:
+    """The port asked for, checked free (not on a dry run); else the next free one from 8000."""
+    from llmhost.supervise.control import port_holder, reserved_ports
+
+    if request.port is None:
+        return next_free_port(request.host, exclude=reserved_ports())
+    check_port_in_range(request.port)
+    if not dry_run:
+        # An engine that is still loading has not bound its port yet: the state files know it.
+        holder = port_holder(request.port)
+        if holder is not None and holder != name:
+            raise UsageError(
+                f"Port {request.port} belongs to deployment {holder!r}, which is still running.",
+                hint="Pass another --port, or leave --port out to use the next free one (`llmhost ps`).",
+            )
+        check_port_available(request.host, request.port)
+    return request.port
+
+
+def _deployment(
+    request: ServeRequest, options: ServeOptions, launch: LaunchSpec, candidate: Candidate, *, auth: bool
+) -> Deployment:
+    """The deployment's record before it starts."""
+    return Deployment(
+        name=options.name,
+        model=request.model,
+        # An engine may serve the model under another id than its name (mlx_lm: the model's path).
+        served_model_name=launch.served_model_name or options.served_model_name,
+        engine=launch.engine,
+        runtime=launch.runtime,
+        base_url=launch.base_url,
+        host=request.host,
+        port=options.port,
+        auth=auth,
+        launch=launch,
+        planned=planned_report(candidate),
+        reasons=list(candidate.reasons),
+        log_dir=str(paths.deployment_dir(options.name)),
     )
 
 

@@ -19,9 +19,10 @@ from types import FrameType
 
 from pydantic import Field
 
-from llmhost.app.serve import Prepared, ServeRequest, is_loopback, prepare
+from llmhost.app.serve import Prepared, ServeRequest, prepare
 from llmhost.contract import Contract
 from llmhost.errors import EngineError, UsageError
+from llmhost.net import is_loopback
 from llmhost.supervise.state import Deployment
 
 # Times `serve` picks another port when the one it chose (no --port) is taken before the engine binds it.
@@ -34,23 +35,28 @@ TEMPLATE_FLAGS = frozenset({"--chat-template", "--chat-template-file", "--chat_f
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-class ServeCommand(Contract):
-    """What `llmhost serve` was given on its command line (the profile is merged by `prepare_serve`)."""
+class ServeChoices(Contract):
+    """The options `serve` and `export` share: how to plan and where to listen (None: not given)."""
 
-    model: str | None = None
-    profile: str | None = None
     engine: str | None = None
     quant: str | None = None
     context: int | None = None
     concurrency: int | None = None
     port: int | None = None
     host: str | None = None
-    api_key: str | None = Field(default=None, exclude=True, repr=False)
-    insecure_no_auth: bool = False
     name: str | None = None
+    hardware: str | None = None
     engine_bin: str | None = None
     trust_remote_code: bool = False
-    hardware: str | None = None
+
+
+class ServeCommand(ServeChoices):
+    """What `llmhost serve` was given on its command line (the profile is merged by `prepare_serve`)."""
+
+    model: str | None = None
+    profile: str | None = None
+    api_key: str | None = Field(default=None, exclude=True, repr=False)
+    insecure_no_auth: bool = False
     dry_run: bool = False
 
 
@@ -104,8 +110,9 @@ class ServeEvents:
     watching: Callable[[Deployment], AbstractContextManager[object]] = field(default=_no_watch)
 
 
-# The command's options that are ServeRequest fields too; a profile gives the same ones.
-_REQUEST_OPTIONS = {
+# The command's options that are ServeRequest fields too; a profile gives the same ones. In the order
+# `llmhost export` repeats them on its command line.
+REQUEST_OPTIONS = (
     "engine",
     "quant",
     "context",
@@ -113,9 +120,9 @@ _REQUEST_OPTIONS = {
     "port",
     "host",
     "name",
-    "engine_bin",
     "hardware",
-}
+    "engine_bin",
+)
 
 
 def build_request(cmd: ServeCommand) -> tuple[ServeRequest, str | None]:
@@ -135,7 +142,7 @@ def build_request(cmd: ServeCommand) -> tuple[ServeRequest, str | None]:
             "No model given.",
             hint="Pass MODEL (e.g. `llmhost serve ./model.gguf`) or a --profile with model:.",
         )
-    given = cmd.model_dump(include=_REQUEST_OPTIONS)
+    given = cmd.model_dump(include=set(REQUEST_OPTIONS))
     fields.update({k: v for k, v in given.items() if v is not None})
     if cmd.trust_remote_code:
         fields["trust_remote_code"] = True

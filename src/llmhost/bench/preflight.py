@@ -15,6 +15,7 @@ from llmhost.bench.models import (
     Target,
 )
 from llmhost.errors import BenchError, NetworkError, UsageError
+from llmhost.net import root_url
 
 NOT_FOUND_HINT = (
     "Check --base-url (the API root, http://HOST:PORT/v1 on most servers, not an endpoint), "
@@ -25,12 +26,6 @@ PREFLIGHT_TIMEOUT_S = 10.0
 PROPS_TIMEOUT_S = 5.0
 # Model ids quoted when --model is not among them (a server may list thousands).
 MAX_LISTED_MODELS = 10
-
-
-def root_url(base_url: str) -> str:
-    """`http://h:p/v1` -> `http://h:p` (where /metrics, /props, /health live)."""
-    url = base_url.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
 async def _get_json(http: aiohttp.ClientSession, url: str, timeout_s: float) -> tuple[int, Any]:

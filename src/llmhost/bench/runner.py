@@ -34,10 +34,11 @@ from llmhost.bench.models import (
     SweepPoint,
     Telemetry,
 )
-from llmhost.bench.preflight import NOT_FOUND_HINT, preflight, probe_slots, root_url
+from llmhost.bench.preflight import NOT_FOUND_HINT, preflight, probe_slots
 from llmhost.bench.sweep import other_step_flags, run_sweep
 from llmhost.bench.telemetry import MetricsScraper, Monitor
 from llmhost.errors import BenchError
+from llmhost.net import root_url
 
 
 def _workload_done_flags(cfg: BenchConfig, records: list[RequestRecord], summary: Any) -> list[Flag]:

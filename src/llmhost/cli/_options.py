@@ -35,3 +35,20 @@ HardwareOpt = Annotated[
         callback=text,
     ),
 ]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="llamacpp (llama-server if installed, else llama-cpp-python), llama-server, llama-cpp-python, "
+        "vllm or mlx (MLX LM: loopback only, no API key). Default: the plan's choice.",
+        callback=text,
+    ),
+]
+ContextOpt = Annotated[int | None, typer.Option("--context", help="Context length per request.")]
+HostOpt = Annotated[
+    str | None,
+    typer.Option("--host", help="Bind address (default 127.0.0.1; others need an API key).", callback=text),
+]
+EngineBinOpt = Annotated[
+    str | None, typer.Option("--engine-bin", help="Path of the llama-server binary.", callback=text)
+]

@@ -28,156 +28,175 @@ def _compare(files: list[str], as_json: bool) -> None:
     emit(results, as_json=as_json, human=lambda console: console.print(compare_table(paths, results)))
 
 
+# Options as declared once: the command's signature below is their order in --help.
+ArgsArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Deployment NAME, or `compare FILE.json FILE.json ...`.",
+        show_default=False,
+        metavar="NAME",
+    ),
+]
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option("--base-url", help="OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1.", callback=text),
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Served model name.", callback=text)]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        help="API key (better: env LLMHOST_API_KEY or OPENAI_API_KEY; never printed).",
+        callback=text,
+    ),
+]
+ApiOpt = Annotated[ApiChoice, typer.Option("--api", help="chat or completions.")]
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        "-c",
+        help="Requests in flight (default 1; with --rate: a cap, none by default).",
+    ),
+]
+NumRequestsOpt = Annotated[
+    int | None, typer.Option("--num-requests", "-n", help="Requests to measure (default 50).")
+]
+DurationOpt = Annotated[float | None, typer.Option("--duration", help="Run for this many seconds instead.")]
+RateOpt = Annotated[float | None, typer.Option("--rate", help="Open loop: Poisson arrivals per second.")]
+BurstinessOpt = Annotated[
+    float, typer.Option("--burstiness", help="Gamma shape of arrivals (1 Poisson; <1 burstier).")
+]
+SweepOpt = Annotated[
+    bool, typer.Option("--sweep", help="Concurrency 1,2,4,... until throughput stops improving.")
+]
+SweepMaxOpt = Annotated[int, typer.Option("--sweep-max", help="Highest concurrency of a sweep.")]
+InputTokensOpt = Annotated[
+    str, typer.Option("--input-tokens", help="Prompt tokens: 128 or a range 64:256.", callback=text)
+]
+OutputTokensOpt = Annotated[
+    str | None,
+    typer.Option("--output-tokens", help="Output tokens: 128 or a range 64:256.", callback=text),
+]
+SharedPrefixOpt = Annotated[
+    int, typer.Option("--shared-prefix", help="Tokens every prompt shares (prefix cache on purpose).")
+]
+DatasetOpt = Annotated[
+    str | None,  # paths as str: Typer turns '' into Path('.'), the current directory
+    typer.Option(
+        "--dataset",
+        help="JSONL prompts: {prompt}, {messages} or ShareGPT.",
+        metavar="<path>",
+        callback=text,
+    ),
+]
+TokenizerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tokenizer",
+        help="Tokenizer (file/dir/cached repo) for exact counts.",
+        callback=text,
+    ),
+]
+WarmupOpt = Annotated[int, typer.Option("--warmup", help="Warm-up requests, not measured.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Prompt seed (default: random).")]
+NoForceLengthOpt = Annotated[
+    bool, typer.Option("--no-force-length", help="Do not send ignore_eos/min_tokens.")
+]
+SloOpt = Annotated[
+    list[str] | None,
+    typer.Option("--slo", help="SLO for goodput: ttft=500ms, tpot=50ms, e2e=10s.", callback=text),
+]
+RooflineHardwareOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--hardware",
+        help="Catalog hardware for the roofline, e.g. h100-80gb.",
+        callback=text,
+    ),
+]
+ModelRefOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model-ref",
+        help="Model reference for the roofline (repo or GGUF).",
+        callback=text,
+    ),
+]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait on a silent stream.")]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option("--output", "-o", help="Write the JSON result here.", metavar="<path>", callback=text),
+]
+CsvPathOpt = Annotated[
+    str | None,
+    typer.Option("--csv", help="Write per-request records as CSV.", metavar="<path>", callback=text),
+]
+PlotOpt = Annotated[
+    str | None,
+    typer.Option("--plot", help="Write latency/sweep plots (PNG).", metavar="<path>", callback=text),
+]
+
+
 def register(app: typer.Typer) -> None:
     """Register `bench` on the app."""
-
-    @app.command(
+    app.command(
         "bench",
         help="Benchmark an OpenAI-compatible endpoint (TTFT, TPOT, ITL, E2E, tokens/s, goodput, MBU).\n\n"
         "Target a deployment by NAME or any server with --base-url and --model. "
         "`llmhost bench compare A.json B.json ...` compares saved results.",
-    )
-    def bench(
-        args: Annotated[
-            list[str] | None,
-            typer.Argument(
-                help="Deployment NAME, or `compare FILE.json FILE.json ...`.",
-                show_default=False,
-                metavar="NAME",
-            ),
-        ] = None,
-        base_url: Annotated[
-            str | None,
-            typer.Option(
-                "--base-url", help="OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1.", callback=text
-            ),
-        ] = None,
-        model: Annotated[
-            str | None, typer.Option("--model", help="Served model name.", callback=text)
-        ] = None,
-        api_key: Annotated[
-            str | None,
-            typer.Option(
-                "--api-key",
-                help="API key (better: env LLMHOST_API_KEY or OPENAI_API_KEY; never printed).",
-                callback=text,
-            ),
-        ] = None,
-        api: Annotated[ApiChoice, typer.Option("--api", help="chat or completions.")] = "chat",
-        concurrency: Annotated[
-            int | None,
-            typer.Option(
-                "--concurrency",
-                "-c",
-                help="Requests in flight (default 1; with --rate: a cap, none by default).",
-            ),
-        ] = None,
-        num_requests: Annotated[
-            int | None, typer.Option("--num-requests", "-n", help="Requests to measure (default 50).")
-        ] = None,
-        duration: Annotated[
-            float | None, typer.Option("--duration", help="Run for this many seconds instead.")
-        ] = None,
-        rate: Annotated[
-            float | None, typer.Option("--rate", help="Open loop: Poisson arrivals per second.")
-        ] = None,
-        burstiness: Annotated[
-            float, typer.Option("--burstiness", help="Gamma shape of arrivals (1 Poisson; <1 burstier).")
-        ] = 1.0,
-        sweep: Annotated[
-            bool, typer.Option("--sweep", help="Concurrency 1,2,4,... until throughput stops improving.")
-        ] = False,
-        sweep_max: Annotated[int, typer.Option("--sweep-max", help="Highest concurrency of a sweep.")] = 256,
-        input_tokens: Annotated[
-            str, typer.Option("--input-tokens", help="Prompt tokens: 128 or a range 64:256.", callback=text)
-        ] = "128",
-        output_tokens: Annotated[
-            str | None,
-            typer.Option("--output-tokens", help="Output tokens: 128 or a range 64:256.", callback=text),
-        ] = None,
-        shared_prefix: Annotated[
-            int, typer.Option("--shared-prefix", help="Tokens every prompt shares (prefix cache on purpose).")
-        ] = 0,
-        dataset: Annotated[
-            str | None,  # paths as str: Typer turns '' into Path('.'), the current directory
-            typer.Option(
-                "--dataset",
-                help="JSONL prompts: {prompt}, {messages} or ShareGPT.",
-                metavar="<path>",
-                callback=text,
-            ),
-        ] = None,
-        tokenizer: Annotated[
-            str | None,
-            typer.Option(
-                "--tokenizer",
-                help="Tokenizer (file/dir/cached repo) for exact counts.",
-                callback=text,
-            ),
-        ] = None,
-        warmup: Annotated[int, typer.Option("--warmup", help="Warm-up requests, not measured.")] = 2,
-        seed: Annotated[int | None, typer.Option("--seed", help="Prompt seed (default: random).")] = None,
-        no_force_length: Annotated[
-            bool, typer.Option("--no-force-length", help="Do not send ignore_eos/min_tokens.")
-        ] = False,
-        slo: Annotated[
-            list[str] | None,
-            typer.Option("--slo", help="SLO for goodput: ttft=500ms, tpot=50ms, e2e=10s.", callback=text),
-        ] = None,
-        hardware: Annotated[
-            str | None,
-            typer.Option(
-                "--hardware",
-                help="Catalog hardware for the roofline, e.g. h100-80gb.",
-                callback=text,
-            ),
-        ] = None,
-        model_ref: Annotated[
-            str | None,
-            typer.Option(
-                "--model-ref",
-                help="Model reference for the roofline (repo or GGUF).",
-                callback=text,
-            ),
-        ] = None,
-        timeout: Annotated[
-            float, typer.Option("--timeout", help="Seconds to wait on a silent stream.")
-        ] = 600.0,
-        output: Annotated[
-            str | None,
-            typer.Option(
-                "--output", "-o", help="Write the JSON result here.", metavar="<path>", callback=text
-            ),
-        ] = None,
-        csv_path: Annotated[
-            str | None,
-            typer.Option("--csv", help="Write per-request records as CSV.", metavar="<path>", callback=text),
-        ] = None,
-        plot: Annotated[
-            str | None,
-            typer.Option("--plot", help="Write latency/sweep plots (PNG).", metavar="<path>", callback=text),
-        ] = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        positional = list(args or [])
-        if positional and positional[0] == "compare":
-            _compare(positional[1:], as_json)
-            return
-        files = _output_files(output=output, csv=csv_path, plot=plot)
-        if len(positional) > 1:
-            raise UsageError(
-                f"unexpected arguments: {' '.join(positional[1:])}.", hint="llmhost bench NAME [OPTIONS]"
-            )
-        cmd = BenchCommand(
-            deployment=positional[0] if positional else None, base_url=base_url, model=model,
-            api_key=api_key, api=api, concurrency=concurrency, num_requests=num_requests, duration=duration,
-            rate=rate, burstiness=burstiness, sweep=sweep, sweep_max=sweep_max, input_tokens=input_tokens,
-            output_tokens=output_tokens, shared_prefix=shared_prefix,
-            dataset=Path(dataset) if dataset else None, tokenizer=tokenizer, warmup=warmup, seed=seed,
-            force_length=not no_force_length, slo=slo or [], hardware=hardware, model_ref=model_ref,
-            timeout=timeout,
-        )  # fmt: skip
-        _run(cmd, files, as_json)
+    )(bench)
+
+
+def bench(
+    args: ArgsArg = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    api_key: ApiKeyOpt = None,
+    api: ApiOpt = "chat",
+    concurrency: ConcurrencyOpt = None,
+    num_requests: NumRequestsOpt = None,
+    duration: DurationOpt = None,
+    rate: RateOpt = None,
+    burstiness: BurstinessOpt = 1.0,
+    sweep: SweepOpt = False,
+    sweep_max: SweepMaxOpt = 256,
+    input_tokens: InputTokensOpt = "128",
+    output_tokens: OutputTokensOpt = None,
+    shared_prefix: SharedPrefixOpt = 0,
+    dataset: DatasetOpt = None,
+    tokenizer: TokenizerOpt = None,
+    warmup: WarmupOpt = 2,
+    seed: SeedOpt = None,
+    no_force_length: NoForceLengthOpt = False,
+    slo: SloOpt = None,
+    hardware: RooflineHardwareOpt = None,
+    model_ref: ModelRefOpt = None,
+    timeout: TimeoutOpt = 600.0,
+    output: OutputOpt = None,
+    csv_path: CsvPathOpt = None,
+    plot: PlotOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    positional = list(args or [])
+    if positional and positional[0] == "compare":
+        _compare(positional[1:], as_json)
+        return
+    files = _output_files(output=output, csv=csv_path, plot=plot)
+    if len(positional) > 1:
+        raise UsageError(
+            f"unexpected arguments: {' '.join(positional[1:])}.", hint="llmhost bench NAME [OPTIONS]"
+        )
+    cmd = BenchCommand(
+        deployment=positional[0] if positional else None, base_url=base_url, model=model,
+        api_key=api_key, api=api, concurrency=concurrency, num_requests=num_requests, duration=duration,
+        rate=rate, burstiness=burstiness, sweep=sweep, sweep_max=sweep_max, input_tokens=input_tokens,
+        output_tokens=output_tokens, shared_prefix=shared_prefix,
+        dataset=Path(dataset) if dataset else None, tokenizer=tokenizer, warmup=warmup, seed=seed,
+        force_length=not no_force_length, slo=slo or [], hardware=hardware, model_ref=model_ref,
+        timeout=timeout,
+    )  # fmt: skip
+    _run(cmd, files, as_json)
 
 
 def _run(cmd: BenchCommand, files: dict[str, Path], as_json: bool) -> None:

@@ -18,6 +18,9 @@ from llmhost.units import format_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
+
+    from llmhost.hardware.models import GPU
 
 
 class DoctorReport(Contract):
@@ -25,27 +28,6 @@ class DoctorReport(Contract):
 
     hardware: Hardware
     engines: list[EngineStatus] = Field(default_factory=list)
-
-
-def engine_statuses(hardware: Hardware) -> list[EngineStatus]:
-    """Ask every registered engine whether it is installed and usable on `hardware`."""
-    from llmhost.engines.registry import ENGINE_MODULES, get_engine
-
-    statuses: list[EngineStatus] = []
-    for name in ENGINE_MODULES:
-        try:
-            statuses.extend(get_engine(name).status(hardware))
-        except (ImportError, AttributeError) as exc:
-            statuses.append(
-                EngineStatus(
-                    name=name,
-                    runtime=name,
-                    installed=False,
-                    usable=False,
-                    reason=f"engine module not available ({exc}).",
-                )
-            )
-    return statuses
 
 
 def _gib(value: int | None) -> str:
@@ -59,42 +41,9 @@ def _bandwidth(value: float | None, source: str) -> str:
 
 
 def render_hardware(console: Console, hardware: Hardware) -> None:
-    from rich.table import Table
-
     title = "Catalog hardware" if hardware.source == "catalog" else "This machine"
     if hardware.gpus:
-        table = Table(title=f"{title}: GPUs")
-        for column in ("#", "GPU", "memory", "free", "bandwidth", "arch / CC", "FP16/FP8 TFLOPS", "link"):
-            table.add_column(column, no_wrap=column in ("#", "memory", "bandwidth"))
-        for gpu in hardware.gpus:
-            memory = _gib(gpu.memory_total_bytes) + (" *" if gpu.memory_limit_source else "")
-            arch = " ".join(x for x in (gpu.architecture, gpu.compute_capability) if x) or "-"
-            flops = f"{gpu.fp16_tflops or '-'} / {gpu.fp8_tflops or '-'}"
-            if gpu.fp8_supported:
-                flops += " (FP8)"
-            link = []
-            if gpu.pcie_generation:
-                link.append(f"PCIe {gpu.pcie_generation}x{gpu.pcie_width or '?'}")
-            if gpu.nvlink_active_links:
-                link.append(f"NVLink x{gpu.nvlink_active_links}")
-            if gpu.mig_mode:
-                link.append("MIG")
-            if gpu.gpu_cores:
-                link.append(f"{gpu.gpu_cores} GPU cores")
-            if gpu.processes:
-                link.append(f"{len(gpu.processes)} process(es)")
-            # Names and versions come from drivers, /proc and catalog files: literal text.
-            table.add_row(
-                str(gpu.index),
-                literal(gpu.name),
-                memory,
-                _gib(gpu.memory_free_bytes),
-                literal(_bandwidth(gpu.memory_bandwidth_bytes_per_s, gpu.bandwidth_source)),
-                literal(arch),
-                flops,
-                ", ".join(link) or "-",
-            )
-        console.print(table)
+        console.print(_gpu_table(f"{title}: GPUs", hardware))
         for gpu in hardware.gpus:
             if gpu.memory_limit_source:
                 console.print(
@@ -103,8 +52,58 @@ def render_hardware(console: Console, hardware: Hardware) -> None:
                         f"({gpu.memory_limit_source})."
                     )
                 )
+    console.print(_host_table(f"{title}: host", hardware))
+    for note in hardware.notes:
+        console.print(literal(f"note: {note}"))
+
+
+def _gpu_table(title: str, hardware: Hardware) -> Table:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("#", "GPU", "memory", "free", "bandwidth", "arch / CC", "FP16/FP8 TFLOPS", "link"):
+        table.add_column(column, no_wrap=column in ("#", "memory", "bandwidth"))
+    for gpu in hardware.gpus:
+        memory = _gib(gpu.memory_total_bytes) + (" *" if gpu.memory_limit_source else "")
+        arch = " ".join(x for x in (gpu.architecture, gpu.compute_capability) if x) or "-"
+        flops = f"{gpu.fp16_tflops or '-'} / {gpu.fp8_tflops or '-'}"
+        if gpu.fp8_supported:
+            flops += " (FP8)"
+        # Names and versions come from drivers, /proc and catalog files: literal text.
+        table.add_row(
+            str(gpu.index),
+            literal(gpu.name),
+            memory,
+            _gib(gpu.memory_free_bytes),
+            literal(_bandwidth(gpu.memory_bandwidth_bytes_per_s, gpu.bandwidth_source)),
+            literal(arch),
+            flops,
+            ", ".join(_links(gpu)) or "-",
+        )
+    return table
+
+
+def _links(gpu: GPU) -> list[str]:
+    """A GPU's link column: PCIe, NVLink, MIG, cores, processes."""
+    link = []
+    if gpu.pcie_generation:
+        link.append(f"PCIe {gpu.pcie_generation}x{gpu.pcie_width or '?'}")
+    if gpu.nvlink_active_links:
+        link.append(f"NVLink x{gpu.nvlink_active_links}")
+    if gpu.mig_mode:
+        link.append("MIG")
+    if gpu.gpu_cores:
+        link.append(f"{gpu.gpu_cores} GPU cores")
+    if gpu.processes:
+        link.append(f"{len(gpu.processes)} process(es)")
+    return link
+
+
+def _host_table(title: str, hardware: Hardware) -> Table:
+    from rich.table import Table
+
     cpu = hardware.cpu
-    host = Table(title=f"{title}: host", show_header=False)
+    host = Table(title=title, show_header=False)
     host.add_column("what")
     host.add_column("value")
     host.add_row("OS", literal(hardware.os))
@@ -122,9 +121,7 @@ def render_hardware(console: Console, hardware: Hardware) -> None:
             "NVIDIA driver / CUDA",
             literal(f"{hardware.driver_version or '?'} / {hardware.cuda_version or '?'}"),
         )
-    console.print(host)
-    for note in hardware.notes:
-        console.print(literal(f"note: {note}"))
+    return host
 
 
 def render_doctor(console: Console, report: DoctorReport) -> None:
@@ -201,5 +198,7 @@ def register(app: typer.Typer) -> None:
     def doctor(json_output: JsonOpt = False, hardware: HardwareOpt = None) -> None:
         """Show the hardware and which engines are installed and usable here, and why not."""
         found = hardware_for(hardware)
+        from llmhost.app.engines import engine_statuses
+
         report = DoctorReport(hardware=found, engines=engine_statuses(found))
         emit(report, as_json=json_output, human=lambda console: render_doctor(console, report))

@@ -14,6 +14,7 @@ from llmhost.units import format_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 COMPACT_ROWS = 8
 
@@ -57,22 +58,36 @@ def _count(n: int) -> str:
 
 
 def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None:
-    from rich.table import Table  # only the human view draws tables; `--json` never loads them
-    from rich.text import Text
+    from rich.text import Text  # only the human view renders; `--json` never loads Rich's text and tables
 
     # Names, architectures, devices, reasons and advice quote the model's files: literal text throughout.
+    _render_model(console, plan)
+    chosen = plan.chosen_candidate
+    if chosen is not None:
+        _render_chosen(console, plan, chosen)
+    elif any(c.fits for c in plan.candidates):
+        console.print("\n[bold red]Nothing runs here as given[/bold red] (see the advice below).")
+    else:
+        console.print("\n[bold red]Nothing fits this machine.[/bold red]")
+    _render_others(console, plan, show_all=show_all)
+    for line in plan.advice:
+        console.print(Text.assemble(("advice:", "yellow"), " ", literal(line)))
+
+
+def _render_model(console: Console, plan: Plan) -> None:
+    """The model's line, and a warning when it has no chat template."""
+    from rich.text import Text
+
     model = plan.model
+    active = (
+        f" ({_count(model.active_parameters)} active)" if model.active_parameters != model.parameters else ""
+    )
     console.print(
         Text.assemble(
             literal(model.name, "bold"),
             literal(
-                f"  {model.architecture}, {_count(model.parameters)} parameters"
-                + (
-                    f" ({_count(model.active_parameters)} active)"
-                    if model.active_parameters != model.parameters
-                    else ""
-                )
-                + f", {model.quantization}, {_size(model.weights_bytes)}, max context {model.max_context}"
+                f"  {model.architecture}, {_count(model.parameters)} parameters{active}"
+                f", {model.quantization}, {_size(model.weights_bytes)}, max context {model.max_context}"
             ),
         )
     )
@@ -85,159 +100,177 @@ def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None
                 "yellow",
             )
         )
-    chosen = plan.chosen_candidate
-    if chosen is not None:
-        c = chosen
-        console.print(
-            Text.assemble(
-                (f"\nRun it with {_engine(c)}", "bold green"),
-                literal(
-                    f" {c.quantization}, KV {c.kv_cache_dtype}, "
-                    f"context {c.context_length} x {c.concurrency} sequence(s), {_layout(c)}"
-                ),
-            )
-        )
-        if not model.ref.startswith(c.model_source):  # a pre-quantized sibling repo
-            console.print(literal(f"  from {c.model_source}"))
-        for reason in c.reasons:
-            console.print(literal(f"  - {reason}"))
-        table = Table(title="Memory per device", title_justify="left")
-        for col in ("device", "weights", "KV cache", "compute", "overhead", "total", "available"):
-            table.add_column(col, justify="left" if col == "device" else "right")
-        for d in c.per_device:
-            b = d.breakdown
-            table.add_row(
-                literal(d.device),
-                _size(b.weights_bytes),
-                _size(b.kv_cache_bytes),
-                _size(b.compute_bytes),
-                _size(b.overhead_bytes),
-                _size(b.total_bytes),
-                _size(d.capacity_bytes),
-            )
-        console.print(table)
-        console.print(
+
+
+def _render_chosen(console: Console, plan: Plan, c: Candidate) -> None:
+    """The chosen candidate: how it runs, why, its memory per device and its limits."""
+    from rich.text import Text
+
+    console.print(
+        Text.assemble(
+            (f"\nRun it with {_engine(c)}", "bold green"),
             literal(
-                f"KV cache per token: {c.kv_bytes_per_token / 1024:.1f} KiB   max context: {c.max_context}   "
-                f"max concurrency at {c.context_length}: {c.max_concurrency}   decode: {_speed(c)} tok/s "
-                "(bandwidth roofline)"
-            )
+                f" {c.quantization}, KV {c.kv_cache_dtype}, "
+                f"context {c.context_length} x {c.concurrency} sequence(s), {_layout(c)}"
+            ),
         )
-    else:
-        if any(c.fits for c in plan.candidates):
-            console.print("\n[bold red]Nothing runs here as given[/bold red] (see the advice below).")
-        else:
-            console.print("\n[bold red]Nothing fits this machine.[/bold red]")
-    others = [(i, c) for i, c in enumerate(plan.candidates) if i != plan.chosen]
-    if others:
-        shown = others if show_all else others[:COMPACT_ROWS]
-        # The reasons column only where the terminal has room: an 80-column table must stay readable.
-        wide = console.width >= 140
-        table = Table(title="Other candidates", title_justify="left", box=None, pad_edge=False)
-        columns = ["engine", "quant", "KV", "layout", "fits", "total", "max ctx", "max conc", "tok/s"]
-        for col in [*columns, "why"] if wide else columns:
-            table.add_column(col, no_wrap=col != "why", overflow="ellipsis")
-        for _, c in shown:
-            row = [
-                _engine(c),
-                c.quantization,
-                c.kv_cache_dtype,
-                _layout(c),
-                "yes" if c.fits else "no",
-                _size(c.memory.total_bytes),
-                str(c.max_context),
-                str(c.max_concurrency),
-                _speed(c),
-            ]
-            if wide:
-                row.append(c.reasons[0] if c.reasons else "")
-            table.add_row(*(literal(cell) for cell in row))
-        console.print(table)
-        if len(others) > len(shown):
-            console.print(f"({len(others) - len(shown)} more: `--all` shows them)")
-    for line in plan.advice:
-        console.print(Text.assemble(("advice:", "yellow"), " ", literal(line)))
+    )
+    if not plan.model.ref.startswith(c.model_source):  # a pre-quantized sibling repo
+        console.print(literal(f"  from {c.model_source}"))
+    for reason in c.reasons:
+        console.print(literal(f"  - {reason}"))
+    console.print(_memory_table(c))
+    console.print(
+        literal(
+            f"KV cache per token: {c.kv_bytes_per_token / 1024:.1f} KiB   max context: {c.max_context}   "
+            f"max concurrency at {c.context_length}: {c.max_concurrency}   decode: {_speed(c)} tok/s "
+            "(bandwidth roofline)"
+        )
+    )
+
+
+def _memory_table(c: Candidate) -> Table:
+    from rich.table import Table
+
+    table = Table(title="Memory per device", title_justify="left")
+    for col in ("device", "weights", "KV cache", "compute", "overhead", "total", "available"):
+        table.add_column(col, justify="left" if col == "device" else "right")
+    for d in c.per_device:
+        b = d.breakdown
+        table.add_row(
+            literal(d.device),
+            _size(b.weights_bytes),
+            _size(b.kv_cache_bytes),
+            _size(b.compute_bytes),
+            _size(b.overhead_bytes),
+            _size(b.total_bytes),
+            _size(d.capacity_bytes),
+        )
+    return table
+
+
+def _render_others(console: Console, plan: Plan, *, show_all: bool) -> None:
+    """The candidates not chosen, COMPACT_ROWS of them unless `show_all`."""
+    from rich.table import Table
+
+    others = [c for i, c in enumerate(plan.candidates) if i != plan.chosen]
+    if not others:
+        return
+    shown = others if show_all else others[:COMPACT_ROWS]
+    # The reasons column only where the terminal has room: an 80-column table must stay readable.
+    wide = console.width >= 140
+    table = Table(title="Other candidates", title_justify="left", box=None, pad_edge=False)
+    columns = ["engine", "quant", "KV", "layout", "fits", "total", "max ctx", "max conc", "tok/s"]
+    for col in [*columns, "why"] if wide else columns:
+        table.add_column(col, no_wrap=col != "why", overflow="ellipsis")
+    for c in shown:
+        row = [
+            _engine(c),
+            c.quantization,
+            c.kv_cache_dtype,
+            _layout(c),
+            "yes" if c.fits else "no",
+            _size(c.memory.total_bytes),
+            str(c.max_context),
+            str(c.max_concurrency),
+            _speed(c),
+        ]
+        if wide:
+            row.append(c.reasons[0] if c.reasons else "")
+        table.add_row(*(literal(cell) for cell in row))
+    console.print(table)
+    if len(others) > len(shown):
+        console.print(f"({len(others) - len(shown)} more: `--all` shows them)")
+
+
+# Options as declared once: the command's signature below is their order in --help.
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="org/name[@rev], org/name-GGUF:Q4_K_M, a GGUF URL, a local .gguf, a model dir or a config.json."
+    ),
+]
+PlanContextOpt = Annotated[int | None, typer.Option("--context", help="Context length per sequence.")]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Sequences served at once.")]
+PlanEngineOpt = Annotated[
+    Literal["vllm", "llamacpp", "mlx"] | None,
+    typer.Option("--engine", help="Only plan for this engine (mlx: Apple Silicon; forced here: Linux CPU)."),
+]
+QuantOpt = Annotated[
+    str | None,
+    typer.Option("--quant", help="Only this quantization: bf16, fp8, awq, Q4_K_M...", callback=text),
+]
+KvCacheDtypeOpt = Annotated[
+    str | None,
+    typer.Option("--kv-cache-dtype", help="f16, bf16, fp8 (vLLM), q8_0, q4_0... (llama.cpp).", callback=text),
+]
+GpuMemoryUtilizationOpt = Annotated[
+    float | None,
+    typer.Option("--gpu-memory-utilization", help="vLLM's share of TOTAL GPU memory (default 0.90)."),
+]
+TensorParallelSizeOpt = Annotated[
+    int | None, typer.Option("--tensor-parallel-size", "--tp", help="vLLM tensor parallel size.")
+]
+NodesOpt = Annotated[
+    int,
+    typer.Option(
+        "--nodes",
+        help="Plan over this many nodes of the --hardware type (vLLM: TP inside, PP across).",
+    ),
+]
+GoalOpt = Annotated[
+    Literal["quality", "throughput", "latency"],
+    typer.Option("--goal", help="Ranking policy: quality (default), throughput or latency."),
+]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached model files.")]
+ShowAllOpt = Annotated[bool, typer.Option("--all", help="List every candidate.")]
 
 
 def register(app: typer.Typer) -> None:
     """Register `plan`."""
+    app.command("plan")(plan)
 
-    @app.command("plan")
-    def plan(
-        model: Annotated[
-            str,
-            typer.Argument(
-                help="org/name[@rev], org/name-GGUF:Q4_K_M, a GGUF URL, a local .gguf, "
-                "a model dir or a config.json."
-            ),
-        ],
-        context: Annotated[int | None, typer.Option("--context", help="Context length per sequence.")] = None,
-        concurrency: Annotated[int, typer.Option("--concurrency", help="Sequences served at once.")] = 1,
-        engine: Annotated[
-            Literal["vllm", "llamacpp", "mlx"] | None,
-            typer.Option(
-                "--engine", help="Only plan for this engine (mlx: Apple Silicon; forced here: Linux CPU)."
-            ),
-        ] = None,
-        quant: Annotated[
-            str | None,
-            typer.Option("--quant", help="Only this quantization: bf16, fp8, awq, Q4_K_M...", callback=text),
-        ] = None,
-        kv_cache_dtype: Annotated[
-            str | None,
-            typer.Option(
-                "--kv-cache-dtype", help="f16, bf16, fp8 (vLLM), q8_0, q4_0... (llama.cpp).", callback=text
-            ),
-        ] = None,
-        hardware: HardwareOpt = None,
-        gpu_memory_utilization: Annotated[
-            float | None,
-            typer.Option("--gpu-memory-utilization", help="vLLM's share of TOTAL GPU memory (default 0.90)."),
-        ] = None,
-        tensor_parallel_size: Annotated[
-            int | None, typer.Option("--tensor-parallel-size", "--tp", help="vLLM tensor parallel size.")
-        ] = None,
-        nodes: Annotated[
-            int,
-            typer.Option(
-                "--nodes",
-                help="Plan over this many nodes of the --hardware type (vLLM: TP inside, PP across).",
-            ),
-        ] = 1,
-        goal: Annotated[
-            Literal["quality", "throughput", "latency"],
-            typer.Option("--goal", help="Ranking policy: quality (default), throughput or latency."),
-        ] = "quality",
-        offline: Annotated[bool, typer.Option("--offline", help="Use only cached model files.")] = False,
-        json_output: JsonOpt = False,
-        show_all: Annotated[bool, typer.Option("--all", help="List every candidate.")] = False,
-    ) -> None:
-        """Estimate memory and speed, and pick engine, quantization and layout for MODEL on this machine.
 
-        Exit 0 when something fits, 2 on bad input, 3 when nothing fits.
-        """
-        from llmhost.app.plan import plan_model
+def plan(
+    model: ModelArg,
+    context: PlanContextOpt = None,
+    concurrency: ConcurrencyOpt = 1,
+    engine: PlanEngineOpt = None,
+    quant: QuantOpt = None,
+    kv_cache_dtype: KvCacheDtypeOpt = None,
+    hardware: HardwareOpt = None,
+    gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
+    tensor_parallel_size: TensorParallelSizeOpt = None,
+    nodes: NodesOpt = 1,
+    goal: GoalOpt = "quality",
+    offline: OfflineOpt = False,
+    json_output: JsonOpt = False,
+    show_all: ShowAllOpt = False,
+) -> None:
+    """Estimate memory and speed, and pick engine, quantization and layout for MODEL on this machine.
 
-        request = PlanRequest(
-            context=context,
-            concurrency=concurrency,
-            goal=goal,
-            engine=engine,
-            quantization=quant,
-            kv_cache_dtype=kv_cache_dtype,
-            gpu_memory_utilization=gpu_memory_utilization,
-            tensor_parallel_size=tensor_parallel_size,
-            nodes=nodes,
+    Exit 0 when something fits, 2 on bad input, 3 when nothing fits.
+    """
+    from llmhost.app.plan import plan_model
+
+    request = PlanRequest(
+        context=context,
+        concurrency=concurrency,
+        goal=goal,
+        engine=engine,
+        quantization=quant,
+        kv_cache_dtype=kv_cache_dtype,
+        gpu_memory_utilization=gpu_memory_utilization,
+        tensor_parallel_size=tensor_parallel_size,
+        nodes=nodes,
+    )
+    planned = plan_model(
+        model, request, hardware=hardware, offline=offline, quantized_siblings=True, warn=warn
+    )
+    spec, result = planned.spec, planned.plan
+    emit(result, as_json=json_output, human=lambda console: render_plan(console, result, show_all=show_all))
+    if result.chosen is None:
+        hint = result.advice[0] if result.advice else "Try a smaller quantization or a shorter --context."
+        raise NothingFitsError(
+            f"Nothing fits: no way to run {spec.name} as given fits this hardware.", hint=hint
         )
-        planned = plan_model(
-            model, request, hardware=hardware, offline=offline, quantized_siblings=True, warn=warn
-        )
-        spec, result = planned.spec, planned.plan
-        emit(
-            result, as_json=json_output, human=lambda console: render_plan(console, result, show_all=show_all)
-        )
-        if result.chosen is None:
-            hint = result.advice[0] if result.advice else "Try a smaller quantization or a shorter --context."
-            raise NothingFitsError(
-                f"Nothing fits: no way to run {spec.name} as given fits this hardware.", hint=hint
-            )

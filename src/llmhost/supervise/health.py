@@ -13,7 +13,7 @@ from typing import Literal
 import httpx
 
 from llmhost.engines.base import LaunchSpec
-from llmhost.net import url_host
+from llmhost.net import root_url
 from llmhost.prometheus import parse_prometheus
 
 ProbeState = Literal["refused", "loading", "ready", "unauthorized"]
@@ -25,19 +25,12 @@ class ProbeResult:
     detail: str = ""
 
 
-def root_url(spec: LaunchSpec) -> str:
-    host = url_host(spec.host)
-    if spec.port is None:
-        return spec.base_url.removesuffix("/v1").rstrip("/")
-    return f"http://{host}:{spec.port}"
-
-
 class Prober:
     def __init__(self, spec: LaunchSpec, api_key: str | None) -> None:
         self.spec = spec
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
-            base_url=root_url(spec),
+            base_url=root_url(spec.base_url),
             headers=headers,
             timeout=httpx.Timeout(3.0, connect=0.5),
             trust_env=False,

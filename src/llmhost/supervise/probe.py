@@ -22,8 +22,9 @@ import time
 import httpx
 
 from llmhost.engines.base import LaunchSpec
+from llmhost.net import root_url
 from llmhost.prometheus import parse_prometheus
-from llmhost.supervise.health import TOKEN_COUNTERS, first_counter, root_url
+from llmhost.supervise.health import TOKEN_COUNTERS, first_counter
 
 PROBE_PROMPT = "ping"
 
@@ -46,7 +47,10 @@ class CompletionProbe:
         self._stop = threading.Event()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
-            base_url=root_url(spec), headers=headers, timeout=httpx.Timeout(timeout_s), trust_env=False
+            base_url=root_url(spec.base_url),
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s),
+            trust_env=False,
         )
         self._thread = threading.Thread(target=self._loop, name="llmhost-completion-probe", daemon=True)
 

@@ -6,7 +6,8 @@ Public API for other stages (e.g. `llmhost bench NAME`):
   supervisor is gone (a dead PID, or a PID reused by another program: the process create time is checked).
   Raises `NotFoundError` when there is no such deployment. `Deployment.base_url` ends in `/v1`;
   `Deployment.launch.api_key_env` names the env var that held the key (the key itself is never stored).
-- `list_deployments() -> list[DeploymentStatus]`: every deployment, with uptime and memory.
+- `status_of(dep) -> DeploymentStatus`: a deployment with uptime and memory (`llmhost.app.deployments`
+  lists them all).
 
 Secrets never reach these files: `LaunchSpec` carries env var *names* only.
 """
