@@ -186,6 +186,7 @@ def runnable_candidate(
     from llmhost.engines.registry import get_engine
     from llmhost.errors import EngineError
     from llmhost.plan.ranking import launchable
+    from llmhost.plan.reasons import Reason, ReasonCode
 
     def why_not(engine_name: str) -> str | None:
         statuses = get_engine(engine_name).status(hardware)
@@ -204,8 +205,10 @@ def runnable_candidate(
         if alternative.engine == chosen.engine or not (alternative.fits and launchable(alternative)):
             continue
         if why_not(alternative.engine) is None:
-            note = f"{chosen.engine} cannot run here ({reason}); using {alternative.engine}"
-            return alternative.model_copy(update={"reasons": [note, *alternative.reasons]})
+            note = Reason.of(
+                ReasonCode.ENGINE_FALLBACK, engine=chosen.engine, why=reason, fallback=alternative.engine
+            )
+            return alternative.model_copy(update={"reasons_detail": [note, *alternative.reasons_detail]})
     if dry_run:
         return chosen
     raise EngineError(

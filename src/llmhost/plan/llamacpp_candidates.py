@@ -40,6 +40,7 @@ from llmhost.plan.common import (
 )
 from llmhost.plan.hardware_view import device_name, gpu_free_bytes, host_capacity_bytes
 from llmhost.plan.models import Candidate, DeviceMemory, MemoryBreakdown, PlanRequest
+from llmhost.plan.reasons import Reason, ReasonCode
 
 # Quantized checkpoints llama.cpp's convert_hf_to_gguf.py reads: FP8 block-scaled weights are dequantized
 # on the way (DeepSeek-V3, Qwen3-FP8), and gpt-oss's MXFP4 experts map onto GGUF's own MXFP4 type.
@@ -149,18 +150,14 @@ def llamacpp_candidate(
     n = spec.attention.num_layers
     full = n + 1 if gpus else 0
     n_par = target.concurrency
-    reasons: list[str] = []
+    reasons: list[Reason] = []
     one_at_a_time = request.llamacpp_runtime == "llama-cpp-python"
     if one_at_a_time:
         # Its server holds one `Llama` (one sequence, n_ctx tokens of KV) behind a lock: it serves one
         # request at a time and queues the rest. Planning N slots sized a KV cache N times the one it
         # allocates (`llmhost ps`: planned 8192 tokens, actual 4096).
         n_par = 1
-        reasons.append(
-            "llama-cpp-python's server runs one request at a time (concurrency 1, the whole context per "
-            "request; others queue): the native llama-server serves several in parallel slots"
-            + (f" (asked: {target.concurrency})" if target.concurrency > 1 else "")
-        )
+        reasons.append(Reason.of(ReasonCode.LLAMA_CPP_PYTHON_ONE_REQUEST, asked=target.concurrency))
 
     def ev(ctx: int, ngl: int, par: int = n_par, probe: ComputeProbe | None = compute_probe) -> _LlamaEval:
         return _llama_eval(spec, layout, base, ctx, par, ngl, gpus, host, unified, kv_table, probe)
@@ -191,42 +188,33 @@ def llamacpp_candidate(
         if fit_len >= target.floor:
             context = fit_len // 256 * 256 if fit_len >= 256 else fit_len
             ngl = want if gpus else 0
-            reasons.append(
-                f"context lowered to {context} to keep every layer on the accelerator"
-                if gpus
-                else f"context lowered to {context} to fit in RAM"
-            )
+            limit = "accelerator" if gpus else "ram"
+            reasons.append(Reason.of(ReasonCode.CONTEXT_LOWERED, context=context, limit=limit))
     fits = ngl is not None
     used_ngl = ngl if ngl is not None else full
     result = ev(context, used_ngl)
     if gpus and fits and used_ngl < full:
         on_gpu = max(used_ngl - 1, 0)
-        reasons.append(
-            f"partial offload: {on_gpu} of {n} layers (and the output layer) on the GPU, the rest on the CPU"
-        )
+        reasons.append(Reason.of(ReasonCode.PARTIAL_OFFLOAD, gpu_layers=on_gpu, layers=n))
     elif gpus and fits:
-        reasons.append(
-            f"all {n} layers on the GPU" + (f"s ({len(gpus)}, split by layer)" if len(gpus) > 1 else "")
-        )
+        reasons.append(Reason.of(ReasonCode.ALL_LAYERS_ON_GPU, layers=n, gpus=len(gpus)))
     elif not gpus and fits:
-        reasons.append("CPU only")
+        reasons.append(Reason.of(ReasonCode.CPU_ONLY))
     compute_source = "estimate"
     if compute_probe is not None and not gpus and compute_probe(result.settings) is not None:
         compute_source = "llama.cpp dry run"
-        reasons.append("compute buffer measured by the installed llama.cpp (no-alloc dry run, as --fit does)")
+        reasons.append(Reason.of(ReasonCode.COMPUTE_MEASURED))
     if not fits:
         short = [b for b in result.buffers if not b.fits]
         where = ", ".join(
             f"{b.device.name} needs {fmt_gib(b.resident_bytes)} of {fmt_gib(b.device.capacity_bytes)}"
             for b in short
         )
-        reasons.append(f"does not fit even with CPU offload: {where}" if where else "does not fit")
+        reasons.append(Reason.of(ReasonCode.DOES_NOT_FIT_WITH_OFFLOAD, shortfall=where))
     if needs_conversion and gguf_repo:
-        reasons.append(
-            f"needs a {quant} GGUF: `llmhost plan {gguf_repo}:{quant}` (a GGUF sibling on the Hub)"
-        )
+        reasons.append(Reason.of(ReasonCode.NEEDS_GGUF_SIBLING, quantization=quant, repo=gguf_repo))
     elif needs_conversion:
-        reasons.append(f"needs a {quant} GGUF of this model (convert with llama.cpp or pick a -GGUF repo)")
+        reasons.append(Reason.of(ReasonCode.NEEDS_GGUF_CONVERSION, quantization=quant))
     # The limits are searched with the estimated compute buffer: where the search lands depends on the
     # free memory of the moment, so with the dry run every plan asked llama.cpp a new question and a
     # "warm" plan of Gemma 3 270M reloaded it in a child (4-5 s instead of under 2 s).
@@ -265,7 +253,7 @@ def llamacpp_candidate(
         )
     speed = tokens_per_s(reads, parallel=False)
     if gpus and fits and used_ngl < full and speed is not None:
-        reasons.append(f"CPU offload costs speed: ~{speed:.0f} tok/s")
+        reasons.append(Reason.of(ReasonCode.OFFLOAD_SPEED, speed=speed))
     s = result.settings
     flash = s.flash_attn or is_quantized_kv(kv_req)
     options: dict[str, str | int | float | bool] = {
@@ -295,7 +283,7 @@ def llamacpp_candidate(
         max_context=max_ctx,
         max_concurrency=max_conc,
         decode_tokens_per_s=speed,
-        reasons=reasons,
+        reasons_detail=reasons,
         model_source=source_of(spec),
         gguf_file=gguf_file,
         engine_options=options,

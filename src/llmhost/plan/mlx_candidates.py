@@ -35,7 +35,6 @@ from llmhost.models.spec import ModelSpec
 from llmhost.plan.common import (
     SPEED_CONTEXT,
     Target,
-    fmt_gib,
     max_concurrency_for,
     max_length,
     source_of,
@@ -44,6 +43,7 @@ from llmhost.plan.common import (
 )
 from llmhost.plan.hardware_view import device_name, host_capacity_bytes
 from llmhost.plan.models import Candidate, DeviceMemory, MemoryBreakdown, PlanRequest
+from llmhost.plan.reasons import Reason, ReasonCode
 
 GROUP_SIZE = 64  # mlx_lm.convert's default --q-group-size, and the mlx-community checkpoints'
 CONVERT_BITS = (8, 4)
@@ -58,11 +58,6 @@ METAL_RUNTIME_BYTES = 256 * 1024**2
 PROCESS_BYTES = 128 * 1024**2
 MLX_QUANT_KEYS = ("group_size", "bits", "mode")
 KV_DTYPES = ("auto", "f16", "fp16", "bf16", "float16", "bfloat16")
-
-
-def _size(n: int) -> str:
-    """GiB, or MiB below one GiB (a small model's KV must not read as "0.0 GiB")."""
-    return fmt_gib(n) if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
 
 
 def mlx_quant_name(bits: int | float) -> str:
@@ -165,7 +160,7 @@ class _Place:
     gpu_capacity: int  # what the GPU may wire (Metal working set); the host's capacity on the CPU
     host_capacity: int
     bandwidth: float | None
-    reason: str
+    reason: Reason
 
 
 def _placement(hardware: Hardware, forced: bool) -> _Place | None:
@@ -174,14 +169,12 @@ def _placement(hardware: Hardware, forced: bool) -> _Place | None:
     if apple:
         g = apple[0]
         working_set = min(g.memory_total_bytes, hardware.ram_available_bytes)
-        rule = f" ({g.memory_limit_source})" if g.memory_limit_source else ""
         return _Place(
             device_name(g),
             working_set,
             host,
             g.memory_bandwidth_bytes_per_s,
-            f"MLX LM on Metal: weights, KV and activations within the {fmt_gib(working_set)} Metal "
-            f"working-set limit{rule}",
+            Reason.of(ReasonCode.MLX_ON_METAL, working_set_bytes=working_set, rule=g.memory_limit_source),
         )
     if forced and hardware.os == "linux":
         return _Place(
@@ -189,8 +182,7 @@ def _placement(hardware: Hardware, forced: bool) -> _Place | None:
             host,
             host,
             hardware.cpu.memory_bandwidth_bytes_per_s,
-            "MLX LM on the CPU (mlx-cpu, forced with --engine mlx): the same mlx_lm as on a Mac, without "
-            "Metal; llama.cpp or vLLM run faster here",
+            Reason.of(ReasonCode.MLX_ON_CPU),
         )
     return None
 
@@ -240,18 +232,22 @@ def _candidate(
         shorter = max_length(lambda c: fits(c, conc), context)
         if shorter >= target.floor:
             context = shorter // KV_STEP * KV_STEP if shorter >= KV_STEP else shorter
-            reasons.append(f"context lowered to {context} to fit")
+            reasons.append(Reason.of(ReasonCode.CONTEXT_LOWERED, context=context, limit="memory"))
     ok = fits(context, conc)
     mem = memory(context, conc)
     att = spec.attention
     sliding = sum(1 for k in att.layer_kinds if k == "sliding") if att.sliding_window else 0
-    kv_note = (
-        f"KV cache: 16-bit, grown in {KV_STEP}-token steps: {math.ceil(context / KV_STEP) * KV_STEP} "
-        f"tokens x {conc} sequence(s) = {_size(mem.kv_cache_bytes)}"
+    reasons.append(
+        Reason.of(
+            ReasonCode.MLX_KV_CACHE,
+            step=KV_STEP,
+            tokens=math.ceil(context / KV_STEP) * KV_STEP,
+            sequences=conc,
+            kv_cache_bytes=mem.kv_cache_bytes,
+            sliding_layers=sliding,
+            window=att.sliding_window,
+        )
     )
-    if sliding:
-        kv_note += f"; {sliding} sliding-window layers keep a rotating cache of {att.sliding_window} tokens"
-    reasons.append(kv_note)
     # A config.json given alone stands for the checkpoint directory that holds it.
     source = str(Path(spec.ref).parent) if spec.kind == "local_config" else source_of(spec)
     convert = (
@@ -259,18 +255,20 @@ def _candidate(
         f"--q-group-size {GROUP_SIZE}"
     )
     if option.needs_conversion:
-        reasons.append(f"needs an MLX {option.bits}-bit conversion first: `{convert}`")
+        reasons.append(Reason.of(ReasonCode.NEEDS_MLX_CONVERSION, bits=option.bits, command=convert))
     elif option.bits is not None:
         reasons.append(
-            f"MLX {option.bits}-bit checkpoint (group size {option.group_size}): weights from its "
-            "safetensors headers"
+            Reason.of(ReasonCode.MLX_QUANTIZED_CHECKPOINT, bits=option.bits, group_size=option.group_size)
         )
     if unified and spec.quantization.method != "gguf":
-        reasons.append("llama.cpp Metal would need a GGUF of this checkpoint; MLX LM loads it as is")
+        reasons.append(Reason.of(ReasonCode.MLX_LOADS_AS_IS))
     if not ok:
         reasons.append(
-            f"does not fit: needs {_size(mem.total_bytes)}, "
-            f"{_size(min(place.gpu_capacity, place.host_capacity))} available"
+            Reason.of(
+                ReasonCode.MLX_DOES_NOT_FIT,
+                need_bytes=mem.total_bytes,
+                available_bytes=min(place.gpu_capacity, place.host_capacity),
+            )
         )
     read = weight_read_bytes(spec, option.layout)
     kv_tok = sum(layer_kv_bytes_per_token(spec, i, "f16", engine="mlx") for i in range(att.num_layers))
@@ -302,7 +300,7 @@ def _candidate(
         max_context=max_length(lambda c: fits(c, 1), spec.max_context),
         max_concurrency=max_concurrency_for(lambda n: fits(context, n)),
         decode_tokens_per_s=speed,
-        reasons=reasons,
+        reasons_detail=reasons,
         model_source=source_of(spec),
         engine_options=options,
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, computed_field, model_validator
 
 from llmhost.contract import Contract
 from llmhost.hardware.models import Hardware
+from llmhost.plan.reasons import Reason, ReasonCode, messages
 
 EngineName = Literal["llamacpp", "vllm", "mlx"]
 Goal = Literal["quality", "throughput", "latency"]
@@ -48,7 +50,39 @@ class PlanModel(Contract):
     )
 
 
-class Candidate(Contract):
+class _RendersReasons(Contract):
+    """A contract with a list of `Reason`s (`DETAIL`) and their messages as a computed field (`RENDERED`).
+
+    Read back (`plan --json` into `Plan.model_validate`), the rendered list must be the details' messages;
+    `model_copy` refuses an update of it, which it would otherwise drop without a word (it does not
+    validate, and the computed field wins)."""
+
+    RENDERED: ClassVar[str] = ""
+    DETAIL: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def read_back_rendered(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or cls.RENDERED not in data:
+            return data
+        data = dict(data)
+        given = data.pop(cls.RENDERED)
+        details = [r if isinstance(r, Reason) else Reason.model_validate(r) for r in data.get(cls.DETAIL, [])]
+        if given != messages(details):
+            raise ValueError(f"{cls.RENDERED} must be the messages of {cls.DETAIL}")
+        data[cls.DETAIL] = details
+        return data
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        if update and self.RENDERED in update:
+            raise TypeError(f"{self.RENDERED} is rendered from {self.DETAIL}: update {self.DETAIL} instead")
+        return super().model_copy(update=update, deep=deep)
+
+
+class Candidate(_RendersReasons):
+    RENDERED: ClassVar[str] = "reasons"
+    DETAIL: ClassVar[str] = "reasons_detail"
+
     engine: EngineName
     quantization: str = Field(description='"bf16", "fp16", "fp8", "awq", "gptq", "Q4_K_M"...')
     kv_cache_dtype: str = Field(description='"f16", "bf16", "fp8", "q8_0", "q4_0"...')
@@ -65,7 +99,11 @@ class Candidate(Contract):
     max_context: int
     max_concurrency: int
     decode_tokens_per_s: float | None
-    reasons: list[str] = Field(default_factory=list)
+    reasons_detail: list[Reason] = Field(
+        default_factory=list,
+        description="Why the plan shaped this candidate as it did: code, level, fields, message "
+        "(`reasons` is their messages).",
+    )
     # What the engine module needs to launch this candidate.
     model_source: str = Field(description="Repo id, local dir or GGUF file/tag the engine should load.")
     gguf_file: str | None = Field(default=None, description="For llama.cpp: the GGUF file (first split).")
@@ -80,8 +118,20 @@ class Candidate(Contract):
         "CPU) the installed llama.cpp's own no-alloc reservation of its graph.",
     )
 
+    @computed_field(description="The reasons' English sentences (`reasons_detail`'s messages).")  # type: ignore[prop-decorator]
+    @property
+    def reasons(self) -> list[str]:
+        return messages(self.reasons_detail)
 
-class Plan(Contract):
+    @property
+    def reason_codes(self) -> list[ReasonCode]:
+        return [r.code for r in self.reasons_detail]
+
+
+class Plan(_RendersReasons):
+    RENDERED: ClassVar[str] = "advice"
+    DETAIL: ClassVar[str] = "advice_detail"
+
     model: PlanModel
     hardware: Hardware
     goal: Goal = "quality"
@@ -90,7 +140,14 @@ class Plan(Contract):
     nodes: int = Field(default=1, description="Nodes of `hardware`'s type the plan may span (--nodes).")
     candidates: list[Candidate]
     chosen: int | None
-    advice: list[str] = Field(default_factory=list, description="What would fit when nothing does.")
+    advice_detail: list[Reason] = Field(
+        default_factory=list, description="What would fit when nothing does (`advice` is their messages)."
+    )
+
+    @computed_field(description="What would fit when nothing does (`advice_detail`'s messages).")  # type: ignore[prop-decorator]
+    @property
+    def advice(self) -> list[str]:
+        return messages(self.advice_detail)
 
     @property
     def chosen_candidate(self) -> Candidate | None:

@@ -14,6 +14,7 @@ from llmhost.models.spec import ModelSpec
 from llmhost.plan.common import Target
 from llmhost.plan.hardware_view import vllm_gpus
 from llmhost.plan.models import Candidate, PlanRequest
+from llmhost.plan.reasons import Reason, ReasonCode
 from llmhost.plan.vllm_candidates import tp_sizes, vllm_gpu_candidate, vllm_quants
 
 
@@ -64,22 +65,17 @@ def multinode_candidates(
         if c is None:
             continue
         hop = spec.hidden_size * 2  # one token's hidden state in 16-bit, per stage boundary
-        reasons = [r for r in c.reasons if not r.startswith("pipeline parallel")]
+        reasons = [r for r in c.reasons_detail if r.code != ReasonCode.PIPELINE_PARALLEL]
+        stage = -(-spec.attention.num_layers // nodes)
         reasons.append(
-            f"{nodes} nodes x {tp} GPUs: tensor parallel {tp} inside a node over NVLink, pipeline parallel "
-            f"{nodes} across nodes, each node one stage of ~{-(-spec.attention.num_layers // nodes)} layers; "
-            "a stage boundary sends "
-            f"{hop} bytes per token over the network"
+            Reason.of(ReasonCode.MULTINODE_LAYOUT, nodes=nodes, tp=tp, stage_layers=stage, hop_bytes=hop)
         )
-        reasons.append(
-            "decode estimate: the bandwidth roofline of one stage times the stages in turn; network "
-            "latency between nodes and TP all-reduce time are not modelled"
-        )
+        reasons.append(Reason.of(ReasonCode.MULTINODE_DECODE_ESTIMATE))
         per_device = [
             d.model_copy(update={"device": f"node{i // per_node}/{d.device.split(':')[0]}:{i % per_node}"})
             for i, d in enumerate(c.per_device)
         ]
-        out.append(c.model_copy(update={"nodes": nodes, "per_device": per_device, "reasons": reasons}))
+        out.append(c.model_copy(update={"nodes": nodes, "per_device": per_device, "reasons_detail": reasons}))
     return out
 
 
@@ -91,17 +87,20 @@ def prefer_one_node(candidates: list[Candidate]) -> list[Candidate]:
     single = next((c for c in candidates if c.nodes == 1 and c.fits and launchable(c)), None)
     if single is None:
         return candidates
-    note = (
-        f"one node suffices ({single.engine}, {single.quantization}, TP {single.tensor_parallel_size}): "
-        "preferred over spanning nodes"
+    note = Reason.of(
+        ReasonCode.ONE_NODE_PREFERRED,
+        engine=single.engine,
+        quantization=single.quantization,
+        tp=single.tensor_parallel_size,
     )
     ordered = sorted(candidates, key=lambda c: c.nodes > 1)  # stable: the ranking holds within each
     nodes = max(c.nodes for c in candidates)
     out = []
     for c in ordered:
         if c.nodes > 1:
-            c = c.model_copy(update={"reasons": [*c.reasons, note]})
+            c = c.model_copy(update={"reasons_detail": [*c.reasons_detail, note]})
         elif c is single and nodes > 1:
-            c = c.model_copy(update={"reasons": [*c.reasons, f"one node suffices: no need to span {nodes}"]})
+            suffices = Reason.of(ReasonCode.ONE_NODE_SUFFICES, nodes=nodes)
+            c = c.model_copy(update={"reasons_detail": [*c.reasons_detail, suffices]})
         out.append(c)
     return out

@@ -144,7 +144,9 @@ def make_plan(
     chosen = 0 if candidates and candidates[0].fits and launchable(candidates[0]) else None
     if chosen is not None:
         candidates[0] = candidates[0].model_copy(
-            update={"reasons": [why_chosen(candidates[0], request.goal), *candidates[0].reasons]}
+            update={
+                "reasons_detail": [why_chosen(candidates[0], request.goal), *candidates[0].reasons_detail]
+            }
         )
     advice = advise(
         spec,
@@ -173,5 +175,5 @@ def make_plan(
         nodes=request.nodes,
         candidates=candidates,
         chosen=chosen,
-        advice=advice,
+        advice_detail=advice,
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from llmhost.estimate.weights import quality_score
 from llmhost.plan.common import QUALITY_FLOOR
 from llmhost.plan.models import Candidate
+from llmhost.plan.reasons import Reason, ReasonCode
 
-ENGINE_TITLES = {"vllm": "vLLM", "llamacpp": "llama.cpp", "mlx": "MLX LM"}
 # At equal quality: vLLM first where it runs (GPUs, batching); on a Mac MLX LM before llama.cpp Metal:
 # it loads the safetensors checkpoint itself (a 16-bit one as is, a quantized one by one
 # `mlx_lm.convert`, no GGUF toolchain) and batches concurrent decodes. Never both vLLM and MLX on one plan.
@@ -42,11 +42,9 @@ def sort_key(c: Candidate, goal: str, n_layers: int) -> tuple[float, ...]:
     return (*head, q, engine_pref, -c.tensor_parallel_size * c.pipeline_parallel_size, speed)
 
 
-def why_chosen(c: Candidate, goal: str) -> str:
-    engine = ENGINE_TITLES.get(c.engine, c.engine)
+def why_chosen(c: Candidate, goal: str) -> Reason:
     if goal == "latency":
-        speed = c.decode_tokens_per_s or 0
-        return f"chosen for latency: fastest decode (~{speed:.0f} tok/s) among fitting {engine} options"
+        return Reason.of(ReasonCode.CHOSEN_FOR_LATENCY, speed=c.decode_tokens_per_s or 0.0, engine=c.engine)
     if goal == "throughput":
-        return f"chosen for throughput: {c.max_concurrency} concurrent sequences with {engine}"
-    return f"chosen for quality: {c.quantization} is the highest precision that fits the requested context"
+        return Reason.of(ReasonCode.CHOSEN_FOR_THROUGHPUT, sequences=c.max_concurrency, engine=c.engine)
+    return Reason.of(ReasonCode.CHOSEN_FOR_QUALITY, quantization=c.quantization)

@@ -24,7 +24,6 @@ from llmhost.plan.common import (
     SPEED_CONTEXT,
     GiB,
     Target,
-    fmt_gib,
     max_length,
     source_of,
     sum_breakdowns,
@@ -40,6 +39,7 @@ from llmhost.plan.hardware_view import (
     host_capacity_bytes,
 )
 from llmhost.plan.models import Candidate, DeviceMemory, MemoryBreakdown, PlanRequest
+from llmhost.plan.reasons import Reason, ReasonCode
 
 
 def vllm_quants(spec: ModelSpec, gpus: list[GPU]) -> list[str]:
@@ -116,9 +116,9 @@ def vllm_gpu_candidate(
     kv_dtype = _vllm_kv_dtype(quant, request)
     if kv_dtype is None:
         return None
-    reasons: list[str] = []
+    reasons: list[Reason] = []
     if source:
-        reasons.append(f"pre-quantized {quant} checkpoint {source} (found through the Hub's model tree)")
+        reasons.append(Reason.of(ReasonCode.PRE_QUANTIZED_SIBLING, quantization=quant, repo=source))
     total = min(g.memory_total_bytes for g in used)
     free = min(gpu_free_bytes(g) for g in used)
     graphs = cudagraph_bytes(spec, VllmSettings(0.9, 1, 1))
@@ -129,16 +129,26 @@ def vllm_gpu_candidate(
     if util > util_cap:
         if request.gpu_memory_utilization is None and util_cap > 0.3:
             reasons.append(
-                f"other processes hold {fmt_gib(held)} on {device_name(used[0])}: gpu_memory_utilization "
-                f"lowered from {util:.2f} to {util_cap:.2f} (it is a share of TOTAL memory)"
+                Reason.of(
+                    ReasonCode.GPU_MEMORY_UTILIZATION_LOWERED,
+                    held_bytes=held,
+                    device=device_name(used[0]),
+                    planned=util,
+                    lowered=util_cap,
+                )
             )
             util = util_cap
         else:
             util_ok = False
             reasons.append(
-                f"vLLM would not start: gpu_memory_utilization {util:.2f} x {fmt_gib(total)} plus its CUDA "
-                f"context and graphs exceed the {fmt_gib(free)} free (other processes hold {fmt_gib(held)}); "
-                f"at most {util_cap:.2f} works"
+                Reason.of(
+                    ReasonCode.GPU_MEMORY_UTILIZATION_TOO_HIGH,
+                    utilization=util,
+                    total_bytes=total,
+                    free_bytes=free,
+                    held_bytes=held,
+                    at_most=util_cap,
+                )
             )
     mnbt = default_max_num_batched_tokens(total, used[0].name)
     max_num_seqs = max(oh.VLLM_DEFAULT_MAX_NUM_SEQS, target.concurrency)
@@ -156,50 +166,66 @@ def vllm_gpu_candidate(
     max_ctx = mem.max_context(spec.max_context)
     if not target.explicit and max_ctx < context and max_ctx >= target.floor:
         context = max_ctx // 256 * 256 if max_ctx >= 256 else max_ctx
-        reasons.append(f"context lowered to {context} so the KV cache holds it")
+        reasons.append(Reason.of(ReasonCode.CONTEXT_LOWERED, context=context, limit="kv_cache"))
     one = mem.request_bytes(context)
     max_conc = mem.max_concurrency(context)
     fits = util_ok and mem.kv_cache_bytes > 0 and max_conc >= target.concurrency
     if mem.kv_cache_bytes <= 0:
         reasons.append(
-            f"weights ({fmt_gib(mem.weights_bytes)} per GPU) plus activations and CUDA graphs exceed "
-            f"{util:.2f} x {fmt_gib(total)}"
+            Reason.of(
+                ReasonCode.WEIGHTS_EXCEED_GPU,
+                weights_bytes=mem.weights_bytes,
+                utilization=util,
+                total_bytes=total,
+            )
         )
     elif max_conc < 1:
         reasons.append(
-            f"vLLM would fail at start-up: max seq len ({context}) needs {fmt_gib(one)} of KV cache, "
-            "larger than "
-            f"the {fmt_gib(mem.kv_cache_bytes)} available; `--max-model-len {max_ctx}` would work"
+            Reason.of(
+                ReasonCode.KV_CACHE_BELOW_ONE_SEQUENCE,
+                context=context,
+                request_bytes=one,
+                kv_cache_bytes=mem.kv_cache_bytes,
+                max_context=max_ctx,
+            )
         )
     elif max_conc < target.concurrency:
         reasons.append(
-            f"KV cache holds {max_conc} sequences of {context} tokens, "
-            f"fewer than the {target.concurrency} asked"
+            Reason.of(
+                ReasonCode.KV_CACHE_FEWER_SEQUENCES,
+                sequences=max_conc,
+                context=context,
+                asked=target.concurrency,
+            )
         )
     else:
         reasons.append(
-            f"KV cache {fmt_gib(mem.kv_cache_bytes)} per GPU: "
-            f"{max_conc} sequences of {context} tokens at once"
+            Reason.of(
+                ReasonCode.KV_CACHE_SEQUENCES,
+                kv_cache_bytes=mem.kv_cache_bytes,
+                sequences=max_conc,
+                context=context,
+            )
         )
     if tp > 1:
         kv_heads = max(spec.attention.num_kv_heads, default=0)
         if "mla" in spec.attention.layer_kinds:
-            reasons.append(
-                f"tensor parallel {tp}: weights split, the MLA latent cache is replicated on every GPU"
-            )
+            reasons.append(Reason.of(ReasonCode.TENSOR_PARALLEL_MLA, tp=tp))
         elif kv_heads and tp > kv_heads:
             reasons.append(
-                f"tensor parallel {tp} > {kv_heads} KV heads: KV heads replicated {tp // kv_heads}x"
+                Reason.of(
+                    ReasonCode.TENSOR_PARALLEL_KV_REPLICATED,
+                    tp=tp,
+                    kv_heads=kv_heads,
+                    replicas=tp // kv_heads,
+                )
             )
         else:
-            reasons.append(f"tensor parallel {tp}: weights and KV heads split over {tp} GPUs")
+            reasons.append(Reason.of(ReasonCode.TENSOR_PARALLEL, tp=tp))
     if pp > 1:
-        reasons.append(
-            f"pipeline parallel {pp}: each GPU holds about 1/{pp} of the layers and their KV cache "
-            "(tensor parallelism cannot divide the attention heads over this many GPUs)"
-        )
+        reasons.append(Reason.of(ReasonCode.PIPELINE_PARALLEL, pp=pp))
     if quant == "fp8" and own_quantization(spec) != "fp8" and not source:
-        reasons.append("fp8 weights quantized online by vLLM (GPU compute capability >= 8.9)")
+        reasons.append(Reason.of(ReasonCode.FP8_ONLINE))
     kv_pool = max(mem.kv_cache_bytes, 0)
     per_rank = MemoryBreakdown(
         weights_bytes=mem.weights_bytes,
@@ -264,7 +290,7 @@ def vllm_gpu_candidate(
         max_context=min(max_ctx, spec.max_context),
         max_concurrency=max_conc,
         decode_tokens_per_s=speed,
-        reasons=reasons,
+        reasons_detail=reasons,
         model_source=source or source_of(spec),
         engine_options=options,
     )
@@ -291,13 +317,13 @@ def vllm_cpu_candidate(
     budget = host_capacity_bytes(hardware) - base.total_bytes
     context = target.context
     need = base.request_bytes(context) * target.concurrency
-    reasons: list[str] = []
+    reasons: list[Reason] = []
     if budget > 0 and need > budget and not target.explicit:
         lo = last_true(lambda n: base.request_bytes(n) * target.concurrency <= budget, 16, context, step=256)
         if lo >= target.floor:
             context = lo // 256 * 256
             need = base.request_bytes(context) * target.concurrency
-            reasons.append(f"context lowered to {context} so the KV cache fits in RAM")
+            reasons.append(Reason.of(ReasonCode.CONTEXT_LOWERED, context=context, limit="kv_cache_ram"))
     # VLLM_CPU_KVCACHE_SPACE is whole GiB: what the context x concurrency needs, raised to vLLM's
     # 4 GiB default when RAM has room for it (spare KV is prefix-cache space).
     want = max(math.ceil(need / GiB), 1)
@@ -309,11 +335,14 @@ def vllm_cpu_candidate(
     max_conc = (mem.kv_cache_bytes if fits else max(budget, 0)) // one if one else 0
     max_ctx = max_length(lambda n: mem.request_bytes(n) <= max(budget, 0), spec.max_context)
     if fits:
-        reasons.append(f"vLLM CPU build: VLLM_CPU_KVCACHE_SPACE={kv_gib} GiB of RAM for the KV cache")
+        reasons.append(Reason.of(ReasonCode.VLLM_CPU_KV_CACHE, kv_cache_gib=kv_gib))
     else:
         reasons.append(
-            f"needs {fmt_gib(base.total_bytes + need)} of RAM, "
-            f"{fmt_gib(host_capacity_bytes(hardware))} available"
+            Reason.of(
+                ReasonCode.NEEDS_RAM,
+                need_bytes=base.total_bytes + need,
+                available_bytes=host_capacity_bytes(hardware),
+            )
         )
     breakdown = MemoryBreakdown(
         weights_bytes=mem.weights_bytes,
@@ -352,7 +381,7 @@ def vllm_cpu_candidate(
         max_context=max_ctx,
         max_concurrency=max_conc,
         decode_tokens_per_s=speed,
-        reasons=reasons,
+        reasons_detail=reasons,
         model_source=source_of(spec),
         engine_options={
             "device": "cpu",
