@@ -31,7 +31,9 @@ HardwareOpt = Annotated[
     typer.Option(
         "--hardware",
         help="Plan for catalog hardware instead of this machine, e.g. h100-80gb or rtx-4090:2 "
-        "(see `llmhost hw --list-catalog`).",
+        "(see `llmhost hw --list-catalog`), or for a GPU by its figures: "
+        "gpu=SIZE,bw=BANDWIDTH[,count=N][,name=TEXT][,cc=X.Y][,ram=SIZE][,cpus=N], "
+        "e.g. gpu=23.6GiB,bw=936GB/s,count=2 (SIZE: the total nvidia-smi shows).",
         callback=text,
     ),
 ]

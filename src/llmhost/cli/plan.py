@@ -85,6 +85,12 @@ def render_plan(console: Console, plan: Plan, *, show_all: bool = False) -> None
                 "yellow",
             )
         )
+    if plan.vllm_version is not None:
+        console.print(
+            literal(
+                f"vLLM memory planned as vLLM {plan.vllm_version} does it ({plan.vllm_version_source})", "dim"
+            )
+        )
     chosen = plan.chosen_candidate
     if chosen is not None:
         c = chosen
@@ -197,6 +203,28 @@ def register(app: typer.Typer) -> None:
         tensor_parallel_size: Annotated[
             int | None, typer.Option("--tensor-parallel-size", "--tp", help="vLLM tensor parallel size.")
         ] = None,
+        max_num_seqs: Annotated[
+            int | None,
+            typer.Option(
+                "--max-num-seqs", help="vLLM max_num_seqs (default: vLLM's for the GPU and version)."
+            ),
+        ] = None,
+        max_num_batched_tokens: Annotated[
+            int | None,
+            typer.Option(
+                "--max-num-batched-tokens",
+                help="vLLM max_num_batched_tokens (default: vLLM's for the GPU and version).",
+            ),
+        ] = None,
+        vllm_version: Annotated[
+            str | None,
+            typer.Option(
+                "--vllm-version",
+                help="Plan vLLM as this release (X.Y.Z) does its memory accounting; default: the installed "
+                "vLLM, else the newest modelled.",
+                callback=text,
+            ),
+        ] = None,
         nodes: Annotated[
             int,
             typer.Option(
@@ -227,6 +255,9 @@ def register(app: typer.Typer) -> None:
             kv_cache_dtype=kv_cache_dtype,
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            vllm_version=vllm_version,
             nodes=nodes,
         )
         planned = plan_model(

@@ -7,15 +7,19 @@ import math
 from llmhost.bisection import last_true
 from llmhost.errors import UsageError
 from llmhost.estimate import overheads as oh
+from llmhost.estimate import vllm_versions as vv
 from llmhost.estimate.dtypes import VLLM_KV_TYPES, normalize_kv_dtype
 from llmhost.estimate.kv import kv_bytes_per_token
 from llmhost.estimate.vllm import (
+    StartFailure,
+    VllmMemory,
     VllmSettings,
-    cudagraph_bytes,
-    default_max_num_batched_tokens,
+    has_nvswitch,
     max_gpu_memory_utilization,
+    start_failure,
     vllm_cpu_memory,
     vllm_gpu_memory,
+    vllm_total_bytes,
 )
 from llmhost.estimate.weights import SIXTEEN_BIT, own_quantization, weights_layout
 from llmhost.hardware.models import GPU, Hardware
@@ -101,6 +105,59 @@ def _vllm_dtype(quant: str, gpus: list[GPU]) -> str:
     return "auto"
 
 
+def planned_vllm_version(request: PlanRequest) -> vv.VllmVersion:
+    """The vLLM release the plan is made for: --vllm-version, the installed engine's (the app layer
+    fills it in), else the newest release whose memory accounting llmhost models."""
+    return vv.parse_version(request.vllm_version or vv.NEWEST_MODELLED)
+
+
+def start_failure_reason(
+    failure: StartFailure,
+    mem: VllmMemory,
+    spec: ModelSpec,
+    free: int,
+    held: int,
+    context: int,
+    max_ctx: int,
+    used: list[GPU],
+) -> str:
+    """Why vLLM would not start, said the way vLLM fails, with what would help."""
+    util = mem.requested_bytes / mem.total_bytes if mem.total_bytes else 0.0
+    budget = f"{util:.2f} x {fmt_gib(mem.total_bytes)}"
+    if failure == "utilization_exceeds_free":
+        cap = max_gpu_memory_utilization(mem.total_bytes, free)
+        return (
+            f"[utilization_exceeds_free] vLLM would refuse to start: free memory "
+            f"{fmt_gib(max(free - mem.context_bytes, 0))} on {device_name(used[0])} is less than "
+            f"gpu_memory_utilization {budget} (other processes hold {fmt_gib(held)}); at most "
+            f"{cap:.2f} starts"
+        )
+    if failure in ("weights_exceed_budget", "no_kv_memory"):
+        what = (
+            f"the weights alone ({fmt_gib(mem.weights_bytes)} per GPU) exceed {budget}"
+            if failure == "weights_exceed_budget"
+            else f"weights ({fmt_gib(mem.weights_bytes)} per GPU) plus activations "
+            f"({fmt_gib(mem.activation_bytes)}) and non-torch memory leave no room in {budget}"
+        )
+        return (
+            f"[{failure}] vLLM would fail at start-up (No available memory for the cache blocks): "
+            f"{what}; no --max-model-len helps. What would: smaller weights (a lower quantization), a "
+            f"higher --gpu-memory-utilization, or more GPUs (a larger --tp)"
+        )
+    if failure == "max_len_exceeds_kv":
+        return (
+            f"[max_len_exceeds_kv] vLLM would fail at start-up: max seq len ({context}) needs "
+            f"{fmt_gib(mem.request_bytes(context))} of KV cache, larger than the "
+            f"{fmt_gib(mem.kv_cache_bytes)} available; the estimated maximum model length is "
+            f"{max_ctx}: `--max-model-len {max_ctx}` would work"
+        )
+    return (
+        f"[cuda_oom_after_kv] vLLM would run out of memory capturing CUDA graphs "
+        f"({fmt_gib(mem.cudagraph_bytes)}) after the KV cache: this vLLM captures them outside "
+        f"{budget}; a lower --gpu-memory-utilization leaves them room"
+    )
+
+
 def vllm_gpu_candidate(
     spec: ModelSpec,
     hardware: Hardware,
@@ -119,29 +176,31 @@ def vllm_gpu_candidate(
     reasons: list[str] = []
     if source:
         reasons.append(f"pre-quantized {quant} checkpoint {source} (found through the Hub's model tree)")
-    total = min(g.memory_total_bytes for g in used)
-    free = min(gpu_free_bytes(g) for g in used)
-    graphs = cudagraph_bytes(spec, VllmSettings(0.9, 1, 1))
-    util_cap = max_gpu_memory_utilization(total, free, graphs)
-    util = request.gpu_memory_utilization or oh.VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
-    util_ok = True
+    version = planned_vllm_version(request)
+    gen = vv.default_generation(version)
+    accounting = vv.accounting(version, gen)
+    total = vllm_total_bytes(min(g.memory_total_bytes for g in used))
+    # torch's free memory: NVML's free, never above the total torch reports.
+    free = min(min(gpu_free_bytes(g) for g in used), total)
     held = max(gpu_held_bytes(g) for g in used)
-    if util > util_cap:
-        if request.gpu_memory_utilization is None and util_cap > 0.3:
-            reasons.append(
-                f"other processes hold {fmt_gib(held)} on {device_name(used[0])}: gpu_memory_utilization "
-                f"lowered from {util:.2f} to {util_cap:.2f} (it is a share of TOTAL memory)"
-            )
-            util = util_cap
-        else:
-            util_ok = False
-            reasons.append(
-                f"vLLM would not start: gpu_memory_utilization {util:.2f} x {fmt_gib(total)} plus its CUDA "
-                f"context and graphs exceed the {fmt_gib(free)} free (other processes hold {fmt_gib(held)}); "
-                f"at most {util_cap:.2f} works"
-            )
-    mnbt = default_max_num_batched_tokens(total, used[0].name)
-    max_num_seqs = max(oh.VLLM_DEFAULT_MAX_NUM_SEQS, target.concurrency)
+    free_check = gen == "v1" and version >= vv.VllmVersion(0, 9, 0)
+    # vLLM's start-up check (V1 from 0.9): free memory after its CUDA context >= total x util.
+    util_cap = max_gpu_memory_utilization(total, free)
+    util = request.gpu_memory_utilization or oh.VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
+    if util > util_cap and request.gpu_memory_utilization is None and util_cap > 0.3:
+        reasons.append(
+            f"other processes hold {fmt_gib(held)} on {device_name(used[0])}: gpu_memory_utilization "
+            f"lowered from {util:.2f} to {util_cap:.2f} (it is a share of TOTAL memory)"
+        )
+        util = util_cap
+    defaults = vv.scheduler_defaults(version, total, used[0].name, target.context, gen)
+    mnbt = request.max_num_batched_tokens or defaults.max_num_batched_tokens
+    if request.max_num_seqs is not None:
+        max_num_seqs = request.max_num_seqs
+    else:
+        # Capped at the token budget as vLLM 0.11+ caps its default (and as every vLLM requires of
+        # the value llmhost passes: max_num_batched_tokens >= max_num_seqs).
+        max_num_seqs = min(max(defaults.max_num_seqs, target.concurrency), mnbt)
     settings = VllmSettings(
         gpu_memory_utilization=util,
         max_num_seqs=max_num_seqs,
@@ -149,6 +208,8 @@ def vllm_gpu_candidate(
         tensor_parallel_size=tp,
         kv_cache_dtype=kv_dtype,
         pipeline_parallel_size=pp,
+        accounting=accounting,
+        nvswitch=tp * pp > 1 and all(has_nvswitch(g.name, g.compute_capability) for g in used),
     )
     layout = weights_layout(spec, quant)
     mem = vllm_gpu_memory(spec, layout, settings, total)
@@ -157,19 +218,15 @@ def vllm_gpu_candidate(
     if not target.explicit and max_ctx < context and max_ctx >= target.floor:
         context = max_ctx // 256 * 256 if max_ctx >= 256 else max_ctx
         reasons.append(f"context lowered to {context} so the KV cache holds it")
-    one = mem.request_bytes(context)
     max_conc = mem.max_concurrency(context)
-    fits = util_ok and mem.kv_cache_bytes > 0 and max_conc >= target.concurrency
-    if mem.kv_cache_bytes <= 0:
+    failure = start_failure(mem, free, context, free_check=free_check)
+    fits = failure is None and max_conc >= target.concurrency
+    if failure is not None:
+        reasons.append(start_failure_reason(failure, mem, spec, free, held, context, max_ctx, used))
+    elif max_num_seqs < target.concurrency:
+        fits = False
         reasons.append(
-            f"weights ({fmt_gib(mem.weights_bytes)} per GPU) plus activations and CUDA graphs exceed "
-            f"{util:.2f} x {fmt_gib(total)}"
-        )
-    elif max_conc < 1:
-        reasons.append(
-            f"vLLM would fail at start-up: max seq len ({context}) needs {fmt_gib(one)} of KV cache, "
-            "larger than "
-            f"the {fmt_gib(mem.kv_cache_bytes)} available; `--max-model-len {max_ctx}` would work"
+            f"max_num_seqs {max_num_seqs} schedules fewer than the {target.concurrency} sequences asked"
         )
     elif max_conc < target.concurrency:
         reasons.append(
