@@ -220,6 +220,19 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option("--nodes", help="Plan over this many nodes of the --hardware type (as plan)."),
         ] = None,
+        max_num_seqs: Annotated[
+            int | None, typer.Option("--max-num-seqs", help="vLLM max_num_seqs (as plan).")
+        ] = None,
+        max_num_batched_tokens: Annotated[
+            int | None,
+            typer.Option("--max-num-batched-tokens", help="vLLM max_num_batched_tokens (as plan)."),
+        ] = None,
+        vllm_version: Annotated[
+            str | None,
+            typer.Option(
+                "--vllm-version", help="Plan as this vLLM release does its memory (as plan).", callback=text
+            ),
+        ] = None,
         trust_remote_code: Annotated[
             bool, typer.Option("--trust-remote-code", help="Allow the model's own code (vLLM).")
         ] = False,
@@ -288,6 +301,9 @@ def register(app: typer.Typer) -> None:
             "hardware": hardware,
             "engine_bin": engine_bin,
             "nodes": nodes,
+            "max_num_seqs": max_num_seqs,
+            "max_num_batched_tokens": max_num_batched_tokens,
+            "vllm_version": vllm_version,
             "trust_remote_code": trust_remote_code or None,
         }
         command = _command_line(target, refs, options, auth=auth, scope=scope, fallback=fallback or [])

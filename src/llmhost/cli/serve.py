@@ -108,6 +108,25 @@ def serve(
         bool, typer.Option("--trust-remote-code", help="Allow the model's own code (vLLM); off by default.")
     ] = False,
     hardware: HardwareOpt = None,
+    max_num_seqs: Annotated[
+        int | None,
+        typer.Option("--max-num-seqs", help="vLLM max_num_seqs (default: vLLM's for the GPU and version)."),
+    ] = None,
+    max_num_batched_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-num-batched-tokens", help="vLLM max_num_batched_tokens (default: vLLM's for the GPU)."
+        ),
+    ] = None,
+    vllm_version: Annotated[
+        str | None,
+        typer.Option(
+            "--vllm-version",
+            help="Plan as this vLLM release (X.Y.Z) does its memory; only with --dry-run (default: the "
+            "installed vLLM).",
+            callback=text,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan, launch and supervise an OpenAI-compatible server for MODEL.
@@ -125,6 +144,7 @@ def serve(
         model=model, profile=profile, engine=engine, quant=quant, context=context, concurrency=concurrency,
         port=port, host=host, api_key=api_key, insecure_no_auth=insecure_no_auth, name=name,
         engine_bin=engine_bin, trust_remote_code=trust_remote_code, hardware=hardware, dry_run=dry_run,
+        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, vllm_version=vllm_version,
     )  # fmt: skip
     ready = prepare_serve(cmd, warn=warn)
     _print_plan(ready)

@@ -218,7 +218,8 @@ def vllm_gpu_candidate(
     if not target.explicit and max_ctx < context and max_ctx >= target.floor:
         context = max_ctx // 256 * 256 if max_ctx >= 256 else max_ctx
         reasons.append(f"context lowered to {context} so the KV cache holds it")
-    max_conc = mem.max_concurrency(context)
+    # vLLM schedules at most max_num_seqs sequences at once, whatever the KV cache holds.
+    max_conc = min(mem.max_concurrency(context), max_num_seqs)
     failure = start_failure(mem, free, context, free_check=free_check)
     fits = failure is None and max_conc >= target.concurrency
     if failure is not None:
