@@ -80,7 +80,8 @@ def test_gpu_dependent_defaults_are_the_ones_vllm_printed() -> None:
     scout = "llmd-meta-llama-llama-4-scout--h100-80gb--tp4pp1dp1--8192"
     assert "Defaulting max_num_batched_tokens to 8192" in _lines(scout)
     assert "Defaulting max_num_seqs to 1024" in _lines(scout)
-    # v0.10.1.1 on an A100 80GB (the A100 exception): "Chunked prefill is enabled with max_num_batched_tokens=2048".
+    # v0.10.1.1 on an A100 80GB (the A100 exception):
+    # "Chunked prefill is enabled with max_num_batched_tokens=2048".
     a100 = vllm_total_bytes(80 * GiB)
     d = vv.scheduler_defaults(vv.parse_version("0.10.1.1"), a100, "NVIDIA A100 80GB", 16384)
     assert (d.max_num_seqs, d.max_num_batched_tokens) == (256, 2048)

@@ -37,3 +37,25 @@ HardwareOpt = Annotated[
         callback=text,
     ),
 ]
+MaxNumSeqsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-num-seqs", help="vLLM max_num_seqs, 1 or more (default: vLLM's for the GPU and version)."
+    ),
+]
+MaxNumBatchedTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-num-batched-tokens",
+        help="vLLM max_num_batched_tokens, 1 or more (default: vLLM's for the GPU and version).",
+    ),
+]
+VllmVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--vllm-version",
+        help="Plan vLLM as this release (X.Y.Z) accounts for memory; default: the installed vLLM, else the "
+        "newest release llmhost models.",
+        callback=text,
+    ),
+]

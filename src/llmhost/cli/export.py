@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from llmhost.cli._options import HardwareOpt, text
+from llmhost.cli._options import HardwareOpt, MaxNumBatchedTokensOpt, MaxNumSeqsOpt, VllmVersionOpt, text
 from llmhost.cli._output import info, literal, stderr, warn
 from llmhost.cli.serve import EngineOpt
 from llmhost.errors import UsageError
@@ -220,19 +220,9 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option("--nodes", help="Plan over this many nodes of the --hardware type (as plan)."),
         ] = None,
-        max_num_seqs: Annotated[
-            int | None, typer.Option("--max-num-seqs", help="vLLM max_num_seqs (as plan).")
-        ] = None,
-        max_num_batched_tokens: Annotated[
-            int | None,
-            typer.Option("--max-num-batched-tokens", help="vLLM max_num_batched_tokens (as plan)."),
-        ] = None,
-        vllm_version: Annotated[
-            str | None,
-            typer.Option(
-                "--vllm-version", help="Plan as this vLLM release does its memory (as plan).", callback=text
-            ),
-        ] = None,
+        max_num_seqs: MaxNumSeqsOpt = None,
+        max_num_batched_tokens: MaxNumBatchedTokensOpt = None,
+        vllm_version: VllmVersionOpt = None,
         trust_remote_code: Annotated[
             bool, typer.Option("--trust-remote-code", help="Allow the model's own code (vLLM).")
         ] = False,

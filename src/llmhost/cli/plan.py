@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from llmhost.cli._options import HardwareOpt, JsonOpt, text
+from llmhost.cli._options import (
+    HardwareOpt,
+    JsonOpt,
+    MaxNumBatchedTokensOpt,
+    MaxNumSeqsOpt,
+    VllmVersionOpt,
+    text,
+)
 from llmhost.cli._output import emit, literal, warn
 from llmhost.errors import NothingFitsError
 from llmhost.plan.models import Candidate, Plan, PlanRequest
@@ -203,28 +210,9 @@ def register(app: typer.Typer) -> None:
         tensor_parallel_size: Annotated[
             int | None, typer.Option("--tensor-parallel-size", "--tp", help="vLLM tensor parallel size.")
         ] = None,
-        max_num_seqs: Annotated[
-            int | None,
-            typer.Option(
-                "--max-num-seqs", help="vLLM max_num_seqs (default: vLLM's for the GPU and version)."
-            ),
-        ] = None,
-        max_num_batched_tokens: Annotated[
-            int | None,
-            typer.Option(
-                "--max-num-batched-tokens",
-                help="vLLM max_num_batched_tokens (default: vLLM's for the GPU and version).",
-            ),
-        ] = None,
-        vllm_version: Annotated[
-            str | None,
-            typer.Option(
-                "--vllm-version",
-                help="Plan vLLM as this release (X.Y.Z) does its memory accounting; default: the installed "
-                "vLLM, else the newest modelled.",
-                callback=text,
-            ),
-        ] = None,
+        max_num_seqs: MaxNumSeqsOpt = None,
+        max_num_batched_tokens: MaxNumBatchedTokensOpt = None,
+        vllm_version: VllmVersionOpt = None,
         nodes: Annotated[
             int,
             typer.Option(

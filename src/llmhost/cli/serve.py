@@ -15,7 +15,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from llmhost.cli._options import HardwareOpt, JsonOpt, text
+from llmhost.cli._options import (
+    HardwareOpt,
+    JsonOpt,
+    MaxNumBatchedTokensOpt,
+    MaxNumSeqsOpt,
+    VllmVersionOpt,
+    text,
+)
 from llmhost.cli._output import emit, info, literal, printable, stderr, to_json, warn, wide
 from llmhost.errors import UsageError
 from llmhost.units import format_bytes
@@ -108,25 +115,9 @@ def serve(
         bool, typer.Option("--trust-remote-code", help="Allow the model's own code (vLLM); off by default.")
     ] = False,
     hardware: HardwareOpt = None,
-    max_num_seqs: Annotated[
-        int | None,
-        typer.Option("--max-num-seqs", help="vLLM max_num_seqs (default: vLLM's for the GPU and version)."),
-    ] = None,
-    max_num_batched_tokens: Annotated[
-        int | None,
-        typer.Option(
-            "--max-num-batched-tokens", help="vLLM max_num_batched_tokens (default: vLLM's for the GPU)."
-        ),
-    ] = None,
-    vllm_version: Annotated[
-        str | None,
-        typer.Option(
-            "--vllm-version",
-            help="Plan as this vLLM release (X.Y.Z) does its memory; only with --dry-run (default: the "
-            "installed vLLM).",
-            callback=text,
-        ),
-    ] = None,
+    max_num_seqs: MaxNumSeqsOpt = None,
+    max_num_batched_tokens: MaxNumBatchedTokensOpt = None,
+    vllm_version: VllmVersionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan, launch and supervise an OpenAI-compatible server for MODEL.
