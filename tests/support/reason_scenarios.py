@@ -224,8 +224,24 @@ def scenarios() -> dict[str, Callable[[], Plan]]:
         ),
         "smaller-quant-fp8": lambda: make_plan(
             dense_spec(),
-            machine([gpu("RTX 4070", 12, cc="8.9")]),
+            machine([gpu("RTX 4080", 16, cc="8.9")]),
             PlanRequest(quantization="bf16", context=8192),
+        ),
+        # The ways vLLM fails at start-up (issue 11), each planned from the figures that decide it.
+        "vllm-no-kv-memory": lambda: make_plan(
+            dense_spec(),
+            machine([gpu("X", 18)]),
+            PlanRequest(engine="vllm", quantization="bf16", context=4096),
+        ),
+        "vllm-max-num-seqs-below": lambda: make_plan(
+            dense_spec(),
+            machine([h100()]),
+            PlanRequest(context=4096, concurrency=8, engine="vllm", max_num_seqs=4),
+        ),
+        "vllm-graphs-after-kv": lambda: make_plan(
+            dense_spec(),
+            machine([h100()]),
+            PlanRequest(context=8192, engine="vllm", vllm_version="0.8.5", gpu_memory_utilization=0.98),
         ),
         "vllm-on-a-mac": lambda: make_plan(dense_spec(), _mac(), PlanRequest(engine="vllm")),
         "nothing-at-all": lambda: make_plan(
@@ -245,6 +261,17 @@ def human(plan: Plan) -> str:
     return console.export_text()
 
 
+def _without_structured(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_structured(v) for k, v in value.items() if k not in STRUCTURED}
+    if isinstance(value, list):
+        return [_without_structured(v) for v in value]
+    return value
+
+
+STRUCTURED = {"reasons_detail", "advice_detail"}
+
+
 def record(name: str, plan: Plan) -> dict[str, Any]:
     """What is pinned of one plan: every candidate's reasons, the advice, and (some) the whole JSON."""
     dumped = plan.model_dump(mode="json")
@@ -253,8 +280,8 @@ def record(name: str, plan: Plan) -> dict[str, Any]:
         "reasons": [c["reasons"] for c in dumped["candidates"]],
         "advice": dumped["advice"],
     }
-    if name in FULL_JSON:
-        out["json"] = dumped
+    if name in FULL_JSON:  # as it was before the structured reasons: without the fields they added
+        out["json"] = _without_structured(dumped)
     if name in HUMAN:
         out["human"] = human(plan)
     return out

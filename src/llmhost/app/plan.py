@@ -42,12 +42,31 @@ def plan_model(
     from llmhost.plan import make_plan
 
     machine = hardware_for(hardware)
+    request = with_vllm_version(request)
     # The dry-run child starts before the model's header is parsed: the two overlap (docs/planning.md).
     with compute_probes(model, machine, what_if=bool(hardware)) as probes_for:
         spec = resolve(model, offline=True if offline else None)
         siblings = _quantized_siblings(spec, offline=offline, warn=warn) if quantized_siblings else []
         plan = make_plan(spec, machine, request, siblings=siblings, compute_probes=probes_for(spec))
     return PlannedModel(spec=spec, hardware=machine, plan=plan)
+
+
+def with_vllm_version(request: PlanRequest) -> PlanRequest:
+    """Plan vLLM for the release the user runs: --vllm-version, else the installed GPU build's version
+    (`llmhost engines`), else the newest release llmhost models (the estimator's default)."""
+    if request.vllm_version is not None:
+        return request.model_copy(update={"vllm_version_source": "--vllm-version"})
+    from llmhost.engines.vllm_env import find_runtime
+    from llmhost.estimate.vllm_versions import parse_version
+
+    runtime = find_runtime(device="gpu")
+    if runtime is None:
+        return request
+    try:
+        parse_version(runtime.version)
+    except LlmhostError:
+        return request  # LLMHOST_VLLM_PYTHON: a python whose version is not known without running it
+    return request.model_copy(update={"vllm_version": runtime.version, "vllm_version_source": "installed"})
 
 
 def _quantized_siblings(

@@ -71,6 +71,11 @@ class ServeRequest(Contract):
     trust_remote_code: bool = False
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = None
+    max_num_seqs: int | None = Field(default=None, description="vLLM --max-num-seqs (any value >= 1).")
+    max_num_batched_tokens: int | None = Field(default=None, description="vLLM --max-num-batched-tokens.")
+    vllm_version: str | None = Field(
+        default=None, description="Plan as this vLLM release does its memory (a what-if: --dry-run)."
+    )
     nodes: int | None = Field(default=None, description="`export`: plan over this many nodes (vLLM TP x PP).")
 
 
@@ -155,6 +160,9 @@ def resolve_and_plan(request: ServeRequest) -> tuple[ModelSpec, Hardware, Plan]:
                 "kv_cache_dtype": request.kv_cache_dtype,
                 "gpu_memory_utilization": request.gpu_memory_utilization,
                 "tensor_parallel_size": request.tensor_parallel_size,
+                "max_num_seqs": request.max_num_seqs,
+                "max_num_batched_tokens": request.max_num_batched_tokens,
+                "vllm_version": request.vllm_version,
                 "nodes": request.nodes,
                 "llamacpp_runtime": llamacpp_runtime(runtime, request.engine_bin),
             }.items()

@@ -47,6 +47,9 @@ class ServeChoices(Contract):
     name: str | None = None
     hardware: str | None = None
     engine_bin: str | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    vllm_version: str | None = None
     trust_remote_code: bool = False
 
 
@@ -122,6 +125,9 @@ REQUEST_OPTIONS = (
     "name",
     "hardware",
     "engine_bin",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "vllm_version",
 )
 
 
@@ -157,6 +163,12 @@ def prepare_serve(cmd: ServeCommand, *, warn: Callable[[str], None]) -> Prepared
     the launch spec; with a profile's chat template, plan again pinned to the runtime that template's
     flag is spelled for."""
     request, chat_template = build_request(cmd)
+    if cmd.vllm_version is not None and not cmd.dry_run:
+        raise UsageError(
+            "--vllm-version plans for a vLLM release other than the installed one; it can only be "
+            "combined with --dry-run.",
+            hint="Add --dry-run, or drop --vllm-version to serve with the installed vLLM.",
+        )
     if cmd.hardware is not None and not cmd.dry_run:
         raise UsageError(
             "--hardware plans for another machine; it can only be combined with --dry-run.",

@@ -31,7 +31,31 @@ HardwareOpt = Annotated[
     typer.Option(
         "--hardware",
         help="Plan for catalog hardware instead of this machine, e.g. h100-80gb or rtx-4090:2 "
-        "(see `llmhost hw --list-catalog`).",
+        "(see `llmhost hw --list-catalog`), or for a GPU by its figures: "
+        "gpu=SIZE,bw=BANDWIDTH[,count=N][,name=TEXT][,cc=X.Y][,ram=SIZE][,cpus=N], "
+        "e.g. gpu=23.6GiB,bw=936GB/s,count=2 (SIZE: the total nvidia-smi shows).",
+        callback=text,
+    ),
+]
+MaxNumSeqsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-num-seqs", help="vLLM max_num_seqs, 1 or more (default: vLLM's for the GPU and version)."
+    ),
+]
+MaxNumBatchedTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-num-batched-tokens",
+        help="vLLM max_num_batched_tokens, 1 or more (default: vLLM's for the GPU and version).",
+    ),
+]
+VllmVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--vllm-version",
+        help="Plan vLLM as this release (X.Y.Z) accounts for memory; default: the installed vLLM, else the "
+        "newest release llmhost models.",
         callback=text,
     ),
 ]

@@ -12,7 +12,17 @@ from typing import Annotated
 
 import typer
 
-from llmhost.cli._options import ContextOpt, EngineBinOpt, EngineOpt, HardwareOpt, HostOpt, text
+from llmhost.cli._options import (
+    ContextOpt,
+    EngineBinOpt,
+    EngineOpt,
+    HardwareOpt,
+    HostOpt,
+    MaxNumBatchedTokensOpt,
+    MaxNumSeqsOpt,
+    VllmVersionOpt,
+    text,
+)
 from llmhost.cli._output import info, literal, stderr, warn
 
 TargetArg = Annotated[
@@ -93,6 +103,9 @@ def export(
     hardware: HardwareOpt = None,
     engine_bin: EngineBinOpt = None,
     nodes: NodesOpt = None,
+    max_num_seqs: MaxNumSeqsOpt = None,
+    max_num_batched_tokens: MaxNumBatchedTokensOpt = None,
+    vllm_version: VllmVersionOpt = None,
     trust_remote_code: TrustRemoteCodeOpt = False,
     auth: AuthOpt = False,
     scope: ScopeOpt = "user",
@@ -115,7 +128,9 @@ def export(
     cmd = ExportCommand(
         target=target, refs=refs, output=Path(output) if output is not None else None, engine=engine,
         quant=quant, context=context, concurrency=concurrency, port=port, host=host, name=name,
-        hardware=hardware, engine_bin=engine_bin, nodes=nodes, trust_remote_code=trust_remote_code,
+        hardware=hardware, engine_bin=engine_bin, nodes=nodes, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens, vllm_version=vllm_version,
+        trust_remote_code=trust_remote_code,
         auth=auth, scope=scope, user=user, install=install, fallback=fallback or [],
         max_replicas=max_replicas,
     )  # fmt: skip

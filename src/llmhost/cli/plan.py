@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from llmhost.cli._options import HardwareOpt, JsonOpt, text
+from llmhost.cli._options import (
+    HardwareOpt,
+    JsonOpt,
+    MaxNumBatchedTokensOpt,
+    MaxNumSeqsOpt,
+    VllmVersionOpt,
+    text,
+)
 from llmhost.cli._output import emit, literal, warn
 from llmhost.errors import NothingFitsError
 from llmhost.plan.models import Candidate, Plan, PlanRequest
@@ -98,6 +105,12 @@ def _render_model(console: Console, plan: Plan) -> None:
                 "base model, no chat template: use completions, or give a template "
                 "(a profile's chat_template:, e.g. gemma)",
                 "yellow",
+            )
+        )
+    if plan.vllm_version is not None:
+        console.print(
+            literal(
+                f"vLLM memory planned as vLLM {plan.vllm_version} does it ({plan.vllm_version_source})", "dim"
             )
         )
 
@@ -241,6 +254,9 @@ def plan(
     hardware: HardwareOpt = None,
     gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
     tensor_parallel_size: TensorParallelSizeOpt = None,
+    max_num_seqs: MaxNumSeqsOpt = None,
+    max_num_batched_tokens: MaxNumBatchedTokensOpt = None,
+    vllm_version: VllmVersionOpt = None,
     nodes: NodesOpt = 1,
     goal: GoalOpt = "quality",
     offline: OfflineOpt = False,
@@ -262,6 +278,9 @@ def plan(
         kv_cache_dtype=kv_cache_dtype,
         gpu_memory_utilization=gpu_memory_utilization,
         tensor_parallel_size=tensor_parallel_size,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        vllm_version=vllm_version,
         nodes=nodes,
     )
     planned = plan_model(

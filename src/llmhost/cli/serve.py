@@ -15,7 +15,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from llmhost.cli._options import ContextOpt, EngineBinOpt, EngineOpt, HardwareOpt, HostOpt, JsonOpt, text
+from llmhost.cli._options import (
+    ContextOpt,
+    EngineBinOpt,
+    EngineOpt,
+    HardwareOpt,
+    HostOpt,
+    JsonOpt,
+    MaxNumBatchedTokensOpt,
+    MaxNumSeqsOpt,
+    VllmVersionOpt,
+    text,
+)
 from llmhost.cli._output import emit, info, literal, printable, stderr, to_json, warn, wide
 from llmhost.units import format_bytes
 
@@ -100,6 +111,9 @@ def serve(
     engine_bin: EngineBinOpt = None,
     trust_remote_code: TrustRemoteCodeOpt = False,
     hardware: HardwareOpt = None,
+    max_num_seqs: MaxNumSeqsOpt = None,
+    max_num_batched_tokens: MaxNumBatchedTokensOpt = None,
+    vllm_version: VllmVersionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan, launch and supervise an OpenAI-compatible server for MODEL.
@@ -117,6 +131,7 @@ def serve(
         model=model, profile=profile, engine=engine, quant=quant, context=context, concurrency=concurrency,
         port=port, host=host, api_key=api_key, insecure_no_auth=insecure_no_auth, name=name,
         engine_bin=engine_bin, trust_remote_code=trust_remote_code, hardware=hardware, dry_run=dry_run,
+        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, vllm_version=vllm_version,
     )  # fmt: skip
     ready = prepare_serve(cmd, warn=warn)
     _print_plan(ready)

@@ -29,6 +29,39 @@ VLLM_CUDA_CONTEXT_BYTES = 512 * MiB
 # 0.24-0.27 GiB at TP=1, 2.06-2.21 GiB at TP=2/4.
 VLLM_NON_TORCH_BYTES = 256 * MiB
 VLLM_NON_TORCH_TP_EXTRA_BYTES = 1870 * MiB
+# The same two terms (TP 1, extra with TP/PP > 1) per version range (estimate/vllm_versions.py), each
+# from the CALIBRATION half of the start-up records only (benchmarks/data/README.md):
+# - v0: the V0 profile's non-torch memory, median of the calibration V0 records at TP 1 (0.06, 0.35,
+#   0.35, 1.79 GiB: vllm-17327 v0, vllm-10517 x2, vllm-pr10511) and the TP-2 increase of vllm-pr10511
+#   (3.58 - 1.79 GiB);
+# - v1-early (<= 0.11): dennislee22 gpt-oss-120b TP 4 on A100 (v0.10.1.1) leaves 0.38 GiB beside the
+#   sampler peak, where v0.19's 2.1 GiB of TP buffers would leave the KV pool 1.7 GiB short;
+# - v1 / v1-graphs: the v0.19 sweep as above.
+VLLM_NON_TORCH_BY_RANGE: dict[str, tuple[int, int]] = {
+    "v0": (358 * MiB, 1833 * MiB),
+    "v1-early": (VLLM_NON_TORCH_BYTES, 128 * MiB),
+    "v1": (VLLM_NON_TORCH_BYTES, VLLM_NON_TORCH_TP_EXTRA_BYTES),
+    "v1-graphs": (VLLM_NON_TORCH_BYTES, VLLM_NON_TORCH_TP_EXTRA_BYTES),
+}
+# vLLM <= 0.11 (accounting "v1-early"), fitted on the CALIBRATION half only
+# (benchmarks/vllm_validation.py prints both fits and their checks):
+# - the MoE forward peak, median of the calibration records where the forward pass sets the peak:
+#   vllm-23278 (gpt-oss-120b, one H100, v0.10.1, 8192 batched tokens, a -2.14 GiB budget) 8.21x and
+#   dennislee22 gpt-oss-120b TP 4 on A100 (v0.10.1.1, 2048 tokens) 6.05x 0.19's fused-MoE term;
+# - the CUDA-graph pool: dennislee22 gpt-oss-120b TP 4 on A100 (v0.10.1.1) captured 1.88 GiB where
+#   0.19's estimate for 36 layers is 0.88 GiB.
+VLLM_EARLY_V1_MOE_ACTIVATION_FACTOR = 7.13
+VLLM_EARLY_V1_CUDAGRAPH_FACTOR = 2.14
+# TP non-torch memory without NVSwitch (PCIe and GeForce cards: no NVLink-SHARP buffers). The calibration
+# records on such GPUs: dennislee22 gpt-oss-120b TP 4 on A100 (v0.10.1.1) leaves 0.38 GiB beside the
+# sampler peak at TP 4 -> 0.13 GiB above TP 1's 0.25 GiB.
+VLLM_NON_TORCH_TP_PCIE_EXTRA_BYTES = 128 * MiB
+# torch.cuda.mem_get_info()'s total (what vLLM sizes its budget from) is below NVML's total by memory
+# the driver reserves. Median of (catalog NVML total - total vLLM printed) over the CALIBRATION
+# records that print it: H100 80GB 0.46 / 0.43 GiB (v0.19 sweep, vllm-pr10511), RTX 3090 0.42 /
+# 0.44 GiB (vllm-10517, vllm-17327), L40S 0.57 GiB (vllm-pr17122) -> 0.44 GiB
+# (benchmarks/vllm_validation.py prints the fit and the validation check).
+VLLM_TORCH_RESERVED_BYTES = 450 * MiB
 # CUDA graph capture. vLLM 0.19 prints it as an estimate and does not take it out of the KV budget
 # (available KV = requested - weights - activations - non-torch matches every record of the sweep),
 # so the graphs come on top of `gpu_memory_utilization x total`. Same sweep: 0.52-1.82 GiB, growing

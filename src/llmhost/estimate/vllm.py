@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from llmhost.bisection import last_true
 from llmhost.estimate import overheads as oh
 from llmhost.estimate.kv import KVLayout, kv_layout, vllm_request_kv_bytes
+from llmhost.estimate.vllm_versions import Accounting
 from llmhost.estimate.weights import WeightsLayout
 from llmhost.models.spec import ModelSpec
 
@@ -30,6 +32,10 @@ class VllmSettings:
     enforce_eager: bool = False
     hybrid_kv_cache_manager: bool = True
     pipeline_parallel_size: int = 1
+    # Which vLLM release's memory accounting (estimate/vllm_versions.py); "v1" is 0.12-0.19.
+    accounting: Accounting = "v1"
+    # NCCL's NVLink-SHARP buffers on NVSwitch systems (H100/H200/B200 SXM): the large TP non-torch term.
+    nvswitch: bool = True
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,13 @@ class VllmMemory:
     kv: KVLayout
     max_num_batched_tokens: int
     hybrid_kv_cache_manager: bool = True
+    accounting: Accounting = "v1"
+
+    @property
+    def cudagraphs_in_budget(self) -> bool:
+        """From vLLM 0.20 the CUDA-graph estimate comes out of the KV budget; before, it is captured
+        after the pool, in the `1 - gpu_memory_utilization` headroom."""
+        return self.accounting == "v1-graphs"
 
     def request_bytes(self, tokens: int) -> int:
         return vllm_request_kv_bytes(
@@ -94,18 +107,12 @@ def ffn_width(spec: ModelSpec) -> int:
     return max(per_layer // (3 * h), 4 * h) if per_layer > 0 else 4 * h
 
 
-def activation_peak_bytes(spec: ModelSpec, settings: VllmSettings, act_bytes: int = 2) -> int:
-    """PyTorch activation peak of vLLM's profile run (one rank).
-
-    The larger of two phases:
-    - the forward pass over `max_num_batched_tokens` tokens: per token 4 hidden-size tensors plus 3x the
-      TP-sharded MLP width (gate/up output and activation output); for MoE the fused-MoE caches hold
-      `top_k x (3 x expert width / tp + hidden)` per token. Fitted on vLLM 0.19 records whose vocabulary is
-      small enough for the forward pass to dominate: CodeLlama-7B 0.77 GiB (predicted 0.77),
-      Granite-3.1-8B 0.85 (0.83), Mixtral-8x7B TP2 1.21 (1.19);
-    - the sampler dry run over `max_num_seqs` requests: `VLLM_SAMPLER_BYTES_PER_LOGIT` per vocabulary
-      entry (Llama-3.1-8B with 1024 sequences: 1.89 GiB measured and predicted).
-    """
+def forward_activation_bytes(spec: ModelSpec, settings: VllmSettings, act_bytes: int = 2) -> int:
+    """The profile forward pass over `max_num_batched_tokens` tokens: per token 4 hidden-size tensors
+    plus 3x the TP-sharded MLP width (gate/up output and activation output); for MoE the fused-MoE
+    caches hold `top_k x (3 x expert width / tp + hidden)` per token. vLLM <= 0.11 ("v1-early") runs
+    the fused-MoE path with far larger workspaces: its MoE forward peak is
+    `VLLM_EARLY_V1_MOE_ACTIVATION_FACTOR` times this (estimate/overheads.py, fitted on calibration)."""
     tp = settings.tensor_parallel_size
     h = spec.hidden_size
     if spec.moe is not None:
@@ -116,16 +123,38 @@ def activation_peak_bytes(spec: ModelSpec, settings: VllmSettings, act_bytes: in
     else:
         per_token = 4 * h + 3 * ffn_width(spec) // tp
     forward = settings.max_num_batched_tokens * per_token * act_bytes
+    if spec.moe is not None and settings.accounting == "v1-early":
+        forward = round(forward * oh.VLLM_EARLY_V1_MOE_ACTIVATION_FACTOR)
+    return forward
+
+
+def sampler_activation_bytes(spec: ModelSpec, settings: VllmSettings) -> int:
+    """The sampler dry run over `min(max_num_seqs, max_num_batched_tokens)` requests:
+    `VLLM_SAMPLER_BYTES_PER_LOGIT` per vocabulary entry (Llama-3.1-8B with 1024 sequences at v0.19:
+    1.89 GiB measured and predicted)."""
     requests = min(settings.max_num_seqs, settings.max_num_batched_tokens)
-    sampler = round(requests * spec.vocab_size * oh.VLLM_SAMPLER_BYTES_PER_LOGIT)
-    return max(forward, sampler)
+    return round(requests * spec.vocab_size * oh.VLLM_SAMPLER_BYTES_PER_LOGIT)
+
+
+def activation_peak_bytes(spec: ModelSpec, settings: VllmSettings, act_bytes: int = 2) -> int:
+    """PyTorch activation peak of vLLM's profile run (one rank): the larger of the forward pass and
+    the sampler dry run. The forward structure was checked on vLLM 0.19 records whose vocabulary is
+    small enough for it to dominate (CodeLlama-7B 0.77 GiB predicted 0.77, Granite-3.1-8B 0.85 / 0.83,
+    Mixtral-8x7B TP2 1.21 / 1.19: validation-half records, docs/accuracy.md); the sampler constant is
+    Llama-3.1-8B's (calibration half)."""
+    return max(forward_activation_bytes(spec, settings, act_bytes), sampler_activation_bytes(spec, settings))
 
 
 def cudagraph_bytes(spec: ModelSpec, settings: VllmSettings) -> int:
+    """The CUDA-graph pool: 0.19's estimate (base + per layer); vLLM <= 0.11 captured a larger pool
+    (`VLLM_EARLY_V1_CUDAGRAPH_FACTOR` times it, fitted on calibration)."""
     if settings.enforce_eager:
         return 0
     layers = math.ceil(spec.attention.num_layers / max(settings.pipeline_parallel_size, 1))
-    return oh.VLLM_CUDAGRAPH_BASE_BYTES + layers * oh.VLLM_CUDAGRAPH_PER_LAYER_BYTES
+    graphs = oh.VLLM_CUDAGRAPH_BASE_BYTES + layers * oh.VLLM_CUDAGRAPH_PER_LAYER_BYTES
+    if settings.accounting == "v1-early":
+        graphs = round(graphs * oh.VLLM_EARLY_V1_CUDAGRAPH_FACTOR)
+    return graphs
 
 
 def rank_weights_bytes(layout: WeightsLayout, tp: int, pp: int = 1) -> int:
@@ -155,18 +184,44 @@ def _stage_kv(kv: KVLayout, layers: int, pp: int) -> KVLayout:
     )
 
 
+def non_torch_bytes(settings: VllmSettings) -> int:
+    """Non-torch memory the profile counts (cuBLAS workspaces; NCCL / custom all-reduce with TP > 1),
+    per version range (docs/vllm-memory-by-version.md section 4; constants in estimate/overheads.py)."""
+    base, tp_extra = oh.VLLM_NON_TORCH_BY_RANGE[settings.accounting]
+    if not settings.nvswitch:
+        tp_extra = min(tp_extra, oh.VLLM_NON_TORCH_TP_PCIE_EXTRA_BYTES)
+    return base + (tp_extra if settings.tensor_parallel_size * settings.pipeline_parallel_size > 1 else 0)
+
+
+def has_nvswitch(gpu_name: str, compute_capability: str | None) -> bool:
+    """Hopper-or-newer SXM parts sit on NVSwitch boards, where NCCL allocates NVLink-SHARP buffers (the
+    2 GiB of TP non-torch memory in the v0.19 H100 sweep); PCIe and GeForce cards do not."""
+    name = gpu_name.lower()
+    if "pcie" in name or "nvl" in name.replace("nvlink", "") or "rtx" in name or "geforce" in name:
+        return False
+    try:
+        major = int((compute_capability or "0").split(".")[0])
+    except ValueError:
+        return False
+    return major >= 9 and any(chip in name for chip in ("h100", "h200", "h20", "b200", "gh200", "gb200"))
+
+
 def vllm_gpu_memory(
     spec: ModelSpec, layout: WeightsLayout, settings: VllmSettings, total_memory_bytes: int
 ) -> VllmMemory:
+    """One rank's budget: `total x util - weights - activation peak - non-torch`, and from vLLM 0.20
+    (accounting "v1-graphs") minus the CUDA-graph estimate too. Before 0.20 the graphs are captured
+    after the pool, outside the requested budget."""
     tp = settings.tensor_parallel_size
     pp = settings.pipeline_parallel_size
     requested = int(total_memory_bytes * settings.gpu_memory_utilization)
     weights = rank_weights_bytes(layout, tp, pp)
     activation = activation_peak_bytes(spec, settings)
     graphs = cudagraph_bytes(spec, settings)
-    non_torch = oh.VLLM_NON_TORCH_BYTES + (oh.VLLM_NON_TORCH_TP_EXTRA_BYTES if tp * pp > 1 else 0)
-    # CUDA graphs are captured after the KV cache is allocated, outside the requested budget.
+    non_torch = non_torch_bytes(settings)
     kv_bytes = requested - weights - activation - non_torch
+    if settings.accounting == "v1-graphs":
+        kv_bytes -= graphs
     return VllmMemory(
         total_bytes=total_memory_bytes,
         requested_bytes=requested,
@@ -181,7 +236,55 @@ def vllm_gpu_memory(
         ),
         max_num_batched_tokens=settings.max_num_batched_tokens,
         hybrid_kv_cache_manager=settings.hybrid_kv_cache_manager,
+        accounting=settings.accounting,
     )
+
+
+def vllm_total_bytes(device_total_bytes: int) -> int:
+    """The total vLLM sizes its budget from (torch.cuda.mem_get_info), given NVML's / the catalog's
+    total: the driver's reserved memory is not in it (estimate/overheads.py VLLM_TORCH_RESERVED_BYTES)."""
+    return max(device_total_bytes - oh.VLLM_TORCH_RESERVED_BYTES, 0)
+
+
+StartFailure = Literal[
+    "utilization_exceeds_free",
+    "weights_exceed_budget",
+    "no_kv_memory",
+    "max_len_exceeds_kv",
+    "cuda_oom_after_kv",
+]
+
+
+def start_failure(
+    mem: VllmMemory,
+    free_bytes: int,
+    max_model_len: int,
+    *,
+    free_check: bool = True,
+) -> StartFailure | None:
+    """How vLLM would fail to start with this budget, in the order it checks (None: it starts).
+
+    - `utilization_exceeds_free` (V1 from 0.9, `free_check`): free memory after the CUDA context is
+      below `total x gpu_memory_utilization` (v0.19.0 v1/worker/utils.py:412-421);
+    - `weights_exceed_budget`: the weights alone exceed the request; vLLM reports it as a negative KV
+      budget ("No available memory for the cache blocks"), so no --max-model-len helps;
+    - `no_kv_memory`: weights + activation peak + non-torch (+ graphs from 0.20) leave nothing;
+    - `max_len_exceeds_kv`: one request of `max_model_len` needs more KV than the pool;
+    - `cuda_oom_after_kv`: before 0.20 the CUDA graphs are captured after the pool and must fit in
+      what the pool leaves free.
+    """
+    free_after_context = free_bytes - mem.context_bytes
+    if free_check and free_after_context < mem.requested_bytes:
+        return "utilization_exceeds_free"
+    if mem.weights_bytes >= mem.requested_bytes:
+        return "weights_exceed_budget"
+    if mem.kv_cache_bytes <= 0:
+        return "no_kv_memory"
+    if mem.request_bytes(max_model_len) > mem.kv_cache_bytes:
+        return "max_len_exceeds_kv"
+    if not mem.cudagraphs_in_budget and free_after_context - mem.requested_bytes < mem.cudagraph_bytes:
+        return "cuda_oom_after_kv"
+    return None
 
 
 def max_gpu_memory_utilization(total_bytes: int, free_bytes: int, outside_budget_bytes: int = 0) -> float:

@@ -214,8 +214,72 @@ def parse_size(text: str) -> int:
     return int(value * scale)
 
 
+_CUSTOM_HELP = (
+    "Describe a GPU as gpu=SIZE,bw=BANDWIDTH[,count=N][,name=TEXT][,cc=X.Y][,ram=SIZE][,cpus=N], "
+    "e.g. gpu=23.6GiB,bw=936GB/s,count=2."
+)
+
+
+def parse_bandwidth(text: str) -> float:
+    """`936GB/s`, `936gb/s`, `3.35TB/s`, `936` (GB/s) -> bytes per second (decimal units, as sold)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:([gt])b?(?:/s)?)?\s*", text.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise HardwareError(f"Cannot read the bandwidth {text!r}.", hint=_CUSTOM_HELP)
+    return float(match.group(1)) * (1e12 if match.group(2) == "t" else 1e9)
+
+
+def custom_hardware(options: list[str], spec: str) -> Hardware:
+    """A GPU described by its figures (`gpu=23.6GiB,bw=936GB/s,...`): one not in the catalog, or a
+    card whose memory differs from its catalog row. The size is the device total as nvidia-smi / NVML
+    reports it; plans for vLLM take the driver's reservation off it as for any other GPU."""
+    values: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        key = key.strip().lower()
+        if not sep or key not in ("gpu", "bw", "count", "name", "cc", "ram", "cpus") or key in values:
+            raise HardwareError(f"Cannot read {option!r} in {spec!r}.", hint=_CUSTOM_HELP)
+        values[key] = value.strip()
+    if "bw" not in values:
+        raise HardwareError(f"{spec!r} gives no bandwidth (bw=...).", hint=_CUSTOM_HELP)
+    memory = parse_size(values["gpu"])
+    if memory <= 0:
+        raise HardwareError(f"GPU memory {values['gpu']!r} must be more than 0.", hint=_CUSTOM_HELP)
+    bandwidth = parse_bandwidth(values["bw"])
+    count_text = values.get("count", "1")
+    if not count_text.isdigit() or not 1 <= int(count_text) <= 64:
+        raise HardwareError(f"GPU count {count_text!r} is not 1 to 64.", hint=_CUSTOM_HELP)
+    cc = values.get("cc")
+    if cc is not None and not re.fullmatch(r"\d+\.\d+", cc):
+        raise HardwareError(f"Compute capability {cc!r} is not X.Y.", hint=_CUSTOM_HELP)
+    name = values.get("name") or f"custom GPU {memory / GIB:.1f} GiB"
+    entry = CatalogEntry(
+        id="custom",
+        vendor="nvidia",
+        name=name,
+        segment="workstation",
+        architecture="unknown",
+        memory_type="unknown",
+        memory_gb=memory / GB,
+        memory_mib=memory // MIB,
+        bandwidth_gb_s=bandwidth / 1e9,
+        compute_capability=cc,
+        source=f"--hardware {spec}",
+    )
+    cpus = values.get("cpus")
+    if cpus is not None and not (cpus.isdigit() and int(cpus) > 0):
+        raise HardwareError(f"Cannot read cpus={cpus!r}.", hint=_CUSTOM_HELP)
+    ram = parse_size(values["ram"]) if "ram" in values else None
+    hardware = _discrete_hardware(entry, int(count_text), ram, int(cpus) if cpus else None)
+    # The exact size given, not the MiB-rounded catalog figure.
+    gpus = [g.model_copy(update={"memory_total_bytes": memory, "catalog_id": None}) for g in hardware.gpus]
+    return hardware.model_copy(update={"gpus": gpus})
+
+
 def hardware_from_spec(spec: str) -> Hardware:
-    """Build a `Hardware` (source="catalog") from `NAME[:COUNT][,ram=SIZE][,cpus=N]`."""
+    """Build a `Hardware` (source="catalog") from `NAME[:COUNT][,ram=SIZE][,cpus=N]`, or from a custom
+    GPU's figures, `gpu=SIZE,bw=BANDWIDTH[,count=N][,name=TEXT][,cc=X.Y][,ram=SIZE][,cpus=N]`."""
+    if spec.strip().lower().startswith("gpu="):
+        return custom_hardware([part.strip() for part in spec.split(",")], spec)
     head, *options = [part.strip() for part in spec.split(",")]
     name, _, count_text = head.partition(":")
     if not name:
@@ -274,7 +338,8 @@ def _discrete_hardware(entry: CatalogEntry, count: int, ram_bytes: int | None, c
     step = 64 * GIB
     default_ram = max(_HOST_RAM_MIN_BYTES, -(-2 * gpu_total // step) * step)
     ram = ram_bytes or default_ram
-    notes = [f"what-if hardware from the catalog: {count} x {entry.name} ({entry.source})."]
+    where = "as described" if entry.id == "custom" else "from the catalog"
+    notes = [f"what-if hardware {where}: {count} x {entry.name} ({entry.source})."]
     if entry.host is not None:  # a superchip: the host is part of the product, one per GPU
         host = entry.host
         ram = ram_bytes or host.ram_gb * count * GIB

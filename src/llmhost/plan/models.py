@@ -149,6 +149,13 @@ class Plan(_RendersReasons):
     def advice(self) -> list[str]:
         return messages(self.advice_detail)
 
+    vllm_version: str | None = Field(
+        default=None,
+        description="The vLLM release the vLLM candidates were planned for (its memory accounting and "
+        "scheduler defaults); None when no vLLM GPU candidate was planned.",
+    )
+    vllm_version_source: Literal["--vllm-version", "installed", "newest modelled"] | None = None
+
     @property
     def chosen_candidate(self) -> Candidate | None:
         return None if self.chosen is None else self.candidates[self.chosen]
@@ -165,6 +172,17 @@ class PlanRequest(Contract):
     kv_cache_dtype: str | None = None
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = None
+    max_num_seqs: int | None = Field(default=None, description="vLLM --max-num-seqs; None = vLLM's default.")
+    max_num_batched_tokens: int | None = Field(
+        default=None, description="vLLM --max-num-batched-tokens; None = vLLM's default for the GPU."
+    )
+    vllm_version: str | None = Field(
+        default=None,
+        description="Plan vLLM candidates for this vLLM release (X.Y.Z); None = the newest modelled.",
+    )
+    vllm_version_source: Literal["--vllm-version", "installed", "newest modelled"] | None = Field(
+        default=None, description="Where vllm_version came from (filled in by the app layer)."
+    )
     nodes: int = Field(default=1, description="Nodes of the hardware's type to plan over (vLLM on GPUs).")
     llamacpp_runtime: Literal["llama-server", "llama-cpp-python"] | None = Field(
         default=None,

@@ -27,7 +27,13 @@ from llmhost.plan.mlx_candidates import mlx_candidates
 from llmhost.plan.models import Candidate, Plan, PlanModel, PlanRequest
 from llmhost.plan.ranking import launchable, sort_key, why_chosen
 from llmhost.plan.request import requested_quant, validate_request
-from llmhost.plan.vllm_candidates import tp_sizes, vllm_cpu_candidate, vllm_gpu_candidate, vllm_quants
+from llmhost.plan.vllm_candidates import (
+    planned_vllm_version,
+    tp_sizes,
+    vllm_cpu_candidate,
+    vllm_gpu_candidate,
+    vllm_quants,
+)
 
 
 def _best_siblings(spec: ModelSpec, siblings: Sequence[QuantizedVariant]) -> dict[str, str]:
@@ -176,4 +182,16 @@ def make_plan(
         candidates=candidates,
         chosen=chosen,
         advice_detail=advice,
+        **_vllm_version_fields(request, candidates),
     )
+
+
+def _vllm_version_fields(request: PlanRequest, candidates: list[Candidate]) -> dict[str, str | None]:
+    """Which vLLM release the GPU candidates were planned for (none planned: nothing to say)."""
+    if not any(c.engine == "vllm" and c.engine_options.get("device") != "cpu" for c in candidates):
+        return {}
+    return {
+        "vllm_version": str(planned_vllm_version(request)),
+        "vllm_version_source": request.vllm_version_source
+        or ("--vllm-version" if request.vllm_version else "newest modelled"),
+    }

@@ -57,9 +57,13 @@ class ReasonCode(StrEnum):
     # vLLM on GPUs.
     PRE_QUANTIZED_SIBLING = "pre_quantized_sibling"
     GPU_MEMORY_UTILIZATION_LOWERED = "gpu_memory_utilization_lowered"
-    GPU_MEMORY_UTILIZATION_TOO_HIGH = "gpu_memory_utilization_too_high"
-    WEIGHTS_EXCEED_GPU = "weights_exceed_gpu"
-    KV_CACHE_BELOW_ONE_SEQUENCE = "kv_cache_below_one_sequence"
+    # The ways vLLM fails at start-up (estimate/vllm.start_failure), each as vLLM says it.
+    VLLM_UTILIZATION_EXCEEDS_FREE = "utilization_exceeds_free"
+    VLLM_WEIGHTS_EXCEED_BUDGET = "weights_exceed_budget"
+    VLLM_NO_KV_MEMORY = "no_kv_memory"
+    VLLM_MAX_LEN_EXCEEDS_KV = "max_len_exceeds_kv"
+    VLLM_CUDA_GRAPHS_AFTER_KV = "cuda_oom_after_kv"
+    MAX_NUM_SEQS_BELOW_CONCURRENCY = "max_num_seqs_below_concurrency"
     KV_CACHE_FEWER_SEQUENCES = "kv_cache_fewer_sequences"
     KV_CACHE_SEQUENCES = "kv_cache_sequences"
     TENSOR_PARALLEL_MLA = "tensor_parallel_mla"
@@ -164,6 +168,10 @@ _CONTEXT_LIMITS = {
     "kv_cache_ram": "so the KV cache fits in RAM",
     "memory": "to fit",
 }
+_NO_LENGTH_HELPS = (
+    "; no --max-model-len helps. What would: smaller weights (a lower quantization), a higher "
+    "--gpu-memory-utilization, or more GPUs (a larger --tp)"
+)
 _GGUF_HOW = "convert it with llama.cpp's convert_hf_to_gguf.py and llama-quantize, or plan a -GGUF repo"
 Code = ReasonCode
 
@@ -296,24 +304,53 @@ REGISTRY: dict[ReasonCode, ReasonSpec] = {
         "other processes hold {held_bytes:gib} on {device}: gpu_memory_utilization lowered from "
         "{planned:.2f} to {lowered:.2f} (it is a share of TOTAL memory)",
     ),
-    Code.GPU_MEMORY_UTILIZATION_TOO_HIGH: ReasonSpec(
+    Code.VLLM_UTILIZATION_EXCEEDS_FREE: ReasonSpec(
         "blocker",
-        {"utilization": float, "total_bytes": int, "free_bytes": int, "held_bytes": int, "at_most": float},
-        "vLLM would not start: gpu_memory_utilization {utilization:.2f} x {total_bytes:gib} plus its CUDA "
-        "context and graphs exceed the {free_bytes:gib} free (other processes hold {held_bytes:gib}); "
-        "at most {at_most:.2f} works",
+        {
+            "free_bytes": int,
+            "device": str,
+            "held_bytes": int,
+            "at_most": float,
+            "utilization": float,
+            "total_bytes": int,
+        },
+        "[utilization_exceeds_free] vLLM would refuse to start: free memory {free_bytes:gib} on {device} is "
+        "less than gpu_memory_utilization {utilization:.2f} x {total_bytes:gib} (other processes hold "
+        "{held_bytes:gib}); "
+        "at most {at_most:.2f} starts",
     ),
-    Code.WEIGHTS_EXCEED_GPU: ReasonSpec(
+    Code.VLLM_WEIGHTS_EXCEED_BUDGET: ReasonSpec(
         "blocker",
         {"weights_bytes": int, "utilization": float, "total_bytes": int},
-        "weights ({weights_bytes:gib} per GPU) plus activations and CUDA graphs exceed "
-        "{utilization:.2f} x {total_bytes:gib}",
+        "[weights_exceed_budget] vLLM would fail at start-up (No available memory for the cache blocks): "
+        "the weights alone ({weights_bytes:gib} per GPU) exceed {utilization:.2f} x {total_bytes:gib}"
+        + _NO_LENGTH_HELPS,
     ),
-    Code.KV_CACHE_BELOW_ONE_SEQUENCE: ReasonSpec(
+    Code.VLLM_NO_KV_MEMORY: ReasonSpec(
+        "blocker",
+        {"weights_bytes": int, "activation_bytes": int, "utilization": float, "total_bytes": int},
+        "[no_kv_memory] vLLM would fail at start-up (No available memory for the cache blocks): "
+        "weights ({weights_bytes:gib} per GPU) plus activations ({activation_bytes:gib}) and non-torch "
+        "memory leave no room in {utilization:.2f} x {total_bytes:gib}" + _NO_LENGTH_HELPS,
+    ),
+    Code.VLLM_MAX_LEN_EXCEEDS_KV: ReasonSpec(
         "blocker",
         {"context": int, "request_bytes": int, "kv_cache_bytes": int, "max_context": int},
-        "vLLM would fail at start-up: max seq len ({context}) needs {request_bytes:gib} of KV cache, larger "
-        "than the {kv_cache_bytes:gib} available; `--max-model-len {max_context}` would work",
+        "[max_len_exceeds_kv] vLLM would fail at start-up: max seq len ({context}) needs "
+        "{request_bytes:gib} of KV cache, larger than the {kv_cache_bytes:gib} available; the estimated "
+        "maximum model length is {max_context}: `--max-model-len {max_context}` would work",
+    ),
+    Code.VLLM_CUDA_GRAPHS_AFTER_KV: ReasonSpec(
+        "blocker",
+        {"cudagraph_bytes": int, "utilization": float, "total_bytes": int},
+        "[cuda_oom_after_kv] vLLM would run out of memory capturing CUDA graphs ({cudagraph_bytes:gib}) "
+        "after the KV cache: this vLLM captures them outside {utilization:.2f} x {total_bytes:gib}; a lower "
+        "--gpu-memory-utilization leaves them room",
+    ),
+    Code.MAX_NUM_SEQS_BELOW_CONCURRENCY: ReasonSpec(
+        "blocker",
+        {"max_num_seqs": int, "asked": int},
+        "max_num_seqs {max_num_seqs} schedules fewer than the {asked} sequences asked",
     ),
     Code.KV_CACHE_FEWER_SEQUENCES: ReasonSpec(
         "blocker",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from llmhost.errors import UsageError
 from llmhost.estimate.dtypes import LLAMACPP_KV_TYPES, VLLM_KV_TYPES, normalize_kv_dtype
+from llmhost.estimate.vllm_versions import parse_version
 from llmhost.estimate.weights import normalize_gguf_tag, quality_score
 from llmhost.hardware.models import Hardware
 from llmhost.models.spec import ModelSpec
@@ -38,6 +39,21 @@ def validate_request(spec: ModelSpec, request: PlanRequest, hardware: Hardware) 
                 f"Unknown --kv-cache-dtype {request.kv_cache_dtype!r}.",
                 hint="Use f16, bf16, fp8 (vLLM), q8_0, q5_1, q5_0, q4_1 or q4_0 (llama.cpp).",
             )
+    for flag, value in (
+        ("--max-num-seqs", request.max_num_seqs),
+        ("--max-num-batched-tokens", request.max_num_batched_tokens),
+    ):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} {value} is out of range.", hint=f"Give {flag} 1 or more.")
+    seqs, tokens = request.max_num_seqs, request.max_num_batched_tokens
+    if seqs is not None and tokens is not None and tokens < seqs:
+        # vLLM's SchedulerConfig refuses it at start-up (max_num_batched_tokens >= max_num_seqs).
+        raise UsageError(
+            f"--max-num-batched-tokens {tokens} is smaller than --max-num-seqs {seqs}; vLLM refuses that.",
+            hint=f"Give --max-num-batched-tokens {seqs} or more, or a lower --max-num-seqs.",
+        )
+    if request.vllm_version is not None:
+        parse_version(request.vllm_version)  # a bad version is a usage error (exit 2)
     tp = request.tensor_parallel_size
     if tp is not None and tp < 1:
         raise UsageError("--tensor-parallel-size must be at least 1.", hint="Pass --tp 1 or more.")

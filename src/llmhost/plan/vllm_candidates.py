@@ -7,15 +7,19 @@ import math
 from llmhost.bisection import last_true
 from llmhost.errors import UsageError
 from llmhost.estimate import overheads as oh
+from llmhost.estimate import vllm_versions as vv
 from llmhost.estimate.dtypes import VLLM_KV_TYPES, normalize_kv_dtype
 from llmhost.estimate.kv import kv_bytes_per_token
 from llmhost.estimate.vllm import (
+    StartFailure,
+    VllmMemory,
     VllmSettings,
-    cudagraph_bytes,
-    default_max_num_batched_tokens,
+    has_nvswitch,
     max_gpu_memory_utilization,
+    start_failure,
     vllm_cpu_memory,
     vllm_gpu_memory,
+    vllm_total_bytes,
 )
 from llmhost.estimate.weights import SIXTEEN_BIT, own_quantization, weights_layout
 from llmhost.hardware.models import GPU, Hardware
@@ -101,6 +105,53 @@ def _vllm_dtype(quant: str, gpus: list[GPU]) -> str:
     return "auto"
 
 
+def planned_vllm_version(request: PlanRequest) -> vv.VllmVersion:
+    """The vLLM release the plan is made for: --vllm-version, the installed engine's (the app layer
+    fills it in), else the newest release whose memory accounting llmhost models."""
+    return vv.parse_version(request.vllm_version or vv.NEWEST_MODELLED)
+
+
+def start_failure_reason(
+    failure: StartFailure,
+    mem: VllmMemory,
+    free: int,
+    held: int,
+    context: int,
+    max_ctx: int,
+    used: list[GPU],
+) -> Reason:
+    """Why vLLM would not start, said the way vLLM fails, with what would help."""
+    util = mem.requested_bytes / mem.total_bytes if mem.total_bytes else 0.0
+    budget = {"utilization": util, "total_bytes": mem.total_bytes}
+    if failure == "utilization_exceeds_free":
+        return Reason.of(
+            ReasonCode.VLLM_UTILIZATION_EXCEEDS_FREE,
+            free_bytes=max(free - mem.context_bytes, 0),
+            device=device_name(used[0]),
+            held_bytes=held,
+            at_most=max_gpu_memory_utilization(mem.total_bytes, free),
+            **budget,
+        )
+    if failure == "weights_exceed_budget":
+        return Reason.of(ReasonCode.VLLM_WEIGHTS_EXCEED_BUDGET, weights_bytes=mem.weights_bytes, **budget)
+    if failure == "no_kv_memory":
+        return Reason.of(
+            ReasonCode.VLLM_NO_KV_MEMORY,
+            weights_bytes=mem.weights_bytes,
+            activation_bytes=mem.activation_bytes,
+            **budget,
+        )
+    if failure == "max_len_exceeds_kv":
+        return Reason.of(
+            ReasonCode.VLLM_MAX_LEN_EXCEEDS_KV,
+            context=context,
+            request_bytes=mem.request_bytes(context),
+            kv_cache_bytes=mem.kv_cache_bytes,
+            max_context=max_ctx,
+        )
+    return Reason.of(ReasonCode.VLLM_CUDA_GRAPHS_AFTER_KV, cudagraph_bytes=mem.cudagraph_bytes, **budget)
+
+
 def vllm_gpu_candidate(
     spec: ModelSpec,
     hardware: Hardware,
@@ -119,39 +170,36 @@ def vllm_gpu_candidate(
     reasons: list[Reason] = []
     if source:
         reasons.append(Reason.of(ReasonCode.PRE_QUANTIZED_SIBLING, quantization=quant, repo=source))
-    total = min(g.memory_total_bytes for g in used)
-    free = min(gpu_free_bytes(g) for g in used)
-    graphs = cudagraph_bytes(spec, VllmSettings(0.9, 1, 1))
-    util_cap = max_gpu_memory_utilization(total, free, graphs)
-    util = request.gpu_memory_utilization or oh.VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
-    util_ok = True
+    version = planned_vllm_version(request)
+    gen = vv.default_generation(version)
+    accounting = vv.accounting(version, gen)
+    total = vllm_total_bytes(min(g.memory_total_bytes for g in used))
+    # torch's free memory: NVML's free, never above the total torch reports.
+    free = min(min(gpu_free_bytes(g) for g in used), total)
     held = max(gpu_held_bytes(g) for g in used)
-    if util > util_cap:
-        if request.gpu_memory_utilization is None and util_cap > 0.3:
-            reasons.append(
-                Reason.of(
-                    ReasonCode.GPU_MEMORY_UTILIZATION_LOWERED,
-                    held_bytes=held,
-                    device=device_name(used[0]),
-                    planned=util,
-                    lowered=util_cap,
-                )
+    free_check = gen == "v1" and version >= vv.VllmVersion(0, 9, 0)
+    # vLLM's start-up check (V1 from 0.9): free memory after its CUDA context >= total x util.
+    util_cap = max_gpu_memory_utilization(total, free)
+    util = request.gpu_memory_utilization or oh.VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
+    if util > util_cap and request.gpu_memory_utilization is None and util_cap > 0.3:
+        reasons.append(
+            Reason.of(
+                ReasonCode.GPU_MEMORY_UTILIZATION_LOWERED,
+                held_bytes=held,
+                device=device_name(used[0]),
+                planned=util,
+                lowered=util_cap,
             )
-            util = util_cap
-        else:
-            util_ok = False
-            reasons.append(
-                Reason.of(
-                    ReasonCode.GPU_MEMORY_UTILIZATION_TOO_HIGH,
-                    utilization=util,
-                    total_bytes=total,
-                    free_bytes=free,
-                    held_bytes=held,
-                    at_most=util_cap,
-                )
-            )
-    mnbt = default_max_num_batched_tokens(total, used[0].name)
-    max_num_seqs = max(oh.VLLM_DEFAULT_MAX_NUM_SEQS, target.concurrency)
+        )
+        util = util_cap
+    defaults = vv.scheduler_defaults(version, total, used[0].name, target.context, gen)
+    mnbt = request.max_num_batched_tokens or defaults.max_num_batched_tokens
+    if request.max_num_seqs is not None:
+        max_num_seqs = request.max_num_seqs
+    else:
+        # Capped at the token budget as vLLM 0.11+ caps its default (and as every vLLM requires of
+        # the value llmhost passes: max_num_batched_tokens >= max_num_seqs).
+        max_num_seqs = min(max(defaults.max_num_seqs, target.concurrency), mnbt)
     settings = VllmSettings(
         gpu_memory_utilization=util,
         max_num_seqs=max_num_seqs,
@@ -159,6 +207,8 @@ def vllm_gpu_candidate(
         tensor_parallel_size=tp,
         kv_cache_dtype=kv_dtype,
         pipeline_parallel_size=pp,
+        accounting=accounting,
+        nvswitch=tp * pp > 1 and all(has_nvswitch(g.name, g.compute_capability) for g in used),
     )
     layout = weights_layout(spec, quant)
     mem = vllm_gpu_memory(spec, layout, settings, total)
@@ -167,26 +217,17 @@ def vllm_gpu_candidate(
     if not target.explicit and max_ctx < context and max_ctx >= target.floor:
         context = max_ctx // 256 * 256 if max_ctx >= 256 else max_ctx
         reasons.append(Reason.of(ReasonCode.CONTEXT_LOWERED, context=context, limit="kv_cache"))
-    one = mem.request_bytes(context)
-    max_conc = mem.max_concurrency(context)
-    fits = util_ok and mem.kv_cache_bytes > 0 and max_conc >= target.concurrency
-    if mem.kv_cache_bytes <= 0:
+    # vLLM schedules at most max_num_seqs sequences at once, whatever the KV cache holds.
+    max_conc = min(mem.max_concurrency(context), max_num_seqs)
+    failure = start_failure(mem, free, context, free_check=free_check)
+    fits = failure is None and max_conc >= target.concurrency
+    if failure is not None:
+        reasons.append(start_failure_reason(failure, mem, free, held, context, max_ctx, used))
+    elif max_num_seqs < target.concurrency:
+        fits = False
         reasons.append(
             Reason.of(
-                ReasonCode.WEIGHTS_EXCEED_GPU,
-                weights_bytes=mem.weights_bytes,
-                utilization=util,
-                total_bytes=total,
-            )
-        )
-    elif max_conc < 1:
-        reasons.append(
-            Reason.of(
-                ReasonCode.KV_CACHE_BELOW_ONE_SEQUENCE,
-                context=context,
-                request_bytes=one,
-                kv_cache_bytes=mem.kv_cache_bytes,
-                max_context=max_ctx,
+                ReasonCode.MAX_NUM_SEQS_BELOW_CONCURRENCY, max_num_seqs=max_num_seqs, asked=target.concurrency
             )
         )
     elif max_conc < target.concurrency:
