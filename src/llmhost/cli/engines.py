@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from llmhost.cli._options import JsonOpt
 from llmhost.cli._output import emit, info, literal, wide
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _list(as_json: bool) -> None:
@@ -19,6 +20,8 @@ def _list(as_json: bool) -> None:
     statuses = engine_statuses(detect())
 
     def human(console: Console) -> None:
+        from rich.table import Table
+
         table = Table(box=None, pad_edge=False)
         for col in ("ENGINE", "RUNTIME", "INSTALLED", "USABLE", "VERSION", "WHERE / WHY NOT"):
             table.add_column(col)
