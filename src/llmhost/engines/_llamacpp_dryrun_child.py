@@ -178,8 +178,10 @@ def _protocol_stream() -> Any:
 
 def main(argv: list[str]) -> int:
     out = _protocol_stream()
+    extra_bufts = "--no-extra-bufts" not in argv
+    argv = [a for a in argv if a != "--no-extra-bufts"]
     if len(argv) != 1:
-        out.write(json.dumps({"error": "usage: _llamacpp_dryrun_child MODEL.gguf"}) + "\n")
+        out.write(json.dumps({"error": "usage: _llamacpp_dryrun_child MODEL.gguf [--no-extra-bufts]"}) + "\n")
         return 2
     llama_cpp = _bindings()
 
@@ -194,6 +196,8 @@ def main(argv: list[str]) -> int:
     mp = llama_cpp.llama_model_default_params()
     mp.n_gpu_layers = 0
     mp.no_alloc = True
+    if not extra_bufts and hasattr(mp, "use_extra_bufts"):
+        mp.use_extra_bufts = False
     if hasattr(mp, "load_mode"):
         mp.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE  # no_alloc maps nothing (llama.cpp common/fit.cpp)
     else:

@@ -82,6 +82,15 @@ def context_params(settings: LlamaCppSettings) -> dict[str, Any]:
     }
 
 
+def _died(proc: subprocess.Popen[str]) -> bool:
+    """The child exited (an abort in llama.cpp), rather than hanging past the timeout."""
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
 class ComputeProbe:
     """`probe(settings)` -> the CPU compute buffer llama.cpp reserves, in bytes, or None if unknown.
 
@@ -97,6 +106,11 @@ class ComputeProbe:
         self._proc: subprocess.Popen[str] | None = None
         self._ready = False
         self._failed = False
+        # llama.cpp's CPU "extra" buffer types (AMX on Sapphire Rapids and later, CPU_REPACK) hold weights
+        # only, but on an AMX CPU llama.cpp 0.3.36 aborts reserving deepseek2's MLA graph with them
+        # (GGML_ASSERT(*cur_backend_id != -1) in ggml_backend_sched_split_graph): a child that dies is
+        # started once more without them, and its compute-buffer answer is the same graph's.
+        self._extra_bufts = True
         self._cache_file = _cache_file(gguf_path, version, identity) if disk_cache else None
         self._answers: dict[str, int | None] = _read_cache(self._cache_file) if self._cache_file else {}
         self._new_answers = False
@@ -147,6 +161,10 @@ class ComputeProbe:
             reply = _read_line(proc.stdout, REQUEST_TIMEOUT_S)
         except (OSError, TimeoutError, ValueError):
             reply = None
+        if reply is None and self._extra_bufts and _died(proc):
+            self._stop()
+            self._extra_bufts = False
+            return self._ask(key)
         if reply is None:
             self._fail()
             return None
@@ -160,7 +178,13 @@ class ComputeProbe:
         self.children_started += 1
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "llmhost.engines._llamacpp_dryrun_child", str(self.path)],
+                [
+                    sys.executable,
+                    "-m",
+                    "llmhost.engines._llamacpp_dryrun_child",
+                    str(self.path),
+                    *([] if self._extra_bufts else ["--no-extra-bufts"]),
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
