@@ -28,7 +28,7 @@ def _deployment(name: str, port: int = 18555) -> Deployment:
 
 def _corrupt(name: str) -> None:
     folder = paths.deployment_dir(name)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True)
     (folder / "deployment.json").write_text("{not json")
 
 
@@ -42,15 +42,20 @@ def test_stop_needs_exactly_one_of_a_name_and_all(state_dir: Path) -> None:
     assert stop(all_=True) == []
 
 
-def test_an_unreadable_state_is_listed_then_removed_by_stop(state_dir: Path) -> None:
+def test_stop_all_skips_an_unreadable_state_that_listing_reports(state_dir: Path) -> None:
     _corrupt("broken")
     listed = listing()
     assert listed.deployments == [] and listed.unreadable == ["broken"]
-    assert stop_all() == []  # nothing to stop: its PIDs are unknown; the file that blocked the name goes
+    assert stop_all() == []  # its PIDs are unknown: nothing is stopped, the file that blocks the name goes
     assert listing().unreadable == []
+    with pytest.raises(NotFoundError, match="No deployment named 'broken'"):
+        stop("broken")
+
+
+def test_stop_by_name_removes_an_unreadable_state(state_dir: Path) -> None:
     _corrupt("broken")
     with pytest.raises(NotFoundError, match="unreadable and has been removed"):
-        stop("broken")  # by name it is removed (its PIDs are unknown: nothing is stopped)
+        stop("broken")
     assert listing().unreadable == []
 
 
