@@ -67,7 +67,9 @@ def test_moe_torch_peak_with_the_shared_workspace(record_id: str, printed: float
     assert record["printed"]["activation_peak_gib"] == printed
     spec = _spec(config, tmp_path)
     settings = _settings(record)
-    held = moe_quant_workspace_bytes(spec, "bf16", settings.tensor_parallel_size, 8192, record["vllm_version"])
+    held = moe_quant_workspace_bytes(
+        spec, "bf16", settings.tensor_parallel_size, 8192, record["vllm_version"]
+    )
     with_term = activation_peak_bytes(spec, settings, held_bytes=held) / GiB
     without = activation_peak_bytes(spec, settings) / GiB
     assert abs(with_term - printed) <= 0.08
