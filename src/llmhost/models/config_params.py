@@ -98,20 +98,13 @@ def _routing_bias(cfg: Config, mt: str) -> bool:
 def _attention(cfg: Config, h: int) -> int:
     mt = str(cfg.get("model_type", ""))
     heads = hc.num_heads(cfg)
-    if hc.is_mla(cfg):
-        nope = hc.get_int(cfg, "qk_nope_head_dim", default=128) or 128
-        rope = hc.get_int(cfg, "qk_rope_head_dim", default=64) or 64
-        v = hc.get_int(cfg, "v_head_dim", default=128) or 128
-        kv_rank = hc.get_int(cfg, "kv_lora_rank") or 512
-        q_rank = hc.get_int(cfg, "q_lora_rank")
-        q = h * q_rank + q_rank + q_rank * heads * (nope + rope) if q_rank else h * heads * (nope + rope)
-        kv = h * (kv_rank + rope) + kv_rank + kv_rank * heads * (nope + v)
-        return q + kv + heads * v * h
+    n = sum(m.parameters for m in _attention_matrices(cfg, h))
+    if hc.is_mla(cfg):  # + the q_a and kv_a latent norms
+        return n + (hc.get_int(cfg, "q_lora_rank") or 0) + (hc.get_int(cfg, "kv_lora_rank") or 512)
     kv_heads = hc.num_kv_heads(cfg)
     hd = hc.head_dim(cfg)
     gated_out = mt == "qwen3_next" or cfg.get("attn_output_gate") is True
     q_out = heads * hd * (2 if gated_out else 1)  # Qwen3-Next/3.5 gate the attention output
-    n = h * q_out + 2 * h * kv_heads * hd + heads * hd * h
     qkv_bias = cfg.get("attention_bias", mt in _QKV_BIAS_DEFAULT)
     if qkv_bias:
         n += q_out + 2 * kv_heads * hd
