@@ -27,6 +27,7 @@ ARCHS = {
     "gemma2": gguf.MODEL_ARCH.GEMMA2,
     "gemma3": gguf.MODEL_ARCH.GEMMA3,
     "deepseek2": gguf.MODEL_ARCH.DEEPSEEK2,
+    "phi3": gguf.MODEL_ARCH.PHI3,
 }
 T = gguf.MODEL_TENSOR
 
@@ -121,6 +122,18 @@ def _tensor_specs(s: Shape) -> list[tuple[str, tuple[int, ...]]]:
 
         if s.arch == "deepseek2":
             out += _mla_layer(s, n, i)
+            continue
+        if s.arch == "phi3":
+            # Phi-3 as convert_hf_to_gguf.py writes it (llama.cpp src/models/phi3.cpp): one fused QKV
+            # projection and one fused gate+up projection.
+            out += [
+                (n(T.ATTN_NORM), (s.n_embd,)),
+                (n(T.ATTN_QKV), (s.n_embd, q_dim + 2 * kv_dim)),
+                (n(T.ATTN_OUT), (q_dim, s.n_embd)),
+                (n(T.FFN_NORM), (s.n_embd,)),
+                (n(T.FFN_UP), (s.n_embd, 2 * s.n_ff)),
+                (n(T.FFN_DOWN), (s.n_ff, s.n_embd)),
+            ]
             continue
         out += [
             (n(T.ATTN_NORM), (s.n_embd,)),

@@ -65,6 +65,23 @@ SHAPES: list[Shape] = [
         tied=True,
         ftype="BF16",
     ),
+    # Phi-3-mini's layout (vocab 32064, MHA, head_dim 96) with its 2047-token sliding window, which
+    # llama.cpp ignores for Phi-3 (PR #13676): every layer keeps the whole context. (Named without
+    # "phi3": llama.cpp's vocabulary loader looks up Phi-3's special tokens when the name says phi3.)
+    Shape(
+        "phimini-swa2047-v32k-mha-hd96-L4-f16",
+        "phi3",
+        384,
+        4,
+        4,
+        96,
+        4,
+        512,
+        32064,
+        4096,
+        sliding_window=2047,
+        ftype="F16",
+    ),
     Shape("qwen3-v49k-gqa4-hd256-L40-q4_0", "qwen3", 256, 4, 1, 256, 40, 256, 49152, ftype="Q4_0"),
     Shape("qwen3-v152k-gqa1-hd128-L6-q6k", "qwen3", 512, 4, 4, 128, 6, 512, 151936, ftype="Q6_K"),
     Shape(
@@ -216,8 +233,13 @@ def settings_for(shape: Shape) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------- child
 
 
-def _child_load(gguf_path: str, settings_json: str) -> None:
-    """Runs in a child process: load the model once, create one context per setting, print JSON."""
+def _child_load(gguf_path: str, settings_json: str, extra_bufts: bool = True) -> None:
+    """Runs in a child process: load the model once, create one context per setting, print JSON.
+
+    `extra_bufts=False` for float files: no CPU_REPACK layout exists for them, so on most machines it
+    changes nothing, but a CPU with AMX otherwise keeps a second, AMX-tiled copy of the weights (an
+    "AMX model buffer") that the recorded data (AMD EPYC) never had.
+    """
     import llama_cpp
 
     from llmhost.engines._llamacpp_dryrun_child import context_params
@@ -240,6 +262,7 @@ def _child_load(gguf_path: str, settings_json: str) -> None:
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = 0
+    params.use_extra_bufts = extra_bufts
     model = llama_cpp.llama_model_load_from_file(gguf_path.encode(), params)
     if not model:
         print(json.dumps({"error": "model failed to load", "log": "".join(lines)}))
@@ -322,7 +345,8 @@ def measure(only: list[str] | None) -> dict[str, Any]:
             header = describe_gguf(path)
             settings = settings_for(shape)
             proc = subprocess.run(
-                [sys.executable, __file__, "_load", str(path), json.dumps(settings)],
+                [sys.executable, __file__, "_load", str(path), json.dumps(settings)]
+                + (["float"] if shape.ftype in ("F32", "F16", "BF16") else []),
                 capture_output=True,
                 text=True,
                 timeout=600,
@@ -368,7 +392,7 @@ def _merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["_load"]:
-        _child_load(argv[1], argv[2])
+        _child_load(argv[1], argv[2], extra_bufts=argv[3:4] != ["float"])
         return 0
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -97,6 +97,21 @@ class DeviceBuffers:
         return self.resident_bytes <= self.device.capacity_bytes
 
 
+# Architectures whose sliding window llama.cpp ignores: Phi-3 (and Phi-3.5-MoE) GGUFs carry
+# `phi3.attention.sliding_window`, but llama.cpp sets `swa_type = LLAMA_SWA_TYPE_NONE`, `n_swa = 0` when it
+# finds one ("Phi SWA is currently disabled", llama.cpp PR #13676; src/models/phi3.cpp in the llama.cpp
+# llmhost builds), so every layer keeps the whole context.
+LLAMACPP_SWA_DISABLED = ("phi3", "phimoe")
+
+
+def llamacpp_sliding_window(spec: ModelSpec) -> int | None:
+    """The sliding window llama.cpp applies to `spec` (None: every layer attends to the whole context)."""
+    names = {spec.architecture.lower(), (spec.model_type or "").lower()}
+    if any(name.removesuffix("forcausallm") in LLAMACPP_SWA_DISABLED for name in names):
+        return None
+    return spec.attention.sliding_window
+
+
 def pad_ctx(tokens: int) -> int:
     return max(math.ceil(tokens / oh.LLAMACPP_CTX_PAD) * oh.LLAMACPP_CTX_PAD, oh.LLAMACPP_CTX_PAD)
 
@@ -112,12 +127,12 @@ def layer_kv_bytes(
     full_cells, swa_cells = cells or llamacpp_kv_cells(
         settings.n_ctx_seq,
         settings.n_parallel,
-        window=att.sliding_window,
+        window=llamacpp_sliding_window(spec),
         n_ubatch=settings.n_ubatch,
         swa_full=settings.swa_full,
         unified=settings.kv_unified,
     )
-    cells_here = swa_cells if kind == "sliding" and att.sliding_window else full_cells
+    cells_here = swa_cells if kind == "sliding" and llamacpp_sliding_window(spec) else full_cells
     if settings.cache_type_k == settings.cache_type_v:
         per_token = layer_kv_bytes_per_token(spec, layer, settings.cache_type_k, engine="llamacpp")
     else:
@@ -157,7 +172,7 @@ def _cells_for(spec: ModelSpec, layer: int, cells: tuple[int, int]) -> int:
     kind = att.layer_kinds[layer] if layer < len(att.layer_kinds) else "full"
     if kind in ("linear", "mamba", "none"):
         return 0
-    return cells[1] if kind == "sliding" and att.sliding_window else cells[0]
+    return cells[1] if kind == "sliding" and llamacpp_sliding_window(spec) else cells[0]
 
 
 def recurrent_state_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
@@ -196,13 +211,13 @@ def compute_buffer_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
     else:
         attn = t * 4 * (n_kv * att.num_attention_heads + 4 * h + kv_dim)
         mask = n_kv * t * 4
-    if "sliding" in att.layer_kinds and att.sliding_window:
+    if "sliding" in att.layer_kinds and llamacpp_sliding_window(spec):
         # Models with sliding-window layers get a second mask over the SWA cache's cells
         # (build_attn_inp_kv_iswa, src/llama-graph.cpp), an input live as long as the first.
         _, swa_cells = llamacpp_kv_cells(
             settings.n_ctx_seq,
             settings.n_parallel,
-            window=att.sliding_window,
+            window=llamacpp_sliding_window(spec),
             n_ubatch=settings.n_ubatch,
             swa_full=settings.swa_full,
             unified=settings.kv_unified,
@@ -331,7 +346,7 @@ def llamacpp_memory(
     cells = llamacpp_kv_cells(
         settings.n_ctx_seq,
         settings.n_parallel,
-        window=spec.attention.sliding_window,
+        window=llamacpp_sliding_window(spec),
         n_ubatch=settings.n_ubatch,
         swa_full=settings.swa_full,
         unified=settings.kv_unified,

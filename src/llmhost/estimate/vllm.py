@@ -18,6 +18,7 @@ from llmhost.bisection import last_true
 from llmhost.estimate import overheads as oh
 from llmhost.estimate.kv import KVLayout, kv_layout, vllm_request_kv_bytes
 from llmhost.estimate.vllm_versions import Accounting
+from llmhost.estimate.vllm_workspace import moe_quant_workspace_bytes
 from llmhost.estimate.weights import WeightsLayout
 from llmhost.models.spec import ModelSpec
 
@@ -136,13 +137,17 @@ def sampler_activation_bytes(spec: ModelSpec, settings: VllmSettings) -> int:
     return round(requests * spec.vocab_size * oh.VLLM_SAMPLER_BYTES_PER_LOGIT)
 
 
-def activation_peak_bytes(spec: ModelSpec, settings: VllmSettings, act_bytes: int = 2) -> int:
+def activation_peak_bytes(
+    spec: ModelSpec, settings: VllmSettings, act_bytes: int = 2, held_bytes: int = 0
+) -> int:
     """PyTorch activation peak of vLLM's profile run (one rank): the larger of the forward pass and
     the sampler dry run. The forward structure was checked on vLLM 0.19 records whose vocabulary is
     small enough for it to dominate (CodeLlama-7B 0.77 GiB predicted 0.77, Granite-3.1-8B 0.85 / 0.83,
     Mixtral-8x7B TP2 1.21 / 1.19: validation-half records, docs/accuracy.md); the sampler constant is
-    Llama-3.1-8B's (calibration half)."""
-    return max(forward_activation_bytes(spec, settings, act_bytes), sampler_activation_bytes(spec, settings))
+    Llama-3.1-8B's (calibration half). `held_bytes`: buffers sized in the forward pass and still held
+    while the sampler runs (the fused-MoE shared workspace, `vllm_workspace.moe_quant_workspace_bytes`)."""
+    forward = forward_activation_bytes(spec, settings, act_bytes)
+    return max(forward, sampler_activation_bytes(spec, settings) + held_bytes)
 
 
 def cudagraph_bytes(spec: ModelSpec, settings: VllmSettings) -> int:
@@ -216,7 +221,12 @@ def vllm_gpu_memory(
     pp = settings.pipeline_parallel_size
     requested = int(total_memory_bytes * settings.gpu_memory_utilization)
     weights = rank_weights_bytes(layout, tp, pp)
-    activation = activation_peak_bytes(spec, settings)
+    held = (  # the shared fused-MoE buffers: the default path from vLLM 0.12 (estimate/vllm_workspace.py)
+        moe_quant_workspace_bytes(spec, layout.quantization, tp, settings.max_num_batched_tokens)
+        if settings.accounting in ("v1", "v1-graphs")
+        else 0
+    )
+    activation = activation_peak_bytes(spec, settings, held_bytes=held)
     graphs = cudagraph_bytes(spec, settings)
     non_torch = non_torch_bytes(settings)
     kv_bytes = requested - weights - activation - non_torch

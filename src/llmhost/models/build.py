@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmhost.errors import ModelError
 from llmhost.models import hf_config as hc
-from llmhost.models.config_params import count_from_config
+from llmhost.models.config_params import Matrix, count_from_config
 from llmhost.models.gguf_fields import (
     MAX_CONTEXT,
     MAX_EMBEDDING,
@@ -118,10 +118,13 @@ def spec_from_hf(
         )
     count = count_from_config(config)
     per_param = _bytes_per_param(common["torch_dtype"], quant)
+    layer_bytes = [
+        _layer_bytes(params, matrices, quant, per_param)
+        for params, matrices in zip(count.layer_parameters, count.layer_matrices, strict=True)
+    ]
     notes.append(
-        f"No tensor table: parameters derived from the architecture; bytes assume {per_param:g} per weight."
+        f"No tensor table: parameters derived from the architecture; {_priced_as(quant, per_param)}."
     )
-    layer_bytes = [round(p * per_param) for p in count.layer_parameters]
     # Quantized checkpoints keep embeddings and lm_head in 16-bit.
     emb_pp = 2.0 if quant.method != "none" else per_param
     embedding_bytes = round(count.embedding_parameters * emb_pp)
@@ -145,10 +148,81 @@ def spec_from_hf(
 
 
 def _bytes_per_param(dtype: str | None, quant: Quantization) -> float:
+    """Bytes per weight for methods priced as one flat rate (unquantized; bitsandbytes, MLX, other)."""
     if quant.method != "none" and quant.bits:
         extra = 16 / quant.group_size if quant.group_size else 0.0  # one 16-bit scale per group
         return (quant.bits + extra) / 8
     return _DTYPE_BYTES.get(str(dtype), 2.0)
+
+
+_LAYOUT_PRICED = ("mxfp4", "fp8", "awq", "gptq", "compressed-tensors")
+
+
+def _priced_as(quant: Quantization, per_param: float) -> str:
+    if quant.method in _LAYOUT_PRICED:
+        return f"bytes priced from the {quant.method} tensor layout, the rest of each block 16-bit"
+    return f"bytes assume {per_param:g} per weight"
+
+
+def _layer_bytes(params: int, matrices: list[Matrix], quant: Quantization, per_param: float) -> int:
+    """One block's stored bytes: its quantized projections as the method lays them out, everything
+    else (norms, biases, routers, convolutions, unquantized projections) in 16-bit."""
+    if quant.method not in _LAYOUT_PRICED:
+        return round(params * per_param)
+    quantized = [m for m in matrices if m.expert or quant.method != "mxfp4"]
+    rest = params - sum(m.parameters for m in quantized)
+    return sum(_matrix_bytes(m, quant) for m in quantized) + 2 * rest
+
+
+def _matrix_bytes(m: Matrix, quant: Quantization) -> int:
+    """Stored bytes of `m` in the checkpoint's own tensor layout (docs/estimator.md, "Quantized layouts").
+
+    - mxfp4 (gpt-oss): `*_blocks` U8 [.., rows, cols/32, 16] (two fp4 values a byte) + `*_scales` U8
+      [.., rows, cols/32] (one E8M0 exponent per 32 values): 4.25 bits a weight.
+    - fp8: F8_E4M3 [rows, cols] + F32 `weight_scale_inv` [ceil(rows/128), ceil(cols/128)] with
+      `weight_block_size` [128, 128] (DeepSeek-V3, Qwen3-FP8), else one F32 scale per tensor.
+    - awq: `qweight` I32 [cols, rows*bits/32], `qzeros` I32 [groups, rows*bits/32], `scales` F16 [groups,
+      rows], groups = cols / group_size. gptq: `qweight` I32 [cols*bits/32, rows], the same `qzeros` and
+      `scales`, plus `g_idx` I32 [cols].
+    - compressed-tensors: 8-bit float/int `weight` [rows, cols] + F32 `weight_scale` per output channel
+      (strategy "channel") or per tensor; pack-quantized 4-bit `weight_packed` I32 [rows, cols*bits/32] +
+      BF16 `weight_scale` [rows, groups] + I64 `weight_shape` [2].
+    """
+    n, rows, cols = m.count, m.rows, m.cols
+    bits = quant.bits or 4
+    raw = quant.raw
+    if quant.method == "mxfp4":
+        return n * (rows * -(-cols // 32) * 16 + rows * -(-cols // 32))
+    if quant.method == "fp8":
+        block = raw.get("weight_block_size")
+        if isinstance(block, list) and len(block) == 2 and all(isinstance(b, int) and b > 0 for b in block):
+            block_rows, block_cols = int(block[0]), int(block[1])
+            scales = -(-rows // block_rows) * -(-cols // block_cols)
+        else:
+            scales = 1
+        return n * (rows * cols + 4 * scales)
+    group = quant.group_size or cols  # group_size -1 / absent: one group over the whole input
+    groups = -(-cols // group)
+    packed = rows * cols * bits / 8
+    if quant.method in ("awq", "gptq"):
+        zeros = groups * rows * bits / 8
+        g_idx = 4 * cols if quant.method == "gptq" else 0
+        return round(n * (packed + zeros + 2 * groups * rows + g_idx))
+    # compressed-tensors
+    if bits >= 8:
+        strategy = _ct_weight_strategy(raw)
+        return n * (rows * cols + 4 * (rows if strategy == "channel" else 1))
+    return round(n * (packed + 2 * rows * groups + 16))
+
+
+def _ct_weight_strategy(raw: dict[str, Any]) -> str | None:
+    groups = raw.get("config_groups")
+    for grp in groups.values() if isinstance(groups, dict) else ():
+        weights = grp.get("weights") if isinstance(grp, dict) else None
+        if isinstance(weights, dict):
+            strategy = weights.get("strategy")
+            return strategy if isinstance(strategy, str) else None
+    return None
 
 
 # --- GGUF -----------------------------------------------------------------------------------------

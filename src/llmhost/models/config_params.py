@@ -25,6 +25,20 @@ _MAX_FF_MULTIPLIER = 100
 _QK_NORM = ("qwen3", "qwen3_moe", "qwen3_next", "gemma3", "gemma3_text", "lfm2", "lfm2_moe")
 
 
+@dataclass(frozen=True)
+class Matrix:
+    """`count` weight matrices of `rows` x `cols` (out x in features), as a quantizer sees them."""
+
+    count: int
+    rows: int
+    cols: int
+    expert: bool = False  # a routed expert's projection (MXFP4 quantizes only these)
+
+    @property
+    def parameters(self) -> int:
+        return self.count * self.rows * self.cols
+
+
 @dataclass
 class ConfigCount:
     parameters: int
@@ -33,6 +47,9 @@ class ConfigCount:
     output_parameters: int
     layer_parameters: list[int] = field(default_factory=list)
     other_parameters: int = 0  # final norm, vision tower, projector
+    # Per block, the linear projections a quantized checkpoint stores quantized (attention and MLP /
+    # expert projections; not routers, norms, biases, convolutions or recurrent-state parameters).
+    layer_matrices: list[list[Matrix]] = field(default_factory=list)
 
 
 def _mlp(h: int, inter: int, *, gated: bool, bias: bool = False) -> int:
@@ -42,7 +59,8 @@ def _mlp(h: int, inter: int, *, gated: bool, bias: bool = False) -> int:
     return n
 
 
-def _attention(cfg: Config, h: int) -> int:
+def _attention_matrices(cfg: Config, h: int) -> list[Matrix]:
+    """The attention block's projections (the ones `_attention` counts), out x in."""
     mt = str(cfg.get("model_type", ""))
     heads = hc.num_heads(cfg)
     if hc.is_mla(cfg):
@@ -51,14 +69,42 @@ def _attention(cfg: Config, h: int) -> int:
         v = hc.get_int(cfg, "v_head_dim", default=128) or 128
         kv_rank = hc.get_int(cfg, "kv_lora_rank") or 512
         q_rank = hc.get_int(cfg, "q_lora_rank")
-        q = h * q_rank + q_rank + q_rank * heads * (nope + rope) if q_rank else h * heads * (nope + rope)
-        kv = h * (kv_rank + rope) + kv_rank + kv_rank * heads * (nope + v)
-        return q + kv + heads * v * h
+        q = (
+            [Matrix(1, q_rank, h), Matrix(1, heads * (nope + rope), q_rank)]
+            if q_rank
+            else [Matrix(1, heads * (nope + rope), h)]
+        )
+        kv = [Matrix(1, kv_rank + rope, h), Matrix(1, heads * (nope + v), kv_rank)]
+        return [*q, *kv, Matrix(1, h, heads * v)]
+    kv_heads = hc.num_kv_heads(cfg)
+    hd = hc.head_dim(cfg)
+    gated_out = mt == "qwen3_next" or cfg.get("attn_output_gate") is True
+    q_out = heads * hd * (2 if gated_out else 1)
+    return [Matrix(1, q_out, h), Matrix(2, kv_heads * hd, h), Matrix(1, h, heads * hd)]
+
+
+def _mlp_matrices(h: int, inter: int, *, gated: bool, count: int = 1, expert: bool = False) -> list[Matrix]:
+    """gate + up (in -> inter) and down (inter -> out) of `count` identical MLPs."""
+    return [Matrix(count * (2 if gated else 1), inter, h, expert), Matrix(count, h, inter, expert)]
+
+
+def _routing_bias(cfg: Config, mt: str) -> bool:
+    """The router's per-expert selection bias (`mlp.gate.e_score_correction_bias`, fp32, one per routed
+    expert): DeepSeek-V3's `noaux_tc` routing (its modeling_deepseek.py MoEGate creates it when
+    `topk_method == "noaux_tc"`), GLM-4.5 (always) and configs with `use_routing_bias` (MiniMax)."""
+    return cfg.get("topk_method") == "noaux_tc" or cfg.get("use_routing_bias") is True or mt == "glm4_moe"
+
+
+def _attention(cfg: Config, h: int) -> int:
+    mt = str(cfg.get("model_type", ""))
+    heads = hc.num_heads(cfg)
+    n = sum(m.parameters for m in _attention_matrices(cfg, h))
+    if hc.is_mla(cfg):  # + the q_a and kv_a latent norms
+        return n + (hc.get_int(cfg, "q_lora_rank") or 0) + (hc.get_int(cfg, "kv_lora_rank") or 512)
     kv_heads = hc.num_kv_heads(cfg)
     hd = hc.head_dim(cfg)
     gated_out = mt == "qwen3_next" or cfg.get("attn_output_gate") is True
     q_out = heads * hd * (2 if gated_out else 1)  # Qwen3-Next/3.5 gate the attention output
-    n = h * q_out + 2 * h * kv_heads * hd + heads * hd * h
     qkv_bias = cfg.get("attention_bias", mt in _QKV_BIAS_DEFAULT)
     if qkv_bias:
         n += q_out + 2 * kv_heads * hd
@@ -134,7 +180,7 @@ def _moe_layer(cfg: Config, h: int, mt: str) -> tuple[int, int]:
     inter = moe.moe_intermediate_size or hc.require_int(cfg, "intermediate_size")
     gpt_oss = mt == "gpt_oss"
     expert = _mlp(h, inter, gated=True, bias=gpt_oss)
-    router = moe.num_experts * h + (moe.num_experts if gpt_oss else 0)
+    router = moe.num_experts * h + (moe.num_experts if gpt_oss or _routing_bias(cfg, mt) else 0)
     shared_inter = hc.get_int(cfg, "shared_expert_intermediate_size")
     shared = 0
     if shared_inter:  # Qwen2-MoE / Qwen3-Next: one shared expert plus a sigmoid gate
@@ -144,6 +190,20 @@ def _moe_layer(cfg: Config, h: int, mt: str) -> tuple[int, int]:
     total = router + moe.num_experts * expert + shared
     active = router + moe.num_experts_per_tok * expert + shared
     return total, active
+
+
+def _moe_matrices(cfg: Config, h: int) -> list[Matrix]:
+    """The projections `_moe_layer` counts: routed experts (flagged) and shared experts."""
+    moe = hc.moe_from_config(cfg)
+    assert moe is not None
+    inter = moe.moe_intermediate_size or hc.require_int(cfg, "intermediate_size")
+    out = _mlp_matrices(h, inter, gated=True, count=moe.num_experts, expert=True)
+    shared_inter = hc.get_int(cfg, "shared_expert_intermediate_size")
+    if shared_inter:
+        out += _mlp_matrices(h, shared_inter, gated=True)
+    elif moe.num_shared_experts:
+        out += _mlp_matrices(h, inter, gated=True, count=moe.num_shared_experts)
+    return out
 
 
 def _is_moe_layer(cfg: Config, i: int, mt: str) -> bool:
@@ -194,8 +254,10 @@ def count_from_config(full_cfg: Config) -> ConfigCount:
     if mt.startswith("lfm2"):
         inter = _lfm2_ff(cfg, inter)
     layers: list[int] = []
+    matrices: list[list[Matrix]] = []
     active_total = 0
     for i, kind in enumerate(kinds):
+        block: list[Matrix] = []
         if kind == "linear":
             mixer = _linear_attention(cfg, h)
         elif kind == "mamba":
@@ -204,10 +266,14 @@ def count_from_config(full_cfg: Config) -> ConfigCount:
             mixer = 0
         else:
             mixer = _attention(cfg, h)
+            block += _attention_matrices(cfg, h)
         if _is_moe_layer(cfg, i, mt):
             ffn, ffn_active = _moe_layer(cfg, h, mt)
+            block += _moe_matrices(cfg, h)
         else:
             ffn = ffn_active = _mlp(h, inter, gated=gated, bias=not gated)
+            block += _mlp_matrices(h, inter, gated=gated)
+        matrices.append(block)
         norms = norms_per_layer * h * (2 if not gated and mt != "phi" else 1)
         layers.append(mixer + ffn + norms)
         active_total += mixer + ffn_active + norms
@@ -222,4 +288,5 @@ def count_from_config(full_cfg: Config) -> ConfigCount:
         output_parameters=output,
         layer_parameters=layers,
         other_parameters=other,
+        layer_matrices=matrices,
     )

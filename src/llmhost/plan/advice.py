@@ -52,6 +52,9 @@ def advise(
             advice.append(
                 Reason.of(Code.ADVICE_GGUF_CONVERSION, quantization=best.quantization, speed=speed, repo=repo)
             )
+    int4 = _prequantized_int4_advice(spec, hardware, request, target, cands)
+    if int4:
+        advice.append(int4)
     if not cands:
         advice.append(_why_no_candidates(spec, hardware, request))
         return advice
@@ -112,6 +115,39 @@ def advise(
             )
         )
     return advice
+
+
+def _prequantized_int4_advice(
+    spec: ModelSpec, hardware: Hardware, request: PlanRequest, target: Target, cands: list[Candidate]
+) -> Reason | None:
+    """For a 16-bit checkpoint no vLLM option fits: what a pre-quantized AWQ/GPTQ INT4 checkpoint of the
+    same model would do with vLLM (weights priced from the AWQ layout: 4-bit qweight, a 16-bit scale and
+    a 4-bit zero per 128 inputs, embeddings and lm_head 16-bit). Known Hub siblings are planned as
+    candidates of their own (`make_plan(siblings=...)`); this names the option when none was found."""
+    from llmhost.plan.vllm_candidates import tp_sizes, vllm_gpu_candidate
+
+    gpus = sorted(vllm_gpus(hardware), key=lambda g: g.index)
+    if own_quantization(spec) not in SIXTEEN_BIT or not gpus or request.engine not in (None, "vllm"):
+        return None
+    if request.quantization is not None or any(c.engine == "vllm" and c.fits for c in cands):
+        return None
+    options = [
+        vllm_gpu_candidate(spec, hardware, request, target, "awq", tp, gpus)
+        for tp in tp_sizes(spec, len(gpus), request)
+    ]
+    usable = [c for c in options if c is not None and (c.fits or c.max_context >= 1024)]
+    if not usable:
+        return None
+    c = next((c for c in usable if c.fits), usable[-1])
+    return Reason.of(
+        Code.ADVICE_PREQUANTIZED_INT4,
+        tp=c.tensor_parallel_size,
+        weights_bytes=c.memory.weights_bytes,
+        concurrency=c.max_concurrency,
+        context=c.context_length,
+        max_context=None if c.fits else c.max_context,
+        repo=spec.repo_id,
+    )
 
 
 def _why_no_candidates(spec: ModelSpec, hardware: Hardware, request: PlanRequest) -> Reason:

@@ -98,6 +98,7 @@ class ReasonCode(StrEnum):
     ADVICE_SMALLER_QUANTIZATION = "advice_smaller_quantization"
     ADVICE_MORE_GPUS = "advice_more_gpus"
     ADVICE_EXCEEDS_MACHINE = "advice_exceeds_machine"
+    ADVICE_PREQUANTIZED_INT4 = "advice_prequantized_int4"
     # Advice when there is no candidate at all.
     NO_LLAMACPP_KV_TYPE = "no_llamacpp_kv_type"
     NO_VLLM_KV_TYPE = "no_vllm_kv_type"
@@ -208,6 +209,23 @@ def _mlx_kv(f: Fields) -> str:
     if f["sliding_layers"]:
         note += _f("; {sliding_layers} sliding-window layers keep a rotating cache of {window} tokens", f)
     return note
+
+
+def _prequantized_int4(f: Fields) -> str:
+    fit = (
+        f"{f['concurrency']} x {f['context']} tokens of KV cache"
+        if f["max_context"] is None
+        else f"up to `--context {f['max_context']}`"
+    )
+    where = f"`base_model:quantized:{f['repo']}` on the Hub" if f["repo"] else "the Hub"
+    return (
+        _f(
+            "An AWQ or GPTQ 4-bit checkpoint of this model would fit with vLLM at tensor parallel {tp} "
+            "({weights_bytes:gib} of weights over {tp} GPU(s), ",
+            f,
+        )
+        + f"{fit}); look for one under {where} and plan it."
+    )
 
 
 def _more_gpus(f: Fields) -> str:
@@ -523,6 +541,23 @@ REGISTRY: dict[ReasonCode, ReasonSpec] = {
         about=(
             "More GPUs: about {need_bytes} for {quantization} weights and KV needs {count}x {gpu} [(try "
             "`--hardware {catalog_id}:{count}`)]."
+        ),
+    ),
+    Code.ADVICE_PREQUANTIZED_INT4: ReasonSpec(
+        "info",
+        {
+            "tp": int,
+            "weights_bytes": int,
+            "concurrency": int,
+            "context": int,
+            "max_context": (int, NONE),
+            "repo": (str, NONE),
+        },
+        _prequantized_int4,
+        about=(
+            "An AWQ or GPTQ 4-bit checkpoint of this model would fit with vLLM at tensor parallel {tp} "
+            "({weights_bytes} of weights over {tp} GPU(s), {concurrency} x {context} tokens of KV cache, "
+            "or up to `--context {max_context}`); look for one under `base_model:quantized:{repo}`."
         ),
     ),
     Code.ADVICE_EXCEEDS_MACHINE: ReasonSpec(
