@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _accuracy_compare as acc  # noqa: E402
+import _vllm_heldout as heldout  # noqa: E402
 
 
 def summary_markdown(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
@@ -66,6 +67,24 @@ def main() -> int:
     if acc.replace_block(acc.ACCURACY_DOC, "vllm", text + "\n\n" + table):
         print(f"updated {acc.ACCURACY_DOC}")
     acc.replace_block(acc.ESTIMATOR_DOC, "accuracy-vllm", text)
+    rows2 = heldout.score()
+    fits = heldout.fit_early_v1(rows2)
+    reserved = heldout.reserved_fit(rows2)
+    held = (
+        "Scored from llmhost's own predicted pool (`python benchmarks/vllm_validation.py`); "
+        "constants fitted on "
+        f"calibration only: torch-reserved median {reserved['calibration']['median_gib']} GiB "
+        f"(validation pairs: {reserved['validation']['values']}), early-V1 MoE factors "
+        f"{[round(f, 2) for _, f in fits['moe_activation_factor']]}, early-V1 graph factor "
+        f"{[round(f, 2) for _, f in fits['cudagraph_factor']]}.\n\n"
+        + heldout.summary_markdown(rows2)
+        + "\n### Calibration half\n\n"
+        + heldout.table(rows2, "calibration")
+        + "\n### Validation half\n\n"
+        + heldout.table(rows2, "validation")
+    )
+    print(held)
+    acc.replace_block(acc.ACCURACY_DOC, "vllm-heldout", held)
     if "--write-known-misses" in sys.argv[1:]:
         print(f"known misses written: {acc.write_known_misses()}")
     return 0

@@ -1,0 +1,54 @@
+"""Issue 11's targets on the VALIDATION half (V1 records), from llmhost's own predicted KV pool.
+
+The constants were fitted on the calibration half only (estimate/overheads.py); this checks that they
+still equal what the calibration fit gives, so a refit cannot quietly use the validation half.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import _vllm_heldout as heldout
+import pytest
+
+from llmhost.estimate import overheads as oh
+
+ROWS = heldout.score()
+VALIDATION = [r for r in ROWS if r["split"] == "validation" and r["generation"] == "v1"]
+KV_ERRORS = [abs(r["error"]["available_kv_gib"]) for r in VALIDATION if "available_kv_gib" in r["error"]]
+
+
+def test_enough_validation_records_are_scored() -> None:
+    assert len(KV_ERRORS) >= 15
+
+
+def test_kv_pool_median_within_4_percent() -> None:
+    assert statistics.median(KV_ERRORS) <= heldout.KV_MEDIAN_TARGET
+
+
+def test_kv_pool_90_percent_within_10_percent() -> None:
+    assert sum(e <= heldout.KV_WITHIN for e in KV_ERRORS) / len(KV_ERRORS) >= heldout.KV_WITHIN_SHARE
+
+
+def test_kv_pool_none_worse_than_25_percent() -> None:
+    assert max(KV_ERRORS) <= heldout.KV_WORST
+
+
+@pytest.mark.parametrize("row", [r for r in VALIDATION if r["actual"] != "started"], ids=lambda r: r["id"])
+def test_failed_starts_predicted_with_their_cause(row: dict[str, object]) -> None:
+    if row["verdict_ok"] is None:
+        pytest.skip(f"not predictable: {row['actual']} on a GPU with no known total")
+    assert row["verdict_ok"], row["predicted"]
+
+
+def test_no_successful_start_predicted_to_fail() -> None:
+    assert [r["id"] for r in VALIDATION if r["actual"] == "started" and r["verdict_ok"] is False] == []
+
+
+def test_constants_are_the_calibration_fit() -> None:
+    fits = heldout.fit_early_v1(ROWS)
+    moe = statistics.median(f for _, f in fits["moe_activation_factor"])
+    assert oh.VLLM_EARLY_V1_MOE_ACTIVATION_FACTOR == pytest.approx(moe, abs=0.01)
+    assert oh.VLLM_EARLY_V1_CUDAGRAPH_FACTOR == pytest.approx(fits["cudagraph_factor"][0][1], abs=0.01)
+    reserved = heldout.reserved_fit(ROWS)["calibration"]["median_gib"]
+    assert oh.VLLM_TORCH_RESERVED_BYTES / 1024**3 == pytest.approx(reserved, abs=0.01)
