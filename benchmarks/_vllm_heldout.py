@@ -432,6 +432,27 @@ def fit_early_v1(rows: list[dict[str, Any]], half: str = "calibration") -> dict[
     return {"moe_activation_factor": moe, "cudagraph_factor": graphs}
 
 
+def fit_mxfp4_loaded_factor(half: str = "calibration") -> list[tuple[str, float]]:
+    """Per MXFP4 record of `half` with a printed "Model loading took": what vLLM loaded per rank over
+    the rank's checkpoint bytes (overheads.VLLM_MXFP4_LOADED_FACTOR is their median)."""
+    from llmhost.estimate.vllm import rank_weights_bytes
+
+    records, configs = load_records()
+    out: list[tuple[str, float]] = []
+    for record in records:
+        printed = record["printed"].get("weights_gib")
+        if split_of(record) != half or printed is None:
+            continue
+        spec = vllm_spec(record["model"], json.dumps(configs[record["model"]], sort_keys=True))
+        layout = est.weights_layout(spec, _quantization(record, est.own_quantization(spec)))
+        if layout.quantization != "mxfp4":
+            continue
+        flags = record["flags"] or {}
+        rank = rank_weights_bytes(layout, flags.get("tensor_parallel_size") or 1)
+        out.append((record["id"], printed * GIB / rank))
+    return out
+
+
 def reserved_fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Median over distinct (GPU, printed total) pairs of NVML's total minus vLLM's, per half."""
     out: dict[str, Any] = {}

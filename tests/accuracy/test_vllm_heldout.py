@@ -50,5 +50,8 @@ def test_constants_are_the_calibration_fit() -> None:
     moe = statistics.median(f for _, f in fits["moe_activation_factor"])
     assert oh.VLLM_EARLY_V1_MOE_ACTIVATION_FACTOR == pytest.approx(moe, abs=0.01)
     assert oh.VLLM_EARLY_V1_CUDAGRAPH_FACTOR == pytest.approx(fits["cudagraph_factor"][0][1], abs=0.01)
+    mxfp4 = heldout.fit_mxfp4_loaded_factor("calibration")
+    assert len(mxfp4) >= 4
+    assert oh.VLLM_MXFP4_LOADED_FACTOR == pytest.approx(statistics.median(f for _, f in mxfp4), abs=0.01)
     reserved = heldout.reserved_fit(ROWS)["calibration"]["median_gib"]
     assert oh.VLLM_TORCH_RESERVED_BYTES / 1024**3 == pytest.approx(reserved, abs=0.01)

@@ -52,6 +52,13 @@ VLLM_NON_TORCH_BY_RANGE: dict[str, tuple[int, int]] = {
 #   0.19's estimate for 36 layers is 0.88 GiB.
 VLLM_EARLY_V1_MOE_ACTIVATION_FACTOR = 7.13
 VLLM_EARLY_V1_CUDAGRAPH_FACTOR = 2.14
+# What vLLM loads of an MXFP4 (gpt-oss) checkpoint over its bytes on disk: its MoE kernels keep the experts
+# in a padded, swizzled layout (vllm/model_executor/layers/fused_moe/oracle/mxfp4.py,
+# `mxfp4_round_up_hidden_size_and_intermediate_size`: 2880 rounded up to 3072 for Marlin, TRT-LLM and ROCm
+# kernels) plus per-backend scale layouts. Median of "Model loading took" over the rank's checkpoint bytes
+# on the calibration records (gpt-oss-20b: 1.0705 A100, 1.0643 H100, 1.0939 and 1.0939 TP 2;
+# gpt-oss-120b: 1.1336 TP 4 A100, 1.0855 H100); benchmarks/_vllm_heldout.fit_mxfp4_loaded_factor.
+VLLM_MXFP4_LOADED_FACTOR = 1.09
 # TP non-torch memory without NVSwitch (PCIe and GeForce cards: no NVLink-SHARP buffers). The calibration
 # records on such GPUs: dennislee22 gpt-oss-120b TP 4 on A100 (v0.10.1.1) leaves 0.38 GiB beside the
 # sampler peak at TP 4 -> 0.13 GiB above TP 1's 0.25 GiB.

@@ -221,6 +221,8 @@ def vllm_gpu_memory(
     pp = settings.pipeline_parallel_size
     requested = int(total_memory_bytes * settings.gpu_memory_utilization)
     weights = rank_weights_bytes(layout, tp, pp)
+    if layout.quantization == "mxfp4":  # loaded padded: more than the checkpoint holds
+        weights = round(weights * oh.VLLM_MXFP4_LOADED_FACTOR)
     held = (  # the shared fused-MoE buffers: the default path from vLLM 0.12 (estimate/vllm_workspace.py)
         moe_quant_workspace_bytes(spec, layout.quantization, tp, settings.max_num_batched_tokens)
         if settings.accounting in ("v1", "v1-graphs")
