@@ -15,10 +15,14 @@ def _command_paths() -> list[list[str]]:
     paths: list[list[str]] = [[]]
 
     def walk(cmd: object, prefix: list[str]) -> None:
-        children = getattr(cmd, "commands", {}) or {}
-        for name in sorted(children):
-            sub = children[name]
-            if getattr(sub, "hidden", False):
+        # Click's own listing: the root group loads each command's module when asked for it.
+        list_commands = getattr(cmd, "list_commands", None)
+        if list_commands is None:
+            return
+        ctx = typer.Context(cmd)  # type: ignore[arg-type]
+        for name in sorted(list_commands(ctx)):
+            sub = cmd.get_command(ctx, name)  # type: ignore[attr-defined]
+            if sub is None or getattr(sub, "hidden", False):
                 continue
             paths.append([*prefix, name])
             walk(sub, [*prefix, name])

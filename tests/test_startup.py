@@ -10,6 +10,7 @@ Each check runs in a fresh interpreter, since this test process has imported eve
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -81,11 +82,56 @@ def loaded(modules: set[str], names: list[str]) -> list[str]:
     return [n for n in names if any(m == n or m.startswith(n + ".") for m in modules)]
 
 
+# The command modules: each is loaded only when one of its commands runs or `--help` lists them.
+COMMAND_MODULES = [
+    f"llmhost.cli.{m}" for m in ("hw", "inspect", "plan", "serve", "bench", "export", "engines")
+]
+# What no command listing needs (beside the lists above): engine installers, Rich's tables and live view.
+NOT_FOR_HELP = ["llmhost.engines.vllm_env", "llmhost.engines.mlx_env", "rich.table", "rich.live"]
+
+
 def test_importing_the_cli_loads_no_heavy_module() -> None:
     modules = loaded_modules()
-    assert "llmhost.cli.plan" in modules  # every command is registered: the probe did import the CLI
+    assert "llmhost.cli" in modules and "typer" in modules  # the probe did import the CLI
     assert loaded(modules, HEAVY_THIRD_PARTY) == []
     assert loaded(modules, HEAVY_OWN) == []
+    # No command module, so none of their stacks: no pydantic model is built, no Rich is loaded.
+    assert loaded(modules, COMMAND_MODULES) == []
+    assert loaded(modules, ["pydantic", "pydantic_core", "rich", "llmhost.cli._output"]) == []
+
+
+def test_the_command_table_is_what_the_modules_register() -> None:
+    """`COMMANDS` (what the root group loads lazily) names every command each module registers, in the
+    order an eager registration of all of them lists in `--help`: a command added to a module but not to
+    the table (or put in the wrong module) fails here."""
+    import typer
+
+    from llmhost.cli import COMMANDS, module_commands
+
+    eager = typer.Typer(rich_markup_mode=None)
+    for module in dict.fromkeys(COMMANDS.values()):  # the table's module order, each once
+        importlib.import_module(f"llmhost.cli.{module}").register(eager)
+    group = typer.main.get_command(eager)
+    names = group.list_commands(typer.Context(group))  # type: ignore[attr-defined]
+    assert names == list(COMMANDS)
+    for name, module in COMMANDS.items():
+        assert name in module_commands(module)
+    assert sorted(n for m in set(COMMANDS.values()) for n in module_commands(m)) == sorted(COMMANDS)
+
+
+def test_help_lists_every_command_without_their_library_stacks() -> None:
+    modules = loaded_modules(["--help"])
+    assert loaded(modules, COMMAND_MODULES) == COMMAND_MODULES  # listing a command loads its module
+    assert loaded(modules, HEAVY_THIRD_PARTY) == []
+    assert loaded(modules, HEAVY_OWN) == []
+    assert loaded(modules, NOT_FOR_HELP) == []
+
+
+def test_a_command_s_help_loads_only_its_module() -> None:
+    for argv, module in ((["plan", "--help"], "plan"), (["engines", "install", "--help"], "engines")):
+        modules = loaded_modules(argv)
+        assert loaded(modules, COMMAND_MODULES) == [f"llmhost.cli.{module}"], argv
+        assert loaded(modules, HEAVY_OWN + NOT_FOR_HELP) == [], argv
 
 
 def test_version_is_read_on_first_use() -> None:
@@ -122,6 +168,9 @@ def test_plan_on_a_local_gguf_does_not_load_the_hub_client(tmp_path: Path) -> No
     assert "llmhost.models.gguf_header" in modules  # it parsed the header: in plain Python (issue 14)
     assert loaded(modules, ["gguf", "numpy"]) == []
     assert loaded(modules, ["huggingface_hub", "httpx", "llmhost.models.hub", "llmhost.supervise"]) == []
+    # Only `plan`'s own command module, and no Rich at all: `--json` prints through no console.
+    assert loaded(modules, COMMAND_MODULES) == ["llmhost.cli.plan"]
+    assert loaded(modules, ["rich", "llmhost.engines.registry", "llmhost.bench"]) == []
 
 
 def test_the_header_readers_type_tables_equal_gguf_s_own() -> None:

@@ -6,14 +6,17 @@ as markup (a model named `[/bold]` crashed `inspect` with MarkupError) and `:nam
 a terminal obeys the control characters in it (ESC starts a sequence that can clear the screen or
 retitle the window). `--json` needs neither: JSON escapes control characters itself.
 
-A ground-floor module (it imports only Rich), so `bench` renders its tables without importing `cli`.
+A ground-floor module (it imports only Rich, and that on first use: `plan --json` loads none of it),
+so `bench` renders its tables without importing `cli`.
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.text import Text
 
 # C0 controls but tab and newline (layout), DEL, and the C1 controls (U+0080-U+009F: a terminal may
 # read U+009B as ESC [). Unicode category Cc is exactly this set.
@@ -27,4 +30,6 @@ def printable(text: object) -> str:
 
 def literal(text: object, style: str = "") -> Text:
     """Untrusted text for Rich: never parsed as markup or emoji, control characters escaped."""
+    from rich.text import Text
+
     return Text(printable(text), style=style)

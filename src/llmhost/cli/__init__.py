@@ -1,20 +1,70 @@
 """The `llmhost` command line: thin commands over the library.
 
-Each command module (`hw`, `plan`, `serve`, `engines`, `bench`) registers its commands on the one
-Typer app with a `register(app)` function. Errors are rendered once, in `main()`.
+Each command module (`hw`, `plan`, `serve`, `engines`, `bench`, ...) registers its commands on a Typer
+app with a `register(app)` function. The root app loads a command's module only when that command
+runs (or `--help` lists it): `llmhost plan` never imports serve's, bench's or export's library stack
+(`COMMANDS` names each command's module; tests/test_startup.py checks it against the modules).
+Errors are rendered once, in `main()`.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from llmhost.errors import EXIT_CODE_HELP, ExitCode, LlmhostError
 
+# Every command in `llmhost --help`'s order (Typer lists a module's commands before its groups), and
+# the `llmhost.cli` module whose `register(app)` defines it.
+COMMANDS: dict[str, str] = {
+    "hw": "hw",
+    "doctor": "hw",
+    "inspect": "inspect",
+    "plan": "plan",
+    "serve": "serve",
+    "ps": "serve",
+    "logs": "serve",
+    "stop": "serve",
+    "demo-model": "serve",
+    "bench": "bench",
+    "export": "export",
+    "engines": "engines",
+}
+
+
+@functools.cache
+def module_commands(module: str) -> dict[str, Any]:
+    """The Click commands `llmhost.cli.<module>.register` defines, by name (built once per process)."""
+    sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    importlib.import_module(f"llmhost.cli.{module}").register(sub)
+    command = typer.main.get_command(sub)
+    # Typer makes a module's lone command a Command, several commands (or a sub-app) a Group of them.
+    children = getattr(command, "commands", None)
+    return dict(children) if children is not None else {command.name or module: command}
+
+
+class LazyCommands(TyperGroup):
+    """The root group: the commands of `COMMANDS` are loaded on first use; any command registered on
+    `app` itself (tests add hidden ones) comes after them."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*COMMANDS, *(name for name in super().list_commands(ctx) if name not in COMMANDS)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and cmd_name in COMMANDS:
+            found = module_commands(COMMANDS[cmd_name]).get(cmd_name)
+        return found
+
+
 app = typer.Typer(
+    cls=LazyCommands,
     name="llmhost",
     help="Self-hosting control plane for open-weight LLMs: hw, plan, serve, ps, logs, stop, bench.\n\n"
     + EXIT_CODE_HELP,
@@ -48,27 +98,16 @@ def _root(
     _state["debug"] = debug or os.environ.get("LLMHOST_DEBUG") == "1"
 
 
-def _register_commands() -> None:
-    from llmhost.cli import bench, engines, export, hw, inspect, plan, serve
-
-    for module in (hw, inspect, plan, serve, engines, bench, export):
-        module.register(app)
-
-
-_register_commands()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: run the app, render errors once, return the exit code."""
     from llmhost.cli import _output
-    from llmhost.cli._output import stderr
 
     _output.forget_interrupt()
     try:
         result = app(args=argv, standalone_mode=False, prog_name="llmhost")
     except LlmhostError as exc:
         if _state["debug"]:
-            stderr.print_exception()
+            _output.stderr.print_exception()
         # A message that quotes log lines ends with one of them: the hint then goes on its own line,
         # not glued onto it.
         text = f"{exc.message}\n{exc.hint}" if exc.hint and "\n" in exc.message else str(exc)
@@ -77,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:
-        stderr.print("aborted.")
+        _output.stderr.print("aborted.")
         return ExitCode.INTERRUPTED
     except KeyboardInterrupt:
-        stderr.print("interrupted.")
+        _output.stderr.print("interrupted.")
         return ExitCode.INTERRUPTED
     except typer.TyperException as exc:  # usage errors (unknown option, bad value): public Typer API
         # One line like every other error, with the next step (Typer's own rendering is a usage block).
@@ -97,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     # With standalone_mode=False a `typer.Exit(code)` comes back as the return value. So does Ctrl-C:
     # Typer turns KeyboardInterrupt into a silent exit 130; say so, unless the command already did.
     if result == ExitCode.INTERRUPTED and not _output.interrupt_reported():
-        stderr.print("interrupted.")
+        _output.stderr.print("interrupted.")
     return result if isinstance(result, int) else ExitCode.OK
 
 

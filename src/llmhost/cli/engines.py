@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from llmhost.cli._options import JsonOpt
 from llmhost.cli._output import emit, info, literal, wide
 from llmhost.engines.base import EngineStatus
 from llmhost.errors import EngineError, UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 INSTALLABLE = ("llama-server", "vllm", "mlx")
 
@@ -41,6 +42,8 @@ def _list(as_json: bool) -> None:
     statuses = all_statuses()
 
     def human(console: Console) -> None:
+        from rich.table import Table
+
         table = Table(box=None, pad_edge=False)
         for col in ("ENGINE", "RUNTIME", "INSTALLED", "USABLE", "VERSION", "WHERE / WHY NOT"):
             table.add_column(col)

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from llmhost.cli._options import HardwareOpt, JsonOpt, text
@@ -21,6 +19,7 @@ from llmhost.errors import UsageError
 from llmhost.units import format_bytes
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.live import Live
 
     from llmhost.app.serve import Prepared
@@ -289,6 +288,8 @@ class _Foreground:
 def _ready_text(dep: Deployment) -> str:
     from io import StringIO
 
+    from rich.console import Console
+
     buf = StringIO()
     console = Console(file=buf, no_color=True, width=200)
     _print_ready(console, dep.name, dep.base_url, dep.served_model_name, dep.auth)
@@ -311,6 +312,8 @@ def ps(as_json: JsonOpt = False) -> None:
         if not deployments:
             console.print("no deployments (start one with `llmhost serve MODEL --detach`)")
             return
+        from rich.table import Table
+
         table = Table(box=None, pad_edge=False)
         for col in ("NAME", "MODEL", "ENGINE", "URL", "PID", "STATE", "UPTIME", "RESTARTS", "MEMORY"):
             table.add_column(col)
