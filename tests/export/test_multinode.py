@@ -60,6 +60,11 @@ def test_405b_bf16_spans_two_nodes_with_per_rank_memory(capsys: pytest.CaptureFi
         assert d["breakdown"]["kv_cache_bytes"] > 0
     assert any("pipeline parallel 2 across nodes" in r for r in chosen["reasons"])
     assert any("network latency between nodes" in r for r in chosen["reasons"])
+    codes = [r["code"] for r in chosen["reasons_detail"]]
+    assert "multinode_layout" in codes and "multinode_decode_estimate" in codes
+    assert "pipeline_parallel" not in codes  # the one-node PP sentence gives way to the multi-node one
+    (layout,) = [r["fields"] for r in chosen["reasons_detail"] if r["code"] == "multinode_layout"]
+    assert layout == {"nodes": 2, "tp": 8, "stage_layers": 63, "hop_bytes": 16384 * 2}
     # One node cannot hold bf16 405B: no single-node bf16 candidate fits.
     assert not any(c["fits"] for c in plan["candidates"] if c["nodes"] == 1 and c["engine"] == "vllm")
 
@@ -70,9 +75,12 @@ def test_one_node_is_preferred_when_it_suffices(capsys: pytest.CaptureFixture[st
     chosen = plan["candidates"][plan["chosen"]]
     assert chosen["nodes"] == 1 and chosen["quantization"] == "fp8"
     assert any("one node suffices" in r for r in chosen["reasons"])
+    assert "one_node_suffices" in [r["code"] for r in chosen["reasons_detail"]]
     multi = [i for i, c in enumerate(plan["candidates"]) if c["nodes"] > 1]
     single_fits = [i for i, c in enumerate(plan["candidates"]) if c["nodes"] == 1 and c["fits"]]
     assert multi and max(single_fits) < min(multi)
+    for i in multi:
+        assert "one_node_preferred" in [r["code"] for r in plan["candidates"][i]["reasons_detail"]]
     small = _plan(capsys, str(LLAMA_8B), "--hardware", NODE, "--nodes", "2")
     assert small["candidates"][small["chosen"]]["nodes"] == 1
 

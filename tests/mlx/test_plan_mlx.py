@@ -20,6 +20,7 @@ from llmhost.models import resolve
 from llmhost.plan import PlanRequest, make_plan
 from llmhost.plan.models import Candidate, Plan
 from llmhost.plan.ranking import launchable
+from llmhost.plan.reasons import ReasonCode
 from llmhost.tiny_hf import TINY_LLAMA_CONFIG, read_safetensors_header
 
 CONFIGS = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
@@ -73,11 +74,15 @@ def test_bf16_checkpoint_on_an_m2_max_runs_on_mlx_with_kv_as_mlx_allocates_it(ti
     assert device.device == "metal:0" and device.capacity_bytes == hardware.gpus[0].memory_total_bytes
     assert abs(device.capacity_bytes - 32 * GIB * 2 / 3) < 1024**2
     assert any("Metal working-set limit" in r and "2/3 of RAM" in r for r in chosen.reasons)
+    (metal,) = [r for r in chosen.reasons_detail if r.code == ReasonCode.MLX_ON_METAL]
+    assert metal.fields["working_set_bytes"] == device.capacity_bytes
     # Weighed against llama.cpp Metal: its candidates need a GGUF of this checkpoint, MLX loads it as is.
     llama = [c for c in plan.candidates if c.engine == "llamacpp"]
     assert llama and not any(launchable(c) for c in llama)
     assert any("llama.cpp Metal would need a GGUF" in r for r in chosen.reasons)
     assert chosen.reasons[0].startswith("chosen for quality")
+    assert chosen.reason_codes[0] == ReasonCode.CHOSEN_FOR_QUALITY
+    assert ReasonCode.MLX_LOADS_AS_IS in chosen.reason_codes
 
 
 def test_8_and_4_bit_options_of_a_16_bit_checkpoint_say_how_to_convert(tiny_checkpoint, apple):
@@ -88,6 +93,8 @@ def test_8_and_4_bit_options_of_a_16_bit_checkpoint_say_how_to_convert(tiny_chec
         assert option.memory.weights_bytes == converted_bytes(tiny_checkpoint, bits)
         assert option.engine_options["needs_mlx_conversion"] is True and not launchable(option)
         assert any(f"-q --q-bits {bits} --q-group-size 64" in r for r in option.reasons)
+        (convert,) = [r for r in option.reasons_detail if r.code == ReasonCode.NEEDS_MLX_CONVERSION]
+        assert convert.level == "blocker" and convert.fields["bits"] == bits
     # The 4-bit weights are 4.5 bits per weight for every matrix: 0.5625 bytes vs 2 in bf16.
     assert mlx(plan, "mlx-4bit").memory.weights_bytes < mlx(plan, "mlx-8bit").memory.weights_bytes
 
@@ -146,6 +153,8 @@ def test_an_mlx_quantized_checkpoint_is_planned_from_its_headers(tmp_path, apple
     assert chosen.engine_options["q_bits"] == 4 and chosen.engine_options["q_group_size"] == 64
     assert "needs_mlx_conversion" not in chosen.engine_options
     assert any("group size 64" in r and "safetensors headers" in r for r in chosen.reasons)
+    (stored,) = [r for r in chosen.reasons_detail if r.code == ReasonCode.MLX_QUANTIZED_CHECKPOINT]
+    assert stored.fields == {"bits": 4, "group_size": 64}
 
 
 def test_another_tools_quantization_block_is_not_taken_for_mlx(tmp_path, apple):
@@ -168,6 +177,9 @@ def test_sliding_window_layers_keep_a_rotating_cache_of_the_window(apple):
     long = mlx(make_plan(spec, hardware, PlanRequest(context=8192, concurrency=2)), "bf16")
     assert long.memory.kv_cache_bytes == (8 * 8192 + 40 * 1024) * row * 2
     assert any("40 sliding-window layers keep a rotating cache of 1024 tokens" in r for r in long.reasons)
+    (kv,) = [r for r in long.reasons_detail if r.code == ReasonCode.MLX_KV_CACHE]
+    assert (kv.fields["sliding_layers"], kv.fields["window"]) == (40, 1024)
+    assert kv.fields["kv_cache_bytes"] == long.memory.kv_cache_bytes
     short = mlx(make_plan(spec, hardware, PlanRequest(context=600)), "bf16")
     assert short.memory.kv_cache_bytes == 48 * 768 * row  # 600 tokens: three 256-token steps, every layer
 
@@ -178,10 +190,13 @@ def test_the_metal_working_set_bounds_the_plan(tiny_checkpoint, apple):
     plan = make_plan(spec, small, PlanRequest(context=4096))
     bf16 = mlx(plan, "bf16")
     assert not bf16.fits and any("does not fit" in r for r in bf16.reasons)
+    assert ReasonCode.MLX_DOES_NOT_FIT in bf16.reason_codes
     assert bf16.memory.weights_bytes > small.gpus[0].memory_total_bytes
     four = mlx(plan, "mlx-4bit")
     assert four.fits and not launchable(four)  # fits once converted
     assert any("mlx_lm.convert" in a for a in plan.advice)
+    (advice,) = [a for a in plan.advice_detail if a.code == ReasonCode.ADVICE_MLX_CONVERSION]
+    assert str(advice.fields["command"]).startswith("mlx_lm.convert ")
 
 
 def test_no_mlx_for_a_gguf_on_a_mac(tiny_gguf, apple):
@@ -202,6 +217,7 @@ def test_linux_gets_mlx_only_when_forced_and_then_on_the_cpu(tiny_checkpoint):
     chosen = forced.chosen_candidate
     assert chosen is not None and chosen.per_device[0].device == "cpu"
     assert chosen.engine_options["device"] == "cpu" and "mlx-cpu" in chosen.reasons[1]
+    assert chosen.reason_codes[1] == ReasonCode.MLX_ON_CPU
 
 
 def test_quant_names_mlx_formats(tiny_checkpoint, apple):

@@ -39,6 +39,7 @@ def test_plan_uses_llama_cpps_own_figure_on_the_cpu(tiny_gguf: Path, capsys) -> 
     chosen = plan["candidates"][plan["chosen"]]
     assert chosen["engine"] == "llamacpp" and chosen["compute_source"] == "llama.cpp dry run"
     assert any("dry run" in r for r in chosen["reasons"])
+    assert "compute_measured" in [r["code"] for r in chosen["reasons_detail"]]
     opts = chosen["engine_options"]
     settings = LlamaCppSettings(
         n_ctx_seq=opts["n_ctx"] // opts["n_parallel"],

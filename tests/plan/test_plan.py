@@ -11,6 +11,7 @@ import pytest
 from llmhost.errors import UsageError
 from llmhost.hardware.models import GPUProcess
 from llmhost.plan import PlanRequest, make_plan
+from llmhost.plan.reasons import ReasonCode
 from support.llmhost_test_specs import (
     GiB,
     MiB,
@@ -29,6 +30,8 @@ def test_quality_first_picks_bf16_vllm_on_an_h100() -> None:
     assert chosen is not None and chosen.fits
     assert (chosen.engine, chosen.quantization, chosen.tensor_parallel_size) == ("vllm", "bf16", 1)
     assert chosen.reasons[0].startswith("chosen for quality")
+    assert chosen.reason_codes[0] == ReasonCode.CHOSEN_FOR_QUALITY
+    assert chosen.reasons_detail[0].fields == {"quantization": "bf16"}
     assert chosen.kv_bytes_per_token == 131072
     assert chosen.max_concurrency >= 4 and chosen.max_context == 131072
     assert chosen.engine_options["gpu_memory_utilization"] == 0.9
@@ -74,6 +77,9 @@ def test_other_processes_lower_gpu_memory_utilization() -> None:
     util = c.engine_options["gpu_memory_utilization"]
     assert isinstance(util, float) and util < 0.9
     assert any("lowered" in r for r in c.reasons)
+    (lowered,) = [r for r in c.reasons_detail if r.code == ReasonCode.GPU_MEMORY_UTILIZATION_LOWERED]
+    assert lowered.level == "warning" and lowered.fields["lowered"] == util
+    assert lowered.fields["held_bytes"] == 20 * GiB
     free = make_plan(dense_spec(), machine([h100()]), PlanRequest(context=8192))
     c_free = next(c for c in free.candidates if c.engine == "vllm" and c.quantization == "bf16")
     assert c.memory.kv_cache_bytes < c_free.memory.kv_cache_bytes
@@ -82,6 +88,7 @@ def test_other_processes_lower_gpu_memory_utilization() -> None:
         dense_spec(), machine([busy]), PlanRequest(context=8192, gpu_memory_utilization=0.9, engine="vllm")
     )
     assert not any(c.fits for c in forced.candidates)
+    assert all(ReasonCode.GPU_MEMORY_UTILIZATION_TOO_HIGH in c.reason_codes for c in forced.candidates)
 
 
 def test_vllm_never_sums_memory_across_gpus_without_tp() -> None:
@@ -129,6 +136,8 @@ def test_tp_beyond_kv_heads_replicates_kv() -> None:
     plan = make_plan(spec, hw, PlanRequest(context=4096, tensor_parallel_size=8, engine="vllm"))
     c = plan.candidates[0]
     assert any("replicated 2x" in r for r in c.reasons)
+    (tp,) = [r for r in c.reasons_detail if r.code == ReasonCode.TENSOR_PARALLEL_KV_REPLICATED]
+    assert tp.fields == {"tp": 8, "kv_heads": 4, "replicas": 2}
 
 
 def test_mla_model_needs_eight_h200s() -> None:
@@ -143,6 +152,7 @@ def test_mla_model_needs_eight_h200s() -> None:
     assert c is not None and c.engine == "vllm" and c.tensor_parallel_size == 8 and c.quantization == "fp8"
     assert c.kv_bytes_per_token == 70272
     assert any("MLA latent cache is replicated" in r for r in c.reasons)
+    assert ReasonCode.TENSOR_PARALLEL_MLA in c.reason_codes
 
 
 def test_nothing_fits_gives_advice() -> None:
@@ -150,6 +160,8 @@ def test_nothing_fits_gives_advice() -> None:
     plan = make_plan(deepseek_v3(), small, PlanRequest(context=8192))
     assert plan.chosen is None
     assert plan.advice and any("More GPUs" in a or "exceed" in a for a in plan.advice)
+    codes = {a.code for a in plan.advice_detail}
+    assert codes & {ReasonCode.ADVICE_MORE_GPUS, ReasonCode.ADVICE_EXCEEDS_MACHINE}
 
 
 def test_shorter_context_advice_predicts_vllm_start_error() -> None:
@@ -160,6 +172,10 @@ def test_shorter_context_advice_predicts_vllm_start_error() -> None:
     assert any("--max-model-len" in r for r in c.reasons)
     assert 0 < c.max_context < 131072
     assert any(f"--context {c.max_context}" in a for a in plan.advice)
+    (start_error,) = [r for r in c.reasons_detail if r.code == ReasonCode.KV_CACHE_BELOW_ONE_SEQUENCE]
+    assert start_error.level == "blocker" and start_error.fields["max_context"] == c.max_context
+    (shorter,) = [a for a in plan.advice_detail if a.code == ReasonCode.ADVICE_SHORTER_CONTEXT]
+    assert shorter.fields["context"] == c.max_context
 
 
 def test_cpu_only_linux_gets_vllm_cpu_and_llamacpp() -> None:
@@ -319,6 +335,11 @@ def test_pre_quantized_siblings_become_candidates() -> None:
     assert chosen.engine_options["quantization"] == "awq"
     gguf_reasons = [r for c in plan.candidates if c.engine == "llamacpp" for r in c.reasons]
     assert any("llmhost plan org/Big-14B-GGUF:Q4_K_M" in r for r in gguf_reasons)
+    siblings_named = [
+        r.fields for c in plan.candidates for r in c.reasons_detail if r.code == ReasonCode.NEEDS_GGUF_SIBLING
+    ]
+    assert {"quantization": "Q4_K_M", "repo": "org/Big-14B-GGUF"} in siblings_named
+    assert chosen.reasons_detail[1].code == ReasonCode.PRE_QUANTIZED_SIBLING
     without = make_plan(spec, hw, PlanRequest(context=8192))
     assert all(c.model_source == "org/Big-14B" for c in without.candidates)
 
@@ -330,6 +351,7 @@ def test_no_candidate_says_why() -> None:
     plan = make_plan(awq_ckpt, machine([], ram_gib=64), PlanRequest(context=8192))
     assert plan.chosen is None and not plan.candidates  # AWQ scales do not convert to GGUF
     assert "needs vLLM on an NVIDIA or AMD GPU" in plan.advice[0]
+    assert plan.advice_detail[0].code == ReasonCode.QUANTIZED_NEEDS_VLLM_GPU
     # An FP8 checkpoint does convert (llama.cpp dequantizes it): its GGUF options are the advice.
     fp8_ckpt = dense_spec(quant=Quantization(method="fp8", bits=8), bytes_per_param=1.0)
     fp8 = make_plan(fp8_ckpt, machine([], ram_gib=64), PlanRequest(context=8192))
@@ -338,12 +360,17 @@ def test_no_candidate_says_why() -> None:
         c.engine == "llamacpp" and c.engine_options.get("needs_gguf_conversion") for c in fp8.candidates
     )
     assert "convert_hf_to_gguf" in fp8.advice[0]
+    assert fp8.advice_detail[0].code == ReasonCode.ADVICE_GGUF_CONVERSION
+    assert fp8.advice_detail[0].fields["repo"] is None
     gguf_on_vllm = make_plan(llama8b_q4km_gguf(), machine([h100()]), PlanRequest(engine="vllm"))
     assert "--engine llamacpp" in gguf_on_vllm.advice[0]
+    assert gguf_on_vllm.advice_detail[0].code == ReasonCode.GGUF_NEEDS_LLAMACPP
     wrong_kv = make_plan(
         llama8b_q4km_gguf(), machine([h100()]), PlanRequest(engine="llamacpp", kv_cache_dtype="fp8")
     )
     assert "q8_0" in wrong_kv.advice[0]
+    assert wrong_kv.advice_detail[0].code == ReasonCode.NO_LLAMACPP_KV_TYPE
+    assert wrong_kv.advice_detail[0].fields == {"kv": "fp8"}
 
 
 def test_partial_offload_ranks_below_full_gpu_and_reports_its_cost() -> None:
@@ -355,6 +382,9 @@ def test_partial_offload_ranks_below_full_gpu_and_reports_its_cost() -> None:
     assert any("partial offload" in r for r in c.reasons) and any(
         "CPU offload costs speed" in r for r in c.reasons
     )
+    (offload,) = [r for r in c.reasons_detail if r.code == ReasonCode.PARTIAL_OFFLOAD]
+    assert offload.fields == {"gpu_layers": (c.gpu_layers or 0) - 1, "layers": 32}
+    assert ReasonCode.OFFLOAD_SPEED in c.reason_codes
     cuda = next(d for d in c.per_device if d.device == "cuda:0")
     assert cuda.breakdown.total_bytes <= cuda.capacity_bytes
     cpu = next(d for d in c.per_device if d.device == "cpu")
@@ -371,6 +401,7 @@ def test_fp8_kv_advice_when_only_the_cache_is_too_big() -> None:
     plan = make_plan(dense_spec(), hw, PlanRequest(context=131072, engine="vllm", quantization="fp8"))
     assert plan.chosen is None
     assert any("--kv-cache-dtype fp8" in a for a in plan.advice)
+    assert ReasonCode.ADVICE_FP8_KV_CACHE in {a.code for a in plan.advice_detail}
 
 
 def test_pipeline_parallel_when_tensor_parallel_cannot_use_every_gpu() -> None:
@@ -412,6 +443,9 @@ def test_a_candidate_that_needs_conversion_is_advice_not_the_choice() -> None:
     assert plan.chosen is None
     assert plan.candidates and all(c.engine_options.get("needs_gguf_conversion") for c in plan.candidates)
     assert any("Q8_0 GGUF of it would fit" in a and "convert_hf_to_gguf" in a for a in plan.advice)
+    convert = next(a for a in plan.advice_detail if a.code == ReasonCode.ADVICE_GGUF_CONVERSION)
+    assert convert.fields["quantization"] == "Q8_0"
+    assert all(ReasonCode.NEEDS_GGUF_CONVERSION in c.reason_codes for c in plan.candidates)
 
 
 def test_llama_cpp_python_runtime_reserves_a_batch_of_logits() -> None:

@@ -55,6 +55,13 @@ def test_plan_a_hub_repo_with_a_quantized_sibling(
     assert chosen["engine_options"]["dtype"] == "float16"  # compute capability 7.5 has no bf16
     reasons = [r for c in plan["candidates"] if c["engine"] == "llamacpp" for r in c["reasons"]]
     assert any("x/Qwen2.5-7B-Instruct-GGUF:" in r for r in reasons)
+    repos = {
+        r["fields"]["repo"]
+        for c in plan["candidates"]
+        for r in c["reasons_detail"]
+        if r["code"] == "needs_gguf_sibling"
+    }
+    assert repos == {"x/Qwen2.5-7B-Instruct-GGUF"}
     assert ("GET", "/api/models", None) in fake_hub.requests  # the model tree search
     # --offline never asks the Hub for siblings (the repo's own files are cached by now).
     fake_hub.reset_counters()
@@ -65,6 +72,7 @@ def test_plan_a_hub_repo_with_a_quantized_sibling(
     assert rc == 3 and plan["chosen"] is None
     assert all(c["model_source"] == base for c in plan["candidates"])
     assert any("GGUF of it would fit with llama.cpp" in a for a in plan["advice"])
+    assert "advice_gguf_conversion" in [a["code"] for a in plan["advice_detail"]]
     assert not fake_hub.requests
 
 

@@ -11,6 +11,7 @@ from llmhost.engines import vllm_env
 from llmhost.errors import EngineError
 from llmhost.hardware.models import CPU, Hardware
 from llmhost.plan.models import Plan, PlanModel
+from llmhost.plan.reasons import ReasonCode
 
 HARDWARE = Hardware(
     os="linux",
@@ -47,6 +48,9 @@ def test_falls_back_to_llamacpp_and_says_why(no_vllm: None, make_cpu_candidate, 
     chosen = runnable_candidate(plan, plan.candidates[0], HARDWARE, forced=False, dry_run=False)
     assert chosen.engine == "llamacpp"
     assert "vllm cannot run here" in chosen.reasons[0] and "llmhost engines install vllm" in chosen.reasons[0]
+    fallback = chosen.reasons_detail[0]
+    assert fallback.code == ReasonCode.ENGINE_FALLBACK and fallback.level == "warning"
+    assert (fallback.fields["engine"], fallback.fields["fallback"]) == ("vllm", "llamacpp")
 
 
 def test_forced_vllm_fails_with_the_install_command(
