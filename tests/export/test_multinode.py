@@ -81,6 +81,8 @@ def test_one_node_is_preferred_when_it_suffices(capsys: pytest.CaptureFixture[st
         assert "one_node_preferred" in [r["code"] for r in plan["candidates"][i]["reasons_detail"]]
     single_fits = [i for i, c in enumerate(plan["candidates"]) if c["nodes"] == 1 and c["fits"]]
     assert multi and max(single_fits) < min(multi)
+    for i in multi:
+        assert "one_node_preferred" in [r["code"] for r in plan["candidates"][i]["reasons_detail"]]
     small = _plan(capsys, str(LLAMA_8B), "--hardware", NODE, "--nodes", "2")
     assert small["candidates"][small["chosen"]]["nodes"] == 1
 
