@@ -58,7 +58,8 @@ LAYERS: list[set[str]] = [
     {"engines"},
     {"supervise"},
     {"bench"},
-    {"export", "gateway", "app"},
+    {"export", "app"},
+    {"gateway"},  # drives deployments through app (serve's use case), never through the CLI
     {"cli"},
     {"__main__"},
 ]

@@ -49,9 +49,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from llmhost.cli import bench, engines, export, hw, inspect, plan, serve
+    from llmhost.cli import bench, engines, export, gateway, hw, inspect, plan, serve
 
-    for module in (hw, inspect, plan, serve, engines, bench, export):
+    for module in (hw, inspect, plan, serve, engines, bench, export, gateway):
         module.register(app)
 
 
