@@ -59,7 +59,8 @@ LAYERS: list[set[str]] = [
     {"supervise"},
     {"bench"},
     {"export"},
-    {"gateway", "app"},
+    {"app"},
+    {"gateway"},  # drives deployments through app (serve's use case), never through the CLI
     {"cli"},
     {"__main__"},
 ]

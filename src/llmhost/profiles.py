@@ -274,6 +274,31 @@ def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
             loader.dispose()
 
 
+def located_errors(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
+    """`source:LINE: key.path: message` for every error of `exc`, joined by "; " (the line of the
+    deepest key of the path that is written in the document)."""
+    lines = _key_lines(root) if root is not None else {}
+    messages = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        line = None
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in lines:
+                line = lines[loc[:n]]
+                break
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        messages.append(f"{source}:{line or 1}: {key}: {err['msg']}")
+    text = "; ".join(messages)
+    # A hint follows on the same line: end the message as a sentence.
+    return text if text.endswith(".") else f"{text}."
+
+
+def compose_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """A bounded YAML document (the profile rules: safe types, node, depth and duplicate-key limits):
+    its node tree, for `located_errors`, and its data. Errors are `ProfileError`s naming the line."""
+    return _compose(text, source)
+
+
 def parse_profile(text: str, source: str = "<profile>") -> Profile:
     root, data = _compose(text, source)
     if data is None:
@@ -283,25 +308,12 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
             f"{source}:1: a profile must be a mapping of keys to values.",
             hint="Write one `key: value` per line (see profiles/*.yaml).",
         )
-    lines = _key_lines(root) if root is not None else {}
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        messages = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            line = None
-            for n in range(len(loc), 0, -1):
-                if loc[:n] in lines:
-                    line = lines[loc[:n]]
-                    break
-            key = ".".join(str(p) for p in loc) or "(top level)"
-            messages.append(f"{source}:{line or 1}: {key}: {err['msg']}")
         allowed = ", ".join(Profile.model_fields)
-        text = "; ".join(messages)
-        # The hint follows on the same line: end the message as a sentence.
         raise ProfileError(
-            text if text.endswith(".") else f"{text}.", hint=f"Profile keys: {allowed}; fix the line named."
+            located_errors(exc, root, source), hint=f"Profile keys: {allowed}; fix the line named."
         ) from exc
 
 

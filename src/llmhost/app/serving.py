@@ -174,12 +174,19 @@ def prepare_serve(cmd: ServeCommand, *, warn: Callable[[str], None]) -> Prepared
             "--hardware plans for another machine; it can only be combined with --dry-run.",
             hint="Add --dry-run, or drop --hardware to serve on this machine.",
         )
-    if not cmd.dry_run:
+    return prepare_request(request, chat_template, dry_run=cmd.dry_run, warn=warn)
+
+
+def prepare_request(
+    request: ServeRequest, chat_template: str | None, *, dry_run: bool, warn: Callable[[str], None]
+) -> PreparedServe:
+    """`prepare_serve` from an assembled request (the gateway builds one per configured model)."""
+    if not dry_run:
         from llmhost.supervise.control import reclaim_orphans
 
         for gone in reclaim_orphans():
             warn(f"Stopped the engine left running by {gone!r}, whose supervisor had died.")
-    prepared = prepare(request, dry_run=cmd.dry_run)
+    prepared = prepare(request, dry_run=dry_run)
     if chat_template:
         # The flag depends on the runtime the plan picked: plan once, then pin that runtime with the flag.
         from llmhost.profiles import chat_template_args
@@ -188,8 +195,8 @@ def prepare_serve(cmd: ServeCommand, *, warn: Callable[[str], None]) -> Prepared
         flags = chat_template_args(chat_template, first.engine, first.runtime)
         pinned = first.runtime if first.runtime in ("llama-server", "llama-cpp-python") else first.engine
         request = request.model_copy(update={"engine": pinned, "extra_args": [*request.extra_args, *flags]})
-        prepared = prepare(request, dry_run=cmd.dry_run)
-    return PreparedServe(request=request, prepared=prepared, chat_template=chat_template, dry_run=cmd.dry_run)
+        prepared = prepare(request, dry_run=dry_run)
+    return PreparedServe(request=request, prepared=prepared, chat_template=chat_template, dry_run=dry_run)
 
 
 def run_serve(ready: PreparedServe, *, detach: bool, events: ServeEvents | None = None) -> Deployment:

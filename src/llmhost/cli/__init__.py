@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "bench": "bench",
     "export": "export",
     "engines": "engines",
+    "gateway": "gateway",
 }
 
 

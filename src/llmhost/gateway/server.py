@@ -1,0 +1,332 @@
+"""The gateway's HTTP surface on aiohttp's server: OpenAI-compatible routes relayed to the engines.
+
+Bodies go upstream as they came, except `model`, rewritten to the engine's served name when it differs;
+streamed answers (SSE) are relayed chunk by chunk as they arrive; a client that goes away closes its
+upstream request at once (the engine stops generating); an engine's error keeps its status and JSON
+body. The gateway's own errors are OpenAI-shaped: `{"error": {"message", "type", "code"}}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from llmhost.errors import LlmhostError
+from llmhost.gateway.config import GatewayConfig, Keys
+from llmhost.gateway.metrics import GatewayMetrics
+from llmhost.gateway.pool import GatewayBusy, ModelUnavailable, Pool, Slot
+from llmhost.supervise.logs import RotatingLog
+
+PROXIED = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages")
+# Request headers that are the gateway's business, not the engine's.
+_DROP_REQUEST = frozenset(
+    {"host", "authorization", "x-api-key", "content-length", "connection", "keep-alive",
+     "transfer-encoding", "te", "upgrade", "proxy-authorization", "accept-encoding"}
+)  # fmt: skip
+_KEEP_RESPONSE = ("Content-Type", "Cache-Control", "X-Request-Id")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(
+    status: int, message: str, kind: str, *, code: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = {"error": {"message": message, "type": kind, "code": code or kind}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+class Gateway:
+    """The aiohttp application and what its handlers share."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        pool: Pool,
+        keys: Keys,
+        metrics: GatewayMetrics,
+        access: RotatingLog | None,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.keys = keys
+        self.metrics = metrics
+        self.access = access
+        self.session: aiohttp.ClientSession | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self.config.max_body_bytes, middlewares=[self._errors, self._auth]
+        )
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/v1/models", self._models)
+        for path in PROXIED:
+            app.router.add_post(path, self._proxy)
+        app.on_startup.append(self._open)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _open(self, _app: web.Application) -> None:
+        # No total timeout: a long generation is not an error; the engine's own limits apply.
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            auto_decompress=False,
+        )
+
+    async def _close(self, _app: web.Application) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    # -- middlewares ------------------------------------------------------------------------------------
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status == 413:
+                return error_response(
+                    413,
+                    f"The request body is larger than {self.config.max_body_bytes} bytes.",
+                    "request_too_large",
+                )
+            if exc.status >= 400:
+                return error_response(exc.status, exc.reason, "invalid_request_error")
+            raise
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/health":
+            return await handler(request)
+        try:
+            self.keys.reload()
+        except LlmhostError as exc:  # a keys file made readable by others: refuse, say why (never a key)
+            return error_response(500, exc.message, "server_error", code="keys_file")
+        if self.keys.enabled:
+            name = self.keys.match(_presented_key(request))
+            if name is None:
+                self.metrics.requests.labels("", "401", "").inc()
+                return error_response(
+                    401, "Invalid or missing API key.", "invalid_request_error", code="invalid_api_key"
+                )
+            request["key_name"] = name
+        return await handler(request)
+
+    # -- routes -------------------------------------------------------------------------------------
+    async def _health(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
+
+    async def _models(self, _request: web.Request) -> web.Response:
+        await asyncio.to_thread(self.pool.measure_residents)  # memory as of now
+        data = [_model_card(slot, self.config) for slot in self.pool.all_slots()]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _proxy(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        record: dict[str, Any] = {
+            "id": uuid.uuid4().hex[:16],
+            "path": request.path,
+            "key": request.get("key_name"),
+        }
+        response: web.StreamResponse | None = None
+        try:
+            response = await self._route(request, record, started)
+            return response
+        finally:
+            status = str(record.get("status") or (response.status if response is not None else 499))
+            model = record.get("model") or ""
+            self.metrics.requests.labels(model, status, record.get("key") or "").inc()
+            duration = time.perf_counter() - started
+            if model and record.get("ttft_s") is not None:
+                self.metrics.ttft.labels(model).observe(record["ttft_s"])
+                self.metrics.duration.labels(model).observe(duration)
+            self._log({**record, "status": int(status), "duration_s": round(duration, 4)})
+
+    async def _route(
+        self, request: web.Request, record: dict[str, Any], started: float
+    ) -> web.StreamResponse:
+        body = await request.read()
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return error_response(
+                400, "The request body is not valid JSON.", "invalid_request_error", code="bad_json"
+            )
+        if not isinstance(doc, dict) or not isinstance(doc.get("model"), str):
+            return error_response(
+                400, 'The request body must be a JSON object with a "model" string.', "invalid_request_error",
+                code="missing_model",
+            )  # fmt: skip
+        requested = doc["model"]
+        slot = self.pool.lookup(requested)
+        if slot is None:
+            names = ", ".join(self.pool.names()) or "none"
+            return error_response(
+                404, f"The model {requested!r} does not exist here. Models: {names}.",
+                "invalid_request_error", code="model_not_found",
+            )  # fmt: skip
+        record["model"] = slot.name
+        if request.path == "/v1/embeddings" and not slot.embeddings:
+            return error_response(
+                400, f"The model {slot.name!r} does not serve embeddings (set embeddings: true for it).",
+                "invalid_request_error", code="embeddings_unsupported",
+            )  # fmt: skip
+        try:
+            await self.pool.acquire(slot, time.time() + self.config.queue_timeout_of(slot.name))
+        except GatewayBusy as exc:
+            return error_response(
+                503, exc.message, "server_busy", headers={"Retry-After": str(max(1, round(exc.retry_after)))}
+            )
+        except ModelUnavailable as exc:
+            headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+            return error_response(503, exc.message, "model_unavailable", headers=headers)
+        try:
+            return await self._forward(request, slot, doc, body, record, started)
+        finally:
+            self.pool.release(slot)
+
+    async def _forward(
+        self,
+        request: web.Request,
+        slot: Slot,
+        doc: dict[str, Any],
+        body: bytes,
+        record: dict[str, Any],
+        started: float,
+    ) -> web.StreamResponse:
+        dep = slot.dep
+        assert dep is not None and self.session is not None
+        if doc["model"] != dep.served_model_name:
+            doc["model"] = dep.served_model_name
+            body = json.dumps(doc, ensure_ascii=False).encode()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+        if slot.key:
+            headers["Authorization"] = f"Bearer {slot.key}"
+        url = dep.base_url.removesuffix("/v1") + request.path
+        try:
+            upstream = await self.session.post(url, data=body, headers=headers)
+        except aiohttp.ClientError as exc:
+            self.pool.suspect(slot)
+            return error_response(
+                502, f"The engine of {slot.name!r} did not answer: {exc}.", "upstream_error"
+            )
+        try:
+            ctype = upstream.headers.get("Content-Type", "")
+            if upstream.status == 200 and ctype.startswith("text/event-stream"):
+                return await self._relay_stream(request, slot, upstream, record, started)
+            data = await upstream.read()
+            record["ttft_s"] = time.perf_counter() - started
+            if upstream.status == 200:
+                _count_usage(data, record, self.metrics, slot.name)
+            out_headers = {k: upstream.headers[k] for k in _KEEP_RESPONSE if k in upstream.headers}
+            return web.Response(status=upstream.status, body=data, headers=out_headers)
+        except aiohttp.ClientError as exc:
+            self.pool.suspect(slot)
+            return error_response(502, f"The engine of {slot.name!r} failed: {exc}.", "upstream_error")
+        finally:
+            if upstream.content.at_eof():
+                upstream.release()  # read to the end: the connection goes back to the pool
+            else:
+                upstream.close()  # a client that left: drop the connection, so the engine stops generating
+
+    async def _relay_stream(
+        self,
+        request: web.Request,
+        slot: Slot,
+        upstream: aiohttp.ClientResponse,
+        record: dict[str, Any],
+        started: float,
+    ) -> web.StreamResponse:
+        out = web.StreamResponse(status=200)
+        for k in _KEEP_RESPONSE:
+            if k in upstream.headers:
+                out.headers[k] = upstream.headers[k]
+        out.headers["X-Accel-Buffering"] = "no"
+        await out.prepare(request)
+        events = 0
+        try:
+            async for chunk in upstream.content.iter_any():
+                if "ttft_s" not in record:
+                    record["ttft_s"] = time.perf_counter() - started
+                events += chunk.count(b"data:")
+                await out.write(chunk)
+        except aiohttp.ClientError as exc:
+            # The engine went away mid-stream (a crash): end the stream with an error event the OpenAI
+            # clients raise, instead of a silently truncated answer.
+            self.pool.suspect(slot)
+            record["status"] = 502
+            error = {"error": {"message": f"The engine of {slot.name!r} failed mid-stream: {exc}.",
+                               "type": "upstream_error", "code": "upstream_error"}}  # fmt: skip
+            await out.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+        record["tokens"] = max(0, events - 1)  # one data event per token, less [DONE]; usage when sent
+        self.metrics.tokens.labels(slot.name, "completion").inc(record["tokens"])
+        await out.write_eof()
+        return out
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.access is None:
+            return
+        line = {"ts": round(time.time(), 3), **{k: v for k, v in record.items() if v is not None}}
+        if "ttft_s" in line:
+            line["ttft_s"] = round(line["ttft_s"], 4)
+        self.access.write((json.dumps(line) + "\n").encode())
+
+
+def _presented_key(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+def _count_usage(data: bytes, record: dict[str, Any], metrics: GatewayMetrics, model: str) -> None:
+    try:
+        usage = json.loads(data).get("usage") or {}
+    except (ValueError, AttributeError):
+        return
+    if not isinstance(usage, dict):
+        return
+    for kind, keys in (
+        ("prompt", ("prompt_tokens", "input_tokens")),
+        ("completion", ("completion_tokens", "output_tokens")),
+    ):
+        value = next((usage[k] for k in keys if isinstance(usage.get(k), int)), None)
+        if value is not None:
+            metrics.tokens.labels(model, kind).inc(value)
+            if kind == "completion":
+                record["tokens"] = value
+
+
+def _model_card(slot: Slot, config: GatewayConfig) -> dict[str, Any]:
+    dep = slot.dep
+    resident = slot.resident()
+    devices = sorted(resident.devices)
+    info: dict[str, Any] = {
+        "state": slot.state,
+        "engine": dep.runtime if dep is not None else (slot.entry.engine if slot.entry else None),
+        "deployment": dep.name if dep is not None else None,
+        "manual": slot.manual,
+        "pinned": slot.pinned,
+        "aliases": list(slot.entry.aliases) if slot.entry else [],
+        "memory": {
+            d: {"planned": resident.planned.get(d), "measured": resident.measured.get(d)} for d in devices
+        },
+        "last_used": slot.last_used or None,
+        "in_flight": slot.in_flight,
+        "queued": slot.waiting,
+        "failure": slot.failure,
+        "ttl_s": config.ttl_of(slot.name) if slot.entry else None,
+    }
+    created = int(dep.created_at) if dep is not None else 0
+    return {"id": slot.name, "object": "model", "created": created, "owned_by": "llmhost", "llmhost": info}
