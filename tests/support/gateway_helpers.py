@@ -32,8 +32,10 @@ class GatewayProc:
         env["LLMHOST_STATE_DIR"] = str(self.state)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "llmhost.gateway", "--config", str(self.config)]
-                + ["--port", str(self.port)],
+                [
+                    *(sys.executable, "-m", "llmhost.gateway"),
+                    *("--config", str(self.config), "--port", str(self.port)),
+                ],
                 stdout=log, stderr=log, env=env, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
