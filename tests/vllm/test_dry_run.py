@@ -67,7 +67,9 @@ def _flag(argv: list[str], name: str) -> str:
 
 
 def test_70b_on_two_h100s_prints_a_tensor_parallel_command(hub_env: dict[str, str]) -> None:
-    done = _serve_dry_run(hub_env, "--json")
+    # vLLM 0.19 counts its CUDA graphs outside the KV budget, so bf16 at TP 2 keeps a KV cache; from 0.20
+    # (the newest modelled is the default) the graphs come out of it first and fp8 is chosen instead.
+    done = _serve_dry_run(hub_env, "--json", "--vllm-version", "0.19.0")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     argv = shlex.split(data["command"])
