@@ -89,10 +89,16 @@ def _reported_buffers(model: Path, args: list[str]) -> dict[str, float]:
     [(8192, 4, True), (8192, 4, False), (32768, 1, True)],
 )
 def test_llama_server_cpu_buffers_match_the_estimate(model: Path, ctx: int, n_par: int, flash: bool) -> None:
+    from llmhost.hardware import detect
+    from llmhost.plan.llamacpp_candidates import amx_host
+
     args = ["-c", str(ctx), "-np", str(n_par), "-ngl", "0", "-t", "2", "-b", "2048", "-ub", "512"]
-    reported = _reported_buffers(model, [*args, "-fa", "on" if flash else "off"])
+    amx = amx_host(detect())  # llmhost runs llama.cpp with --no-repack there, and plans for it
+    reported = _reported_buffers(model, [*args, "-fa", "on" if flash else "off", *(["--no-repack"] * amx)])
     spec = resolve(str(model))
-    settings = LlamaCppSettings(n_ctx_seq=ctx // n_par, n_parallel=n_par, flash_attn=flash)
+    settings = LlamaCppSettings(
+        n_ctx_seq=ctx // n_par, n_parallel=n_par, flash_attn=flash, cpu_repack=not amx
+    )
     (cpu,) = llamacpp_memory(
         spec, weights_layout(spec, own_quantization(spec)), settings, [], Device("cpu", "cpu", 1 << 40)
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -55,10 +56,17 @@ def test_ray_head_starts_reports_and_stops(tmp_path: Path) -> None:
     try:
         started = subprocess.run(start, capture_output=True, text=True, timeout=180, env=env, check=False)
         assert started.returncode == 0, started.stdout + started.stderr
-        status = subprocess.run(
-            [str(RAY), "status", "--address", f"127.0.0.1:{port}"],
-            capture_output=True, text=True, timeout=60, env=env, check=False,
-        )  # fmt: skip
+        # `ray start` returns before the autoscaler reports ("No cluster status. It may take a few seconds
+        # for the Ray internal services to start up."): ask again until it answers, for a minute at most.
+        deadline = time.monotonic() + 60
+        while True:
+            status = subprocess.run(
+                [str(RAY), "status", "--address", f"127.0.0.1:{port}"],
+                capture_output=True, text=True, timeout=60, env=env, check=False,
+            )  # fmt: skip
+            if (status.returncode == 0 and "1.0 CPU" in status.stdout) or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         assert status.returncode == 0, status.stdout + status.stderr
         assert "1.0 CPU" in status.stdout and "Active:" in status.stdout, status.stdout
         assert _ray_processes(), "ray start returned but no Ray process runs"

@@ -241,6 +241,8 @@ class LlamaCppEngine:
                 argv += ["-fa", "on" if flash else "off"]
             if kv_type:
                 argv += ["-ctk", kv_type, "-ctv", kv_type]
+            if opts.get("repack") is False:  # an AMX CPU (plan/llamacpp_candidates.amx_host)
+                argv += ["--no-repack"]
             argv += options.extra_args
             return LaunchSpec(
                 argv=argv,

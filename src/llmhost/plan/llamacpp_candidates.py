@@ -117,9 +117,15 @@ def _llama_eval(
         cache_type_k=base.cache_type_k,
         cache_type_v=base.cache_type_v,
         n_outputs_max=base.n_outputs_max,
+        cpu_repack=base.cpu_repack,
     )
     buffers = llamacpp_memory(spec, layout, settings, gpus, host, kv_per_token, compute_probe)
     return _LlamaEval(settings, buffers, _buffers_fit(buffers, unified))
+
+
+def amx_host(hardware: Hardware) -> bool:
+    """An x86 CPU with AMX units: llama.cpp's AMX/repack buffer types are turned off there."""
+    return "amx" in hardware.cpu.isa_flags
 
 
 def llamacpp_candidate(
@@ -141,7 +147,12 @@ def llamacpp_candidate(
     gpus, host = _llamacpp_devices(hardware)
     unified = any(g.unified_memory for g in hardware.gpus)
     layout = weights_layout(spec, quant)
-    base = LlamaCppSettings(n_ctx_seq=256, cache_type_k=kv_req, cache_type_v=kv_req, flash_attn=True)
+    # On an AMX CPU llmhost runs llama.cpp without its extra CPU buffer types (`--no-repack`): with them
+    # llama.cpp 0.3.36 segfaults loading Gemma 3 Q4_K_M and aborts reserving deepseek2's graph here.
+    amx = amx_host(hardware)
+    base = LlamaCppSettings(
+        n_ctx_seq=256, cache_type_k=kv_req, cache_type_v=kv_req, flash_attn=True, cpu_repack=not amx
+    )
     if request.llamacpp_runtime == "llama-cpp-python":
         # Its `Llama` asks llama.cpp for a whole batch of logits (n_outputs_max = n_batch), where
         # llama-server asks for one per slot: the output and compute buffers grow by n_vocab x n_batch.
@@ -269,6 +280,8 @@ def llamacpp_candidate(
     }
     if needs_conversion:
         options["needs_gguf_conversion"] = True
+    if not s.cpu_repack:
+        options["repack"] = False
     return Candidate(
         engine="llamacpp",
         quantization=quant,
