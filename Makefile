@@ -10,7 +10,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Engine builds and environments are cached here, keyed by content (sdist hash / version).
 export LLMHOST_CACHE_DIR ?= $(HOME)/.cache/llmhost
-WHEELS := $(LLMHOST_CACHE_DIR)/wheels
+# llama-cpp-python's wheel, built for text models (libllama + ggml: engines/llamacpp_wheel.py says why),
+# cached under a name that hashes the script that builds it.
+WHEEL_KEY := $(shell cat src/llmhost/engines/llamacpp_wheel.py src/llmhost/engines/llamacpp_build.py | sha256sum | cut -c1-12)
+WHEELS := $(LLMHOST_CACHE_DIR)/wheels/llama-cpp-python-text-$(WHEEL_KEY)
 LLAMA_CPP_PYTHON_VERSION ?= 0.3.36
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
@@ -27,14 +30,13 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# llama-cpp-python ships only an sdist: build its wheel once (about 4 min on 2 cores) and keep it.
+# llama-cpp-python ships only an sdist: build its wheel once (about 2 min on 2 idle cores) and keep it.
 .PHONY: llama-cpp-python-wheel
 llama-cpp-python-wheel:
 	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION)-*.whl >/dev/null 2>&1 || { \
-	  mkdir -p $(WHEELS) && \
-	  echo "building llama-cpp-python $(LLAMA_CPP_PYTHON_VERSION) from source (about 4 minutes, cached in $(WHEELS))" && \
-	  CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PYTHON) -m pip wheel -q --no-deps -w $(WHEELS) \
-	    "llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"; }
+	  echo "building llama-cpp-python $(LLAMA_CPP_PYTHON_VERSION) for text models (libllama + ggml), cached in $(WHEELS)" && \
+	  PYTHONPATH=src $(PYTHON) -m llmhost.engines.llamacpp_wheel --version $(LLAMA_CPP_PYTHON_VERSION) \
+	    --out $(WHEELS) >/dev/null; }
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
@@ -100,7 +102,10 @@ test-fast: venv
 DEMO_VENV ?= .venv-demo
 $(DEMO_VENV)/.installed: pyproject.toml
 	test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
-	$(MAKE) --no-print-directory llama-cpp-python-wheel
+	@# The compile (CPU) runs beside llmhost's own install and the model's download (network).
+	$(MAKE) --no-print-directory llama-cpp-python-wheel & build=$$!; \
+	  $(DEMO_VENV)/bin/pip install -q -e . && $(DEMO_VENV)/bin/llmhost demo-model --real >/dev/null; got=$$?; \
+	  wait $$build && test $$got = 0
 	$(DEMO_VENV)/bin/pip install -q --find-links $(WHEELS) -e '.[llamacpp]' "llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
 	touch $@
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pytest
 
 from llmhost.demo_model import REAL_MODEL_SHA256, REAL_MODEL_SIZE
 from llmhost.engines.llamacpp import find_llama_server, llama_cpp_python_available
+from support.hostile_server import free_port
 from support.serve_helpers import llmhost
 
 FEW_SHOT = "The capital of Germany is Berlin. The capital of France is"
@@ -31,9 +35,8 @@ def _amx() -> bool:
 
 
 AMX = _amx()
-# llama.cpp 0.3.36's AMX/repack CPU buffers segfault loading this GGUF on an AMX CPU. llmhost runs the
-# native llama-server with --no-repack there (tested above); llama-cpp-python's server has no such switch.
-AMX_REASON = "llama-cpp-python segfaults loading Gemma 3 Q4_K_M on an AMX CPU (no --no-repack in its server)"
+# llama.cpp 0.3.36's AMX/repack CPU buffers segfault loading this GGUF on an AMX CPU, so llmhost turns
+# them off there: llama-server with --no-repack, llama-cpp-python through its wrapper module (tested below).
 
 
 def test_install_is_verified_and_idempotent(gemma: dict) -> None:
@@ -182,7 +185,6 @@ def test_bench_counts_equal_server_usage(native: dict, tmp_path: Path) -> None:
 
 @pytest.mark.engine
 @pytest.mark.skipif(not llama_cpp_python_available()[0], reason="llama-cpp-python is not installed")
-@pytest.mark.skipif(AMX, reason=AMX_REASON)
 def test_llama_cpp_python_greedy_few_shot(gemma: dict) -> None:
     dep = _serve([gemma["path"], "--engine", "llama-cpp-python", "--context", "512"], "gemma-lcp")
     try:
@@ -246,7 +248,6 @@ def test_plan_weights_match_llama_server(native: dict, gemma: dict) -> None:
 
 @pytest.mark.engine
 @pytest.mark.skipif(not llama_cpp_python_available()[0], reason="llama-cpp-python is not installed")
-@pytest.mark.skipif(AMX, reason=AMX_REASON)
 def test_profile_template_reaches_llama_cpp_python(gemma: dict, tmp_path: Path) -> None:
     """llama-cpp-python's server has no /apply-template: the chat request's prompt token count must be
     the count of Gemma's own rendering of the messages (its tokenizer, special tokens parsed), which
@@ -278,3 +279,57 @@ def test_profile_template_reaches_llama_cpp_python(gemma: dict, tmp_path: Path) 
         assert chat.json()["usage"]["prompt_tokens"] == count(gemma_prompt)
     finally:
         llmhost("stop", "gemma-lcp-template")
+
+
+def _python_server_log(gguf: str, tmp_path: Path, *flags: str) -> tuple[str, str]:
+    """Run llmhost's llama-cpp-python wrapper on the model; return (greedy few-shot answer, its log)."""
+    port = free_port()
+    log = tmp_path / f"lcp{'-'.join(flags)}.log"
+    argv = [
+        sys.executable, "-m", "llmhost.engines._llama_cpp_python_server", *flags, "--model", gguf,
+        "--model_alias", "gemma", "--n_ctx", "512", "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        env = {**_clean_env(), "PORT": str(port)}
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "llama-cpp-python did not become ready"
+            time.sleep(0.3)
+        answer = _complete({"base_url": f"http://127.0.0.1:{port}/v1", "served_model_name": "gemma"})
+        return answer["choices"][0]["text"], log.read_text(errors="replace")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _clean_env() -> dict[str, str]:
+    # Its __main__ reads HOST/PORT/MODEL... from the environment over the flags.
+    drop = {"HOST", "MODEL", "MODEL_ALIAS", "API_KEY", "CONFIG_FILE"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+@pytest.mark.engine
+@pytest.mark.skipif(not llama_cpp_python_available()[0], reason="llama-cpp-python is not installed")
+def test_llama_cpp_python_no_repack_wrapper(gemma: dict, tmp_path: Path) -> None:
+    """With --no-repack the wrapper loads the weights without llama.cpp's extra CPU buffer types (no
+    CPU_REPACK / AMX buffer: what keeps an AMX CPU from crashing) and the model still answers; without
+    it, on an AVX2 CPU that is not AMX, the same server repacks the Q4_K matrices."""
+    text, log = _python_server_log(gemma["path"], tmp_path, "--no-repack")
+    assert "Paris" in text, text
+    assert "CPU_Mapped model buffer size" in log, log[-2000:]
+    assert "CPU_REPACK" not in log and "AMX model buffer" not in log
+    if AMX:
+        return  # repacking is what crashes here: the contrast run below is not made
+    text, log = _python_server_log(gemma["path"], tmp_path)
+    assert "Paris" in text, text
+    cpu_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if " avx2" in cpu_flags:
+        assert "CPU_REPACK model buffer size" in log, log[-2000:]

@@ -80,6 +80,40 @@ def test_llama_cpp_python_argv_is_safe_for_concurrent_clients() -> None:
     assert spec.health_path == spec.models_path == "/v1/models"
 
 
+def test_no_repack_reaches_both_runtimes(tmp_path: Path) -> None:
+    """A plan without llama.cpp's extra CPU buffer types (an AMX host) turns them off in either runtime:
+    llama-server by its flag, llama-cpp-python through llmhost's wrapper module (its server has none)."""
+    pytest.importorskip("llama_cpp")
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    cand = _candidate("/m.gguf", engine_options={"threads": 2, "repack": False})
+    native = ENGINE.build_launch(cand, _options(engine_bin=str(binary))).argv
+    assert "--no-repack" in native
+    python = ENGINE.build_launch(cand, _options(runtime="llama-cpp-python")).argv
+    assert python[:3] == [sys.executable, "-m", "llmhost.engines._llama_cpp_python_server"]
+    assert "--no-repack" in python and python[python.index("--n_ctx") + 1] == "4096"
+    default = ENGINE.build_launch(_candidate("/m.gguf"), _options(runtime="llama-cpp-python")).argv
+    assert "--no-repack" not in default and default[2] == "llama_cpp.server"
+
+
+def test_no_repack_wrapper_clears_use_extra_bufts() -> None:
+    from llmhost.engines._llama_cpp_python_server import disable_extra_buffer_types
+
+    class Params:
+        use_extra_bufts = True
+        n_gpu_layers = 0
+
+    class Bindings:
+        @staticmethod
+        def llama_model_default_params() -> Params:
+            return Params()
+
+    disable_extra_buffer_types(Bindings)
+    params = Bindings.llama_model_default_params()
+    assert params.use_extra_bufts is False and params.n_gpu_layers == 0
+
+
 def test_unknown_runtime_and_bad_engine_bin_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="runtime"):
         ENGINE.build_launch(_candidate("/m.gguf"), _options(runtime="nope"))

@@ -40,6 +40,8 @@ KV_CACHE_TYPES: dict[str, int] = {
     "f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30,
 }  # fmt: skip
 
+# llama-cpp-python's server started through llmhost's wrapper, with llama.cpp's extra CPU buffer types off.
+_NO_REPACK_SERVER = "llmhost.engines._llama_cpp_python_server"
 _SERVER_EXTRA_MODULES = ("uvicorn", "fastapi", "sse_starlette", "pydantic_settings", "starlette_context")
 
 
@@ -257,8 +259,10 @@ class LlamaCppEngine:
         ok, _, why = llama_cpp_python_available()
         if not ok:
             raise UsageError(f"llama-cpp-python cannot run: {why}", hint="Or use the native llama-server.")
+        # An AMX CPU: its server has no --no-repack, so a small wrapper clears use_extra_bufts for it.
+        server_module = "llama_cpp.server" if opts.get("repack") is not False else _NO_REPACK_SERVER
         argv = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", server_module,
             "--model", str(model_path),
             "--model_alias", options.served_model_name,
             "--host", options.host, "--port", str(options.port),
@@ -277,6 +281,8 @@ class LlamaCppEngine:
             argv += ["--flash_attn", "True" if flash else "False"]
         if kv_type:
             argv += ["--type_k", str(KV_CACHE_TYPES[kv_type]), "--type_v", str(KV_CACHE_TYPES[kv_type])]
+        if server_module == _NO_REPACK_SERVER:
+            argv += ["--no-repack"]
         argv += options.extra_args
         # Its __main__ reads HOST/PORT from the environment *over* the flags: pin them to ours.
         env = {**options.env, "HOST": options.host, "PORT": str(options.port)}
