@@ -24,8 +24,17 @@ def test_every_scenario_is_pinned() -> None:
 def test_the_pins_cover_every_engine_and_its_optional_knobs() -> None:
     keys = {k for texts in PINS.values() for text in texts for k in json.loads(text)}
     # vLLM GPU and CPU, llama.cpp (AMX and conversion), MLX LM (quantized checkpoint and conversion)
-    for key in ("gpu_memory_utilization", "cpu_kv_cache_gib", "quantize_online", "repack",
-                "needs_gguf_conversion", "n_gpu_layers", "q_bits", "needs_mlx_conversion", "device"):
+    for key in (
+        "gpu_memory_utilization",
+        "cpu_kv_cache_gib",
+        "quantize_online",
+        "repack",
+        "needs_gguf_conversion",
+        "n_gpu_layers",
+        "q_bits",
+        "needs_mlx_conversion",
+        "device",
+    ):
         assert key in keys, key  # fmt: skip
     assert sum(len(texts) for texts in PINS.values()) >= 100
 

@@ -33,7 +33,9 @@ def _amx_machine(ram_gib: float = 64):  # type: ignore[no-untyped-def]
 def scenarios() -> dict[str, Callable[[], Plan]]:
     """The reason scenarios (every engine, device and knob the planner sets) plus an AMX host."""
     out = dict(reason_scenarios())
-    out["amx-llamacpp-cpu"] = lambda: make_plan(llama8b_q4km_gguf(), _amx_machine(), PlanRequest(context=4096))
+    out["amx-llamacpp-cpu"] = lambda: make_plan(
+        llama8b_q4km_gguf(), _amx_machine(), PlanRequest(context=4096)
+    )
     out["amx-needs-gguf"] = lambda: make_plan(
         dense_spec(), _amx_machine(), PlanRequest(context=4096, engine="llamacpp")
     )
