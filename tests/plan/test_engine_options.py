@@ -100,4 +100,5 @@ def test_conversion_and_cpu_placement_are_read_the_same_way_for_every_engine() -
     assert MlxOptions(needs_mlx_conversion=True).needs_conversion
     assert not VllmOptions().needs_conversion and not LlamaCppOptions().needs_conversion
     assert VllmOptions(device="cpu").runs_on_cpu and MlxOptions(device="cpu").runs_on_cpu
-    assert not MlxOptions(device="metal").runs_on_cpu and not LlamaCppOptions(n_gpu_layers=0).runs_on_cpu
+    assert not MlxOptions(device="metal").runs_on_cpu and not VllmOptions().runs_on_cpu
+    assert LlamaCppOptions(n_gpu_layers=0).runs_on_cpu and not LlamaCppOptions(n_gpu_layers=33).runs_on_cpu

@@ -50,7 +50,8 @@ class _EngineOptions(Contract):
 
     @property
     def runs_on_cpu(self) -> bool:
-        """The plan put the engine on the CPU (vLLM's CPU build, MLX's CPU device)."""
+        """The plan put the engine on the CPU only (vLLM's CPU build, MLX's CPU device, llama.cpp with no
+        layer offloaded)."""
         return False
 
     @property
@@ -78,6 +79,11 @@ class LlamaCppOptions(_EngineOptions):
         description="False on an AMX CPU (plan/llamacpp_candidates.amx_host): llama-server runs with "
         "--no-repack. None: llama.cpp's default (repacked CPU weights).",
     )
+
+    @property
+    def runs_on_cpu(self) -> bool:
+        """llama.cpp has one build for every device: no layer offloaded is a CPU-only plan."""
+        return self.n_gpu_layers == 0
 
     @property
     def needs_conversion(self) -> bool:
