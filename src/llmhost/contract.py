@@ -26,5 +26,7 @@ class FrozenContract(BaseModel):
 MemoryShare = Annotated[float, Field(gt=0, le=1)]
 # A size that is at least one: parallel sizes, sequences, batch sizes, tokens of context, threads.
 Count = Annotated[int, Field(gt=0)]
+# A TCP port to listen on.
+Port = Annotated[int, Field(ge=1, le=65535)]
 # A count that may be zero: offloaded layers, bytes.
 Amount = Annotated[int, Field(ge=0)]

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from llmhost.contract import Contract, Count, MemoryShare
+from llmhost.contract import Contract, Count, MemoryShare, Port
 from llmhost.engine_ids import LLAMA_CPP_PYTHON, MLX, VLLM, Llamacpp, LlamaCppRuntime, Mlx, Vllm
 from llmhost.errors import ProfileError, UsageError
 from llmhost.inputs import check_text, decode_utf8, read_regular_file
@@ -62,7 +62,7 @@ class Profile(Contract):
     concurrency: Count | None = None
     goal: Literal["quality", "throughput", "latency"] | None = None
     host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: Port | None = None
     gpu_memory_utilization: MemoryShare | None = None
     tensor_parallel_size: Count | None = None
     trust_remote_code: bool = False
