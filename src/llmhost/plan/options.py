@@ -22,7 +22,8 @@ Scalar = str | int | float | bool
 
 
 class _EngineOptions(Contract):
-    """The knobs one engine launches with; read like the JSON they print (`opts["n_ctx"]`, `"x" in opts`)."""
+    """The knobs one engine launches with. Code reads the typed fields; `opts["n_ctx"]`, `opts.get(...)`
+    and `"x" in opts` read the knobs the plan set, as `plan --json` prints them."""
 
     @model_serializer(mode="wrap")
     def _drop_unset(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
@@ -63,7 +64,9 @@ class _EngineOptions(Contract):
 class LlamaCppOptions(_EngineOptions):
     engine: Llamacpp = Field(default=LLAMACPP, exclude=True)
     n_parallel: Count | None = Field(default=None, description="-np: parallel sequences (slots).")
-    n_ctx: Count | None = Field(default=None, description="Context per sequence (-c is n_ctx x n_parallel).")
+    n_ctx: Count | None = Field(
+        default=None, description="-c: the KV context over all slots (context x n_parallel)."
+    )
     n_batch: Count | None = Field(default=None, description="-b: logical batch size.")
     n_ubatch: Count | None = Field(default=None, description="-ub: physical batch size.")
     flash_attn: bool | None = Field(default=None, description="-fa on/off (a quantized V cache needs it).")
