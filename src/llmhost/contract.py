@@ -8,7 +8,9 @@ hardware, the catalog) are `FrozenContract`s.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Contract(BaseModel):
@@ -17,3 +19,14 @@ class Contract(BaseModel):
 
 class FrozenContract(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Constrained numbers more than one contract checks (a profile, a plan's engine options): one spelling each.
+# A share of a device's memory, as vLLM's --gpu-memory-utilization takes it.
+MemoryShare = Annotated[float, Field(gt=0, le=1)]
+# A size that is at least one: parallel sizes, sequences, batch sizes, tokens of context, threads.
+Count = Annotated[int, Field(gt=0)]
+# A TCP port to listen on.
+Port = Annotated[int, Field(ge=1, le=65535)]
+# A count that may be zero: offloaded layers, bytes.
+Amount = Annotated[int, Field(ge=0)]

@@ -20,7 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from llmhost.contract import Contract
+from llmhost.contract import Contract, Count, MemoryShare, Port
+from llmhost.engine_ids import LLAMA_CPP_PYTHON, MLX, VLLM, Llamacpp, LlamaCppRuntime, Mlx, Vllm
 from llmhost.errors import ProfileError, UsageError
 from llmhost.inputs import check_text, decode_utf8, read_regular_file
 
@@ -54,16 +55,16 @@ _RESERVED_ARGS = frozenset({"--host", "--port", "--api-key", "--api_key", "--api
 class Profile(Contract):
     description: str | None = None
     model: str | None = Field(default=None, description="Model reference, as `llmhost serve MODEL` takes it.")
-    engine: Literal["llamacpp", "llama-server", "llama-cpp-python", "vllm", "mlx"] | None = None
+    engine: Literal[Llamacpp, LlamaCppRuntime, Vllm, Mlx] | None = None
     quant: str | None = None
     kv_cache_dtype: str | None = None
-    context: int | None = Field(default=None, gt=0)
-    concurrency: int | None = Field(default=None, gt=0)
+    context: Count | None = None
+    concurrency: Count | None = None
     goal: Literal["quality", "throughput", "latency"] | None = None
     host: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
-    tensor_parallel_size: int | None = Field(default=None, gt=0)
+    port: Port | None = None
+    gpu_memory_utilization: MemoryShare | None = None
+    tensor_parallel_size: Count | None = None
     trust_remote_code: bool = False
     chat_template: str | None = Field(
         default=None,
@@ -155,14 +156,14 @@ def chat_template_args(template: str, engine: str, runtime: str) -> list[str]:
             hint="Give an existing .jinja file, or a built-in name such as gemma.",
         )
     path = str(Path(template).expanduser())
-    if engine == "vllm":
+    if engine == VLLM:
         if not is_file:
             raise ProfileError(
                 f"chat_template: vLLM has no built-in template named {template!r}.",
                 hint="Give a .jinja file, or serve with --engine llama-server.",
             )
         return ["--chat-template", path]
-    if engine == "mlx":
+    if engine == MLX:
         if not is_file:
             raise ProfileError(
                 f"chat_template: MLX LM has no built-in template named {template!r}.",
@@ -172,7 +173,7 @@ def chat_template_args(template: str, engine: str, runtime: str) -> list[str]:
 
         data = read_regular_file(Path(path), what="chat_template file", limit=1024**2, error=ProfileError)
         return ["--chat-template", decode_utf8(data, source=path, error=ProfileError)]
-    if runtime == "llama-cpp-python":
+    if runtime == LLAMA_CPP_PYTHON:
         if is_file:
             raise ProfileError(
                 "chat_template: llama-cpp-python's server takes a chat format name (e.g. gemma), not a file.",

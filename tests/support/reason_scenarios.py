@@ -251,14 +251,18 @@ def scenarios() -> dict[str, Callable[[], Plan]]:
 
 
 def human(plan: Plan) -> str:
+    """`plan --all`'s human view. (Rendered into a buffer: `Console.capture()` + `export_text()` gave
+    "", so the human pins recorded that way pinned nothing.)"""
+    import io
+
     from rich.console import Console
 
     from llmhost.cli.plan import render_plan
 
-    console = Console(width=160, record=True, color_system=None, force_terminal=False)
-    with console.capture():
-        render_plan(console, plan, show_all=True)
-    return console.export_text()
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=160, color_system=None, force_terminal=False)
+    render_plan(console, plan, show_all=True)
+    return buffer.getvalue()
 
 
 def _without_structured(value: Any) -> Any:

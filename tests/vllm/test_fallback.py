@@ -33,8 +33,9 @@ def _plan(make_cpu_candidate, tmp_path: Path) -> Plan:
     vllm = make_cpu_candidate(str(tmp_path))
     gguf = tmp_path / "model.gguf"
     llama = make_cpu_candidate(
-        str(gguf), engine="llamacpp", quantization="Q8_0", kv_cache_dtype="f16", gguf_file=str(gguf)
-    )
+        str(gguf), engine="llamacpp", quantization="Q8_0", kv_cache_dtype="f16", gguf_file=str(gguf),
+        engine_options={},  # the fixture's knobs are vLLM's; typed options refuse them on llama.cpp
+    )  # fmt: skip
     model = PlanModel(
         ref="m", name="m", architecture="llama", parameters=1, active_parameters=1, max_context=2048,
         quantization="bf16", weights_bytes=1,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from llmhost.engine_ids import LLAMA_SERVER, MLX, VLLM
 from llmhost.engines.base import EngineStatus
 from llmhost.errors import EngineError, UsageError
 from llmhost.hardware.models import Hardware
 
-INSTALLABLE = ("llama-server", "vllm", "mlx")
+INSTALLABLE = (LLAMA_SERVER, VLLM, MLX)
 
 
 def engine_statuses(hardware: Hardware) -> list[EngineStatus]:
@@ -36,7 +37,7 @@ def engine_statuses(hardware: Hardware) -> list[EngineStatus]:
 
 def install_engine(name: str, *, force: bool = False, log: Callable[[str], None]) -> str:
     """Install the engine `name` (one of INSTALLABLE); where it is (a binary or a virtualenv)."""
-    if name == "llama-server":
+    if name == LLAMA_SERVER:
         from llmhost.engines.llamacpp_build import build_llama_server
         from llmhost.hardware import detect
 
@@ -45,9 +46,9 @@ def install_engine(name: str, *, force: bool = False, log: Callable[[str], None]
             has_nvidia=hardware.has_nvidia, is_apple=hardware.is_apple_silicon, force=force, log=log
         )
         return str(path)
-    if name == "vllm":
+    if name == VLLM:
         return _install_vllm(force=force)
-    if name == "mlx":
+    if name == MLX:
         from llmhost.engines import mlx_env
 
         return str(mlx_env.install(force=force).location)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from llmhost.app.serving import REQUEST_OPTIONS, ServeChoices
+from llmhost.engine_ids import LLAMACPP
 from llmhost.errors import UsageError
 
 if TYPE_CHECKING:
@@ -203,7 +204,7 @@ def _serve_request(
 
 def _runtime(engine: str, runtime: str) -> str:
     """What `--engine` takes to choose this deployment's engine again (llama.cpp: its runtime)."""
-    return runtime if engine == "llamacpp" else engine
+    return runtime if engine == LLAMACPP else engine
 
 
 def _serve_args(request: ServeRequest, dep: Deployment, cand: Candidate) -> list[str]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from llmhost.contract import Contract
+from llmhost.engine_ids import LLAMA_CPP_PYTHON, LLAMA_SERVER, LLAMACPP, MLX, TITLES, VLLM
 from llmhost.engines.base import LaunchSpec, ServeOptions, StartupReport
 from llmhost.errors import ModelError, NetworkError, NothingFitsError, UsageError
 from llmhost.hardware.models import Hardware
@@ -40,12 +41,12 @@ API_KEY_ENV = "LLMHOST_API_KEY"
 
 # `--engine` accepts an engine or one of its runtimes.
 ENGINE_ALIASES: dict[str, tuple[str, str | None]] = {
-    "llamacpp": ("llamacpp", None),
-    "llama.cpp": ("llamacpp", None),
-    "llama-server": ("llamacpp", "llama-server"),
-    "llama-cpp-python": ("llamacpp", "llama-cpp-python"),
-    "vllm": ("vllm", None),
-    "mlx": ("mlx", None),
+    LLAMACPP: (LLAMACPP, None),
+    TITLES[LLAMACPP]: (LLAMACPP, None),
+    LLAMA_SERVER: (LLAMACPP, LLAMA_SERVER),
+    LLAMA_CPP_PYTHON: (LLAMACPP, LLAMA_CPP_PYTHON),
+    VLLM: (VLLM, None),
+    MLX: (MLX, None),
 }
 
 
@@ -135,7 +136,7 @@ def planned_report(candidate: Candidate) -> StartupReport:
         # context cells (n_ctx = context x slots).
         kv_cache_tokens=(
             mem.kv_cache_bytes // candidate.kv_bytes_per_token
-            if candidate.engine == "vllm" and candidate.kv_bytes_per_token > 0
+            if candidate.engine == VLLM and candidate.kv_bytes_per_token > 0
             else candidate.context_length * candidate.concurrency
         ),
         max_concurrency=float(candidate.max_concurrency),
@@ -287,7 +288,7 @@ def _candidate(request: ServeRequest, plan: Plan, hardware: Hardware, *, dry_run
 def _check_engine_bin(request: ServeRequest) -> str | None:
     """The runtime `--engine` forces, if any; refuses --engine-bin where no llama-server runs."""
     forced_engine, runtime = engine_choice(request.engine)
-    if request.engine_bin and (runtime == "llama-cpp-python" or forced_engine == "vllm"):
+    if request.engine_bin and (runtime == LLAMA_CPP_PYTHON or forced_engine == VLLM):
         raise UsageError(
             f"--engine-bin names a llama-server binary; --engine {request.engine} does not use one.",
             hint="Drop --engine-bin, or pass --engine llama-server.",
@@ -339,7 +340,7 @@ def _deployment(
 # -- model files ---------------------------------------------------------------------------------------
 def _gguf_files(spec: ModelSpec, candidate: Candidate) -> list[tuple[str, int | None]]:
     """Repo paths (and sizes) of the GGUF file(s) the candidate loads; [] when it is local or not GGUF."""
-    if candidate.engine != "llamacpp" or spec.repo_id is None:
+    if candidate.engine != LLAMACPP or spec.repo_id is None:
         return []
     wanted = candidate.gguf_file
     if wanted and Path(wanted).is_file():

@@ -15,8 +15,10 @@ from llmhost.cli._options import (
     text,
 )
 from llmhost.cli._output import emit, literal, warn
+from llmhost.engine_ids import Llamacpp, Mlx, Vllm, title
 from llmhost.errors import NothingFitsError
 from llmhost.plan.models import Candidate, Plan, PlanRequest
+from llmhost.plan.options import LlamaCppOptions, MlxOptions, VllmOptions
 from llmhost.units import format_bytes
 
 if TYPE_CHECKING:
@@ -31,11 +33,9 @@ def _size(n: int) -> str:
 
 
 def _engine(c: Candidate) -> str:
-    if c.engine == "vllm":
-        return "vLLM CPU" if c.engine_options.get("device") == "cpu" else "vLLM"
-    if c.engine == "mlx":
-        return "MLX LM CPU" if c.engine_options.get("device") == "cpu" else "MLX LM"
-    return "llama.cpp"
+    opts = c.engine_options
+    cpu = " CPU" if opts.runs_on_cpu and not isinstance(opts, LlamaCppOptions) else ""
+    return title(c.engine) + cpu
 
 
 def _speed(c: Candidate) -> str:
@@ -43,16 +43,17 @@ def _speed(c: Candidate) -> str:
 
 
 def _layout(c: Candidate) -> str:
-    if c.engine == "vllm":
-        if c.engine_options.get("device") == "cpu":
+    opts = c.engine_options
+    if isinstance(opts, VllmOptions):
+        if opts.runs_on_cpu:
             return "CPU"
         if c.nodes > 1:
             return f"TP {c.tensor_parallel_size} x PP {c.pipeline_parallel_size}, {c.nodes} nodes"
         if c.pipeline_parallel_size > 1:
             return f"PP {c.pipeline_parallel_size}"
         return f"TP {c.tensor_parallel_size}" if c.tensor_parallel_size > 1 else "1 GPU"
-    if c.engine == "mlx":
-        return "CPU" if c.engine_options.get("device") == "cpu" else "Metal"
+    if isinstance(opts, MlxOptions):
+        return "CPU" if opts.runs_on_cpu else "Metal"
     return f"ngl {c.gpu_layers}" if c.gpu_layers else "CPU"
 
 
@@ -206,7 +207,7 @@ ModelArg = Annotated[
 PlanContextOpt = Annotated[int | None, typer.Option("--context", help="Context length per sequence.")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Sequences served at once.")]
 PlanEngineOpt = Annotated[
-    Literal["vllm", "llamacpp", "mlx"] | None,
+    Literal[Vllm, Llamacpp, Mlx] | None,
     typer.Option("--engine", help="Only plan for this engine (mlx: Apple Silicon; forced here: Linux CPU)."),
 ]
 QuantOpt = Annotated[

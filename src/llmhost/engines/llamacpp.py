@@ -24,12 +24,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llmhost.engine_ids import LLAMACPP
 from llmhost.engines.base import EngineStatus, FailureCause, LaunchSpec, ServeOptions, StartupReport
 from llmhost.engines.llamacpp_build import find_cached_binary
 from llmhost.errors import UsageError
 from llmhost.hardware.models import Hardware
 from llmhost.net import base_url
 from llmhost.plan.models import Candidate
+from llmhost.plan.options import LlamaCppOptions
 
 RUNTIME_SERVER = "llama-server"
 RUNTIME_PYTHON = "llama-cpp-python"
@@ -106,7 +108,7 @@ def _built_from(binary: Path) -> str | None:
 
 
 class LlamaCppEngine:
-    name = "llamacpp"
+    name = LLAMACPP
 
     # -- what is installed ---------------------------------------------------------------------------
     def status(self, hardware: Hardware) -> list[EngineStatus]:
@@ -185,17 +187,19 @@ class LlamaCppEngine:
             )
         runtime = self.pick_runtime(options)
         opts = candidate.engine_options
+        if not isinstance(opts, LlamaCppOptions):
+            raise UsageError(
+                f"llama.cpp cannot launch a {candidate.engine} candidate.", hint="Plan it for llama.cpp."
+            )
         context = int(candidate.context_length)
-        parallel = int(opts.get("n_parallel", candidate.concurrency) or 1)
+        parallel = (opts.n_parallel if opts.n_parallel is not None else candidate.concurrency) or 1
         gpu_layers = candidate.gpu_layers if candidate.gpu_layers is not None else 0
-        threads = opts.get("threads")
-        n_batch = opts.get("n_batch")
-        n_ubatch = opts.get("n_ubatch")
+        threads, n_batch, n_ubatch = opts.threads, opts.n_batch, opts.n_ubatch
         # f16 is both runtimes' default: pass a cache type only when the plan chose another one.
         kv_type = candidate.kv_cache_dtype if candidate.kv_cache_dtype in KV_CACHE_TYPES else None
         if kv_type == "f16":
             kv_type = None
-        flash = opts.get("flash_attn")
+        flash = opts.flash_attn
         if kv_type not in (None, "f16", "bf16", "f32") and flash is None:
             flash = True  # llama.cpp needs flash attention for a quantized V cache
         size = (
@@ -243,7 +247,7 @@ class LlamaCppEngine:
                 argv += ["-fa", "on" if flash else "off"]
             if kv_type:
                 argv += ["-ctk", kv_type, "-ctv", kv_type]
-            if opts.get("repack") is False:  # an AMX CPU (plan/llamacpp_candidates.amx_host)
+            if opts.repack is False:  # an AMX CPU (plan/llamacpp_candidates.amx_host)
                 argv += ["--no-repack"]
             argv += options.extra_args
             return LaunchSpec(

@@ -28,12 +28,15 @@ import re
 from pathlib import Path
 
 from llmhost.cache import engines_dir
+from llmhost.engine_ids import MLX
 from llmhost.engines import mlx_env
 from llmhost.engines.base import EngineStatus, FailureCause, LaunchSpec, ServeOptions, StartupReport
+from llmhost.engines.log_readers import LogReaders
 from llmhost.errors import UsageError
 from llmhost.hardware.models import Hardware
 from llmhost.net import base_url, is_loopback
 from llmhost.plan.models import Candidate
+from llmhost.plan.options import MlxOptions
 
 GIB = 1024**3
 SERVER_ARGV = ("-m", "mlx_lm", "server")
@@ -110,8 +113,8 @@ def probe_timeout_s(candidate: Candidate) -> float:
     return COMPLETION_PROBE_TIMEOUT_S + READY_PER_GIB_S * candidate.memory.weights_bytes / GIB
 
 
-class MlxEngine:
-    name = "mlx"
+class MlxEngine(LogReaders):
+    name = MLX
 
     def status(self, hardware: Hardware) -> list[EngineStatus]:
         base = EngineStatus(name=self.name, runtime="mlx-lm", installed=False, usable=False)
@@ -147,10 +150,11 @@ class MlxEngine:
 
     def build_launch(self, candidate: Candidate, options: ServeOptions) -> LaunchSpec:
         check_options(options)
-        if candidate.engine_options.get("needs_mlx_conversion"):
+        opts = candidate.engine_options
+        if isinstance(opts, MlxOptions) and opts.needs_conversion:
             raise UsageError(
                 f"This plan's {candidate.quantization} needs an MLX conversion of the checkpoint first.",
-                hint=str(candidate.engine_options.get("convert_command", "See `llmhost plan MODEL`.")),
+                hint=opts.convert_command or "See `llmhost plan MODEL`.",
             )
         model = model_dir(candidate)
         runtime = mlx_env.find_runtime()
@@ -184,12 +188,6 @@ class MlxEngine:
                 "LLMHOST_COMPLETION_PROBE_TIMEOUT_S", probe_timeout_s(candidate)
             ),
         )
-
-    def classify_failure(self, log_tail: str) -> FailureCause | None:
-        return classify_failure(log_tail)
-
-    def parse_startup(self, log_text: str) -> StartupReport:
-        return parse_startup(log_text)
 
     def suggest_fix(
         self, cause: FailureCause | None, log_tail: str, launch: LaunchSpec, planned: StartupReport | None
@@ -273,4 +271,4 @@ def parse_startup(log_text: str) -> StartupReport:
     return StartupReport(raw=raw)
 
 
-ENGINE = MlxEngine()
+ENGINE = MlxEngine(classify_failure, parse_startup)

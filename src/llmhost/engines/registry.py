@@ -5,14 +5,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from llmhost.engine_ids import ENGINE_IDS
+
 if TYPE_CHECKING:
     from llmhost.engines.base import Engine
 
-ENGINE_MODULES: dict[str, str] = {
-    "llamacpp": "llmhost.engines.llamacpp",
-    "vllm": "llmhost.engines.vllm",
-    "mlx": "llmhost.engines.mlx",
-}
+ENGINE_MODULES: dict[str, str] = {engine: f"llmhost.engines.{engine}" for engine in ENGINE_IDS}
 
 
 def get_engine(name: str) -> Engine:

@@ -19,8 +19,10 @@ What llmhost sets, and why (details and sources in docs/vllm.md):
 
 from __future__ import annotations
 
+from llmhost.engine_ids import VLLM
 from llmhost.engines import vllm_env
 from llmhost.engines.base import EngineStatus, FailureCause, LaunchSpec, ServeOptions, StartupReport
+from llmhost.engines.log_readers import LogReaders
 from llmhost.engines.vllm_argv import (
     COMPLETION_PROBE_INTERVAL_S,
     COMPLETION_PROBE_TIMEOUT_S,
@@ -61,8 +63,8 @@ __all__ = [
 from llmhost.plan.models import Candidate
 
 
-class VllmEngine:
-    name = "vllm"
+class VllmEngine(LogReaders):
+    name = VLLM
 
     def status(self, hardware: Hardware) -> list[EngineStatus]:
         runtime = None if hardware.os in ("darwin", "windows") else vllm_env.find_runtime(hardware)
@@ -157,12 +159,6 @@ class VllmEngine:
             completion_probe_timeout_s=_env_seconds(PROBE_TIMEOUT_ENV, COMPLETION_PROBE_TIMEOUT_S),
         )
 
-    def classify_failure(self, log_tail: str) -> FailureCause | None:
-        return classify_failure(log_tail)
-
-    def parse_startup(self, log_text: str) -> StartupReport:
-        return parse_startup(log_text)
-
     def suggest_fix(
         self, cause: FailureCause | None, log_tail: str, launch: LaunchSpec, planned: StartupReport | None
     ) -> str | None:
@@ -170,4 +166,4 @@ class VllmEngine:
         return suggest_fix(cause, RunSettings.of_launch(launch, planned), log_tail)
 
 
-ENGINE = VllmEngine()
+ENGINE = VllmEngine(classify_failure, parse_startup)

@@ -11,9 +11,12 @@ import re
 from llmhost.engines.base import ServeOptions
 from llmhost.errors import UsageError
 from llmhost.plan.models import Candidate
+from llmhost.plan.options import VllmOptions
 
 GIB = 1024**3
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+# The same server as the `vllm` CLI starts it (what vLLM's container image runs): the model positional.
+SERVE_COMMAND = ("vllm", "serve")
 # In-flight requests get this long to finish on SIGTERM; the supervisor waits longer before SIGKILL.
 SHUTDOWN_DRAIN_S = 10
 STOP_GRACE_S = SHUTDOWN_DRAIN_S + 20.0
@@ -72,51 +75,58 @@ def ready_deadline_s(candidate: Candidate) -> float:
     return READY_BASE_S + READY_PER_GIB_S * per_rank / GIB
 
 
+def _options(candidate: Candidate) -> VllmOptions:
+    options = candidate.engine_options
+    if not isinstance(options, VllmOptions):
+        raise UsageError(f"vLLM cannot launch a {candidate.engine} candidate.", hint="Plan it for vLLM.")
+    return options
+
+
 def runs_on_cpu(candidate: Candidate) -> bool:
     """The plan placed this candidate on the CPU (vLLM's CPU build)."""
-    if "device" in candidate.engine_options:
-        return str(candidate.engine_options["device"]) == "cpu"
+    options = _options(candidate)
+    if options.device is not None:
+        return options.runs_on_cpu
     if candidate.per_device:
         return all(d.device.startswith("cpu") for d in candidate.per_device)
-    return "cpu_kv_cache_gib" in candidate.engine_options and "gpu_memory_utilization" not in (
-        candidate.engine_options
-    )
+    return options.cpu_kv_cache_gib is not None and options.gpu_memory_utilization is None
 
 
 def cpu_kv_cache_gib(candidate: Candidate) -> int:
     """VLLM_CPU_KVCACHE_SPACE is a whole number of GiB: the plan's figure, else its KV bytes rounded up."""
-    planned = candidate.engine_options.get("cpu_kv_cache_gib")
-    if planned is not None and not isinstance(planned, str):
-        return max(1, math.ceil(float(planned)))
+    planned = _options(candidate).cpu_kv_cache_gib
+    if planned is not None:
+        return max(1, math.ceil(planned))
     return max(1, math.ceil(candidate.memory.kv_cache_bytes / GIB))
 
 
-def _opt(candidate: Candidate, key: str) -> str | int | float | bool | None:
-    return candidate.engine_options.get(key)
+def max_num_seqs(candidate: Candidate) -> int:
+    """--max-num-seqs: the plan's figure, else one sequence per concurrent request."""
+    options = candidate.engine_options
+    planned = options.max_num_seqs if isinstance(options, VllmOptions) else None
+    return planned if planned is not None else max(candidate.concurrency, 1)
 
 
-def _quantization_flag(candidate: Candidate) -> str | None:
-    value = _opt(candidate, "quantization")
-    if value is None or isinstance(value, bool):
+def _quantization_flag(options: VllmOptions) -> str | None:
+    if options.quantization is None:
         return None
-    text = str(value).strip().lower()
+    text = options.quantization.strip().lower()
     # The planner marks a pre-quantized checkpoint (quantize_online=False): vLLM reads its method from
     # config.json and refuses a --quantization that names another one (compressed-tensors vs fp8).
-    if text not in ONLINE_QUANTIZATION or _opt(candidate, "quantize_online") is False:
+    if text not in ONLINE_QUANTIZATION or options.quantize_online is False:
         return None
     return text
 
 
-def _kv_dtype_flag(candidate: Candidate) -> str:
-    planned = _opt(candidate, "kv_cache_dtype")
-    name = str(planned if planned is not None else candidate.kv_cache_dtype).lower()
+def _kv_dtype_flag(candidate: Candidate, options: VllmOptions) -> str:
+    planned = options.kv_cache_dtype
+    name = (planned if planned is not None else candidate.kv_cache_dtype).lower()
     return _KV_DTYPES.get(name, name)
 
 
-def _dtype_flag(candidate: Candidate) -> str | None:
-    planned = _opt(candidate, "dtype")
-    if planned is not None:
-        return str(planned)
+def _dtype_flag(candidate: Candidate, options: VllmOptions) -> str | None:
+    if options.dtype is not None:
+        return options.dtype
     return _DTYPES.get(candidate.quantization.lower())
 
 
@@ -132,29 +142,26 @@ def build_argv(
     argv += ["--served-model-name", options.served_model_name]
     argv += ["--host", options.host, "--port", str(options.port)]
     argv += ["--max-model-len", str(candidate.context_length)]
-    dtype = _dtype_flag(candidate)
+    opts = _options(candidate)
+    dtype = _dtype_flag(candidate, opts)
     if dtype:
         argv += ["--dtype", dtype]
-    quant = _quantization_flag(candidate)
+    quant = _quantization_flag(opts)
     if quant:
         argv += ["--quantization", quant]
-    argv += ["--kv-cache-dtype", _kv_dtype_flag(candidate)]
+    argv += ["--kv-cache-dtype", _kv_dtype_flag(candidate, opts)]
     if candidate.tensor_parallel_size > 1:
         argv += ["--tensor-parallel-size", str(candidate.tensor_parallel_size)]
     if candidate.pipeline_parallel_size > 1:
         argv += ["--pipeline-parallel-size", str(candidate.pipeline_parallel_size)]
-    utilization = _opt(candidate, "gpu_memory_utilization")
-    if utilization is not None and not runs_on_cpu(candidate):
-        argv += ["--gpu-memory-utilization", f"{float(utilization):.2f}"]
-    max_seqs = _opt(candidate, "max_num_seqs")
-    argv += ["--max-num-seqs", str(int(max_seqs) if max_seqs is not None else max(candidate.concurrency, 1))]
-    batched = _opt(candidate, "max_num_batched_tokens")
-    if batched is not None:
-        argv += ["--max-num-batched-tokens", str(int(batched))]
-    prefix = _opt(candidate, "enable_prefix_caching")
-    if prefix is not None:
-        argv.append("--enable-prefix-caching" if prefix else "--no-enable-prefix-caching")
-    if _opt(candidate, "enforce_eager") is True:
+    if opts.gpu_memory_utilization is not None and not runs_on_cpu(candidate):
+        argv += ["--gpu-memory-utilization", f"{opts.gpu_memory_utilization:.2f}"]
+    argv += ["--max-num-seqs", str(max_num_seqs(candidate))]
+    if opts.max_num_batched_tokens is not None:
+        argv += ["--max-num-batched-tokens", str(opts.max_num_batched_tokens)]
+    if opts.enable_prefix_caching is not None:
+        argv.append("--enable-prefix-caching" if opts.enable_prefix_caching else "--no-enable-prefix-caching")
+    if opts.enforce_eager is True:
         argv.append("--enforce-eager")
     argv += ["--shutdown-timeout", str(SHUTDOWN_DRAIN_S)]
     if options.trust_remote_code:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from llmhost.engines.base import FailureCause, LaunchSpec, StartupReport
-from llmhost.engines.vllm_argv import GIB, _opt
+from llmhost.engines.vllm_argv import GIB, max_num_seqs
 from llmhost.plan.models import Candidate
 
 _FAILURES: list[tuple[FailureCause, re.Pattern[str]]] = [
@@ -95,10 +95,9 @@ class RunSettings:
 
     @classmethod
     def of_candidate(cls, candidate: Candidate) -> RunSettings:
-        seqs = _opt(candidate, "max_num_seqs")
         return cls(
             context_length=candidate.context_length,
-            max_num_seqs=int(seqs) if seqs is not None else max(candidate.concurrency, 1),
+            max_num_seqs=max_num_seqs(candidate),
             tensor_parallel_size=candidate.tensor_parallel_size,
             kv_bytes_per_token=candidate.kv_bytes_per_token,
         )

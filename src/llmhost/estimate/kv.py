@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from llmhost.engine_ids import VLLM
 from llmhost.estimate.dtypes import kv_row_bytes
 from llmhost.models.spec import ModelSpec
 
@@ -28,7 +29,7 @@ LLAMACPP_SWA_PAD = 256
 def _kv_heads(spec: ModelSpec, layer: int, tp: int, engine: str) -> int:
     heads = spec.attention.num_kv_heads
     n = heads[layer] if layer < len(heads) else (heads[-1] if heads else 0)
-    if n <= 0 or tp <= 1 or engine != "vllm":
+    if n <= 0 or tp <= 1 or engine != VLLM:
         return n
     # vLLM ModelConfig.get_num_kv_heads: KV heads are split over TP ranks, replicated when TP > heads.
     return max(1, n // tp)
@@ -96,7 +97,7 @@ def kv_layout(spec: ModelSpec, kv_dtype: str, *, engine: str, tp: int = 1) -> KV
     )
 
 
-def kv_bytes_per_token(spec: ModelSpec, kv_dtype: str, *, engine: str = "vllm") -> int:
+def kv_bytes_per_token(spec: ModelSpec, kv_dtype: str, *, engine: str = VLLM) -> int:
     """What one token adds to the engine's cache: all layers and KV heads, before any window caps."""
     return kv_layout(spec, kv_dtype, engine=engine).bytes_per_token
 

@@ -24,6 +24,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from llmhost.engine_ids import LLAMACPP
 from llmhost.estimate import overheads as oh
 from llmhost.estimate.dtypes import ggml_bits_per_weight
 from llmhost.estimate.kv import layer_kv_bytes_per_token, llamacpp_kv_cells
@@ -134,7 +135,7 @@ def layer_kv_bytes(
     )
     cells_here = swa_cells if kind == "sliding" and llamacpp_sliding_window(spec) else full_cells
     if settings.cache_type_k == settings.cache_type_v:
-        per_token = layer_kv_bytes_per_token(spec, layer, settings.cache_type_k, engine="llamacpp")
+        per_token = layer_kv_bytes_per_token(spec, layer, settings.cache_type_k, engine=LLAMACPP)
     else:
         k_only = _half(spec, layer, settings.cache_type_k, k=True)
         v_only = _half(spec, layer, settings.cache_type_v, k=False)
@@ -147,7 +148,7 @@ def layer_kv_per_token(spec: ModelSpec, settings: LlamaCppSettings) -> list[int]
     out: list[int] = []
     for il in range(spec.attention.num_layers):
         if settings.cache_type_k == settings.cache_type_v:
-            out.append(layer_kv_bytes_per_token(spec, il, settings.cache_type_k, engine="llamacpp"))
+            out.append(layer_kv_bytes_per_token(spec, il, settings.cache_type_k, engine=LLAMACPP))
         else:
             out.append(
                 _half(spec, il, settings.cache_type_k, k=True)
@@ -162,7 +163,7 @@ def _half(spec: ModelSpec, layer: int, dtype: str, *, k: bool) -> int:
     att = spec.attention
     kind = att.layer_kinds[layer] if layer < len(att.layer_kinds) else "full"
     if kind == "mla":
-        return layer_kv_bytes_per_token(spec, layer, dtype, engine="llamacpp") if k else 0
+        return layer_kv_bytes_per_token(spec, layer, dtype, engine=LLAMACPP) if k else 0
     heads = att.num_kv_heads[layer] if layer < len(att.num_kv_heads) else 0
     return kv_row_bytes(dtype, heads * (att.head_dim_k if k else att.head_dim_v))
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llmhost.bisection import last_true
+from llmhost.engine_ids import VLLM
 from llmhost.estimate import overheads as oh
 from llmhost.estimate.kv import KVLayout, kv_layout, vllm_request_kv_bytes
 from llmhost.estimate.vllm_versions import Accounting
@@ -244,7 +245,7 @@ def vllm_gpu_memory(
         context_bytes=oh.VLLM_CUDA_CONTEXT_BYTES,
         kv_cache_bytes=kv_bytes,  # negative: weights and activations alone exceed the budget
         kv=_stage_kv(
-            kv_layout(spec, settings.kv_cache_dtype, engine="vllm", tp=tp), spec.attention.num_layers, pp
+            kv_layout(spec, settings.kv_cache_dtype, engine=VLLM, tp=tp), spec.attention.num_layers, pp
         ),
         max_num_batched_tokens=settings.max_num_batched_tokens,
         hybrid_kv_cache_manager=settings.hybrid_kv_cache_manager,
@@ -338,6 +339,6 @@ def vllm_cpu_memory(
         kv_cache_bytes=kv_space_bytes,
         activation_bytes=activation_peak_bytes(spec, settings),
         runtime_bytes=oh.VLLM_CPU_RUNTIME_BYTES,
-        kv=kv_layout(spec, settings.kv_cache_dtype, engine="vllm", tp=1),
+        kv=kv_layout(spec, settings.kv_cache_dtype, engine=VLLM, tp=1),
         max_num_batched_tokens=settings.max_num_batched_tokens,
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from llmhost.engine_ids import LLAMA_SERVER, VLLM_RUNTIME
 from llmhost.errors import HardwareError, UsageError
 from llmhost.export.models import ExportSource
 
@@ -41,7 +42,7 @@ def _images() -> dict[str, Image]:
 
     return {
         # The vLLM image's entrypoint is `vllm serve`: the model is positional; it has python3, not curl.
-        "vllm": Image(
+        VLLM_RUNTIME: Image(
             cpu=None,
             gpu=f"vllm/vllm-openai:v{VLLM_VERSION}",
             model_flag="--model",
@@ -49,7 +50,7 @@ def _images() -> dict[str, Image]:
             probe=("python3", "-c", "import urllib.request; urllib.request.urlopen('{url}', timeout=5)"),
         ),
         # llama.cpp's server images run /app/llama-server; they ship curl (their own HEALTHCHECK uses it).
-        "llama-server": Image(
+        LLAMA_SERVER: Image(
             cpu="ghcr.io/ggml-org/llama.cpp:server",
             gpu="ghcr.io/ggml-org/llama.cpp:server-cuda",
             model_flag="-m",
@@ -88,7 +89,7 @@ def hardware_label(source: ExportSource) -> str:
 def gpus_used(source: ExportSource) -> int:
     """GPUs the plan runs on (vLLM: one per rank; llama.cpp: the devices it offloads layers to)."""
     c = source.candidate
-    if c.engine_options.get("device") == "cpu":
+    if c.engine_options.runs_on_cpu:
         return 0
     if c.gpu_layers is not None:  # llama.cpp
         return len([d for d in c.per_device if d.device != "cpu"]) if c.gpu_layers > 0 else 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from llmhost.engine_ids import VLLM_RUNTIME
 from llmhost.export.common import (
     CONTAINER_PORT,
     MODELS_DIR,
@@ -232,7 +233,7 @@ def _check_kserve(source: ExportSource, target: str) -> None:
     from llmhost.errors import UsageError
 
     check_node(source, target, containers=True)
-    if source.launch.runtime != "vllm" or not source.hardware.gpus:
+    if source.launch.runtime != VLLM_RUNTIME or not source.hardware.gpus:
         raise UsageError(
             f"`llmhost export {target}` writes KServe's vLLM runtime; this plan runs "
             f"{source.launch.runtime}{'' if source.hardware.gpus else ' on the CPU'}.",

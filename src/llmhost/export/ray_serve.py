@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmhost.engine_ids import VLLM_RUNTIME
 from llmhost.errors import UsageError
 from llmhost.export.common import check_node, dump_yaml, header, vllm_engine_kwargs
 from llmhost.export.models import ExportFile, ExportSource
@@ -37,7 +38,7 @@ def accelerator_type(source: ExportSource) -> str | None:
 def render_ray_serve(source: ExportSource, *, max_replicas: int = 1) -> list[ExportFile]:
     check_node(source, "ray-serve", containers=False)
     c = source.candidate
-    if source.launch.runtime != "vllm" or not source.hardware.gpus:
+    if source.launch.runtime != VLLM_RUNTIME or not source.hardware.gpus:
         raise UsageError(
             f"Ray Serve LLM runs vLLM on GPUs; this plan runs {source.launch.runtime}"
             f"{'' if source.hardware.gpus else ' on the CPU'}.",

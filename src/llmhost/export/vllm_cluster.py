@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import shlex
 
+from llmhost.engine_ids import VLLM_RUNTIME
+from llmhost.engines.vllm_argv import SERVE_COMMAND
 from llmhost.errors import UsageError
 from llmhost.export.common import check_node, header
 from llmhost.export.models import ExportFile, ExportSource
@@ -28,7 +30,7 @@ def serve_argv(source: ExportSource) -> list[str]:
     """`vllm serve MODEL ...`: the plan's engine flags, with the model positional (the vllm CLI)."""
     argv = list(source.launch.argv)
     at = argv.index("--model")
-    return ["vllm", "serve", source.candidate.model_source, *argv[at + 2 :]]
+    return [*SERVE_COMMAND, source.candidate.model_source, *argv[at + 2 :]]
 
 
 def mp_argv(source: ExportSource, rank: int, head: str = "$LLMHOST_HEAD_ADDR") -> list[str]:
@@ -69,7 +71,7 @@ def _script(source: ExportSource, title: str, body: list[str]) -> str:
 def render_vllm_cluster(source: ExportSource) -> list[ExportFile]:
     check_node(source, "vllm-cluster", containers=False)
     c = source.candidate
-    if source.launch.runtime != "vllm" or c.nodes < 2:
+    if source.launch.runtime != VLLM_RUNTIME or c.nodes < 2:
         raise UsageError(
             "`llmhost export vllm-cluster` writes a multi-node vLLM plan; this plan runs "
             f"{source.launch.runtime} on one node.",

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from llmhost.contract import Contract
+from llmhost.contract import Contract, Count, Port
 from llmhost.errors import ProfileError, UsageError
 from llmhost.inputs import decode_utf8, read_regular_file
 from llmhost.net import is_loopback
@@ -98,7 +98,7 @@ class ModelEntry(Profile):
     pin: bool = Field(default=False, description="Load at start and never unload or evict.")
     embeddings: bool = Field(default=False, description="Serve /v1/embeddings (the engine's --embeddings).")
     devices: list[str] | None = Field(default=None, description='Only these devices, e.g. ["cuda:1"].')
-    queue: int | None = Field(default=None, gt=0, description="Requests that may wait for this model.")
+    queue: Count | None = Field(default=None, description="Requests that may wait for this model.")
     queue_timeout: float | None = Field(default=None, description="How long a request waits for it to load.")
 
     @field_validator("ttl", "queue_timeout", mode="before")
@@ -132,9 +132,9 @@ class GatewayConfig(Contract):
     default_ttl: float = Field(default=15 * 60.0, description="Idle time before a model unloads; 0 = never.")
     placement: Literal["pack", "spread"] = "pack"
     host: str = "127.0.0.1"
-    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    port: Port = DEFAULT_PORT
     keys_file: str | None = Field(default=None, description="Named API keys (0600).")
-    queue_size: int = Field(default=64, gt=0, description="Requests that may wait per model.")
+    queue_size: Count = Field(default=64, description="Requests that may wait per model.")
     queue_timeout: float = Field(default=300.0, gt=0, description="How long a request waits for a load.")
     min_residence: float = Field(default=30.0, ge=0, description="A model is not evicted sooner.")
     drain_grace: float = Field(default=30.0, ge=0, description="Wait for in-flight requests on stop.")

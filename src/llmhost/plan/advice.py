@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from llmhost.engine_ids import LLAMACPP, VLLM
 from llmhost.estimate import overheads as oh
 from llmhost.estimate.dtypes import LLAMACPP_KV_TYPES, VLLM_KV_TYPES, normalize_kv_dtype
 from llmhost.estimate.weights import SIXTEEN_BIT, own_quantization, quality_score
@@ -127,9 +128,9 @@ def _prequantized_int4_advice(
     from llmhost.plan.vllm_candidates import tp_sizes, vllm_gpu_candidate
 
     gpus = sorted(vllm_gpus(hardware), key=lambda g: g.index)
-    if own_quantization(spec) not in SIXTEEN_BIT or not gpus or request.engine not in (None, "vllm"):
+    if own_quantization(spec) not in SIXTEEN_BIT or not gpus or request.engine not in (None, VLLM):
         return None
-    if request.quantization is not None or any(c.engine == "vllm" and c.fits for c in cands):
+    if request.quantization is not None or any(c.engine == VLLM and c.fits for c in cands):
         return None
     options = [
         vllm_gpu_candidate(spec, hardware, request, target, "awq", tp, gpus)
@@ -153,16 +154,16 @@ def _prequantized_int4_advice(
 def _why_no_candidates(spec: ModelSpec, hardware: Hardware, request: PlanRequest) -> Reason:
     own = own_quantization(spec)
     kv = normalize_kv_dtype(request.kv_cache_dtype) if request.kv_cache_dtype else None
-    if kv is not None and request.engine == "llamacpp" and kv not in LLAMACPP_KV_TYPES:
+    if kv is not None and request.engine == LLAMACPP and kv not in LLAMACPP_KV_TYPES:
         return Reason.of(Code.NO_LLAMACPP_KV_TYPE, kv=kv)
-    if kv is not None and request.engine == "vllm" and kv not in VLLM_KV_TYPES and kv != "auto":
+    if kv is not None and request.engine == VLLM and kv not in VLLM_KV_TYPES and kv != "auto":
         return Reason.of(Code.NO_VLLM_KV_TYPE, kv=kv)
-    if spec.quantization.method == "gguf" and request.engine == "vllm":
+    if spec.quantization.method == "gguf" and request.engine == VLLM:
         return Reason.of(Code.GGUF_NEEDS_LLAMACPP)
     if request.quantization is not None:
         return Reason.of(Code.NO_ENGINE_FOR_QUANTIZATION, model=spec.name, quantization=request.quantization)
     if spec.quantization.method != "gguf" and own not in (*SIXTEEN_BIT, "fp32") and not vllm_gpus(hardware):
         return Reason.of(Code.QUANTIZED_NEEDS_VLLM_GPU, quantization=own)
-    if request.engine == "vllm":
+    if request.engine == VLLM:
         return Reason.of(Code.VLLM_CANNOT_RUN_HERE)
     return Reason.of(Code.NO_ENGINE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from llmhost.bisection import last_true
+from llmhost.engine_ids import LLAMA_CPP_PYTHON, LLAMACPP
 from llmhost.estimate import overheads as oh
 from llmhost.estimate.dtypes import LLAMACPP_KV_TYPES, is_quantized_kv, normalize_kv_dtype
 from llmhost.estimate.kv import kv_bytes_per_token
@@ -40,6 +41,7 @@ from llmhost.plan.common import (
 )
 from llmhost.plan.hardware_view import device_name, gpu_free_bytes, host_capacity_bytes
 from llmhost.plan.models import Candidate, DeviceMemory, MemoryBreakdown, PlanRequest
+from llmhost.plan.options import LlamaCppOptions
 from llmhost.plan.reasons import Reason, ReasonCode
 
 # Quantized checkpoints llama.cpp's convert_hf_to_gguf.py reads: FP8 block-scaled weights are dequantized
@@ -153,7 +155,7 @@ def llamacpp_candidate(
     base = LlamaCppSettings(
         n_ctx_seq=256, cache_type_k=kv_req, cache_type_v=kv_req, flash_attn=True, cpu_repack=not amx
     )
-    if request.llamacpp_runtime == "llama-cpp-python":
+    if request.llamacpp_runtime == LLAMA_CPP_PYTHON:
         # Its `Llama` asks llama.cpp for a whole batch of logits (n_outputs_max = n_batch), where
         # llama-server asks for one per slot: the output and compute buffers grow by n_vocab x n_batch.
         base = replace(base, n_outputs_max=base.n_batch)
@@ -162,7 +164,7 @@ def llamacpp_candidate(
     full = n + 1 if gpus else 0
     n_par = target.concurrency
     reasons: list[Reason] = []
-    one_at_a_time = request.llamacpp_runtime == "llama-cpp-python"
+    one_at_a_time = request.llamacpp_runtime == LLAMA_CPP_PYTHON
     if one_at_a_time:
         # Its server holds one `Llama` (one sequence, n_ctx tokens of KV) behind a lock: it serves one
         # request at a time and queues the rest. Planning N slots sized a KV cache N times the one it
@@ -236,7 +238,7 @@ def llamacpp_candidate(
     per_device: list[DeviceMemory] = []
     frac = active_weight_fraction(spec)
     reads: list[tuple[int, float | None]] = []
-    kv_tok = kv_bytes_per_token(spec, kv_req, engine="llamacpp")
+    kv_tok = kv_bytes_per_token(spec, kv_req, engine=LLAMACPP)
     total_kv = sum(b.kv_bytes for b in result.buffers) or 1
     for b in result.buffers:
         if b.total_bytes == 0:  # a device llama.cpp leaves unused
@@ -267,23 +269,21 @@ def llamacpp_candidate(
         reasons.append(Reason.of(ReasonCode.OFFLOAD_SPEED, speed=speed))
     s = result.settings
     flash = s.flash_attn or is_quantized_kv(kv_req)
-    options: dict[str, str | int | float | bool] = {
-        "n_parallel": s.n_parallel,
-        "n_ctx": s.n_ctx,
-        "n_batch": s.n_batch,
-        "n_ubatch": s.n_ubatch,
-        "flash_attn": flash,
-        "cache_type_k": kv_req,
-        "cache_type_v": kv_req,
-        "n_gpu_layers": used_ngl,
-        "threads": hardware.cpu.physical_cores or hardware.cpu.logical_cores,
-    }
-    if needs_conversion:
-        options["needs_gguf_conversion"] = True
-    if not s.cpu_repack:
-        options["repack"] = False
+    options = LlamaCppOptions(
+        n_parallel=s.n_parallel,
+        n_ctx=s.n_ctx,
+        n_batch=s.n_batch,
+        n_ubatch=s.n_ubatch,
+        flash_attn=flash,
+        cache_type_k=kv_req,
+        cache_type_v=kv_req,
+        n_gpu_layers=used_ngl,
+        threads=hardware.cpu.physical_cores or hardware.cpu.logical_cores,
+        needs_gguf_conversion=True if needs_conversion else None,
+        repack=None if s.cpu_repack else False,
+    )
     return Candidate(
-        engine="llamacpp",
+        engine=LLAMACPP,
         quantization=quant,
         kv_cache_dtype=kv_req,
         context_length=context,

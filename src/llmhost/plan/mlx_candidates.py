@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmhost.engine_ids import MLX
 from llmhost.estimate.dtypes import normalize_kv_dtype
 from llmhost.estimate.kv import layer_kv_bytes_per_token
 from llmhost.estimate.weights import SIXTEEN_BIT, WeightsLayout, exact_layout, own_quantization
@@ -43,6 +44,7 @@ from llmhost.plan.common import (
 )
 from llmhost.plan.hardware_view import device_name, host_capacity_bytes
 from llmhost.plan.models import Candidate, DeviceMemory, MemoryBreakdown, PlanRequest
+from llmhost.plan.options import MlxOptions
 from llmhost.plan.reasons import Reason, ReasonCode
 
 GROUP_SIZE = 64  # mlx_lm.convert's default --q-group-size, and the mlx-community checkpoints'
@@ -136,7 +138,7 @@ def kv_bytes(spec: ModelSpec, context: int, sequences: int) -> int:
     steps = math.ceil(context / KV_STEP) * KV_STEP
     total = 0
     for layer in range(att.num_layers):
-        row = layer_kv_bytes_per_token(spec, layer, "f16", engine="mlx")
+        row = layer_kv_bytes_per_token(spec, layer, "f16", engine=MLX)
         kind = att.layer_kinds[layer] if layer < len(att.layer_kinds) else "full"
         # RotatingKVCache grows by 256 until max_size, then stops exactly at the window.
         tokens = min(steps, att.sliding_window) if kind == "sliding" and att.sliding_window else steps
@@ -191,7 +193,7 @@ def mlx_candidates(
     spec: ModelSpec, hardware: Hardware, request: PlanRequest, target: Target, quant: str | None
 ) -> list[Candidate]:
     """Every MLX option for this checkpoint that `quant` (the requested one, or None) allows."""
-    place = _placement(hardware, forced=request.engine == "mlx")
+    place = _placement(hardware, forced=request.engine == MLX)
     kv_req = normalize_kv_dtype(request.kv_cache_dtype) if request.kv_cache_dtype else "auto"
     if place is None or kv_req not in KV_DTYPES:
         return []  # --kv-bits (quantized KV) turns mlx_lm's batching off: not planned
@@ -271,22 +273,23 @@ def _candidate(
             )
         )
     read = weight_read_bytes(spec, option.layout)
-    kv_tok = sum(layer_kv_bytes_per_token(spec, i, "f16", engine="mlx") for i in range(att.num_layers))
+    kv_tok = sum(layer_kv_bytes_per_token(spec, i, "f16", engine=MLX) for i in range(att.num_layers))
     speed = tokens_per_s([(read + kv_tok * min(context, SPEED_CONTEXT), place.bandwidth)], parallel=False)
-    options: dict[str, str | int | float | bool] = {
-        "device": "metal" if unified else "cpu",
-        "decode_concurrency": conc,
-        "prompt_concurrency": min(conc, PROMPT_CONCURRENCY_CAP),
-        "prompt_cache_bytes": mem.kv_cache_bytes,
-    }
-    if option.bits is not None:
-        options |= {"q_bits": option.bits, "q_group_size": option.group_size or GROUP_SIZE}
-    if option.needs_conversion:
-        options["needs_mlx_conversion"] = True
-        options["convert_command"] = f"Convert it first: `{convert}`, then serve DIR."
+    options = MlxOptions(
+        device="metal" if unified else "cpu",
+        decode_concurrency=conc,
+        prompt_concurrency=min(conc, PROMPT_CONCURRENCY_CAP),
+        prompt_cache_bytes=mem.kv_cache_bytes,
+        q_bits=option.bits,
+        q_group_size=None if option.bits is None else option.group_size or GROUP_SIZE,
+        needs_mlx_conversion=True if option.needs_conversion else None,
+        convert_command=f"Convert it first: `{convert}`, then serve DIR."
+        if option.needs_conversion
+        else None,
+    )
     capacity = min(place.gpu_capacity, place.host_capacity)
     return Candidate(
-        engine="mlx",
+        engine=MLX,
         quantization=option.quant,
         kv_cache_dtype="fp16" if (spec.torch_dtype or "").lower() in ("float16", "fp16") else "bf16",
         context_length=context,

@@ -8,10 +8,11 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import Field, computed_field, model_validator
 
 from llmhost.contract import Contract
+from llmhost.engine_ids import EngineName, LlamaCppRuntime
 from llmhost.hardware.models import Hardware
+from llmhost.plan.options import EngineOptions
 from llmhost.plan.reasons import Reason, ReasonCode, messages
 
-EngineName = Literal["llamacpp", "vllm", "mlx"]
 Goal = Literal["quality", "throughput", "latency"]
 
 
@@ -107,16 +108,35 @@ class Candidate(_RendersReasons):
     # What the engine module needs to launch this candidate.
     model_source: str = Field(description="Repo id, local dir or GGUF file/tag the engine should load.")
     gguf_file: str | None = Field(default=None, description="For llama.cpp: the GGUF file (first split).")
-    engine_options: dict[str, str | int | float | bool] = Field(
-        default_factory=dict,
-        description="Planned engine knobs: gpu_memory_utilization, max_num_seqs, max_num_batched_tokens, "
-        "n_parallel, n_batch, n_ubatch, flash_attn, threads, cpu_kv_cache_gib...",
+    engine_options: EngineOptions = Field(
+        description="Planned engine knobs, typed per engine (plan/options.py: LlamaCppOptions, VllmOptions, "
+        "MlxOptions): gpu_memory_utilization, max_num_seqs, n_parallel, n_batch, threads, cpu_kv_cache_gib..."
+        " Knobs the plan leaves to the engine are left out."
     )
     compute_source: Literal["estimate", "llama.cpp dry run"] = Field(
         default="estimate",
         description="Where compute_bytes comes from: llmhost's model of the engine, or (llama.cpp on the "
         "CPU) the installed llama.cpp's own no-alloc reservation of its graph.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def tag_engine_options(cls, data: Any) -> Any:
+        """Options given as a mapping (a plan read back, a state file) are the candidate's engine's."""
+        if not isinstance(data, dict) or "engine" not in data:
+            return data
+        options = data.get("engine_options", {})
+        if isinstance(options, Mapping) and "engine" not in options:
+            data = {**data, "engine_options": {**options, "engine": data["engine"]}}
+        return data
+
+    @model_validator(mode="after")
+    def options_are_the_engines(self) -> Self:
+        if self.engine_options.engine != self.engine:
+            raise ValueError(
+                f"engine_options are {self.engine_options.engine}'s, the candidate is {self.engine}'s"
+            )
+        return self
 
     @computed_field(description="The reasons' English sentences (`reasons_detail`'s messages).")  # type: ignore[prop-decorator]
     @property
@@ -184,7 +204,7 @@ class PlanRequest(Contract):
         default=None, description="Where vllm_version came from (filled in by the app layer)."
     )
     nodes: int = Field(default=1, description="Nodes of the hardware's type to plan over (vLLM on GPUs).")
-    llamacpp_runtime: Literal["llama-server", "llama-cpp-python"] | None = Field(
+    llamacpp_runtime: LlamaCppRuntime | None = Field(
         default=None,
         description="The llama.cpp runtime that will serve (None = the native llama-server). "
         "llama-cpp-python reserves logits for a whole batch, which grows its compute buffer.",

@@ -8,6 +8,7 @@ layers (the first the embeddings, the last the output head) and their KV cache, 
 
 from __future__ import annotations
 
+from llmhost.engine_ids import LLAMACPP
 from llmhost.errors import UsageError
 from llmhost.hardware.models import GPU, Hardware
 from llmhost.models.spec import ModelSpec
@@ -26,7 +27,7 @@ def check_nodes(request: PlanRequest, hardware: Hardware) -> None:
             f"--nodes {request.nodes} plans vLLM over GPU nodes; this node type has no NVIDIA/AMD GPUs.",
             hint="Give a GPU node type, e.g. --hardware h100-80gb:8 --nodes 2.",
         )
-    if request.nodes > 1 and request.engine == "llamacpp":
+    if request.nodes > 1 and request.engine == LLAMACPP:
         raise UsageError(
             "--nodes plans vLLM (tensor x pipeline parallel); llama.cpp serves from one node.",
             hint="Drop --engine llamacpp, or drop --nodes.",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from llmhost.engine_ids import LLAMACPP, MLX, VLLM
 from llmhost.errors import UsageError
 from llmhost.estimate.llamacpp import ComputeProbe
 from llmhost.estimate.weights import normalize_gguf_tag, own_quantization
@@ -61,7 +62,7 @@ def _all_candidates(
     quant = requested_quant(spec, request)
     cands: list[Candidate] = []
     found = _best_siblings(spec, siblings)
-    if request.engine in (None, "vllm"):
+    if request.engine in (None, VLLM):
         gpus = vllm_gpus(hardware)
         if gpus:
             gpus = sorted(gpus, key=lambda g: g.index)
@@ -91,11 +92,11 @@ def _all_candidates(
             c = vllm_cpu_candidate(spec, hardware, request, target)
             if c is not None:
                 cands.append(c)
-    if request.nodes > 1 and request.engine in (None, "vllm"):
+    if request.nodes > 1 and request.engine in (None, VLLM):
         from llmhost.plan.multinode import multinode_candidates
 
         cands.extend(multinode_candidates(spec, hardware, request, target, quant))
-    if request.engine in (None, "llamacpp"):
+    if request.engine in (None, LLAMACPP):
         for q, gguf_file, needs_conversion in llamacpp_quants(spec):
             if quant is not None and normalize_gguf_tag(q) != normalize_gguf_tag(quant):
                 continue
@@ -105,7 +106,7 @@ def _all_candidates(
             )
             if c is not None:
                 cands.append(c)
-    if request.engine in (None, "mlx"):
+    if request.engine in (None, MLX):
         cands.extend(mlx_candidates(spec, hardware, request, target, quant))
     return cands
 
@@ -188,7 +189,7 @@ def make_plan(
 
 def _vllm_version_fields(request: PlanRequest, candidates: list[Candidate]) -> dict[str, str | None]:
     """Which vLLM release the GPU candidates were planned for (none planned: nothing to say)."""
-    if not any(c.engine == "vllm" and c.engine_options.get("device") != "cpu" for c in candidates):
+    if not any(c.engine == VLLM and not c.engine_options.runs_on_cpu for c in candidates):
         return {}
     return {
         "vllm_version": str(planned_vllm_version(request)),

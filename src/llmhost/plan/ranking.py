@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from llmhost.engine_ids import LLAMACPP, MLX, VLLM
 from llmhost.estimate.weights import quality_score
 from llmhost.plan.common import QUALITY_FLOOR
 from llmhost.plan.models import Candidate
@@ -10,7 +11,7 @@ from llmhost.plan.reasons import Reason, ReasonCode
 # At equal quality: vLLM first where it runs (GPUs, batching); on a Mac MLX LM before llama.cpp Metal:
 # it loads the safetensors checkpoint itself (a 16-bit one as is, a quantized one by one
 # `mlx_lm.convert`, no GGUF toolchain) and batches concurrent decodes. Never both vLLM and MLX on one plan.
-ENGINE_PREFERENCE = {"vllm": 2, "mlx": 1}
+ENGINE_PREFERENCE = {VLLM: 2, MLX: 1}
 
 
 def _placement(c: Candidate, n_layers: int) -> int:
@@ -18,14 +19,13 @@ def _placement(c: Candidate, n_layers: int) -> int:
     on_gpu = [d for d in c.per_device if d.device != "cpu" and d.breakdown.total_bytes > 0]
     if not on_gpu:
         return 0
-    if c.engine == "llamacpp" and (c.gpu_layers or 0) < n_layers + 1:
+    if c.engine == LLAMACPP and (c.gpu_layers or 0) < n_layers + 1:
         return 1
     return 2
 
 
 def launchable(c: Candidate) -> bool:
-    opts = c.engine_options
-    return not (opts.get("needs_gguf_conversion", False) or opts.get("needs_mlx_conversion", False))
+    return not c.engine_options.needs_conversion
 
 
 def sort_key(c: Candidate, goal: str, n_layers: int) -> tuple[float, ...]:

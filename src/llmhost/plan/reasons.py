@@ -23,6 +23,7 @@ from typing import Any, Literal, Self
 from pydantic import model_validator
 
 from llmhost.contract import FrozenContract
+from llmhost.engine_ids import ENGINE_IDS, title
 from llmhost.units import format_bytes
 
 Level = Literal["info", "warning", "blocker"]
@@ -33,8 +34,7 @@ Fields = Mapping[str, Scalar]
 NONE = type(None)
 FieldType = type | tuple[type, ...] | frozenset[str]
 
-ENGINE_TITLES = {"vllm": "vLLM", "llamacpp": "llama.cpp", "mlx": "MLX LM"}
-ENGINES = frozenset(ENGINE_TITLES)
+ENGINES = frozenset(ENGINE_IDS)
 
 
 class ReasonCode(StrEnum):
@@ -153,8 +153,7 @@ def _f(template: str, fields: Fields) -> str:
 
 
 def _title(fields: Fields, key: str = "engine") -> str:
-    engine = str(fields[key])
-    return ENGINE_TITLES.get(engine, engine)
+    return title(str(fields[key]))
 
 
 def _speed_suffix(fields: Fields) -> str:

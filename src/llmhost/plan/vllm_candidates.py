@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from llmhost.bisection import last_true
+from llmhost.engine_ids import VLLM
 from llmhost.errors import UsageError
 from llmhost.estimate import overheads as oh
 from llmhost.estimate import vllm_versions as vv
@@ -43,6 +45,7 @@ from llmhost.plan.hardware_view import (
     host_capacity_bytes,
 )
 from llmhost.plan.models import Candidate, DeviceMemory, MemoryBreakdown, PlanRequest
+from llmhost.plan.options import VllmOptions
 from llmhost.plan.reasons import Reason, ReasonCode
 
 
@@ -299,42 +302,51 @@ def vllm_gpu_candidate(
     )
     if speed is not None and pp > 1:
         speed = round(speed / pp, 1)
-    options: dict[str, str | int | float | bool] = {
-        "gpu_memory_utilization": util,
-        "max_num_seqs": max_num_seqs,
-        "max_num_batched_tokens": mnbt,
-        "max_model_len": context,
-        "enable_prefix_caching": True,
-        "dtype": _vllm_dtype(quant, used),
-        "kv_cache_dtype": _vllm_engine_kv(kv_dtype),
-        "tensor_parallel_size": tp,
-        "pipeline_parallel_size": pp,
-    }
-    if quant == "fp8" or quant in ("awq", "gptq"):
-        options["quantization"] = quant
-        # Only an online quantization needs vLLM's --quantization flag; a pre-quantized checkpoint
-        # declares its method in config.json (and a mismatching flag makes vLLM refuse to start).
-        options["quantize_online"] = quant == "fp8" and own_quantization(spec) != "fp8" and not source
-    return Candidate(
-        engine="vllm",
-        quantization=quant,
-        kv_cache_dtype=kv_dtype,
-        context_length=context,
-        concurrency=target.concurrency,
+    quantized = quant == "fp8" or quant in ("awq", "gptq")
+    # Only an online quantization needs vLLM's --quantization flag; a pre-quantized checkpoint declares
+    # its method in config.json (and a mismatching flag makes vLLM refuse to start).
+    online = quant == "fp8" and own_quantization(spec) != "fp8" and not source
+    options = VllmOptions(
+        gpu_memory_utilization=util,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=mnbt,
+        max_model_len=context,
+        enable_prefix_caching=True,
+        dtype=_vllm_dtype(quant, used),
+        kv_cache_dtype=_vllm_engine_kv(kv_dtype),
         tensor_parallel_size=tp,
         pipeline_parallel_size=pp,
-        gpu_layers=None,
+        quantization=quant if quantized else None,
+        quantize_online=online if quantized else None,
+    )
+    return Candidate(
+        **_shared(spec, quant, kv_dtype, context, target, options),
+        tensor_parallel_size=tp,
+        pipeline_parallel_size=pp,
         fits=fits,
         memory=memory,
         per_device=per_device,
-        kv_bytes_per_token=kv_bytes_per_token(spec, kv_dtype, engine="vllm"),
         max_context=min(max_ctx, spec.max_context),
         max_concurrency=max_conc,
         decode_tokens_per_s=speed,
         reasons_detail=reasons,
         model_source=source or source_of(spec),
-        engine_options=options,
     )
+
+
+def _shared(
+    spec: ModelSpec, quant: str, kv_dtype: str, context: int, target: Target, options: VllmOptions
+) -> dict[str, Any]:
+    """The fields every vLLM candidate (GPU and CPU) fills in the same way."""
+    return {
+        "engine": VLLM,
+        "quantization": quant,
+        "kv_cache_dtype": kv_dtype,
+        "context_length": context,
+        "concurrency": target.concurrency,
+        "kv_bytes_per_token": kv_bytes_per_token(spec, kv_dtype, engine=VLLM),
+        "engine_options": options,
+    }
 
 
 def vllm_cpu_candidate(
@@ -402,12 +414,19 @@ def vllm_cpu_candidate(
         ],
         parallel=False,
     )
+    options = VllmOptions(
+        device="cpu",
+        cpu_kv_cache_gib=kv_gib,
+        max_num_seqs=settings.max_num_seqs,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+        max_model_len=context,
+        enable_prefix_caching=True,
+        dtype="bfloat16",
+        kv_cache_dtype=_vllm_engine_kv(kv_dtype),
+        threads=hardware.cpu.physical_cores or hardware.cpu.logical_cores,
+    )
     return Candidate(
-        engine="vllm",
-        quantization=quant,
-        kv_cache_dtype=kv_dtype,
-        context_length=context,
-        concurrency=target.concurrency,
+        **_shared(spec, quant, kv_dtype, context, target, options),
         fits=fits,
         memory=breakdown,
         per_device=[
@@ -418,21 +437,9 @@ def vllm_cpu_candidate(
                 decode_read_bytes=read,
             )
         ],
-        kv_bytes_per_token=kv_bytes_per_token(spec, kv_dtype, engine="vllm"),
         max_context=max_ctx,
         max_concurrency=max_conc,
         decode_tokens_per_s=speed,
         reasons_detail=reasons,
         model_source=source_of(spec),
-        engine_options={
-            "device": "cpu",
-            "cpu_kv_cache_gib": kv_gib,
-            "max_num_seqs": settings.max_num_seqs,
-            "max_num_batched_tokens": settings.max_num_batched_tokens,
-            "max_model_len": context,
-            "enable_prefix_caching": True,
-            "dtype": "bfloat16",
-            "kv_cache_dtype": _vllm_engine_kv(kv_dtype),
-            "threads": hardware.cpu.physical_cores or hardware.cpu.logical_cores,
-        },
     )
