@@ -264,7 +264,7 @@ class LlamaCppEngine:
         if not ok:
             raise UsageError(f"llama-cpp-python cannot run: {why}", hint="Or use the native llama-server.")
         # An AMX CPU: its server has no --no-repack, so a small wrapper clears use_extra_bufts for it.
-        server_module = "llama_cpp.server" if opts.get("repack") is not False else _NO_REPACK_SERVER
+        server_module = "llama_cpp.server" if opts.repack is not False else _NO_REPACK_SERVER
         argv = [
             sys.executable, "-m", server_module,
             "--model", str(model_path),
