@@ -68,7 +68,9 @@ def internal_port(api_port: int) -> int:
 
 
 def ready_deadline_s(candidate: Candidate) -> float:
-    per_rank = candidate.memory.weights_bytes / max(candidate.tensor_parallel_size, 1)
+    replicas = _opt(candidate, "data_parallel_size")  # each DP replica loads its own ranks at once
+    ranks = max(candidate.tensor_parallel_size, 1) * max(int(replicas or 1), 1)
+    per_rank = candidate.memory.weights_bytes / ranks
     return READY_BASE_S + READY_PER_GIB_S * per_rank / GIB
 
 
@@ -143,6 +145,11 @@ def build_argv(
         argv += ["--tensor-parallel-size", str(candidate.tensor_parallel_size)]
     if candidate.pipeline_parallel_size > 1:
         argv += ["--pipeline-parallel-size", str(candidate.pipeline_parallel_size)]
+    data_parallel = _opt(candidate, "data_parallel_size")
+    if data_parallel is not None and int(data_parallel) > 1:
+        argv += ["--data-parallel-size", str(int(data_parallel))]
+    if _opt(candidate, "enable_expert_parallel") is True:
+        argv.append("--enable-expert-parallel")
     utilization = _opt(candidate, "gpu_memory_utilization")
     if utilization is not None and not runs_on_cpu(candidate):
         argv += ["--gpu-memory-utilization", f"{float(utilization):.2f}"]

@@ -127,8 +127,10 @@ def moe_sharding(settings: VllmSettings) -> tuple[int, int]:
 
 def routed_expert_bytes(spec: ModelSpec, layout: WeightsLayout) -> tuple[int, ...]:
     """Bytes of the routed experts in each block of `layout` (0 for a dense block): the block's bytes
-    times the share of its parameters in `num_experts` gated experts (3 x hidden x expert width each).
-    A block with fewer parameters than that is a dense one (DeepSeek's first_k_dense_replace layers)."""
+    times the share of its parameters in `num_experts` gated experts (3 x hidden x expert width each),
+    at most all of them. A block with less than half that many parameters is a dense one (DeepSeek's
+    first_k_dense_replace layers, Llama 4's interleaved dense layers: a dense MLP is a few percent of
+    the experts)."""
     moe = spec.moe
     if moe is None or not layout.layer_bytes:
         return tuple(0 for _ in layout.layer_bytes)
@@ -140,7 +142,8 @@ def routed_expert_bytes(spec: ModelSpec, layout: WeightsLayout) -> tuple[int, ..
         avg = max(spec.parameters - spec.embedding_parameters - spec.output_parameters, 0) // max(n, 1)
         params = [avg] * n
     return tuple(
-        b * routed // p if p > routed else 0 for b, p in zip(layout.layer_bytes, params, strict=True)
+        b * min(routed, p) // p if 2 * p > routed else 0
+        for b, p in zip(layout.layer_bytes, params, strict=True)
     )
 
 
