@@ -17,7 +17,7 @@ import pytest
 from _accuracy_compare import vllm_spec
 
 from llmhost.engines.base import ServeOptions
-from llmhost.engines.vllm_argv import build_argv
+from llmhost.engines.vllm_argv import READY_BASE_S, READY_PER_GIB_S, build_argv, ready_deadline_s
 from llmhost.errors import UsageError
 from llmhost.hardware.catalog import hardware_from_spec
 from llmhost.models.spec import ModelSpec
@@ -68,6 +68,8 @@ def test_a_length_that_fits_is_planned_with_every_replica() -> None:
     argv = build_argv("python3", c, ServeOptions(name="m", served_model_name="m", port=8000))
     assert argv[argv.index("--data-parallel-size") + 1] == "8"
     assert "--enable-expert-parallel" in argv and "--tensor-parallel-size" not in argv
+    # Each replica loads its own 67.50 GiB at once: the readiness deadline is sized for one GPU's share.
+    assert ready_deadline_s(c) == pytest.approx(READY_BASE_S + READY_PER_GIB_S * 67.50, abs=1.0)
 
 
 def test_without_expert_parallelism_every_expert_is_sliced() -> None:
@@ -83,6 +85,11 @@ def test_without_expert_parallelism_every_expert_is_sliced() -> None:
 def test_more_ranks_than_gpus_is_a_one_line_usage_error() -> None:
     with pytest.raises(UsageError, match="needs 16 GPUs"):
         _plan(context=8192, tensor_parallel_size=2)
+
+
+def test_data_parallel_across_nodes_is_refused_in_one_line() -> None:
+    with pytest.raises(UsageError, match="one node only"):
+        _plan(context=8192, nodes=2)
 
 
 def test_the_cli_takes_the_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -112,3 +119,18 @@ def test_serve_dry_run_launches_vllm_with_the_flags(
     assert main([*args, "--dry-run", "--json"]) == 0
     command = json.loads(capsys.readouterr().out)["command"]
     assert "--data-parallel-size 8 --enable-expert-parallel" in command
+
+
+def test_too_many_replicas_on_the_cli_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmhost.cli import main
+
+    _, configs = heldout.load_records()
+    (tmp_path / "config.json").write_text(
+        json.dumps({k: v for k, v in configs[MODEL].items() if k != "about"})
+    )
+    args = ["plan", str(tmp_path / "config.json"), "--hardware", "h20-3e:8", "--engine", "vllm", "--dp", "16"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "needs 16 GPUs" in err and "Traceback" not in err

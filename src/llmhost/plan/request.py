@@ -61,6 +61,11 @@ def validate_request(spec: ModelSpec, request: PlanRequest, hardware: Hardware) 
     dp = request.data_parallel_size
     if dp is not None and dp < 1:
         raise UsageError("--data-parallel-size must be at least 1.", hint="Pass --dp 1 or more.")
+    if dp is not None and dp > 1 and request.nodes > 1:
+        raise UsageError(
+            "--data-parallel-size is planned on one node only; --nodes plans TP inside, PP across.",
+            hint="Drop --nodes, or drop --dp.",
+        )
     if dp is not None and dp * (tp or 1) > max(gpus, 1):
         # vLLM runs TP x DP ranks, one per GPU.
         where = "the --hardware given has" if hardware.source == "catalog" else "this machine has"
