@@ -45,6 +45,26 @@ FIRST_FILE_FAILED = {
     "vllm-recipes12-qwen3-coder-480b-fp8-h20-dp8-u090": "max_len_exceeds_kv",
     "vllm-recipes12-qwen3-coder-480b-fp8-h20-dp8-u095": "max_len_exceeds_kv",
 }
+# What the first file's records leave out of `flags` and `gpu` (the file is kept as it was; the sources
+# say it): the recipes#12 command line is `vllm serve ... -dp=8 --enable-expert-parallel` (quoted in the
+# pull request), and its GPU is the 141 GB H20 ("H20-3e"), not the 96 GB one. The reporter wrote "H20";
+# the two runs differ only in --gpu-memory-utilization (0.90, 0.95) and their printed pools differ by
+# 55.65 - 48.66 = 6.99 GiB = 0.05 x 139.8 GiB, the total vLLM saw (weights, activations and non-torch
+# memory are the same in both runs). A 96 GB H20 (97871 MiB) would give 0.05 x 95.1 = 4.76 GiB.
+FIRST_FILE_FLAGS: dict[str, dict[str, Any]] = {
+    "vllm-recipes12-qwen3-coder-480b-fp8-h20-dp8-u090": {
+        "data_parallel_size": 8,
+        "enable_expert_parallel": True,
+    },
+    "vllm-recipes12-qwen3-coder-480b-fp8-h20-dp8-u095": {
+        "data_parallel_size": 8,
+        "enable_expert_parallel": True,
+    },
+}
+FIRST_FILE_GPU = {
+    "vllm-recipes12-qwen3-coder-480b-fp8-h20-dp8-u090": "NVIDIA H20-3e",
+    "vllm-recipes12-qwen3-coder-480b-fp8-h20-dp8-u095": "NVIDIA H20-3e",
+}
 # vLLM has no message of its own for weights above the budget: it ends as "No available memory for
 # the cache blocks" (docs/vllm-memory-by-version.md section 3), so the two verdicts are one cause.
 SAME_CAUSE = {"weights_exceed_budget": "no_kv_memory"}
@@ -81,6 +101,10 @@ def load_records() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         for record in data["records"]:
             record = dict(record)
             record.setdefault("split", split_of(record))
+            if record["id"] in FIRST_FILE_FLAGS:
+                record["flags"] = {**(record["flags"] or {}), **FIRST_FILE_FLAGS[record["id"]]}
+            if record["id"] in FIRST_FILE_GPU:
+                record["gpu"] = {**record["gpu"], "name": FIRST_FILE_GPU[record["id"]]}
             if "outcome" not in record:
                 failed = FIRST_FILE_FAILED.get(record["id"])
                 record["outcome"] = "failed" if failed else "started"
@@ -194,6 +218,8 @@ def predict(record: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         enforce_eager=bool(flags.get("enforce_eager")),
         accounting=accounting,
         nvswitch=has_nvswitch(record["gpu"].get("name") or "", _compute_capability(record)),
+        data_parallel_size=flags.get("data_parallel_size") or 1,
+        enable_expert_parallel=bool(flags.get("enable_expert_parallel")),
     )
     layout = est.weights_layout(spec, _quantization(record, est.own_quantization(spec)))
     out: dict[str, Any] = {
@@ -206,7 +232,8 @@ def predict(record: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         return out
     memory = est.vllm_gpu_memory(spec, layout, settings, total)
     free_check = gen == "v1" and version >= vv.VllmVersion(0, 9, 0)
-    failure = start_failure(memory, _free_bytes(record, total), max_len, free_check=free_check)
+    free = _free_bytes(record, total)
+    failure = start_failure(memory, free, max_len, free_check=free_check)
     block = 16 * max(memory.kv.bytes_per_token, 1)
     tokens = max(memory.kv_cache_bytes, 0) // block * 16
     one = memory.request_bytes(max_len)
@@ -216,6 +243,9 @@ def predict(record: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
         max_concurrency=round(max(memory.kv_cache_bytes, 0) / one, 2) if one else None,
         verdict=failure or "started",
         estimated_max_model_len=memory.max_context(max_len) if failure == "max_len_exceeds_kv" else None,
+        # What is left for what vLLM allocates after the pool (before 0.20: the CUDA graphs), and them.
+        headroom_gib=(free - memory.context_bytes - memory.requested_bytes) / GIB,
+        cudagraph_gib=memory.cudagraph_bytes / GIB,
     )
     return out
 
@@ -378,7 +408,13 @@ def known_misses(rows: list[dict[str, Any]]) -> dict[str, str]:
                 f"{r['predicted']['available_kv_gib']:.2f} predicted ({e:+.1%})"
             )
         elif r["verdict_ok"] is False:
-            misses[r["id"]] = f"{r['actual']} in reality, predicted {r['predicted'].get('verdict')}"
+            p = r["predicted"]
+            misses[r["id"]] = f"{r['actual']} in reality, predicted {p.get('verdict')}" + (
+                f" (headroom after the pool {p['headroom_gib']:.2f} GiB, CUDA graphs predicted "
+                f"{p['cudagraph_gib']:.2f} GiB)"
+                if r["actual"] == "cuda_oom_after_kv"
+                else ""
+            )
     return misses
 
 

@@ -13,6 +13,7 @@ of the KV bytes per token, including vLLM's 16-token blocks and TP head split).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -87,6 +88,10 @@ def main() -> int:
     acc.replace_block(acc.ACCURACY_DOC, "vllm-heldout", held)
     if "--write-known-misses" in sys.argv[1:]:
         print(f"known misses written: {acc.write_known_misses()}")
+        known = json.loads(acc.KNOWN_MISSES.read_text())
+        known["vllm_heldout"] = heldout.known_misses(rows2)
+        acc.KNOWN_MISSES.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
+        print(f"validation-half misses written: {len(known['vllm_heldout'])}")
     return 0
 
 

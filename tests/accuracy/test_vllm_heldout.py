@@ -6,7 +6,9 @@ still equal what the calibration fit gives, so a refit cannot quietly use the va
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 
 import _vllm_heldout as heldout
 import pytest
@@ -16,6 +18,19 @@ from llmhost.estimate import overheads as oh
 ROWS = heldout.score()
 VALIDATION = [r for r in ROWS if r["split"] == "validation" and r["generation"] == "v1"]
 KV_ERRORS = [abs(r["error"]["available_kv_gib"]) for r in VALIDATION if "available_kv_gib" in r["error"]]
+# Validation records the estimator gets wrong today, with their figures (known_misses.json, written by
+# `python benchmarks/vllm_validation.py --write-known-misses`): strict xfails, so a fix shows as XPASS.
+KNOWN = json.loads((Path(__file__).parent / "known_misses.json").read_text()).get("vllm_heldout", {})
+
+
+def _failed_starts() -> list[object]:
+    rows = [r for r in VALIDATION if r["actual"] != "started"]
+    return [
+        pytest.param(r, id=r["id"], marks=pytest.mark.xfail(strict=True, reason=KNOWN[r["id"]]))
+        if r["id"] in KNOWN
+        else pytest.param(r, id=r["id"])
+        for r in rows
+    ]
 
 
 def test_enough_validation_records_are_scored() -> None:
@@ -34,7 +49,7 @@ def test_kv_pool_none_worse_than_25_percent() -> None:
     assert max(KV_ERRORS) <= heldout.KV_WORST
 
 
-@pytest.mark.parametrize("row", [r for r in VALIDATION if r["actual"] != "started"], ids=lambda r: r["id"])
+@pytest.mark.parametrize("row", _failed_starts())
 def test_failed_starts_predicted_with_their_cause(row: dict[str, object]) -> None:
     if row["verdict_ok"] is None:
         pytest.skip(f"not predictable: {row['actual']} on a GPU with no known total")
@@ -55,3 +70,8 @@ def test_constants_are_the_calibration_fit() -> None:
     assert oh.VLLM_MXFP4_LOADED_FACTOR == pytest.approx(statistics.median(f for _, f in mxfp4), abs=0.01)
     reserved = heldout.reserved_fit(ROWS)["calibration"]["median_gib"]
     assert oh.VLLM_TORCH_RESERVED_BYTES / 1024**3 == pytest.approx(reserved, abs=0.01)
+
+
+def test_known_misses_are_exactly_todays() -> None:
+    # The list is what the benchmark writes from today's rows: no stale entry hides a fixed record.
+    assert heldout.known_misses(ROWS) == KNOWN

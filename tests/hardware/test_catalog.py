@@ -189,3 +189,31 @@ def test_superchip_brings_its_own_host():
     assert hardware.ram_total_bytes == 2 * 480 * GIB
     assert hardware.cpu.bandwidth_source == "catalog"
     assert not any("RAM assumed" in n for n in hardware.notes)
+
+
+@pytest.mark.parametrize(
+    ("nvml_name", "memory_mib", "catalog_id"),
+    [
+        # nvidia-smi totals in public logs (the catalog rows' `source`): an idle H20 "4MiB / 97871MiB",
+        # H20-3e 143771 MiB, 4x L20 "34651MiB / 46068MiB".
+        ("NVIDIA H20", 97871, "h20-96gb"),
+        ("NVIDIA H20", 143771, "h20-3e-141gb"),  # the refresh may keep the plain name: memory decides
+        ("NVIDIA H20-3e", 143771, "h20-3e-141gb"),
+        ("NVIDIA L20", 46068, "l20-48gb"),
+    ],
+)
+def test_h20_and_l20_rows_match_their_nvml_readings(nvml_name, memory_mib, catalog_id):
+    entry = match_gpu(nvml_name, vendor="nvidia", memory_bytes=memory_mib * 1024**2)
+    assert entry is not None and entry.id == catalog_id
+    assert entry.memory_mib == memory_mib
+
+
+def test_h20_and_l20_what_if_hardware():
+    h20 = hardware_from_spec("h20:8")
+    assert [g.catalog_id for g in h20.gpus] == ["h20-96gb"] * 8
+    assert h20.gpus[0].memory_bandwidth_bytes_per_s == 4.0e12
+    (l20,) = hardware_from_spec("l20").gpus
+    assert l20.catalog_id == "l20-48gb" and l20.fp8_supported
+    assert l20.memory_bandwidth_bytes_per_s == 864e9
+    (refresh,) = hardware_from_spec("h20-3e").gpus
+    assert refresh.memory_total_bytes == 143771 * 1024**2

@@ -109,6 +109,11 @@ def scenarios() -> dict[str, Callable[[], Plan]]:
             PlanRequest(context=4096, tensor_parallel_size=8, engine="vllm"),
         ),
         "mla-8xh100": lambda: make_plan(deepseek_v3(), eight_h100, PlanRequest(context=32768, engine="vllm")),
+        "dp8-ep-8xh100": lambda: make_plan(
+            deepseek_v3(),
+            eight_h100,
+            PlanRequest(context=32768, engine="vllm", data_parallel_size=8, enable_expert_parallel=True),
+        ),
         "nothing-fits-deepseek": lambda: make_plan(
             deepseek_v3(), machine([gpu("RTX 4060", 8, cc="8.9")], ram_gib=16), PlanRequest(context=8192)
         ),

@@ -72,6 +72,8 @@ class ServeRequest(Contract):
     trust_remote_code: bool = False
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = None
+    data_parallel_size: int | None = Field(default=None, description="vLLM --data-parallel-size.")
+    enable_expert_parallel: bool | None = Field(default=None, description="vLLM --enable-expert-parallel.")
     max_num_seqs: int | None = Field(default=None, description="vLLM --max-num-seqs (any value >= 1).")
     max_num_batched_tokens: int | None = Field(default=None, description="vLLM --max-num-batched-tokens.")
     vllm_version: str | None = Field(
@@ -161,6 +163,8 @@ def resolve_and_plan(request: ServeRequest) -> tuple[ModelSpec, Hardware, Plan]:
                 "kv_cache_dtype": request.kv_cache_dtype,
                 "gpu_memory_utilization": request.gpu_memory_utilization,
                 "tensor_parallel_size": request.tensor_parallel_size,
+                "data_parallel_size": request.data_parallel_size,
+                "enable_expert_parallel": request.enable_expert_parallel,
                 "max_num_seqs": request.max_num_seqs,
                 "max_num_batched_tokens": request.max_num_batched_tokens,
                 "vllm_version": request.vllm_version,

@@ -63,6 +63,9 @@ class ServeCommand(ServeChoices):
     api_key: str | None = Field(default=None, exclude=True, repr=False)
     insecure_no_auth: bool = False
     dry_run: bool = False
+    # vLLM data / expert parallelism (serve only: `export` does not write data-parallel deployments).
+    data_parallel_size: int | None = None
+    enable_expert_parallel: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,10 @@ def build_request(cmd: ServeCommand) -> tuple[ServeRequest, str | None]:
     fields.update({k: v for k, v in given.items() if v is not None})
     if cmd.trust_remote_code:
         fields["trust_remote_code"] = True
+    if cmd.data_parallel_size is not None:
+        fields["data_parallel_size"] = cmd.data_parallel_size
+    if cmd.enable_expert_parallel:
+        fields["enable_expert_parallel"] = True
     request = ServeRequest.model_validate({**fields, "model": model})
     # The key is excluded from dumps: set after validation, never through a dict that could be printed.
     request = request.model_copy(update={"api_key": cmd.api_key, "insecure_no_auth": cmd.insecure_no_auth})

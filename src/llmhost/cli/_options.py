@@ -50,6 +50,21 @@ MaxNumBatchedTokensOpt = Annotated[
         help="vLLM max_num_batched_tokens, 1 or more (default: vLLM's for the GPU and version).",
     ),
 ]
+DataParallelSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--data-parallel-size",
+        "--dp",
+        help="vLLM data parallel size: engine replicas, each of TP GPUs with its own KV cache.",
+    ),
+]
+ExpertParallelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--enable-expert-parallel",
+        help="vLLM expert parallelism: MoE experts split whole over the TP x DP GPUs, not sliced.",
+    ),
+]
 VllmVersionOpt = Annotated[
     str | None,
     typer.Option(

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from llmhost.cli._options import (
+    DataParallelSizeOpt,
+    ExpertParallelOpt,
     HardwareOpt,
     JsonOpt,
     MaxNumBatchedTokensOpt,
@@ -51,6 +53,10 @@ def _layout(c: Candidate) -> str:
             return f"TP {c.tensor_parallel_size} x PP {c.pipeline_parallel_size}, {c.nodes} nodes"
         if c.pipeline_parallel_size > 1:
             return f"PP {c.pipeline_parallel_size}"
+        dp = opts.data_parallel_size
+        if dp is not None and dp > 1:
+            ep = " EP" if opts.enable_expert_parallel is True else ""
+            return f"DP {dp} x TP {c.tensor_parallel_size}{ep}"
         return f"TP {c.tensor_parallel_size}" if c.tensor_parallel_size > 1 else "1 GPU"
     if isinstance(opts, MlxOptions):
         return "CPU" if opts.runs_on_cpu else "Metal"
@@ -255,6 +261,8 @@ def plan(
     hardware: HardwareOpt = None,
     gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
     tensor_parallel_size: TensorParallelSizeOpt = None,
+    data_parallel_size: DataParallelSizeOpt = None,
+    enable_expert_parallel: ExpertParallelOpt = False,
     max_num_seqs: MaxNumSeqsOpt = None,
     max_num_batched_tokens: MaxNumBatchedTokensOpt = None,
     vllm_version: VllmVersionOpt = None,
@@ -279,6 +287,8 @@ def plan(
         kv_cache_dtype=kv_cache_dtype,
         gpu_memory_utilization=gpu_memory_utilization,
         tensor_parallel_size=tensor_parallel_size,
+        data_parallel_size=data_parallel_size,
+        enable_expert_parallel=enable_expert_parallel,
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens,
         vllm_version=vllm_version,

@@ -15,8 +15,10 @@ from rich.text import Text
 
 from llmhost.cli._options import (
     ContextOpt,
+    DataParallelSizeOpt,
     EngineBinOpt,
     EngineOpt,
+    ExpertParallelOpt,
     HardwareOpt,
     HostOpt,
     JsonOpt,
@@ -114,6 +116,8 @@ def serve(
     max_num_seqs: MaxNumSeqsOpt = None,
     max_num_batched_tokens: MaxNumBatchedTokensOpt = None,
     vllm_version: VllmVersionOpt = None,
+    data_parallel_size: DataParallelSizeOpt = None,
+    enable_expert_parallel: ExpertParallelOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan, launch and supervise an OpenAI-compatible server for MODEL.
@@ -132,6 +136,7 @@ def serve(
         port=port, host=host, api_key=api_key, insecure_no_auth=insecure_no_auth, name=name,
         engine_bin=engine_bin, trust_remote_code=trust_remote_code, hardware=hardware, dry_run=dry_run,
         max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, vllm_version=vllm_version,
+        data_parallel_size=data_parallel_size, enable_expert_parallel=enable_expert_parallel,
     )  # fmt: skip
     ready = prepare_serve(cmd, warn=warn)
     _print_plan(ready)
@@ -139,12 +144,7 @@ def serve(
         _print_dry_run(ready.prepared, as_json=as_json)
         return
     if ready.prepared.api_key_generated:
-        stderr.print(
-            f"[bold]API key (shown once, store it now):[/bold] {ready.prepared.api_key}\n"
-            "  clients send `Authorization: Bearer <key>`; export LLMHOST_API_KEY=<key> for the snippets.",
-            highlight=False,
-            soft_wrap=True,  # a key cut in two by the terminal width cannot be copied
-        )
+        _print_new_key(ready.prepared.api_key)
     final = run_serve(ready, detach=detach, events=_Foreground(as_json=as_json).events())
     if not detach:
         info(f"stopped {final.name}.")
@@ -154,6 +154,15 @@ def serve(
         _print_ready(console, final.name, final.base_url, final.served_model_name, final.auth)
 
     emit(final, as_json=as_json, human=human)
+
+
+def _print_new_key(key: str | None) -> None:
+    stderr.print(
+        f"[bold]API key (shown once, store it now):[/bold] {key}\n"
+        "  clients send `Authorization: Bearer <key>`; export LLMHOST_API_KEY=<key> for the snippets.",
+        highlight=False,
+        soft_wrap=True,  # a key cut in two by the terminal width cannot be copied
+    )
 
 
 def _print_plan(ready: PreparedServe) -> None:

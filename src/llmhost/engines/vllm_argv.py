@@ -71,7 +71,9 @@ def internal_port(api_port: int) -> int:
 
 
 def ready_deadline_s(candidate: Candidate) -> float:
-    per_rank = candidate.memory.weights_bytes / max(candidate.tensor_parallel_size, 1)
+    replicas = _options(candidate).data_parallel_size  # each DP replica loads its own ranks at once
+    ranks = max(candidate.tensor_parallel_size, 1) * max(replicas or 1, 1)
+    per_rank = candidate.memory.weights_bytes / ranks
     return READY_BASE_S + READY_PER_GIB_S * per_rank / GIB
 
 
@@ -154,6 +156,10 @@ def build_argv(
         argv += ["--tensor-parallel-size", str(candidate.tensor_parallel_size)]
     if candidate.pipeline_parallel_size > 1:
         argv += ["--pipeline-parallel-size", str(candidate.pipeline_parallel_size)]
+    if opts.data_parallel_size is not None and opts.data_parallel_size > 1:
+        argv += ["--data-parallel-size", str(opts.data_parallel_size)]
+    if opts.enable_expert_parallel is True:
+        argv.append("--enable-expert-parallel")
     if opts.gpu_memory_utilization is not None and not runs_on_cpu(candidate):
         argv += ["--gpu-memory-utilization", f"{opts.gpu_memory_utilization:.2f}"]
     argv += ["--max-num-seqs", str(max_num_seqs(candidate))]

@@ -38,6 +38,11 @@ class VllmSettings:
     accounting: Accounting = "v1"
     # NCCL's NVLink-SHARP buffers on NVSwitch systems (H100/H200/B200 SXM): the large TP non-torch term.
     nvswitch: bool = True
+    # --data-parallel-size: engine replicas, each with its own scheduler and KV pool; only the MoE
+    # layers are shared across them (`moe_sharding`). --enable-expert-parallel: MoE experts are split
+    # whole over the TP x DP ranks instead of being tensor-sliced.
+    data_parallel_size: int = 1
+    enable_expert_parallel: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,40 @@ def ffn_width(spec: ModelSpec) -> int:
     return max(per_layer // (3 * h), 4 * h) if per_layer > 0 else 4 * h
 
 
+def moe_sharding(settings: VllmSettings) -> tuple[int, int]:
+    """(MoE tensor-parallel size, expert-parallel size) of one rank, as vLLM's
+    `FusedMoEParallelConfig.make` (vllm/model_executor/layers/fused_moe/config.py) decides them: the
+    MoE layers span all `tp x dp` GPUs (`flatten_tp_across_dp`); with --enable-expert-parallel each
+    GPU owns whole experts (MoE TP 1, EP `tp x dp`), without it every expert is sliced `tp x dp` ways.
+    Attention, embeddings and dense layers stay sharded by TP alone: each DP rank is a full replica."""
+    flat = max(settings.tensor_parallel_size, 1) * max(settings.data_parallel_size, 1)
+    if settings.enable_expert_parallel and flat > 1:
+        return 1, flat
+    return flat, 1
+
+
+def routed_expert_bytes(spec: ModelSpec, layout: WeightsLayout) -> tuple[int, ...]:
+    """Bytes of the routed experts in each block of `layout` (0 for a dense block): the block's bytes
+    times the share of its parameters in `num_experts` gated experts (3 x hidden x expert width each),
+    at most all of them. A block with less than half that many parameters is a dense one (DeepSeek's
+    first_k_dense_replace layers, Llama 4's interleaved dense layers: a dense MLP is a few percent of
+    the experts)."""
+    moe = spec.moe
+    if moe is None or not layout.layer_bytes:
+        return tuple(0 for _ in layout.layer_bytes)
+    width = moe.moe_intermediate_size or spec.intermediate_size or 4 * spec.hidden_size
+    routed = moe.num_experts * 3 * spec.hidden_size * width
+    n = len(layout.layer_bytes)
+    params = list(spec.layer_parameters) if len(spec.layer_parameters) == n else []
+    if not params:
+        avg = max(spec.parameters - spec.embedding_parameters - spec.output_parameters, 0) // max(n, 1)
+        params = [avg] * n
+    return tuple(
+        b * min(routed, p) // p if 2 * p > routed else 0
+        for b, p in zip(layout.layer_bytes, params, strict=True)
+    )
+
+
 def forward_activation_bytes(spec: ModelSpec, settings: VllmSettings, act_bytes: int = 2) -> int:
     """The profile forward pass over `max_num_batched_tokens` tokens: per token 4 hidden-size tensors
     plus 3x the TP-sharded MLP width (gate/up output and activation output); for MoE the fused-MoE
@@ -118,8 +157,9 @@ def forward_activation_bytes(spec: ModelSpec, settings: VllmSettings, act_bytes:
     tp = settings.tensor_parallel_size
     h = spec.hidden_size
     if spec.moe is not None:
+        moe_tp, _ = moe_sharding(settings)
         expert = spec.moe.moe_intermediate_size or spec.intermediate_size or 4 * h
-        routed = spec.moe.num_experts_per_tok * (3 * expert // tp + h)
+        routed = spec.moe.num_experts_per_tok * (3 * expert // moe_tp + h)
         shared = spec.moe.num_shared_experts * 3 * expert // tp
         per_token = 4 * h + routed + shared
     else:
@@ -163,16 +203,45 @@ def cudagraph_bytes(spec: ModelSpec, settings: VllmSettings) -> int:
     return graphs
 
 
-def rank_weights_bytes(layout: WeightsLayout, tp: int, pp: int = 1) -> int:
+def rank_weights_bytes(
+    layout: WeightsLayout,
+    tp: int,
+    pp: int = 1,
+    *,
+    experts: tuple[int, ...] | None = None,
+    moe_tp: int | None = None,
+    ep: int = 1,
+    num_experts: int = 0,
+) -> int:
     """Weights on the fullest rank: every matrix is sharded over TP (embeddings and lm_head by
     vocabulary); pipeline stages take `ceil(layers / pp)` blocks each, the first also the embeddings
-    and the last the output head."""
+    and the last the output head.
+
+    With data / expert parallelism (`moe_sharding`) the routed experts of each block (`experts`, from
+    `routed_expert_bytes`) are placed apart from the rest: sliced `moe_tp` ways, or, with EP, split
+    whole over `ep` ranks, the fullest holding `ceil(num_experts / ep)` of them (vLLM's
+    `determine_expert_map` gives the remainder to the first ranks)."""
+    routed = experts or tuple(0 for _ in layout.layer_bytes)
+    share_tp = moe_tp or tp
+    if ep > 1 and num_experts > 0:
+        per_rank = math.ceil(num_experts / ep)
+        expert_rank = [math.ceil(e * per_rank / num_experts) for e in routed]
+    else:
+        expert_rank = [math.ceil(e / share_tp) for e in routed]
+    blocks = [
+        math.ceil((b - e) / tp) + r for b, e, r in zip(layout.layer_bytes, routed, expert_rank, strict=True)
+    ]
     if pp <= 1:
-        return math.ceil(layout.total_bytes / tp)
+        ends = layout.embedding_bytes + layout.output_bytes + layout.other_bytes
+        if not any(routed):
+            return math.ceil(layout.total_bytes / tp)
+        return sum(blocks) + math.ceil(ends / tp)
     per_stage = math.ceil(layout.num_layers / pp)
-    blocks = sorted(layout.layer_bytes, reverse=True)[:per_stage]
+    stage = sorted(blocks, reverse=True)[:per_stage]
     ends = max(layout.embedding_bytes, layout.output_bytes + layout.other_bytes)
-    return math.ceil((sum(blocks) + ends) / tp)
+    if not any(routed):
+        return math.ceil((sum(sorted(layout.layer_bytes, reverse=True)[:per_stage]) + ends) / tp)
+    return sum(stage) + math.ceil(ends / tp)
 
 
 def _stage_kv(kv: KVLayout, layers: int, pp: int) -> KVLayout:
@@ -196,7 +265,8 @@ def non_torch_bytes(settings: VllmSettings) -> int:
     base, tp_extra = oh.VLLM_NON_TORCH_BY_RANGE[settings.accounting]
     if not settings.nvswitch:
         tp_extra = min(tp_extra, oh.VLLM_NON_TORCH_TP_PCIE_EXTRA_BYTES)
-    return base + (tp_extra if settings.tensor_parallel_size * settings.pipeline_parallel_size > 1 else 0)
+    ranks = settings.tensor_parallel_size * settings.pipeline_parallel_size * settings.data_parallel_size
+    return base + (tp_extra if ranks > 1 else 0)
 
 
 def has_nvswitch(gpu_name: str, compute_capability: str | None) -> bool:
@@ -221,11 +291,20 @@ def vllm_gpu_memory(
     tp = settings.tensor_parallel_size
     pp = settings.pipeline_parallel_size
     requested = int(total_memory_bytes * settings.gpu_memory_utilization)
-    weights = rank_weights_bytes(layout, tp, pp)
+    moe_tp, ep = moe_sharding(settings)
+    weights = rank_weights_bytes(
+        layout,
+        tp,
+        pp,
+        experts=routed_expert_bytes(spec, layout) if moe_tp != tp or ep > 1 else None,
+        moe_tp=moe_tp,
+        ep=ep,
+        num_experts=spec.moe.num_experts if spec.moe else 0,
+    )
     if layout.quantization == "mxfp4":  # loaded padded: more than the checkpoint holds
         weights = round(weights * oh.VLLM_MXFP4_LOADED_FACTOR)
     held = (  # the shared fused-MoE buffers: the default path from vLLM 0.12 (estimate/vllm_workspace.py)
-        moe_quant_workspace_bytes(spec, layout.quantization, tp, settings.max_num_batched_tokens)
+        moe_quant_workspace_bytes(spec, layout.quantization, moe_tp, settings.max_num_batched_tokens)
         if settings.accounting in ("v1", "v1-graphs")
         else 0
     )

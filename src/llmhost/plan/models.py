@@ -192,6 +192,14 @@ class PlanRequest(Contract):
     kv_cache_dtype: str | None = None
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = None
+    data_parallel_size: int | None = Field(
+        default=None,
+        description="vLLM --data-parallel-size: engine replicas (each TP GPUs, its own KV cache and "
+        "max_num_seqs); None = 1.",
+    )
+    enable_expert_parallel: bool = Field(
+        default=False, description="vLLM --enable-expert-parallel: MoE experts split whole over TP x DP GPUs."
+    )
     max_num_seqs: int | None = Field(default=None, description="vLLM --max-num-seqs; None = vLLM's default.")
     max_num_batched_tokens: int | None = Field(
         default=None, description="vLLM --max-num-batched-tokens; None = vLLM's default for the GPU."

@@ -111,6 +111,12 @@ class VllmOptions(_EngineOptions):
     kv_cache_dtype: str | None = Field(default=None, description='--kv-cache-dtype: "auto", "fp8"...')
     tensor_parallel_size: Count | None = None
     pipeline_parallel_size: Count | None = None
+    data_parallel_size: Count | None = Field(
+        default=None, description="--data-parallel-size: replicas, each with its own KV pool (set when > 1)."
+    )
+    enable_expert_parallel: bool | None = Field(
+        default=None, description="--enable-expert-parallel: MoE experts split whole over TP x DP GPUs."
+    )
     quantization: str | None = Field(default=None, description='"fp8", "awq", "gptq".')
     quantize_online: bool | None = Field(
         default=None,

@@ -66,15 +66,16 @@ def _all_candidates(
         gpus = vllm_gpus(hardware)
         if gpus:
             gpus = sorted(gpus, key=lambda g: g.index)
+            dp = request.data_parallel_size or 1
             for q in vllm_quants(spec, gpus):
                 if quant is not None and q != quant:
                     continue
-                tps = tp_sizes(spec, len(gpus), request)
+                tps = tp_sizes(spec, len(gpus) // dp, request)
                 for tp in tps:
-                    c = vllm_gpu_candidate(spec, hardware, request, target, q, tp, gpus)
+                    c = vllm_gpu_candidate(spec, hardware, request, target, q, tp, gpus, dp=dp)
                     if c is not None:
                         cands.append(c)
-                if request.tensor_parallel_size is None and len(gpus) > max(tps, default=1):
+                if dp == 1 and request.tensor_parallel_size is None and len(gpus) > max(tps, default=1):
                     # More GPUs than tensor parallelism can use: split the layers instead.
                     c = vllm_gpu_candidate(spec, hardware, request, target, q, 1, gpus, pp=len(gpus))
                     if c is not None:
@@ -84,8 +85,10 @@ def _all_candidates(
                     continue
                 if method == "fp8" and "fp8" in vllm_quants(spec, gpus):
                     continue  # online fp8 of the original is the same size
-                for tp in tp_sizes(spec, len(gpus), request):
-                    c = vllm_gpu_candidate(spec, hardware, request, target, method, tp, gpus, source=repo)
+                for tp in tp_sizes(spec, len(gpus) // dp, request):
+                    c = vllm_gpu_candidate(
+                        spec, hardware, request, target, method, tp, gpus, source=repo, dp=dp
+                    )
                     if c is not None:
                         cands.append(c)
         elif vllm_cpu_supported(hardware) and quant in (None, "bf16", "fp16"):

@@ -70,6 +70,7 @@ class ReasonCode(StrEnum):
     TENSOR_PARALLEL_KV_REPLICATED = "tensor_parallel_kv_replicated"
     TENSOR_PARALLEL = "tensor_parallel"
     PIPELINE_PARALLEL = "pipeline_parallel"
+    DATA_PARALLEL = "data_parallel"
     FP8_ONLINE = "fp8_online"
     # vLLM's CPU build.
     VLLM_CPU_KV_CACHE = "vllm_cpu_kv_cache"
@@ -391,6 +392,22 @@ REGISTRY: dict[ReasonCode, ReasonSpec] = {
     ),
     Code.TENSOR_PARALLEL: ReasonSpec(
         "info", {"tp": int}, "tensor parallel {tp}: weights and KV heads split over {tp} GPUs"
+    ),
+    Code.DATA_PARALLEL: ReasonSpec(
+        "info",
+        {"dp": int, "gpus": int, "experts": frozenset({"whole", "sliced", "none"})},
+        lambda f: (
+            f"data parallel {f['dp']}: {f['dp']} engine replicas, each with the whole attention and "
+            "its own KV cache"
+            + {
+                "whole": f"; MoE experts split whole over all {f['gpus']} GPUs (--enable-expert-parallel)",
+                "sliced": f"; every MoE expert sliced over all {f['gpus']} GPUs",
+                "none": "",
+            }[str(f["experts"])]
+        ),
+        about="data parallel {dp}: {dp} engine replicas, each with the whole attention and its own KV cache; "
+        "MoE experts split whole over all {gpus} GPUs (--enable-expert-parallel), or every expert sliced "
+        "over them",
     ),
     Code.PIPELINE_PARALLEL: ReasonSpec(
         "info",

@@ -58,6 +58,23 @@ def validate_request(spec: ModelSpec, request: PlanRequest, hardware: Hardware) 
     if tp is not None and tp < 1:
         raise UsageError("--tensor-parallel-size must be at least 1.", hint="Pass --tp 1 or more.")
     gpus = len(hardware.gpus)
+    dp = request.data_parallel_size
+    if dp is not None and dp < 1:
+        raise UsageError("--data-parallel-size must be at least 1.", hint="Pass --dp 1 or more.")
+    if dp is not None and dp > 1 and request.nodes > 1:
+        raise UsageError(
+            "--data-parallel-size is planned on one node only; --nodes plans TP inside, PP across.",
+            hint="Drop --nodes, or drop --dp.",
+        )
+    if dp is not None and dp * (tp or 1) > max(gpus, 1):
+        # vLLM runs TP x DP ranks, one per GPU.
+        where = "the --hardware given has" if hardware.source == "catalog" else "this machine has"
+        need = dp * (tp or 1)
+        raise UsageError(
+            f"--data-parallel-size {dp} x --tensor-parallel-size {tp or 1} needs {need} GPUs; "
+            f"{where} {gpus}.",
+            hint=f"Pass a smaller --dp, or plan for more GPUs with --hardware NAME:{need}.",
+        )
     if tp is not None and tp > max(gpus, 1):
         # One rank per GPU: a plan for more ranks than GPUs has nothing to run on (it planned nothing).
         where = "the --hardware given has" if hardware.source == "catalog" else "this machine has"

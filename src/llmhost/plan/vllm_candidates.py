@@ -18,6 +18,7 @@ from llmhost.estimate.vllm import (
     VllmSettings,
     has_nvswitch,
     max_gpu_memory_utilization,
+    moe_sharding,
     start_failure,
     vllm_cpu_memory,
     vllm_gpu_memory,
@@ -165,8 +166,9 @@ def vllm_gpu_candidate(
     gpus: list[GPU],
     source: str | None = None,
     pp: int = 1,
+    dp: int = 1,
 ) -> Candidate | None:
-    used = gpus[: tp * pp]
+    used = gpus[: tp * pp * dp]
     kv_dtype = _vllm_kv_dtype(quant, request)
     if kv_dtype is None:
         return None
@@ -211,7 +213,9 @@ def vllm_gpu_candidate(
         kv_cache_dtype=kv_dtype,
         pipeline_parallel_size=pp,
         accounting=accounting,
-        nvswitch=tp * pp > 1 and all(has_nvswitch(g.name, g.compute_capability) for g in used),
+        nvswitch=tp * pp * dp > 1 and all(has_nvswitch(g.name, g.compute_capability) for g in used),
+        data_parallel_size=dp,
+        enable_expert_parallel=request.enable_expert_parallel,
     )
     layout = weights_layout(spec, quant)
     mem = vllm_gpu_memory(spec, layout, settings, total)
@@ -220,13 +224,14 @@ def vllm_gpu_candidate(
     if not target.explicit and max_ctx < context and max_ctx >= target.floor:
         context = max_ctx // 256 * 256 if max_ctx >= 256 else max_ctx
         reasons.append(Reason.of(ReasonCode.CONTEXT_LOWERED, context=context, limit="kv_cache"))
-    # vLLM schedules at most max_num_seqs sequences at once, whatever the KV cache holds.
-    max_conc = min(mem.max_concurrency(context), max_num_seqs)
+    # vLLM schedules at most max_num_seqs sequences at once, whatever the KV cache holds; with data
+    # parallelism each of the dp replicas has its own scheduler and KV pool.
+    max_conc = min(mem.max_concurrency(context), max_num_seqs) * dp
     failure = start_failure(mem, free, context, free_check=free_check)
     fits = failure is None and max_conc >= target.concurrency
     if failure is not None:
         reasons.append(start_failure_reason(failure, mem, free, held, context, max_ctx, used))
-    elif max_num_seqs < target.concurrency:
+    elif max_num_seqs * dp < target.concurrency:
         fits = False
         reasons.append(
             Reason.of(
@@ -268,6 +273,10 @@ def vllm_gpu_candidate(
             reasons.append(Reason.of(ReasonCode.TENSOR_PARALLEL, tp=tp))
     if pp > 1:
         reasons.append(Reason.of(ReasonCode.PIPELINE_PARALLEL, pp=pp))
+    if dp > 1:
+        _, ep = moe_sharding(settings)
+        experts = "none" if spec.moe is None else "whole" if ep > 1 else "sliced"
+        reasons.append(Reason.of(ReasonCode.DATA_PARALLEL, dp=dp, gpus=tp * dp, experts=experts))
     if quant == "fp8" and own_quantization(spec) != "fp8" and not source:
         reasons.append(Reason.of(ReasonCode.FP8_ONLINE))
     kv_pool = max(mem.kv_cache_bytes, 0)
@@ -316,6 +325,8 @@ def vllm_gpu_candidate(
         kv_cache_dtype=_vllm_engine_kv(kv_dtype),
         tensor_parallel_size=tp,
         pipeline_parallel_size=pp,
+        data_parallel_size=dp if dp > 1 else None,
+        enable_expert_parallel=True if request.enable_expert_parallel else None,
         quantization=quant if quantized else None,
         quantize_online=online if quantized else None,
     )
