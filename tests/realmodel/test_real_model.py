@@ -186,11 +186,16 @@ def test_bench_counts_equal_server_usage(native: dict, tmp_path: Path) -> None:
 @pytest.mark.engine
 @pytest.mark.skipif(not llama_cpp_python_available()[0], reason="llama-cpp-python is not installed")
 def test_llama_cpp_python_greedy_few_shot(gemma: dict) -> None:
-    dep = _serve([gemma["path"], "--engine", "llama-cpp-python", "--context", "512"], "gemma-lcp")
+    # 2048 tokens, as `make demo` serves it: past Gemma's 512-token window, where a sliding-window cache
+    # and a full one differ (llama-cpp-python keeps llama.cpp's swa_full default: the full one).
+    dep = _serve([gemma["path"], "--engine", "llama-cpp-python", "--context", "2048"], "gemma-lcp")
     try:
         assert "warning: base model, no chat template" in dep["stderr"]
         text = _complete(dep)["choices"][0]["text"]
         assert "Paris" in text, text
+        planned, actual = dep["planned"], dep["actual"]
+        for key in ("kv_cache_bytes", "weights_bytes"):  # what `llmhost ps` compares
+            assert _within(planned[key], actual[key]), (key, planned[key], actual[key])
     finally:
         llmhost("stop", "gemma-lcp")
 

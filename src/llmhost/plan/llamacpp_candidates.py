@@ -120,6 +120,7 @@ def _llama_eval(
         cache_type_v=base.cache_type_v,
         n_outputs_max=base.n_outputs_max,
         cpu_repack=base.cpu_repack,
+        swa_full=base.swa_full,
     )
     buffers = llamacpp_memory(spec, layout, settings, gpus, host, kv_per_token, compute_probe)
     return _LlamaEval(settings, buffers, _buffers_fit(buffers, unified))
@@ -158,7 +159,10 @@ def llamacpp_candidate(
     if request.llamacpp_runtime == LLAMA_CPP_PYTHON:
         # Its `Llama` asks llama.cpp for a whole batch of logits (n_outputs_max = n_batch), where
         # llama-server asks for one per slot: the output and compute buffers grow by n_vocab x n_batch.
-        base = replace(base, n_outputs_max=base.n_batch)
+        # It also leaves `swa_full` at llama.cpp's library default (true, llama_context_default_params),
+        # where llama-server's common params turn it off: sliding-window layers keep the whole context
+        # (`make demo`'s `ps`: Gemma 3 270M at 2048 tokens planned 21.0 MiB of KV, allocated 36.0 MiB).
+        base = replace(base, n_outputs_max=base.n_batch, swa_full=True)
     kv_table = layer_kv_per_token(spec, base)
     n = spec.attention.num_layers
     full = n + 1 if gpus else 0
