@@ -8,7 +8,6 @@ body. The gateway's own errors are OpenAI-shaped: `{"error": {"message", "type",
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -128,7 +127,7 @@ class Gateway:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
 
     async def _models(self, _request: web.Request) -> web.Response:
-        await asyncio.to_thread(self.pool.measure_residents)  # memory as of now
+        await self.pool.refresh_measured()  # memory as of now
         data = [_model_card(slot, self.config) for slot in self.pool.all_slots()]
         return web.json_response({"object": "list", "data": data})
 
@@ -207,6 +206,7 @@ class Gateway:
     ) -> web.StreamResponse:
         dep = slot.dep
         assert dep is not None and self.session is not None
+        rename = _renamer(dep.served_model_name, doc["model"])
         if doc["model"] != dep.served_model_name:
             doc["model"] = dep.served_model_name
             body = json.dumps(doc, ensure_ascii=False).encode()
@@ -224,11 +224,12 @@ class Gateway:
         try:
             ctype = upstream.headers.get("Content-Type", "")
             if upstream.status == 200 and ctype.startswith("text/event-stream"):
-                return await self._relay_stream(request, slot, upstream, record, started)
+                return await self._relay_stream(request, slot, upstream, record, started, rename)
             data = await upstream.read()
             record["ttft_s"] = time.perf_counter() - started
             if upstream.status == 200:
                 _count_usage(data, record, self.metrics, slot.name)
+                data = rename(data) if rename is not None else data
             out_headers = {k: upstream.headers[k] for k in _KEEP_RESPONSE if k in upstream.headers}
             return web.Response(status=upstream.status, body=data, headers=out_headers)
         except aiohttp.ClientError as exc:
@@ -247,7 +248,10 @@ class Gateway:
         upstream: aiohttp.ClientResponse,
         record: dict[str, Any],
         started: float,
+        rename: Callable[[bytes], bytes] | None,
     ) -> web.StreamResponse:
+        """Relay the engine's SSE as it arrives. With `rename`, each complete line is relayed with the
+        client's model name; only a line's unfinished tail (never a whole event) waits for its end."""
         out = web.StreamResponse(status=200)
         for k in _KEEP_RESPONSE:
             if k in upstream.headers:
@@ -255,12 +259,21 @@ class Gateway:
         out.headers["X-Accel-Buffering"] = "no"
         await out.prepare(request)
         events = 0
+        lines = _Lines(rename) if rename is not None else None
         try:
             async for chunk in upstream.content.iter_any():
                 if "ttft_s" not in record:
                     record["ttft_s"] = time.perf_counter() - started
+                if lines is not None:
+                    chunk = lines.feed(chunk)
+                    if not chunk:
+                        continue
                 events += chunk.count(b"data:")
                 await out.write(chunk)
+            rest = lines.flush() if lines is not None else b""
+            if rest:
+                events += rest.count(b"data:")
+                await out.write(rest)
         except aiohttp.ClientError as exc:
             # The engine went away mid-stream (a crash): end the stream with an error event the OpenAI
             # clients raise, instead of a silently truncated answer.
@@ -288,6 +301,46 @@ def _presented_key(request: web.Request) -> str | None:
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
     return request.headers.get("x-api-key")
+
+
+def _renamer(served: str, requested: str) -> Callable[[bytes], bytes] | None:
+    """Bytes -> the same bytes with the engine's `"model": SERVED` as the name the client asked for
+    (an alias stays an alias), or None when they are the same name. JSON's own escaping means the text a
+    model generates can never contain the quoted key and value as they are matched here."""
+    if served == requested:
+        return None
+    old, new = (json.dumps(name, ensure_ascii=False).encode() for name in (served, requested))
+    pairs = [(b'"model":' + sep + old, b'"model":' + sep + new) for sep in (b"", b" ")]
+
+    def rename(data: bytes) -> bytes:
+        for before, after in pairs:
+            data = data.replace(before, after)
+        return data
+
+    return rename
+
+
+class _Lines:
+    """Applies `rename` to a byte stream a whole line at a time: `feed` returns the complete lines so
+    far (renamed), keeping an unfinished last line for the next chunk; `flush` returns what is left."""
+
+    def __init__(self, rename: Callable[[bytes], bytes]) -> None:
+        self.rename = rename
+        self.pending = b""
+
+    MAX_PENDING = 1 << 20  # a "line" longer than this is not SSE: relay it as it comes
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.pending + chunk
+        cut = data.rfind(b"\n") + 1
+        if len(data) - cut > self.MAX_PENDING:
+            cut = len(data)
+        self.pending = data[cut:]
+        return self.rename(data[:cut]) if cut else b""
+
+    def flush(self) -> bytes:
+        rest, self.pending = self.pending, b""
+        return self.rename(rest) if rest else b""
 
 
 def _count_usage(data: bytes, record: dict[str, Any], metrics: GatewayMetrics, model: str) -> None:
