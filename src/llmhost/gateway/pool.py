@@ -249,6 +249,14 @@ class Pool:
         slot.last_used = time.time()
         self.metrics.in_flight.labels(slot.name).set(slot.in_flight)
 
+    async def recheck(self, slot: Slot, deadline: float) -> None:
+        """The engine did not answer: wait until its supervisor reports it ready again (a crash restarts
+        it). Raises GatewayBusy (still restarting at `deadline`) or ModelUnavailable (gone)."""
+        slot.checked_at = 0.0
+        await self._check_alive(slot, deadline)
+        if slot.state != "loaded" or slot.dep is None:
+            raise ModelUnavailable(f"The engine of {slot.name!r} is no longer running.")
+
     def suspect(self, slot: Slot) -> None:
         """The engine did not answer: re-read its state on the next request."""
         slot.checked_at = 0.0
@@ -413,7 +421,13 @@ class Pool:
                 )
             if time.time() > deadline:
                 raise _Blocked(decision.reason)
-            await asyncio.sleep(POLL_S)
+            # Waiting for in-flight or young models to free memory: other models' loads, which may fit
+            # now, go on meanwhile (each decision is made afresh under the lock).
+            self._lock.release()
+            try:
+                await asyncio.sleep(POLL_S)
+            finally:
+                await self._lock.acquire()
 
     def _slot(self, name: str) -> Slot:
         return self.slots.get(name) or self._manual[name]

@@ -22,6 +22,7 @@ from llmhost.gateway.config import GatewayConfig, Keys
 from llmhost.gateway.metrics import GatewayMetrics
 from llmhost.gateway.pool import GatewayBusy, ModelUnavailable, Pool, Slot
 from llmhost.supervise.logs import RotatingLog
+from llmhost.supervise.state import Deployment
 
 PROXIED = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages")
 # Request headers that are the gateway's business, not the engine's.
@@ -213,14 +214,26 @@ class Gateway:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
         if slot.key:
             headers["Authorization"] = f"Bearer {slot.key}"
-        url = dep.base_url.removesuffix("/v1") + request.path
+        fresh: aiohttp.ClientSession | None = None
         try:
-            upstream = await self.session.post(url, data=body, headers=headers)
+            upstream = await self.session.post(_url(dep, request.path), data=body, headers=headers)
         except aiohttp.ClientError as exc:
-            self.pool.suspect(slot)
-            return error_response(
-                502, f"The engine of {slot.name!r} did not answer: {exc}.", "upstream_error"
-            )
+            # No answer at all: the engine crashed (its supervisor is restarting it) or a pooled
+            # connection outlived an engine that was restarted. Wait until the supervisor says it is
+            # ready again, then send once more on a new connection (no answer came: nothing to undo).
+            try:
+                await self.pool.recheck(slot, time.time() + self.config.queue_timeout_of(slot.name))
+                assert slot.dep is not None
+                fresh = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                                              auto_decompress=False)  # fmt: skip
+                upstream = await fresh.post(_url(slot.dep, request.path), data=body, headers=headers)
+            except (aiohttp.ClientError, GatewayBusy, ModelUnavailable):
+                if fresh is not None:
+                    await fresh.close()
+                self.pool.suspect(slot)
+                return error_response(
+                    502, f"The engine of {slot.name!r} did not answer: {exc}.", "upstream_error"
+                )
         try:
             ctype = upstream.headers.get("Content-Type", "")
             if upstream.status == 200 and ctype.startswith("text/event-stream"):
@@ -240,6 +253,8 @@ class Gateway:
                 upstream.release()  # read to the end: the connection goes back to the pool
             else:
                 upstream.close()  # a client that left: drop the connection, so the engine stops generating
+            if fresh is not None:
+                await fresh.close()
 
     async def _relay_stream(
         self,
@@ -294,6 +309,10 @@ class Gateway:
         if "ttft_s" in line:
             line["ttft_s"] = round(line["ttft_s"], 4)
         self.access.write((json.dumps(line) + "\n").encode())
+
+
+def _url(dep: Deployment, path: str) -> str:
+    return dep.base_url.removesuffix("/v1") + path
 
 
 def _presented_key(request: web.Request) -> str | None:
