@@ -5,7 +5,8 @@ Setup: a gateway (`python -m llmhost.gateway`, the process `gateway --detach` st
 generated GGUF, pinned (`hot`: loaded at start, served by llama.cpp: llama-server when built), and the
 same file as a second model (`cold`, TTL 2 s). "direct" is that very `hot` engine on its own loopback port
 with its internal key; "gateway" is the gateway's port. Streamed chat completions (httpx, SSE), 64
-output tokens each; rounds alternate direct / gateway so drift hits both alike.
+output tokens each; short rounds (4 requests at concurrency 1, 32 at 32; 8 rounds) alternate direct /
+gateway, the order swapped every round, so drift on a shared machine hits both alike.
 
 - TTFT: request sent -> first content chunk, p50 and p99 over every request of a concurrency level.
 - output tok/s: content chunks received / wall time of the round (all streams of it), summed per side;
@@ -42,7 +43,7 @@ import psutil
 
 BIN = Path(sys.executable).parent
 MAX_TOKENS = 64
-PER_ROUND = {1: 24, 32: 64}  # requests per round at each concurrency
+PER_ROUND = {1: 4, 32: 32}  # requests per round at each concurrency: short rounds, finely alternated
 COLD_ROUNDS = 3
 REQUEST_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 180.0
@@ -73,6 +74,7 @@ class Side:
     tokens: int = 0
     wall: float = 0.0
     failures: int = 0
+    errors: list[str] = field(default_factory=list)
 
     @property
     def tok_s(self) -> float:
@@ -118,8 +120,9 @@ async def run_round(url: str, model: str, headers: dict[str, str], concurrency: 
             async with gate:
                 try:
                     ttft, tokens = await one_stream(client, url, model, headers)
-                except (httpx.HTTPError, RuntimeError, ValueError):
+                except (httpx.HTTPError, RuntimeError, ValueError) as exc:
                     side.failures += 1
+                    side.errors.append(f"{type(exc).__name__}: {exc}"[:200])
                     return
                 side.ttft.append(ttft)
                 side.tokens += tokens
@@ -295,6 +298,9 @@ def report(
         ratio = g.tok_s / d.tok_s if d.tok_s else 0.0
         print(f"{f'output tok/s c={concurrency}':<26} {d.tok_s:>10.1f} {g.tok_s:>10.1f} {ratio:>11.3f}x")
         print(f"{'  requests, failures':<26} {len(d.ttft):>6}, {d.failures:<3} {n:>6}, {g.failures:<3}")
+        for name, side in (("direct", d), ("gateway", g)):
+            if side.errors:
+                print(f"  {name}: first failure: {side.errors[0]}")
     print(f"gateway CPU per streamed token: {cpu_per_token * 1e6:.0f} us")
     print(f"gateway RSS: idle {rss[0] / mib:.1f} MiB, under load (c=32 peak) {rss[1] / mib:.1f} MiB")
     gw, serve = cold
@@ -306,7 +312,7 @@ def report(
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="side-by-side rounds per concurrency")
+    parser.add_argument("--rounds", type=int, default=8, help="side-by-side rounds per concurrency")
     args = parser.parse_args(argv)
     state = tempfile.mkdtemp(prefix="llmhost-bench-gw-")
     env = {**os.environ, "LLMHOST_STATE_DIR": state, "NO_COLOR": "1"}
