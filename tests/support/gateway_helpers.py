@@ -3,12 +3,14 @@ same entry `gateway --detach` starts), with helpers to read its /v1/models, /met
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +116,26 @@ def events(state_dir: Path) -> list[dict[str, Any]]:
 def access_log(state_dir: Path) -> list[dict[str, Any]]:
     path = state_dir / "gateway" / "access.log"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def planned_needs(config: Path, state: Path) -> dict[str, dict[str, int]]:
+    """`gateway plan --json` of `config`: each model's planned bytes per device (launches nothing)."""
+    from support.serve_helpers import llmhost
+
+    plan = llmhost(
+        "gateway", "plan", "--config", str(config), "--json", env={"LLMHOST_STATE_DIR": str(state)}
+    )
+    assert plan.returncode == 0, plan.stderr
+    return {m["name"]: m["need"] for m in json.loads(plan.stdout)["models"]}
+
+
+@contextlib.contextmanager
+def gateway_running(config: Path, state: Path, *, key: str | None = None) -> Iterator[GatewayProc]:
+    """A started gateway; on exit it is stopped (SIGTERM) and nothing it started may be left running."""
+    gw = GatewayProc(config, state, key=key).start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+        left = stop_everything(state)
+        assert not left, f"the gateway left deployments running: {left}"

@@ -30,8 +30,10 @@ def plan_model(
     offline: bool = False,
     quantized_siblings: bool = False,
     warn: Callable[[str], None] | None = None,
+    machine: Hardware | None = None,
 ) -> PlannedModel:
-    """Plan `model` on this machine, or on the catalog machine `hardware` names (a what-if plan).
+    """Plan `model` on this machine, or on the catalog machine `hardware` names (a what-if plan), or on
+    `machine` as given (the gateway: this machine with only its memory budget free).
 
     `quantized_siblings`: also list the Hub's pre-quantized versions of a Hub model (one more request;
     `plan` shows them, `serve` does not need them). `warn` is told what could not be found out.
@@ -41,7 +43,7 @@ def plan_model(
     from llmhost.models import resolve
     from llmhost.plan import make_plan
 
-    machine = hardware_for(hardware)
+    machine = machine or hardware_for(hardware)
     request = with_vllm_version(request)
     # The dry-run child starts before the model's header is parsed: the two overlap (docs/planning.md).
     with compute_probes(model, machine, what_if=bool(hardware)) as probes_for:

@@ -70,6 +70,9 @@ class ServeRequest(Contract):
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     trust_remote_code: bool = False
+    embeddings: bool = Field(
+        default=False, description="Serve /v1/embeddings (the gateway's embeddings: true)."
+    )
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = None
     data_parallel_size: int | None = Field(default=None, description="vLLM --data-parallel-size.")
@@ -146,7 +149,10 @@ def planned_report(candidate: Candidate) -> StartupReport:
     )
 
 
-def resolve_and_plan(request: ServeRequest) -> tuple[ModelSpec, Hardware, Plan]:
+def resolve_and_plan(
+    request: ServeRequest, *, machine: Hardware | None = None
+) -> tuple[ModelSpec, Hardware, Plan]:
+    """Resolve and plan `request` (on `machine` when given, else this or its --hardware machine)."""
     from llmhost.app.plan import plan_model
     from llmhost.plan import PlanRequest
 
@@ -174,7 +180,7 @@ def resolve_and_plan(request: ServeRequest) -> tuple[ModelSpec, Hardware, Plan]:
             if v is not None
         }
     )
-    planned = plan_model(request.model, plan_request, hardware=request.hardware)
+    planned = plan_model(request.model, plan_request, hardware=request.hardware, machine=machine)
     return planned.spec, planned.hardware, planned.plan
 
 
@@ -260,6 +266,7 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
         env=dict(request.env),
         engine_bin=request.engine_bin,
         runtime=runtime,
+        embeddings=request.embeddings,
     )
     launch = get_engine(candidate.engine).build_launch(candidate, options)
     return Prepared(

@@ -47,6 +47,10 @@ class ServeOptions(Contract):
         default=None,
         description='Force one runtime of the engine, e.g. "llama-server" or "llama-cpp-python".',
     )
+    embeddings: bool = Field(
+        default=False,
+        description="Serve /v1/embeddings (llama-server --embeddings, llama-cpp-python --embedding).",
+    )
     completion_probe_interval_s: float | None = Field(
         default=None,
         description="Seconds between 1-token completion probes once ready (0 = off, None = engine default).",

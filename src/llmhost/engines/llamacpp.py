@@ -249,6 +249,8 @@ class LlamaCppEngine:
                 argv += ["-ctk", kv_type, "-ctv", kv_type]
             if opts.repack is False:  # an AMX CPU (plan/llamacpp_candidates.amx_host)
                 argv += ["--no-repack"]
+            if options.embeddings:  # llama-server: the embedding use case only (a dedicated embedder)
+                argv += ["--embeddings"]
             argv += options.extra_args
             return LaunchSpec(
                 argv=argv,
@@ -287,6 +289,8 @@ class LlamaCppEngine:
             argv += ["--type_k", str(KV_CACHE_TYPES[kv_type]), "--type_v", str(KV_CACHE_TYPES[kv_type])]
         if server_module == _NO_REPACK_SERVER:
             argv += ["--no-repack"]
+        if options.embeddings:
+            argv += ["--embedding", "True"]
         argv += options.extra_args
         # Its __main__ reads HOST/PORT from the environment *over* the flags: pin them to ours.
         env = {**options.env, "HOST": options.host, "PORT": str(options.port)}

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from llmhost.app.serve import ServeRequest
@@ -73,6 +73,8 @@ def build_request(
     fields.update(own)
     if entry.model is not None:
         fields["model"] = entry.model
+    if entry.embeddings:
+        fields["embeddings"] = True  # the engine's own switch (llama-server --embeddings)
     chat_template = entry.chat_template or chat_template
     fields.update(name=deployment_name(name), host=fields.get("host") or "127.0.0.1", hardware=hardware)
     request = ServeRequest.model_validate(fields)
@@ -150,3 +152,41 @@ def _gpu_use(pids: set[int]) -> dict[str, int]:
             if proc.pid in pids and proc.used_memory_bytes:
                 out[f"cuda:{gpu.index}"] = out.get(f"cuda:{gpu.index}", 0) + proc.used_memory_bytes
     return out
+
+
+def advice_within(
+    name: str,
+    entry: ModelEntry,
+    room: Mapping[str, int],
+    *,
+    hardware: str | None = None,
+    warn: Callable[[str], None],
+) -> list[str]:
+    """The planner's advice (smaller quant, shorter context, ...) for configured model `name` when only
+    `room` bytes per device are the gateway's: the same plan, on this (or the what-if) machine with its
+    free memory cut to that room. [] when the planner has none (or cannot plan it at all)."""
+    from llmhost.app.serve import resolve_and_plan
+    from llmhost.errors import LlmhostError
+    from llmhost.estimate.overheads import HOST_RESERVE_BYTES
+    from llmhost.hardware import hardware_for
+    from llmhost.plan.hardware_view import device_name, gpu_free_bytes
+
+    request, _template = build_request(name, entry, hardware=hardware)
+    try:
+        machine = hardware_for(hardware)
+        cpu = room.get("cpu")
+        if cpu is not None:
+            available = min(machine.ram_available_bytes, max(cpu, 0) + HOST_RESERVE_BYTES)
+            machine = machine.model_copy(update={"ram_available_bytes": available})
+        gpus = [
+            g.model_copy(update={"memory_free_bytes": min(gpu_free_bytes(g), max(room[device_name(g)], 0))})
+            if device_name(g) in room
+            else g
+            for g in machine.gpus
+        ]
+        machine = machine.model_copy(update={"gpus": gpus})
+        _spec, _hw, plan = resolve_and_plan(request, machine=machine)
+    except LlmhostError as exc:
+        warn(f"{name}: no advice from the planner: {exc.message}")
+        return []
+    return list(plan.advice)

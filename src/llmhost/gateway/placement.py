@@ -70,6 +70,7 @@ class Decision:
     never_fits: bool = False  # not even on the empty machine
     blocked_by: list[str] = field(default_factory=list)  # residents that would have to go, but may not
     reason: str = ""
+    room: dict[str, int] = field(default_factory=dict)  # never_fits: what each device has with nothing loaded
 
     @property
     def gpus(self) -> list[str]:
@@ -162,6 +163,7 @@ def place(
         return Decision(
             fits=False,
             never_fits=True,
+            room=room,
             reason=f"{need.name} needs {_describe(need.per_device)}, more than {_describe(room)} "
             "even with nothing else loaded",
         )

@@ -81,7 +81,14 @@ def plan_gateway(config: GatewayConfig, *, hardware: str | None, warn: Callable[
     for tick, row in enumerate(order, start=1):
         decision = place(needs[row.name], devices, residents, now=float(tick), policy=config.placement)
         if not decision.fits:
-            row.error = decision.reason
+            advice = (
+                deploy.advice_within(
+                    row.name, config.models[row.name], decision.room, hardware=hardware, warn=warn
+                )
+                if decision.never_fits
+                else []
+            )
+            row.error = " ".join([f"{decision.reason}.", *advice]) if advice else decision.reason
             continue
         row.evicts = decision.evict
         row.placed_on = {decision.assignment.get(d, d): b for d, b in row.need.items()}

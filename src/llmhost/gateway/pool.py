@@ -249,6 +249,14 @@ class Pool:
         slot.last_used = time.time()
         self.metrics.in_flight.labels(slot.name).set(slot.in_flight)
 
+    async def recheck(self, slot: Slot, deadline: float) -> None:
+        """The engine did not answer: wait until its supervisor reports it ready again (a crash restarts
+        it). Raises GatewayBusy (still restarting at `deadline`) or ModelUnavailable (gone)."""
+        slot.checked_at = 0.0
+        await self._check_alive(slot, deadline)
+        if slot.state != "loaded" or slot.dep is None:
+            raise ModelUnavailable(f"The engine of {slot.name!r} is no longer running.")
+
     def suspect(self, slot: Slot) -> None:
         """The engine did not answer: re-read its state on the next request."""
         slot.checked_at = 0.0
@@ -340,16 +348,14 @@ class Pool:
             deploy.planned_per_device(ready),
             allowed=frozenset(entry.devices) if entry.devices else None,
         )
-        decision = await self._placement(need)
-        victims = [self._slot(v) for v in decision.evict]
-        for victim in victims:  # synchronously, before any await: no request may start on them now
-            victim.state = "unloading"
-        for victim in victims:
-            await self._unload(victim, "evicted")
+        decision = await self._placement(slot, entry, need)  # marks its victims `unloading`
+        for victim in decision.evict:
+            await self._unload(self._slot(victim), "evicted")
         ready = deploy.on_devices(ready, decision.gpus)
         from llmhost.app.serving import run_serve
 
         self.launches += 1
+        self.event({"event": "launching", "model": slot.name, "deployment": ready.prepared.deployment.name})
         dep = await asyncio.to_thread(run_serve, ready, detach=True)
         now = time.time()
         slot.dep, slot.key, slot.state = dep, ready.prepared.api_key, "loaded"
@@ -382,40 +388,67 @@ class Pool:
                 return s
         return None
 
-    async def _placement(self, need: Need) -> Decision:
+    async def _placement(self, slot: Slot, entry: ModelEntry, need: Need) -> Decision:
+        """Where `need` goes now; the residents it evicts are marked `unloading` before this returns.
+
+        The residents (requests in flight included) are read after the last await, and the victims are
+        marked before the next one: a request that arrives in between cannot start on a model that is
+        about to be evicted, and one already in flight is always seen."""
         deadline = time.time() + self.config.queue_timeout
         while True:
-            residents = await asyncio.to_thread(self.measure_residents)
+            await self.refresh_measured()
             devices = await asyncio.to_thread(self.devices)
             decision = place(
                 need,
                 devices,
-                residents,
+                self._residents(),
                 now=time.time(),
                 policy=self.config.placement,
                 min_residence=self.config.min_residence,
             )
             if decision.fits:
+                for victim in decision.evict:  # no await since the residents were read
+                    self._slot(victim).state = "unloading"
                 return decision
             if decision.never_fits:
+                advice = await asyncio.to_thread(
+                    deploy.advice_within, slot.name, entry, decision.room, warn=self.warn
+                )
                 raise NothingFitsError(
-                    f"{decision.reason}.",
-                    hint="Use a smaller quant or a shorter context (quant:, context: in the models file); "
-                    "`llmhost plan MODEL` lists what fits.",
+                    " ".join([f"{decision.reason}.", *advice]),
+                    hint="Set a smaller quant or a shorter context for it (quant:, context: in the models "
+                    "file); `llmhost gateway plan` shows what fits together.",
                 )
             if time.time() > deadline:
                 raise _Blocked(decision.reason)
-            await asyncio.sleep(POLL_S)
+            # Waiting for in-flight or young models to free memory: other models' loads, which may fit
+            # now, go on meanwhile (each decision is made afresh under the lock).
+            self._lock.release()
+            try:
+                await asyncio.sleep(POLL_S)
+            finally:
+                await self._lock.acquire()
 
     def _slot(self, name: str) -> Slot:
         return self.slots.get(name) or self._manual[name]
 
-    def measure_residents(self) -> list[Resident]:
+    def _holding(self) -> list[Slot]:
+        """The slots whose engines hold memory now."""
+        return [s for s in self.all_slots() if s.dep is not None and s.state in ("loaded", "unloading")]
+
+    async def refresh_measured(self) -> list[Resident]:
+        """Read what each resident engine holds (RSS, NVML per process; in a thread), then the residents."""
+        slots = self._holding()
+        deps = [s.dep for s in slots if s.dep is not None]
+        readings = await asyncio.to_thread(lambda: [deploy.measured_per_device(d) for d in deps])
+        for slot, reading in zip(slots, readings, strict=True):
+            slot.measured = reading
+        return self._residents()
+
+    def _residents(self) -> list[Resident]:
+        """The residents as of now (synchronous: no request can start or end while this runs)."""
         out = []
-        for slot in self.all_slots():
-            if slot.dep is None or slot.state not in ("loaded", "unloading"):
-                continue
-            slot.measured = deploy.measured_per_device(slot.dep)
+        for slot in self._holding():
             resident = slot.resident()
             for device in resident.devices:
                 self.metrics.resident_bytes.labels(slot.name, device).set(resident.use(device))
@@ -434,6 +467,7 @@ class Pool:
     async def _unload(self, slot: Slot, reason: str) -> None:
         dep = slot.dep
         slot.state = "unloading"
+        in_flight = slot.in_flight  # 0 but at shutdown past the drain grace (the event records it)
         if dep is not None:
             from llmhost.supervise.control import stop_deployment
             from llmhost.supervise.gpu import wait_gpu_released
@@ -450,7 +484,7 @@ class Pool:
                 self.metrics.resident_bytes.remove(slot.name, device)
         slot.dep, slot.state, slot.planned, slot.measured = None, "unloaded", {}, {}
         self.metrics.unloads.labels(slot.name, reason).inc()
-        self.event({"event": "unloaded", "model": slot.name, "reason": reason})
+        self.event({"event": "unloaded", "model": slot.name, "reason": reason, "in_flight": in_flight})
 
     async def _ttl_loop(self) -> None:
         while True:

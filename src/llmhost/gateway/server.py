@@ -8,7 +8,6 @@ body. The gateway's own errors are OpenAI-shaped: `{"error": {"message", "type",
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -23,6 +22,7 @@ from llmhost.gateway.config import GatewayConfig, Keys
 from llmhost.gateway.metrics import GatewayMetrics
 from llmhost.gateway.pool import GatewayBusy, ModelUnavailable, Pool, Slot
 from llmhost.supervise.logs import RotatingLog
+from llmhost.supervise.state import Deployment
 
 PROXIED = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages")
 # Request headers that are the gateway's business, not the engine's.
@@ -128,7 +128,7 @@ class Gateway:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
 
     async def _models(self, _request: web.Request) -> web.Response:
-        await asyncio.to_thread(self.pool.measure_residents)  # memory as of now
+        await self.pool.refresh_measured()  # memory as of now
         data = [_model_card(slot, self.config) for slot in self.pool.all_slots()]
         return web.json_response({"object": "list", "data": data})
 
@@ -207,28 +207,42 @@ class Gateway:
     ) -> web.StreamResponse:
         dep = slot.dep
         assert dep is not None and self.session is not None
+        rename = _renamer(dep.served_model_name, doc["model"])
         if doc["model"] != dep.served_model_name:
             doc["model"] = dep.served_model_name
             body = json.dumps(doc, ensure_ascii=False).encode()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
         if slot.key:
             headers["Authorization"] = f"Bearer {slot.key}"
-        url = dep.base_url.removesuffix("/v1") + request.path
+        fresh: aiohttp.ClientSession | None = None
         try:
-            upstream = await self.session.post(url, data=body, headers=headers)
+            upstream = await self.session.post(_url(dep, request.path), data=body, headers=headers)
         except aiohttp.ClientError as exc:
-            self.pool.suspect(slot)
-            return error_response(
-                502, f"The engine of {slot.name!r} did not answer: {exc}.", "upstream_error"
-            )
+            # No answer at all: the engine crashed (its supervisor is restarting it) or a pooled
+            # connection outlived an engine that was restarted. Wait until the supervisor says it is
+            # ready again, then send once more on a new connection (no answer came: nothing to undo).
+            try:
+                await self.pool.recheck(slot, time.time() + self.config.queue_timeout_of(slot.name))
+                assert slot.dep is not None
+                fresh = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                                              auto_decompress=False)  # fmt: skip
+                upstream = await fresh.post(_url(slot.dep, request.path), data=body, headers=headers)
+            except (aiohttp.ClientError, GatewayBusy, ModelUnavailable):
+                if fresh is not None:
+                    await fresh.close()
+                self.pool.suspect(slot)
+                return error_response(
+                    502, f"The engine of {slot.name!r} did not answer: {exc}.", "upstream_error"
+                )
         try:
             ctype = upstream.headers.get("Content-Type", "")
             if upstream.status == 200 and ctype.startswith("text/event-stream"):
-                return await self._relay_stream(request, slot, upstream, record, started)
+                return await self._relay_stream(request, slot, upstream, record, started, rename)
             data = await upstream.read()
             record["ttft_s"] = time.perf_counter() - started
             if upstream.status == 200:
                 _count_usage(data, record, self.metrics, slot.name)
+                data = rename(data) if rename is not None else data
             out_headers = {k: upstream.headers[k] for k in _KEEP_RESPONSE if k in upstream.headers}
             return web.Response(status=upstream.status, body=data, headers=out_headers)
         except aiohttp.ClientError as exc:
@@ -239,6 +253,8 @@ class Gateway:
                 upstream.release()  # read to the end: the connection goes back to the pool
             else:
                 upstream.close()  # a client that left: drop the connection, so the engine stops generating
+            if fresh is not None:
+                await fresh.close()
 
     async def _relay_stream(
         self,
@@ -247,7 +263,10 @@ class Gateway:
         upstream: aiohttp.ClientResponse,
         record: dict[str, Any],
         started: float,
+        rename: Callable[[bytes], bytes] | None,
     ) -> web.StreamResponse:
+        """Relay the engine's SSE as it arrives. With `rename`, each complete line is relayed with the
+        client's model name; only a line's unfinished tail (never a whole event) waits for its end."""
         out = web.StreamResponse(status=200)
         for k in _KEEP_RESPONSE:
             if k in upstream.headers:
@@ -255,12 +274,21 @@ class Gateway:
         out.headers["X-Accel-Buffering"] = "no"
         await out.prepare(request)
         events = 0
+        lines = _Lines(rename) if rename is not None else None
         try:
             async for chunk in upstream.content.iter_any():
                 if "ttft_s" not in record:
                     record["ttft_s"] = time.perf_counter() - started
+                if lines is not None:
+                    chunk = lines.feed(chunk)
+                    if not chunk:
+                        continue
                 events += chunk.count(b"data:")
                 await out.write(chunk)
+            rest = lines.flush() if lines is not None else b""
+            if rest:
+                events += rest.count(b"data:")
+                await out.write(rest)
         except aiohttp.ClientError as exc:
             # The engine went away mid-stream (a crash): end the stream with an error event the OpenAI
             # clients raise, instead of a silently truncated answer.
@@ -283,11 +311,55 @@ class Gateway:
         self.access.write((json.dumps(line) + "\n").encode())
 
 
+def _url(dep: Deployment, path: str) -> str:
+    return dep.base_url.removesuffix("/v1") + path
+
+
 def _presented_key(request: web.Request) -> str | None:
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
     return request.headers.get("x-api-key")
+
+
+def _renamer(served: str, requested: str) -> Callable[[bytes], bytes] | None:
+    """Bytes -> the same bytes with the engine's `"model": SERVED` as the name the client asked for
+    (an alias stays an alias), or None when they are the same name. JSON's own escaping means the text a
+    model generates can never contain the quoted key and value as they are matched here."""
+    if served == requested:
+        return None
+    old, new = (json.dumps(name, ensure_ascii=False).encode() for name in (served, requested))
+    pairs = [(b'"model":' + sep + old, b'"model":' + sep + new) for sep in (b"", b" ")]
+
+    def rename(data: bytes) -> bytes:
+        for before, after in pairs:
+            data = data.replace(before, after)
+        return data
+
+    return rename
+
+
+class _Lines:
+    """Applies `rename` to a byte stream a whole line at a time: `feed` returns the complete lines so
+    far (renamed), keeping an unfinished last line for the next chunk; `flush` returns what is left."""
+
+    def __init__(self, rename: Callable[[bytes], bytes]) -> None:
+        self.rename = rename
+        self.pending = b""
+
+    MAX_PENDING = 1 << 20  # a "line" longer than this is not SSE: relay it as it comes
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.pending + chunk
+        cut = data.rfind(b"\n") + 1
+        if len(data) - cut > self.MAX_PENDING:
+            cut = len(data)
+        self.pending = data[cut:]
+        return self.rename(data[:cut]) if cut else b""
+
+    def flush(self) -> bytes:
+        rest, self.pending = self.pending, b""
+        return self.rename(rest) if rest else b""
 
 
 def _count_usage(data: bytes, record: dict[str, Any], metrics: GatewayMetrics, model: str) -> None:
