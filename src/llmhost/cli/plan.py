@@ -20,7 +20,6 @@ from llmhost.cli._output import emit, literal, warn
 from llmhost.engine_ids import Llamacpp, Mlx, Vllm, title
 from llmhost.errors import NothingFitsError
 from llmhost.plan.models import Candidate, Plan, PlanRequest
-from llmhost.plan.options import LlamaCppOptions, MlxOptions, VllmOptions
 from llmhost.units import format_bytes
 
 if TYPE_CHECKING:
@@ -35,9 +34,7 @@ def _size(n: int) -> str:
 
 
 def _engine(c: Candidate) -> str:
-    opts = c.engine_options
-    cpu = " CPU" if opts.runs_on_cpu and not isinstance(opts, LlamaCppOptions) else ""
-    return title(c.engine) + cpu
+    return title(c.engine) + (" CPU" if c.engine_options.cpu_build else "")
 
 
 def _speed(c: Candidate) -> str:
@@ -45,22 +42,7 @@ def _speed(c: Candidate) -> str:
 
 
 def _layout(c: Candidate) -> str:
-    opts = c.engine_options
-    if isinstance(opts, VllmOptions):
-        if opts.runs_on_cpu:
-            return "CPU"
-        if c.nodes > 1:
-            return f"TP {c.tensor_parallel_size} x PP {c.pipeline_parallel_size}, {c.nodes} nodes"
-        if c.pipeline_parallel_size > 1:
-            return f"PP {c.pipeline_parallel_size}"
-        dp = opts.data_parallel_size
-        if dp is not None and dp > 1:
-            ep = " EP" if opts.enable_expert_parallel is True else ""
-            return f"DP {dp} x TP {c.tensor_parallel_size}{ep}"
-        return f"TP {c.tensor_parallel_size}" if c.tensor_parallel_size > 1 else "1 GPU"
-    if isinstance(opts, MlxOptions):
-        return "CPU" if opts.runs_on_cpu else "Metal"
-    return f"ngl {c.gpu_layers}" if c.gpu_layers else "CPU"
+    return c.engine_options.layout(c)
 
 
 def _count(n: int) -> str:

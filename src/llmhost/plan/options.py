@@ -11,7 +11,7 @@ Field order is the order `plan --json` prints them in.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field, PositiveFloat, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
@@ -19,6 +19,15 @@ from llmhost.contract import Amount, Contract, Count, MemoryShare
 from llmhost.engine_ids import LLAMACPP, MLX, VLLM, EngineName, Llamacpp, Mlx, Vllm
 
 Scalar = str | int | float | bool
+
+
+class Placement(Protocol):
+    """What `layout` reads of a candidate besides its options (a `Candidate` is one)."""
+
+    gpu_layers: int | None
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    nodes: int
 
 
 class _EngineOptions(Contract):
@@ -60,6 +69,16 @@ class _EngineOptions(Contract):
         """The checkpoint must be converted (GGUF, MLX) before this candidate can be launched."""
         return False
 
+    @property
+    def cpu_build(self) -> bool:
+        """The engine runs a CPU-only build or device of its own (`plan` says "vLLM CPU", "MLX LM CPU");
+        llama.cpp has one build for every device, so a CPU plan is only a placement."""
+        return self.runs_on_cpu
+
+    def layout(self, placement: Placement) -> str:
+        """How `plan`'s table describes where the candidate runs."""
+        return "CPU" if self.runs_on_cpu else "GPU"
+
 
 class LlamaCppOptions(_EngineOptions):
     engine: Llamacpp = Field(default=LLAMACPP, exclude=True)
@@ -87,6 +106,13 @@ class LlamaCppOptions(_EngineOptions):
     def runs_on_cpu(self) -> bool:
         """llama.cpp has one build for every device: no layer offloaded is a CPU-only plan."""
         return self.n_gpu_layers == 0
+
+    @property
+    def cpu_build(self) -> bool:
+        return False
+
+    def layout(self, placement: Placement) -> str:
+        return f"ngl {placement.gpu_layers}" if placement.gpu_layers else "CPU"
 
     @property
     def needs_conversion(self) -> bool:
@@ -130,6 +156,20 @@ class VllmOptions(_EngineOptions):
     def runs_on_cpu(self) -> bool:
         return self.device == "cpu"
 
+    def layout(self, placement: Placement) -> str:
+        tp, pp = placement.tensor_parallel_size, placement.pipeline_parallel_size
+        if self.runs_on_cpu:
+            return "CPU"
+        if placement.nodes > 1:
+            return f"TP {tp} x PP {pp}, {placement.nodes} nodes"
+        if pp > 1:
+            return f"PP {pp}"
+        dp = self.data_parallel_size
+        if dp is not None and dp > 1:
+            ep = " EP" if self.enable_expert_parallel is True else ""
+            return f"DP {dp} x TP {tp}{ep}"
+        return f"TP {tp}" if tp > 1 else "1 GPU"
+
 
 class MlxOptions(_EngineOptions):
     engine: Mlx = Field(default=MLX, exclude=True)
@@ -153,6 +193,9 @@ class MlxOptions(_EngineOptions):
     @property
     def needs_conversion(self) -> bool:
         return bool(self.needs_mlx_conversion)
+
+    def layout(self, placement: Placement) -> str:
+        return "CPU" if self.runs_on_cpu else "Metal"
 
 
 EngineOptions = Annotated[LlamaCppOptions | VllmOptions | MlxOptions, Field(discriminator="engine")]
