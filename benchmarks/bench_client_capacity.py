@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -74,18 +75,30 @@ async def bare_reader(base_url: str, concurrency: int, tokens: int, mode: str) -
                         if line.startswith("data:") and line[5:].strip() != "[DONE]":
                             count += _content(json.loads(line[5:]))
                 else:
-                    buf = b""
-                    async for data in response.aiter_raw():
-                        lines = (buf + data).split(b"\n")
-                        buf = lines.pop()
-                        for raw in lines:
-                            if raw.startswith(b"data:") and raw[5:].strip() != b"[DONE]":
-                                count += _content(json.loads(raw[5:]))
+                    count = await _count_split(response.aiter_raw())
             return count
 
-        t = time.perf_counter()
-        counts = await asyncio.gather(*(one() for _ in range(concurrency)))
-        return sum(counts) / (time.perf_counter() - t)
+        return await _rate(one, concurrency)
+
+
+async def _count_split(chunks: AsyncIterator[bytes]) -> int:
+    """Content events in an SSE byte stream, split on newlines by hand (the bytes-split readers)."""
+    count = 0
+    buf = b""
+    async for data in chunks:
+        lines = (buf + data).split(b"\n")
+        buf = lines.pop()
+        for raw in lines:
+            if raw.startswith(b"data:") and raw[5:].strip() != b"[DONE]":
+                count += _content(json.loads(raw[5:]))
+    return count
+
+
+async def _rate(one: Callable[[], Awaitable[int]], concurrency: int) -> float:
+    """Content events per second of `concurrency` concurrent `one()` streams."""
+    t = time.perf_counter()
+    counts = await asyncio.gather(*(one() for _ in range(concurrency)))
+    return sum(counts) / (time.perf_counter() - t)
 
 
 def _content(obj: dict[str, object]) -> int:
@@ -100,21 +113,11 @@ async def _aiohttp_reader(base_url: str, body: bytes, concurrency: int) -> float
     async with aiohttp.ClientSession(connector=connector, read_bufsize=2**20) as http:
 
         async def one() -> int:
-            count = 0
             headers = {"content-type": "application/json"}
             async with http.post(f"{base_url}/chat/completions", data=body, headers=headers) as response:
-                buf = b""
-                async for data in response.content.iter_any():
-                    lines = (buf + data).split(b"\n")
-                    buf = lines.pop()
-                    for raw in lines:
-                        if raw.startswith(b"data:") and raw[5:].strip() != b"[DONE]":
-                            count += _content(json.loads(raw[5:]))
-            return count
+                return await _count_split(response.content.iter_any())
 
-        t = time.perf_counter()
-        counts = await asyncio.gather(*(one() for _ in range(concurrency)))
-        return sum(counts) / (time.perf_counter() - t)
+        return await _rate(one, concurrency)
 
 
 def llmhost_client(base_url: str, concurrency: int, tokens: int) -> tuple[float, str]:

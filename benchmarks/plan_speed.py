@@ -157,26 +157,13 @@ def make_hf_dir(tmp: Path) -> Path:
 def warm_hub_cache(tmp: Path, env: dict[str, str]) -> dict[str, str] | None:
     """Serve HUB_REPO on the fake Hub, resolve it once online, return the env for offline runs."""
     try:
-        from support.hubserver import FakeHub, HubFile
-        from support.model_makers import llama_tensors, safetensors_header
+        from support.hubserver import FakeHub
+        from support.model_makers import hub_safetensors_repo
     except ImportError as exc:  # the tests folder is not there (an installed package)
         print(f"hub case skipped: {exc}")
         return None
     config = json.loads((ROOT / "tests" / "fixtures" / "configs" / f"{HUB_CONFIG}.json").read_text())
-    tensors = llama_tensors(config)
-    files: dict[str, HubFile | bytes] = {"config.json": json.dumps(config).encode()}
-    weight_map: dict[str, str] = {}
-    total, shards = 0, 4
-    for i in range(shards):
-        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = tensors[i * len(tensors) // shards : (i + 1) * len(tensors) // shards]
-        header, size = safetensors_header(part)
-        files[name] = HubFile(header, size=len(header) + size, lfs=True)
-        weight_map.update({t[0]: name for t in part})
-        total += size
-    files["model.safetensors.index.json"] = json.dumps(
-        {"metadata": {"total_size": total}, "weight_map": weight_map}
-    ).encode()
+    files = hub_safetensors_repo(config, shards=4)
     hub = FakeHub()
     hub.add_repo(HUB_REPO, files)
     hub.start()

@@ -112,17 +112,26 @@ def read_regular_file(
         raise error(f"cannot read the {what} {path}: {exc.strerror}.", hint=check_path) from exc
     except ValueError as exc:  # an embedded NUL byte
         raise error(f"The {what} path {str(path)!r} is not a valid path.", hint=check_path) from exc
+
+    def too_large() -> UsageError:
+        return error(
+            f"The {what} {path} is larger than {_size(limit)}, more than any real one.",
+            hint=f"Check that the {what} given is the right file.",
+        )
+
     try:
+        # A file that says it is too large is refused before reading it (a sparse 3 GiB file took
+        # seconds and a GiB of memory); the bounded read still catches one that grows, or /proc's
+        # files whose size reads 0.
+        if os.fstat(fd).st_size > limit:
+            raise too_large()
         data = _read_at_most(fd, limit + 1)
     except OSError as exc:  # EIO from /proc/self/mem, EISDIR on some file systems
         raise error(f"cannot read the {what} {path}: {exc.strerror}.", hint=check_path) from exc
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise error(
-            f"The {what} {path} is larger than {_size(limit)}, more than any real one.",
-            hint=f"Check that the {what} given is the right file.",
-        )
+        raise too_large()
     return data
 
 

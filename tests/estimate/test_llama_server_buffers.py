@@ -22,15 +22,9 @@ import pytest
 from llmhost.engines.llamacpp import find_llama_server
 from llmhost.estimate import Device, LlamaCppSettings, llamacpp_memory, own_quantization, weights_layout
 from llmhost.models import resolve
+from support.machine import amx_cpu, native_llama_server_marks
 
-pytestmark = [
-    pytest.mark.engine,
-    pytest.mark.llama_server,
-    pytest.mark.skipif(
-        find_llama_server() is None,
-        reason="native llama-server is not built: run `llmhost engines install llama-server`",
-    ),
-]
+pytestmark = native_llama_server_marks()
 
 MiB = 1024**2
 BUFFER = re.compile(r"(?P<dev>\S+)\s+(?P<kind>model|KV|output|compute) buffer size =\s+(?P<mib>[\d.]+) MiB")
@@ -89,11 +83,8 @@ def _reported_buffers(model: Path, args: list[str]) -> dict[str, float]:
     [(8192, 4, True), (8192, 4, False), (32768, 1, True)],
 )
 def test_llama_server_cpu_buffers_match_the_estimate(model: Path, ctx: int, n_par: int, flash: bool) -> None:
-    from llmhost.hardware import detect
-    from llmhost.plan.llamacpp_candidates import amx_host
-
     args = ["-c", str(ctx), "-np", str(n_par), "-ngl", "0", "-t", "2", "-b", "2048", "-ub", "512"]
-    amx = amx_host(detect())  # llmhost runs llama.cpp with --no-repack there, and plans for it
+    amx = amx_cpu()  # llmhost runs llama.cpp with --no-repack there, and plans for it
     reported = _reported_buffers(model, [*args, "-fa", "on" if flash else "off", *(["--no-repack"] * amx)])
     spec = resolve(str(model))
     settings = LlamaCppSettings(

@@ -179,6 +179,7 @@ def test_ray_serve_config_for_two_nodes(cluster: ExportSource) -> None:
     assert cfg["placement_group_config"] == {"bundles": [{"GPU": 1}] * 16, "strategy": "PACK"}
 
 
+@pytest.mark.slow  # vLLM imported in its engine virtualenv: half a minute (make test runs it)
 def test_every_node_command_parses_with_vllms_parser(
     cluster: ExportSource,
     vllm_parse: Callable[[list[list[str]], list[dict[str, Any]]], list[str]],

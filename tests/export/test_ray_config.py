@@ -66,6 +66,7 @@ def _ray_validate(docs: list[dict[str, Any]]) -> list[str]:
     return result
 
 
+@pytest.mark.slow  # Ray's own config models, from its virtualenv: a minute here (make test runs it)
 def test_ray_serve_exports_load_in_rays_own_models(plans: dict[str, ExportSource]) -> None:
     from .conftest import source
     from .test_multinode import LLAMA_405B, NODE

@@ -185,6 +185,7 @@ def test_llminferenceservice_never_holds_a_key(monkeypatch: pytest.MonkeyPatch) 
     assert "secretKeyRef" in text
 
 
+@pytest.mark.slow  # vLLM imported in its engine virtualenv: half a minute (make test runs it)
 def test_llminferenceservice_command_parses_with_vllms_own_parser(
     plans: dict[str, ExportSource], vllm_parse: Callable[[list[list[str]], list[dict[str, Any]]], list[str]]
 ) -> None:
@@ -224,6 +225,7 @@ def test_ray_serve_config_carries_the_plan(plans: dict[str, ExportSource], tmp_p
     assert kwargs["gpu_memory_utilization"] == pytest.approx(0.9)
 
 
+@pytest.mark.slow  # vLLM imported in its engine virtualenv: half a minute (make test runs it)
 def test_vllm_flags_parse_with_vllms_own_parser(
     plans: dict[str, ExportSource], vllm_parse: Callable[[list[list[str]], list[dict[str, Any]]], list[str]]
 ) -> None:

@@ -18,22 +18,17 @@ from llmhost.models.files import MAX_JSON_BYTES, MAX_JSON_DEPTH
 from llmhost.models.safetensors_meta import MAX_SHARDS
 from llmhost.models.spec import MAX_LAYERS
 from support.hubserver import FakeHub, HubFile
-from support.model_makers import llama_tensors, safetensors_header, write_gguf, write_safetensors
+from support.model_makers import (
+    llama_tensors,
+    safetensors_header,
+    tiny_llama_config,
+    write_gguf,
+    write_safetensors,
+)
 
 pytestmark = pytest.mark.timeout(60)  # a regression here is a hang: fail it instead of the run
 
-TINY: dict[str, Any] = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 256,
-    "max_position_embeddings": 2048,
-    "torch_dtype": "bfloat16",
-}
+TINY: dict[str, Any] = tiny_llama_config()
 
 
 def _config(tmp_path: Path, text: str) -> str:

@@ -13,7 +13,7 @@ from gguf import GGMLQuantizationType
 from llmhost.errors import ModelError, NetworkError
 from llmhost.models import find_quantized_variants, resolve
 from support.hubserver import VALID_TOKEN, FakeHub, HubFile
-from support.model_makers import llama_tensors, safetensors_header, write_gguf
+from support.model_makers import hub_safetensors_repo, llama_tensors, safetensors_header, write_gguf
 
 CONFIGS = Path(__file__).resolve().parents[1] / "fixtures" / "configs"
 
@@ -24,19 +24,7 @@ def _config(name: str) -> dict[str, Any]:
 
 def safetensors_repo(config: dict[str, Any], shards: int, dtype: str = "BF16") -> dict[str, HubFile | bytes]:
     """config.json + index + `shards` virtual safetensors files whose headers list the real tensor table."""
-    tensors = llama_tensors(config, dtype)
-    files: dict[str, HubFile | bytes] = {"config.json": json.dumps(config).encode()}
-    weight_map: dict[str, str] = {}
-    total = 0
-    for i in range(shards):
-        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = tensors[i * len(tensors) // shards : (i + 1) * len(tensors) // shards]
-        header, size = safetensors_header(part)
-        files[name] = HubFile(header, size=len(header) + size, lfs=True)
-        weight_map.update({t[0]: name for t in part})
-        total += size
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    files["model.safetensors.index.json"] = json.dumps(index).encode()
+    files = hub_safetensors_repo(config, shards, dtype)
     files["generation_config.json"] = b'{"bos_token_id": 128000}'
     files["README.md"] = b"# a model card"
     return files

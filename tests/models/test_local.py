@@ -12,7 +12,7 @@ from gguf import GGMLQuantizationType
 
 from llmhost.errors import ModelError
 from llmhost.models import resolve
-from support.model_makers import llama_tensors, write_gguf, write_safetensors
+from support.model_makers import llama_tensors, tiny_llama_config, write_gguf, write_safetensors
 
 
 def test_local_gguf_counts_every_tensor_exactly(tmp_path: Path) -> None:
@@ -121,21 +121,7 @@ def test_absurd_header_claims_fail_fast(tmp_path: Path, payload: bytes, message:
 
 
 def _tiny_config(**over: object) -> dict[str, object]:
-    cfg: dict[str, object] = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": 300,
-        "max_position_embeddings": 2048,
-        "tie_word_embeddings": False,
-        "torch_dtype": "bfloat16",
-    }
-    cfg.update(over)
-    return cfg
+    return tiny_llama_config(**{"vocab_size": 300, "tie_word_embeddings": False, **over})
 
 
 def test_local_directory_reads_safetensors_headers(tmp_path: Path) -> None:

@@ -15,26 +15,15 @@ import httpx
 import pytest
 
 from llmhost.demo_model import REAL_MODEL_SHA256, REAL_MODEL_SIZE
-from llmhost.engines.llamacpp import find_llama_server, llama_cpp_python_available
+from llmhost.engines.llamacpp import llama_cpp_python_available
 from support.hostile_server import free_port
+from support.machine import NO_LLAMA_SERVER, amx_cpu, llama_server_built
 from support.serve_helpers import llmhost
 
 FEW_SHOT = "The capital of Germany is Berlin. The capital of France is"
 
-needs_server = pytest.mark.skipif(
-    find_llama_server() is None,
-    reason="native llama-server is not built: run `llmhost engines install llama-server`",
-)
-
-
-def _amx() -> bool:
-    from llmhost.hardware import detect
-    from llmhost.plan.llamacpp_candidates import amx_host
-
-    return amx_host(detect())
-
-
-AMX = _amx()
+needs_server = pytest.mark.skipif(not llama_server_built(), reason=NO_LLAMA_SERVER)
+AMX = amx_cpu()
 # llama.cpp 0.3.36's AMX/repack CPU buffers segfault loading this GGUF on an AMX CPU, so llmhost turns
 # them off there: llama-server with --no-repack, llama-cpp-python through its wrapper module (tested below).
 

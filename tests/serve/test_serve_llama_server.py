@@ -12,19 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmhost.engines.llamacpp import find_llama_server
+from support.machine import native_llama_server_marks
 from support.serve_helpers import alive, deployment, group_alive, llmhost, serve_detached
 
 openai = pytest.importorskip("openai")
 
-pytestmark = [
-    pytest.mark.engine,
-    pytest.mark.llama_server,
-    pytest.mark.skipif(
-        find_llama_server() is None,
-        reason="native llama-server is not built: run `llmhost engines install llama-server`",
-    ),
-]
+pytestmark = native_llama_server_marks()
 
 KEY = "native-key-0123456789"
 

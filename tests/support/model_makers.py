@@ -11,6 +11,8 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.constants import GGML_QUANT_SIZES
 
+from support.hubserver import HubFile
+
 
 def write_gguf(
     path: Path,
@@ -168,3 +170,43 @@ def llama_tensors(cfg: dict[str, Any], dtype: str = "BF16") -> list[tuple[str, s
     if not cfg.get("tie_word_embeddings", False):
         out.append(("lm_head.weight", dtype, (vocab, h)))
     return out
+
+
+def hub_safetensors_repo(
+    config: dict[str, Any], shards: int, dtype: str = "BF16", *, total_size: bool = True
+) -> dict[str, HubFile | bytes]:
+    """A fake-Hub repo: config.json, the index and `shards` virtual safetensors files whose headers list
+    `llama_tensors(config)` (the weights read as zeros). `total_size`: the index's metadata states it."""
+    tensors = llama_tensors(config, dtype)
+    files: dict[str, HubFile | bytes] = {"config.json": json.dumps(config).encode()}
+    weight_map: dict[str, str] = {}
+    total = 0
+    for i in range(shards):
+        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = tensors[i * len(tensors) // shards : (i + 1) * len(tensors) // shards]
+        header, size = safetensors_header(part)
+        files[name] = HubFile(header, size=len(header) + size, lfs=True)
+        weight_map.update({t[0]: name for t in part})
+        total += size
+    index = {"metadata": {"total_size": total} if total_size else {}, "weight_map": weight_map}
+    files["model.safetensors.index.json"] = json.dumps(index).encode()
+    return files
+
+
+def tiny_llama_config(**over: Any) -> dict[str, Any]:
+    """The config.json of a tiny Llama (2 layers, hidden 64, 4 heads, 2 KV heads, vocab 256, bf16), `over`
+    applied on top (a key already there keeps its place)."""
+    cfg: dict[str, Any] = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 256,
+        "max_position_embeddings": 2048,
+        "torch_dtype": "bfloat16",
+    }
+    cfg.update(over)
+    return cfg

@@ -14,30 +14,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from support.hubserver import FakeHub, HubFile
-from support.model_makers import llama_tensors, safetensors_header
+from support.hubserver import FakeHub
+from support.model_makers import hub_safetensors_repo
 
 TESTS = Path(__file__).resolve().parents[1]
 
 REPO = "meta-llama/Llama-3.1-70B-Instruct"
-
-
-def _repo_files(config: dict[str, Any], shards: int) -> dict[str, HubFile | bytes]:
-    tensors = llama_tensors(config, "BF16")
-    files: dict[str, HubFile | bytes] = {"config.json": json.dumps(config).encode()}
-    weight_map: dict[str, str] = {}
-    for i in range(shards):
-        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = tensors[i * len(tensors) // shards : (i + 1) * len(tensors) // shards]
-        header, size = safetensors_header(part)
-        files[name] = HubFile(header, size=len(header) + size, lfs=True)
-        weight_map.update({t[0]: name for t in part})
-    files["model.safetensors.index.json"] = json.dumps({"metadata": {}, "weight_map": weight_map}).encode()
-    return files
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +31,7 @@ def hub_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         (TESTS / "fixtures" / "configs" / "meta-llama--Llama-3.1-70B-Instruct.json").read_text()
     )
     hub = FakeHub().start()
-    hub.add_repo(REPO, _repo_files(config, shards=30))
+    hub.add_repo(REPO, hub_safetensors_repo(config, shards=30, total_size=False))
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_HUB_OFFLINE", "VLLM_PORT")}
     env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path_factory.mktemp("hf_home")))
     try:

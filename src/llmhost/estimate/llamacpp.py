@@ -121,11 +121,15 @@ def layer_kv_bytes(
     spec: ModelSpec, settings: LlamaCppSettings, layer: int, cells: tuple[int, int] | None = None
 ) -> int:
     """Bytes of layer `layer`'s K and V cache, all streams (`cells`: precomputed `llamacpp_kv_cells`)."""
-    att = spec.attention
-    kind = att.layer_kinds[layer] if layer < len(att.layer_kinds) else "full"
-    if kind in ("linear", "mamba", "none"):
+    cells_here = _cells_for(spec, layer, cells or _kv_cells(spec, settings))
+    if cells_here == 0:  # a recurrent (or attention-free) layer keeps no K/V cache
         return 0
-    full_cells, swa_cells = cells or llamacpp_kv_cells(
+    return cells_here * _layer_token_bytes(spec, settings, layer)
+
+
+def _kv_cells(spec: ModelSpec, settings: LlamaCppSettings) -> tuple[int, int]:
+    """`llamacpp_kv_cells` (full layers, sliding layers) for `spec` at these settings."""
+    return llamacpp_kv_cells(
         settings.n_ctx_seq,
         settings.n_parallel,
         window=llamacpp_sliding_window(spec),
@@ -133,28 +137,19 @@ def layer_kv_bytes(
         swa_full=settings.swa_full,
         unified=settings.kv_unified,
     )
-    cells_here = swa_cells if kind == "sliding" and llamacpp_sliding_window(spec) else full_cells
-    if settings.cache_type_k == settings.cache_type_v:
-        per_token = layer_kv_bytes_per_token(spec, layer, settings.cache_type_k, engine=LLAMACPP)
-    else:
-        k_only = _half(spec, layer, settings.cache_type_k, k=True)
-        v_only = _half(spec, layer, settings.cache_type_v, k=False)
-        per_token = k_only + v_only
-    return cells_here * per_token
 
 
 def layer_kv_per_token(spec: ModelSpec, settings: LlamaCppSettings) -> list[int]:
     """Per layer: bytes one cached token takes at the settings' K/V types (0 for recurrent layers)."""
-    out: list[int] = []
-    for il in range(spec.attention.num_layers):
-        if settings.cache_type_k == settings.cache_type_v:
-            out.append(layer_kv_bytes_per_token(spec, il, settings.cache_type_k, engine=LLAMACPP))
-        else:
-            out.append(
-                _half(spec, il, settings.cache_type_k, k=True)
-                + _half(spec, il, settings.cache_type_v, k=False)
-            )
-    return out
+    return [_layer_token_bytes(spec, settings, il) for il in range(spec.attention.num_layers)]
+
+
+def _layer_token_bytes(spec: ModelSpec, settings: LlamaCppSettings, layer: int) -> int:
+    """Bytes one cached token takes in layer `layer` at the settings' K and V cache types."""
+    if settings.cache_type_k == settings.cache_type_v:
+        return layer_kv_bytes_per_token(spec, layer, settings.cache_type_k, engine=LLAMACPP)
+    k_only = _half(spec, layer, settings.cache_type_k, k=True)
+    return k_only + _half(spec, layer, settings.cache_type_v, k=False)
 
 
 def _half(spec: ModelSpec, layer: int, dtype: str, *, k: bool) -> int:
@@ -215,14 +210,7 @@ def compute_buffer_bytes(spec: ModelSpec, settings: LlamaCppSettings) -> int:
     if "sliding" in att.layer_kinds and llamacpp_sliding_window(spec):
         # Models with sliding-window layers get a second mask over the SWA cache's cells
         # (build_attn_inp_kv_iswa, src/llama-graph.cpp), an input live as long as the first.
-        _, swa_cells = llamacpp_kv_cells(
-            settings.n_ctx_seq,
-            settings.n_parallel,
-            window=llamacpp_sliding_window(spec),
-            n_ubatch=settings.n_ubatch,
-            swa_full=settings.swa_full,
-            unified=settings.kv_unified,
-        )
+        _, swa_cells = _kv_cells(spec, settings)
         mask += (swa_cells // streams) * t * (2 if settings.flash_attn else 4)
     n_seqs = 1 if settings.kv_unified else settings.n_parallel
     n_outputs = min(t, settings.n_outputs_max) if settings.n_outputs_max else min(t, max(n_seqs, 1))
@@ -344,14 +332,7 @@ def llamacpp_memory(
     buffers = [DeviceBuffers(device=g) for g in gpus]
     cpu = DeviceBuffers(device=host)
     layer_bytes = list(weights.layer_bytes) + [0] * max(n - len(weights.layer_bytes), 0)
-    cells = llamacpp_kv_cells(
-        settings.n_ctx_seq,
-        settings.n_parallel,
-        window=llamacpp_sliding_window(spec),
-        n_ubatch=settings.n_ubatch,
-        swa_full=settings.swa_full,
-        unified=settings.kv_unified,
-    )
+    cells = _kv_cells(spec, settings)
     per_token = kv_per_token if kv_per_token is not None else layer_kv_per_token(spec, settings)
     for il in range(n):
         target = cpu if placement[il] < 0 else buffers[placement[il]]

@@ -353,30 +353,23 @@ def _discrete_hardware(entry: CatalogEntry, count: int, ram_bytes: int | None, c
             memory_bandwidth_bytes_per_s=host.memory_bandwidth_gb_s * GB * count,
             bandwidth_source="catalog",
         )
-        return Hardware(
-            source="catalog",
-            os="linux",
-            cpu=cpu,
-            ram_total_bytes=ram,
-            ram_available_bytes=ram,
-            gpus=gpus,
-            notes=notes,
-        )
-    from llmhost.hardware.cpu import estimate_memory_bandwidth  # cpu.py imports psutil
+    else:
+        from llmhost.hardware.cpu import estimate_memory_bandwidth  # cpu.py imports psutil
 
-    physical = cpus or _HOST_CORES_PER_GPU * count
-    model = "catalog host (x86_64 server)"
-    cpu = CPU(
-        model_name=model,
-        architecture="x86_64",
-        physical_cores=physical,
-        logical_cores=physical * 2,
-        isa_flags=list(_HOST_ISA),
-        memory_bandwidth_bytes_per_s=estimate_memory_bandwidth(model, physical, physical * 2, server=True),
-        bandwidth_source="estimate",
-    )
-    if ram_bytes is None:
-        notes.append(f"host RAM assumed {ram // GIB} GiB; set it with ',ram=SIZE'.")
+        physical = cpus or _HOST_CORES_PER_GPU * count
+        logical = physical * 2
+        model = "catalog host (x86_64 server)"
+        cpu = CPU(
+            model_name=model,
+            architecture="x86_64",
+            physical_cores=physical,
+            logical_cores=logical,
+            isa_flags=list(_HOST_ISA),
+            memory_bandwidth_bytes_per_s=estimate_memory_bandwidth(model, physical, logical, server=True),
+            bandwidth_source="estimate",
+        )
+        if ram_bytes is None:
+            notes.append(f"host RAM assumed {ram // GIB} GiB; set it with ',ram=SIZE'.")
     return Hardware(
         source="catalog",
         os="linux",
