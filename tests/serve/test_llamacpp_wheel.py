@@ -1,8 +1,9 @@
-"""llama-cpp-python's text-only wheel: the one-line CMake switch, its loud failure, the wheel check."""
+"""llama-cpp-python's text-only wheel: the CMake hook on the real sources, the wheel check, the cache."""
 
 from __future__ import annotations
 
-import io
+import shutil
+import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
@@ -13,41 +14,42 @@ from llmhost.engines import llamacpp_build, llamacpp_wheel
 from llmhost.errors import EngineError
 
 
-def _sdist(tmp_path: Path, cmake: str) -> Path:
-    path = tmp_path / "llama_cpp_python-0.0.0.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        data = cmake.encode()
-        info = tarfile.TarInfo("llama_cpp_python-0.0.0/CMakeLists.txt")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return path
+def test_cmake_args_keep_the_users_own_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = tmp_path / "text_only.cmake"
+    monkeypatch.setenv("CMAKE_ARGS", "-DGGML_CUDA=ON")
+    args = llamacpp_wheel.cmake_args(hook).split()
+    assert args == ["-DGGML_CUDA=ON", "-DLLAVA_BUILD=OFF", f"-DCMAKE_PROJECT_llama.cpp_INCLUDE={hook}"]
+    monkeypatch.delenv("CMAKE_ARGS")
+    assert llamacpp_wheel.cmake_args(hook).split()[0] == "-DLLAVA_BUILD=OFF"
 
 
-def test_the_forced_common_library_is_switched_off(tmp_path: Path) -> None:
-    cmake = f"project(llama_cpp)\n    {llamacpp_wheel.FORCED_COMMON}\nadd_subdirectory(vendor/llama.cpp)\n"
-    root = llamacpp_wheel.text_only_sources(_sdist(tmp_path, cmake), tmp_path / "src")
-    text = (root / "CMakeLists.txt").read_text()
-    assert llamacpp_wheel.TEXT_ONLY_COMMON in text and llamacpp_wheel.FORCED_COMMON not in text
-    assert text.startswith("project(llama_cpp)\n") and text.endswith("add_subdirectory(vendor/llama.cpp)\n")
+def _configure(root: Path, build: Path, args: list[str]) -> str:
+    proc = subprocess.run(
+        ["cmake", "-S", str(root), "-B", str(build), *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return (build / "CMakeCache.txt").read_text()
 
 
-def test_an_sdist_that_moved_the_switch_fails_loudly(tmp_path: Path) -> None:
-    with pytest.raises(EngineError, match="does not force the common library"):
-        llamacpp_wheel.text_only_sources(_sdist(tmp_path, "project(llama_cpp)\n"), tmp_path / "src")
-
-
-def test_the_pinned_sdist_has_the_line_we_switch() -> None:
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="no cmake")
+def test_the_hook_turns_common_off_in_the_pinned_sources(tmp_path: Path) -> None:
+    """CMake configures the real 0.3.36 sources: with the hook (and LLAVA_BUILD=OFF) neither the common
+    library nor mtmd is part of the build; without it llama-cpp-python's forced ON holds."""
     sdist = llamacpp_build.find_sdist()
     if sdist is None:
-        pytest.skip("llama-cpp-python sdist not cached: `make venv` downloads it")
+        pytest.skip("llama-cpp-python sdist not cached: `llmhost engines install llama-server` downloads it")
     with tarfile.open(sdist, "r:gz") as tar:
-        top = [m for m in tar.getmembers() if m.name.count("/") == 1]
-        (member,) = [m for m in top if m.name.endswith("/CMakeLists.txt")]
-        handle = tar.extractfile(member)
-        assert handle is not None
-        text = handle.read().decode()
-    assert text.count(llamacpp_wheel.FORCED_COMMON) == 1
-    assert "option(LLAVA_BUILD" in text  # what CMAKE_ARGS -DLLAVA_BUILD=OFF turns off
+        tar.extractall(tmp_path / "src", filter="data")
+    (root,) = (tmp_path / "src").iterdir()
+    hook = tmp_path / "text_only.cmake"
+    hook.write_text(llamacpp_wheel.TEXT_ONLY_HOOK)
+    text_only = _configure(root, tmp_path / "text", llamacpp_wheel.cmake_args(hook).split())
+    assert "LLAMA_BUILD_COMMON:BOOL=OFF" in text_only and "LLAVA_BUILD:BOOL=OFF" in text_only
+    assert not (tmp_path / "text" / "vendor" / "llama.cpp" / "common").exists()
+    assert not (tmp_path / "text" / "vendor" / "llama.cpp" / "tools" / "mtmd").exists()
+    stock = _configure(root, tmp_path / "stock", [])
+    assert "LLAMA_BUILD_COMMON:BOOL=ON" in stock
+    assert (tmp_path / "stock" / "vendor" / "llama.cpp" / "common").is_dir()
 
 
 def _wheel(tmp_path: Path, libs: list[str]) -> Path:

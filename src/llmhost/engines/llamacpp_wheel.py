@@ -4,12 +4,14 @@
 bindings load (libllama, libggml*), libmtmd (images and audio, loaded only by its multimodal chat
 handlers) and llama.cpp's `common` library, which its CMakeLists forces on
 (`set(LLAMA_BUILD_COMMON ON CACHE BOOL ... FORCE)`) although nothing in the Python package loads it.
-Measured on this 2-core machine (ninja's log of a stock 0.3.36 build): `common` took 515 CPU-seconds
-and mtmd about 250 of some 1,300 — over half the build, which dominates a first `make demo` and a
-fresh CI run. llmhost serves text models, so its wheel is built without both: `LLAVA_BUILD=OFF`
-through CMAKE_ARGS, and the forced `common` switch turned off in an extracted copy of the sdist (the
-one line is checked, so a new sdist that moves it fails loudly instead of building everything).
-The bindings, server and every text code path are llama-cpp-python's own, unchanged.
+On this 2-core machine those two are 104 of the 178 objects a stock 0.3.36 build compiles (ninja's
+log: `common` alone took 515 CPU-seconds), and the build dominates a first `make demo` and a fresh CI
+run. llmhost serves text models, so its wheel is built without both, through CMake's own hooks and no
+edited source: `LLAVA_BUILD=OFF`, and `CMAKE_PROJECT_llama.cpp_INCLUDE`, a file CMake runs right after
+the vendored `project("llama.cpp")` call (so after the parent's forced ON) that turns `common` off
+again. If a new release renames the project the hook stops running; `check_wheel` then finds
+`libllama-common.so` in the wheel and the build fails loudly. The bindings, server and every text code
+path are llama-cpp-python's own, unchanged.
 
 Stdlib only, so the Makefile can run it before llmhost is installed:
 `PYTHONPATH=src python3 -m llmhost.engines.llamacpp_wheel --out DIR` prints the wheel's path.
@@ -21,36 +23,26 @@ import argparse
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
 
-from llmhost.engines.llamacpp_build import LLAMA_CPP_PYTHON_VERSION, download_sdist
+from llmhost.engines.llamacpp_build import LLAMA_CPP_PYTHON_VERSION
 from llmhost.errors import EngineError
 
-FORCED_COMMON = 'set(LLAMA_BUILD_COMMON ON CACHE BOOL "Build llama.cpp common library" FORCE)'
-TEXT_ONLY_COMMON = 'set(LLAMA_BUILD_COMMON OFF CACHE BOOL "Build llama.cpp common library" FORCE)'
+# Runs inside the vendored llama.cpp's project() call, after llama-cpp-python forced `common` on.
+TEXT_ONLY_HOOK = 'set(LLAMA_BUILD_COMMON OFF CACHE BOOL "not loaded by the Python bindings" FORCE)\n'
+HOOK_VARIABLE = "CMAKE_PROJECT_llama.cpp_INCLUDE"
 CMAKE_ARGS = ("-DLLAVA_BUILD=OFF",)
 # What the bindings load (llama_cpp/llama_cpp.py, _ctypes_extensions.py): checked in the built wheel.
 REQUIRED_LIBS = ("libllama.so", "libggml.so", "libggml-base.so", "libggml-cpu.so")
 LEFT_OUT_LIBS = ("libmtmd.so", "libllama-common.so")
 
 
-def text_only_sources(sdist: Path, dest: Path) -> Path:
-    """Extract the sdist under `dest` and switch off the forced `common` build; return the source root."""
-    with tarfile.open(sdist, "r:gz") as tar:
-        tar.extractall(dest, filter="data")
-    (root,) = [p for p in dest.iterdir() if p.is_dir()]
-    cmake = root / "CMakeLists.txt"
-    text = cmake.read_text()
-    if text.count(FORCED_COMMON) != 1:
-        raise EngineError(
-            f"{sdist.name}: its CMakeLists.txt does not force the common library as this build expects.",
-            hint="Update llmhost/engines/llamacpp_wheel.py for this llama-cpp-python version.",
-        )
-    cmake.write_text(text.replace(FORCED_COMMON, TEXT_ONLY_COMMON))
-    return root
+def cmake_args(hook: Path) -> str:
+    """CMAKE_ARGS for a text-only build: the user's own first, then mtmd off and the `common` hook."""
+    own = os.environ.get("CMAKE_ARGS", "")
+    return " ".join([own, *CMAKE_ARGS, f"-D{HOOK_VARIABLE}={hook}"]).strip()
 
 
 def check_wheel(wheel: Path) -> None:
@@ -68,24 +60,27 @@ def build_wheel(out: Path, version: str = LLAMA_CPP_PYTHON_VERSION, *, jobs: int
     existing = sorted(out.glob(f"llama_cpp_python-{version}-*.whl"))
     if existing:
         return existing[-1]
-    sdist = download_sdist(version, log=lambda m: print(m, file=sys.stderr))
     out.mkdir(parents=True, exist_ok=True)
     # Beside the cache so the finished wheel is renamed into place (atomic: no half-written wheel).
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out) as tmp:
-        root = text_only_sources(sdist, Path(tmp))
+        hook = Path(tmp) / "text_only.cmake"
+        hook.write_text(TEXT_ONLY_HOOK)
         env = {
             **os.environ,
-            "CMAKE_ARGS": " ".join([os.environ.get("CMAKE_ARGS", ""), *CMAKE_ARGS]).strip(),
+            "CMAKE_ARGS": cmake_args(hook),
             "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs or os.cpu_count() or 1),
         }
         dist = Path(tmp) / "dist"
-        argv = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(root)]
+        argv = [
+            sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-binary", "llama-cpp-python",
+            "-w", str(dist), f"llama-cpp-python=={version}",
+        ]  # fmt: skip
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
             raise EngineError(
                 f"Building llama-cpp-python {version} failed:\n{tail}",
-                hint="It needs cmake and a C++ compiler (e.g. `apt-get install cmake g++`).",
+                hint="It needs cmake and a C++ compiler (e.g. `apt-get install cmake g++`) and PyPI.",
             )
         (wheel,) = dist.glob("llama_cpp_python-*.whl")
         check_wheel(wheel)
