@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -275,17 +274,32 @@ def test_profile_template_reaches_llama_cpp_python(gemma: dict, tmp_path: Path) 
         llmhost("stop", "gemma-lcp-template")
 
 
-def _python_server_log(gguf: str, tmp_path: Path, *flags: str) -> tuple[str, str]:
-    """Run llmhost's llama-cpp-python wrapper on the model; return (greedy few-shot answer, its log)."""
+def _python_server_log(gguf: str, tmp_path: Path, *, repack: bool) -> tuple[str, str]:
+    """Launch llama-cpp-python as `serve` would (the plan's candidate, the engine's argv and environment)
+    with or without llama.cpp's extra CPU buffer types; return (greedy few-shot answer, its log)."""
+    from llmhost.engines.base import ServeOptions
+    from llmhost.engines.llamacpp import ENGINE
+    from llmhost.hardware import detect
+    from llmhost.models import resolve
+    from llmhost.plan import PlanRequest, make_plan
+    from llmhost.supervise.process import engine_env
+
+    plan = make_plan(resolve(gguf), detect(), PlanRequest(context=512, llamacpp_runtime="llama-cpp-python"))
+    candidate = plan.chosen_candidate
+    assert candidate is not None
+    options = candidate.engine_options.model_copy(update={"repack": None if repack else False})
+    candidate = candidate.model_copy(update={"engine_options": options})
     port = free_port()
-    log = tmp_path / f"lcp{'-'.join(flags)}.log"
-    argv = [
-        sys.executable, "-m", "llmhost.engines._llama_cpp_python_server", *flags, "--model", gguf,
-        "--model_alias", "gemma", "--n_ctx", "512", "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
+    spec = ENGINE.build_launch(
+        candidate, ServeOptions(name="lcp", served_model_name="gemma", port=port, runtime="llama-cpp-python")
+    )
+    assert ("--no-repack" in spec.argv) is not repack
+    env = engine_env(
+        os.environ, env=spec.env, env_remove=spec.env_remove, secret_env={}, api_key_env=None, api_key=None
+    )
+    log = tmp_path / f"lcp-repack-{repack}.log"
     with log.open("wb") as out:
-        env = {**_clean_env(), "PORT": str(port)}
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(spec.argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -304,25 +318,19 @@ def _python_server_log(gguf: str, tmp_path: Path, *flags: str) -> tuple[str, str
         proc.wait(timeout=30)
 
 
-def _clean_env() -> dict[str, str]:
-    # Its __main__ reads HOST/PORT/MODEL... from the environment over the flags.
-    drop = {"HOST", "MODEL", "MODEL_ALIAS", "API_KEY", "CONFIG_FILE"}
-    return {k: v for k, v in os.environ.items() if k not in drop}
-
-
 @pytest.mark.engine
 @pytest.mark.skipif(not llama_cpp_python_available()[0], reason="llama-cpp-python is not installed")
 def test_llama_cpp_python_no_repack_wrapper(gemma: dict, tmp_path: Path) -> None:
     """With --no-repack the wrapper loads the weights without llama.cpp's extra CPU buffer types (no
     CPU_REPACK / AMX buffer: what keeps an AMX CPU from crashing) and the model still answers; without
     it, on an AVX2 CPU that is not AMX, the same server repacks the Q4_K matrices."""
-    text, log = _python_server_log(gemma["path"], tmp_path, "--no-repack")
+    text, log = _python_server_log(gemma["path"], tmp_path, repack=False)
     assert "Paris" in text, text
     assert "CPU_Mapped model buffer size" in log, log[-2000:]
     assert "CPU_REPACK" not in log and "AMX model buffer" not in log
     if AMX:
         return  # repacking is what crashes here: the contrast run below is not made
-    text, log = _python_server_log(gemma["path"], tmp_path)
+    text, log = _python_server_log(gemma["path"], tmp_path, repack=True)
     assert "Paris" in text, text
     cpu_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     if " avx2" in cpu_flags:

@@ -188,9 +188,9 @@ def llamacpp_runtime(forced: str | None, engine_bin: str | None) -> str:
     """The llama.cpp runtime serve will launch (the plan sizes its buffers for it)."""
     if forced:
         return forced
-    from llmhost.engines.llamacpp import RUNTIME_PYTHON, RUNTIME_SERVER, find_llama_server
+    from llmhost.engines.llamacpp import find_llama_server
 
-    return RUNTIME_SERVER if engine_bin or find_llama_server() is not None else RUNTIME_PYTHON
+    return LLAMA_SERVER if engine_bin or find_llama_server() is not None else LLAMA_CPP_PYTHON
 
 
 def runnable_candidate(

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmhost.engine_ids import LLAMACPP
+from llmhost.engine_ids import LLAMA_CPP_PYTHON, LLAMA_SERVER, LLAMACPP
 from llmhost.engines.base import EngineStatus, FailureCause, LaunchSpec, ServeOptions, StartupReport
 from llmhost.engines.llamacpp_build import find_cached_binary
 from llmhost.errors import UsageError
@@ -33,8 +33,8 @@ from llmhost.net import base_url
 from llmhost.plan.models import Candidate
 from llmhost.plan.options import LlamaCppOptions
 
-RUNTIME_SERVER = "llama-server"
-RUNTIME_PYTHON = "llama-cpp-python"
+RUNTIME_SERVER = LLAMA_SERVER
+RUNTIME_PYTHON = LLAMA_CPP_PYTHON
 RUNTIMES = (RUNTIME_SERVER, RUNTIME_PYTHON)
 
 # llama.cpp KV cache types (`-ctk/-ctv`) and their ggml_type numbers (llama-cpp-python's type_k/type_v).

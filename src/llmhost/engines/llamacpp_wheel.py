@@ -47,7 +47,8 @@ def cmake_args(hook: Path) -> str:
 
 def check_wheel(wheel: Path) -> None:
     """The libraries the bindings load are in the wheel, the two left out are not."""
-    names = {Path(n).name for n in zipfile.ZipFile(wheel).namelist()}
+    with zipfile.ZipFile(wheel) as archive:
+        names = {Path(n).name for n in archive.namelist()}
     missing = [lib for lib in REQUIRED_LIBS if lib not in names]
     extra = [lib for lib in LEFT_OUT_LIBS if lib in names]
     if missing or extra:
