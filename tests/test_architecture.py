@@ -64,10 +64,11 @@ LAYERS: list[set[str]] = [
         "engine_ids",
     },
     {"inputs", "outputs"},
-    {"hardware", "models", "profiles", "demo_model", "tiny_hf"},
+    {"hardware", "models", "demo_model", "tiny_hf"},
     {"estimate"},
     {"plan"},
     {"engines"},
+    {"profiles"},  # a profile's chat_template: becomes the engine's flags (Engine.chat_template_args)
     {"supervise"},
     {"bench"},
     {"export"},

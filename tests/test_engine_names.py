@@ -83,3 +83,92 @@ def test_every_engine_module_names_itself_by_its_id() -> None:
 
     for engine in ENGINE_MODULES:
         assert get_engine(engine).name == engine
+
+
+# The rule (docs/architecture.md, "Rules of the house"): engine names are compared only where an engine is
+# modelled or run. `engines/` launches, installs and reads each engine; `estimate/` and `plan/` model each
+# one's memory and make its candidates (one module per engine); `engine_ids` spells them. Everything else
+# (app/, cli/, supervise/, export/, gateway/, bench/, profiles, ...) asks the engine (`Engine` in
+# engines/base.py), the candidate's typed options, or the registry, and may import from `engine_ids` only
+# the types and the prose titles, never an id to compare with.
+MODELLED_HERE = ("engine_ids.py", "engines/", "estimate/", "plan/")
+# Names from `engine_ids` a module anywhere may use: types for fields and choices, the registry's list,
+# and the titles for prose.
+NOT_FOR_COMPARING = {
+    "EngineName",
+    "Llamacpp",
+    "Vllm",
+    "Mlx",
+    "LlamaCppRuntime",
+    "ENGINE_IDS",
+    "TITLES",
+    "title",
+}
+# Modules outside MODELLED_HERE allowed one of the ids anyway, each with why. (None today.)
+EXCEPTIONS: dict[str, set[str]] = {}
+
+
+def engine_id_uses(root: Path = SRC) -> list[str]:
+    """`file:line: NAME` for every engine id taken from `llmhost.engine_ids` outside MODELLED_HERE:
+    `from llmhost.engine_ids import VLLM`, or `engine_ids.VLLM` through the module."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(MODELLED_HERE):
+            continue
+        allowed = NOT_FOR_COMPARING | EXCEPTIONS.get(rel, set())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        module_names = {"engine_ids"}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "llmhost.engine_ids":
+                found += [
+                    f"src/llmhost/{rel}:{node.lineno}: {a.name}" for a in node.names if a.name not in allowed
+                ]
+            elif isinstance(node, ast.ImportFrom) and node.module == "llmhost":
+                module_names |= {a.asname or a.name for a in node.names if a.name == "engine_ids"}
+            elif isinstance(node, ast.Import):
+                module_names |= {a.asname for a in node.names if a.name == "llmhost.engine_ids" and a.asname}
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr not in allowed
+                and not node.attr.startswith("__")
+                and (
+                    (isinstance(node.value, ast.Name) and node.value.id in module_names)
+                    or (isinstance(node.value, ast.Attribute) and node.value.attr == "engine_ids")
+                )
+            ):
+                found.append(f"src/llmhost/{rel}:{node.lineno}: {node.attr}")
+    return found
+
+
+def test_only_the_stages_that_model_engines_take_an_engine_id_to_compare() -> None:
+    uses = engine_id_uses()
+    assert not uses, (
+        "ask the engine (engines/base.py Engine, through engines.registry) or the candidate's options "
+        "instead of comparing with these ids:\n" + "\n".join(uses)
+    )
+
+
+def test_every_exception_is_still_needed() -> None:
+    for rel, names in EXCEPTIONS.items():
+        assert (SRC / rel).is_file(), rel
+        assert names - NOT_FOR_COMPARING, rel
+
+
+def test_the_id_scan_finds_an_import_and_a_module_attribute(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "a.py").write_text(
+        "from llmhost.engine_ids import TITLES, VLLM, Vllm\n"
+        "from llmhost import engine_ids as ids\n"
+        "import llmhost.engine_ids\n\n"
+        "def f(c):\n"
+        "    return c.engine == ids.MLX or llmhost.engine_ids.LLAMA_SERVER == c.runtime or ids.title(c)\n"
+    )
+    (tmp_path / "plan").mkdir()
+    (tmp_path / "plan" / "b.py").write_text("from llmhost.engine_ids import VLLM\n")
+    assert engine_id_uses(tmp_path) == [
+        "src/llmhost/app/a.py:1: VLLM",
+        "src/llmhost/app/a.py:6: MLX",
+        "src/llmhost/app/a.py:6: LLAMA_SERVER",
+    ]

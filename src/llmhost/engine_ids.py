@@ -2,8 +2,10 @@
 
 Every module outside `llmhost.engines` names an engine through these constants and types, never by a
 string of its own; `tests/test_engine_names.py` scans `src/llmhost` for stray literals so the eight lists
-this replaced cannot grow back. An engine's code lives in `llmhost.engines` (`engines/registry.py` imports
-it lazily by id); the knobs it launches with in `llmhost.plan.options`.
+this replaced cannot grow back. Only `engines/`, `estimate/` and `plan/` take an id to compare with (the
+same test checks it); the other stages ask the engine (`llmhost.engines.base.Engine`). An engine's code
+lives in `llmhost.engines` (`engines/registry.py` imports it lazily by id); the knobs it launches with in
+`llmhost.plan.options`.
 
 Ids are plain strings (a plan's JSON, a state file and a profile hold them as they are); each is spelled
 once as a type (`Llamacpp`, for a field that holds that id only) and once as a value (`LLAMACPP`), and
@@ -28,8 +30,8 @@ ENGINE_IDS: Final[tuple[EngineName, ...]] = get_args(EngineName)
 # The engines' names in prose.
 TITLES: Final[dict[str, str]] = {VLLM: "vLLM", LLAMACPP: "llama.cpp", MLX: "MLX LM"}
 
-# Runtimes (`LaunchSpec.runtime`, `--engine` spellings) that modules outside `llmhost.engines` name:
-# llama.cpp's two, and vLLM's (GPU) build, which is named as its engine is.
+# Runtimes (`LaunchSpec.runtime`, `--engine` spellings) named outside their engine's module (the plan
+# sizes llama.cpp per runtime): llama.cpp's two, and vLLM's (GPU) build, which is named as its engine is.
 LlamaCppRuntime = Literal["llama-server", "llama-cpp-python"]
 LLAMA_SERVER: Final = "llama-server"
 LLAMA_CPP_PYTHON: Final = "llama-cpp-python"

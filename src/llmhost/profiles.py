@@ -21,7 +21,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from llmhost.contract import Contract, Count, MemoryShare, Port
-from llmhost.engine_ids import LLAMA_CPP_PYTHON, MLX, VLLM, Llamacpp, LlamaCppRuntime, Mlx, Vllm
+from llmhost.engine_ids import Llamacpp, LlamaCppRuntime, Mlx, Vllm
 from llmhost.errors import ProfileError, UsageError
 from llmhost.inputs import check_text, decode_utf8, read_regular_file
 
@@ -147,44 +147,19 @@ def _is_template_file(template: str) -> bool:
 def chat_template_args(template: str, engine: str, runtime: str) -> list[str]:
     """The engine flags that make `runtime` apply `template` (a profile's `chat_template:`).
 
-    Each engine spells it differently and takes different things: llama-server both a built-in name and
-    a file, llama-cpp-python's server only its own format names, vLLM only a template (file)."""
+    Each engine spells it differently and takes different things (llama-server both a built-in name and
+    a file, llama-cpp-python's server only its own format names, vLLM only a template file): this checks
+    that a file named is there, and asks the engine (`Engine.chat_template_args`)."""
+    from llmhost.engines.registry import get_engine
+
     is_file = _is_template_file(template)
     if is_file and not Path(template).expanduser().is_file():
         raise ProfileError(
             f"chat_template: no template file {template}.",
             hint="Give an existing .jinja file, or a built-in name such as gemma.",
         )
-    path = str(Path(template).expanduser())
-    if engine == VLLM:
-        if not is_file:
-            raise ProfileError(
-                f"chat_template: vLLM has no built-in template named {template!r}.",
-                hint="Give a .jinja file, or serve with --engine llama-server.",
-            )
-        return ["--chat-template", path]
-    if engine == MLX:
-        if not is_file:
-            raise ProfileError(
-                f"chat_template: MLX LM has no built-in template named {template!r}.",
-                hint="Give a .jinja file (mlx_lm.server takes the template text; llmhost reads the file).",
-            )
-        from llmhost.inputs import decode_utf8, read_regular_file
-
-        data = read_regular_file(Path(path), what="chat_template file", limit=1024**2, error=ProfileError)
-        return ["--chat-template", decode_utf8(data, source=path, error=ProfileError)]
-    if runtime == LLAMA_CPP_PYTHON:
-        if is_file:
-            raise ProfileError(
-                "chat_template: llama-cpp-python's server takes a chat format name (e.g. gemma), not a file.",
-                hint="Name a format, or serve with --engine llama-server.",
-            )
-        return ["--chat_format", template]
-    if is_file:
-        return ["--chat-template-file", path]
-    # llama-server renders templates with Jinja by default, and then takes `--chat-template gemma` as the
-    # literal template text "gemma" (every prompt became that word); its built-in names need --no-jinja.
-    return ["--no-jinja", "--chat-template", template]
+    given = str(Path(template).expanduser()) if is_file else template
+    return get_engine(engine).chat_template_args(given, is_file=is_file, runtime=runtime)
 
 
 class _Refused(yaml.MarkedYAMLError):

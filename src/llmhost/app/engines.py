@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from llmhost.engine_ids import LLAMA_SERVER, MLX, VLLM
 from llmhost.engines.base import EngineStatus
-from llmhost.errors import EngineError, UsageError
+from llmhost.errors import UsageError
 from llmhost.hardware.models import Hardware
-
-INSTALLABLE = (LLAMA_SERVER, VLLM, MLX)
 
 
 def engine_statuses(hardware: Hardware) -> list[EngineStatus]:
@@ -36,36 +33,11 @@ def engine_statuses(hardware: Hardware) -> list[EngineStatus]:
 
 
 def install_engine(name: str, *, force: bool = False, log: Callable[[str], None]) -> str:
-    """Install the engine `name` (one of INSTALLABLE); where it is (a binary or a virtualenv)."""
-    if name == LLAMA_SERVER:
-        from llmhost.engines.llamacpp_build import build_llama_server
-        from llmhost.hardware import detect
+    """Install `name` (one an engine lists as `installable`) through its engine; where it is (a binary
+    or a virtualenv)."""
+    from llmhost.engines.registry import get_engine, installable
 
-        hardware = detect()
-        path = build_llama_server(
-            has_nvidia=hardware.has_nvidia, is_apple=hardware.is_apple_silicon, force=force, log=log
-        )
-        return str(path)
-    if name == VLLM:
-        return _install_vllm(force=force)
-    if name == MLX:
-        from llmhost.engines import mlx_env
-
-        return str(mlx_env.install(force=force).location)
-    raise UsageError(f"Unknown engine {name!r} to install.", hint=f"Choose one of: {', '.join(INSTALLABLE)}.")
-
-
-def _install_vllm(*, force: bool) -> str:
-    try:
-        from llmhost.engines import vllm_env
-    except ImportError as exc:
-        raise EngineError(
-            f"The vLLM installer is not available in this llmhost ({exc}).",
-            hint="Update llmhost, or install vLLM yourself and put `vllm` on PATH.",
-        ) from exc
-    install_fn = getattr(vllm_env, "install", None)
-    if install_fn is None:
-        raise EngineError("llmhost.engines.vllm_env has no install() function.", hint="Update llmhost.")
-    result = install_fn(force=force)
-    location = getattr(result, "location", None)
-    return str(location if location is not None else result)
+    owners = installable()
+    if name not in owners:
+        raise UsageError(f"Unknown engine {name!r} to install.", hint=f"Choose one of: {', '.join(owners)}.")
+    return get_engine(owners[name]).install(name, force=force, log=log)

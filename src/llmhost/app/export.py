@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from llmhost.app.serving import REQUEST_OPTIONS, ServeChoices
-from llmhost.engine_ids import LLAMACPP
+from llmhost.engines.registry import engine_flag
 from llmhost.errors import UsageError
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ def _serve_request(
             "name": recorded.name,
             "host": recorded.host,
             "port": recorded.port,
-            "engine": _runtime(recorded.engine, recorded.runtime),
+            "engine": engine_flag(recorded.engine, recorded.runtime),
             **fields,
         }
         ref = recorded.model
@@ -202,15 +202,10 @@ def _serve_request(
     return ServeRequest.model_validate({**fields, "model": ref}), recorded, auth
 
 
-def _runtime(engine: str, runtime: str) -> str:
-    """What `--engine` takes to choose this deployment's engine again (llama.cpp: its runtime)."""
-    return runtime if engine == LLAMACPP else engine
-
-
 def _serve_args(request: ServeRequest, dep: Deployment, cand: Candidate) -> list[str]:
     """`llmhost serve` arguments that run the same plan: name, address and the plan's choices pinned."""
     args = [request.model, "--name", dep.name, "--host", request.host, "--port", str(dep.port)]
-    args += ["--engine", _runtime(dep.engine, dep.runtime)]
+    args += ["--engine", engine_flag(dep.engine, dep.runtime)]
     args += ["--quant", cand.quantization, "--context", str(cand.context_length)]
     args += ["--concurrency", str(cand.concurrency)]
     if request.engine_bin:

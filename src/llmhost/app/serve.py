@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from llmhost.contract import Contract
-from llmhost.engine_ids import LLAMA_CPP_PYTHON, LLAMA_SERVER, LLAMACPP, MLX, TITLES, VLLM
 from llmhost.engines.base import LaunchSpec, ServeOptions, StartupReport
 from llmhost.errors import ModelError, NetworkError, NothingFitsError, UsageError
 from llmhost.hardware.models import Hardware
@@ -38,16 +37,6 @@ if TYPE_CHECKING:
     from llmhost.plan.models import Plan
 
 API_KEY_ENV = "LLMHOST_API_KEY"
-
-# `--engine` accepts an engine or one of its runtimes.
-ENGINE_ALIASES: dict[str, tuple[str, str | None]] = {
-    LLAMACPP: (LLAMACPP, None),
-    TITLES[LLAMACPP]: (LLAMACPP, None),
-    LLAMA_SERVER: (LLAMACPP, LLAMA_SERVER),
-    LLAMA_CPP_PYTHON: (LLAMACPP, LLAMA_CPP_PYTHON),
-    VLLM: (VLLM, None),
-    MLX: (MLX, None),
-}
 
 
 class ServeRequest(Contract):
@@ -122,28 +111,29 @@ def default_name(spec_name: str) -> str:
 
 
 def engine_choice(engine: str | None) -> tuple[str | None, str | None]:
+    """(engine, forced runtime) for an `--engine` spelling: an engine or one of its runtimes."""
     if engine is None:
         return None, None
+    from llmhost.engines.registry import engine_aliases
+
+    aliases = engine_aliases()
     try:
-        return ENGINE_ALIASES[engine]
+        return aliases[engine]
     except KeyError:
         raise UsageError(
-            f"Unknown engine {engine!r}.", hint=f"Choose one of: {', '.join(ENGINE_ALIASES)}."
+            f"Unknown engine {engine!r}.", hint=f"Choose one of: {', '.join(aliases)}."
         ) from None
 
 
 def planned_report(candidate: Candidate) -> StartupReport:
+    from llmhost.engines.registry import get_engine
+
     mem = candidate.memory
     return StartupReport(
         weights_bytes=mem.weights_bytes,
         kv_cache_bytes=mem.kv_cache_bytes,
-        # vLLM reports the tokens its whole KV pool holds ("KV cache size: N tokens"); llama.cpp its
-        # context cells (n_ctx = context x slots).
-        kv_cache_tokens=(
-            mem.kv_cache_bytes // candidate.kv_bytes_per_token
-            if candidate.engine == VLLM and candidate.kv_bytes_per_token > 0
-            else candidate.context_length * candidate.concurrency
-        ),
+        # Counted as the engine's start-up log counts them (vLLM: its whole pool; llama.cpp: n_ctx).
+        kv_cache_tokens=get_engine(candidate.engine).planned_kv_tokens(candidate),
         max_concurrency=float(candidate.max_concurrency),
         compute_bytes=mem.compute_bytes,
     )
@@ -154,9 +144,16 @@ def resolve_and_plan(
 ) -> tuple[ModelSpec, Hardware, Plan]:
     """Resolve and plan `request` (on `machine` when given, else this or its --hardware machine)."""
     from llmhost.app.plan import plan_model
+    from llmhost.engines.registry import ENGINE_MODULES, get_engine
     from llmhost.plan import PlanRequest
 
     engine, runtime = engine_choice(request.engine)
+    # Each engine's fields for the runtime serve will launch (llama.cpp: which of its two).
+    runtime_fields = {
+        key: value
+        for name in ENGINE_MODULES
+        for key, value in get_engine(name).plan_fields(runtime, request.engine_bin).items()
+    }
     plan_request = PlanRequest.model_validate(
         {
             k: v
@@ -175,22 +172,13 @@ def resolve_and_plan(
                 "max_num_batched_tokens": request.max_num_batched_tokens,
                 "vllm_version": request.vllm_version,
                 "nodes": request.nodes,
-                "llamacpp_runtime": llamacpp_runtime(runtime, request.engine_bin),
+                **runtime_fields,
             }.items()
             if v is not None
         }
     )
     planned = plan_model(request.model, plan_request, hardware=request.hardware, machine=machine)
     return planned.spec, planned.hardware, planned.plan
-
-
-def llamacpp_runtime(forced: str | None, engine_bin: str | None) -> str:
-    """The llama.cpp runtime serve will launch (the plan sizes its buffers for it)."""
-    if forced:
-        return forced
-    from llmhost.engines.llamacpp import find_llama_server
-
-    return LLAMA_SERVER if engine_bin or find_llama_server() is not None else LLAMA_CPP_PYTHON
 
 
 def runnable_candidate(
@@ -298,8 +286,10 @@ def _candidate(request: ServeRequest, plan: Plan, hardware: Hardware, *, dry_run
 
 def _check_engine_bin(request: ServeRequest) -> str | None:
     """The runtime `--engine` forces, if any; refuses --engine-bin where no llama-server runs."""
+    from llmhost.engines.registry import get_engine
+
     forced_engine, runtime = engine_choice(request.engine)
-    if request.engine_bin and (runtime == LLAMA_CPP_PYTHON or forced_engine == VLLM):
+    if request.engine_bin and forced_engine and get_engine(forced_engine).refuses_engine_bin(runtime):
         raise UsageError(
             f"--engine-bin names a llama-server binary; --engine {request.engine} does not use one.",
             hint="Drop --engine-bin, or pass --engine llama-server.",
@@ -349,24 +339,16 @@ def _deployment(
 
 
 # -- model files ---------------------------------------------------------------------------------------
-def _gguf_files(spec: ModelSpec, candidate: Candidate) -> list[tuple[str, int | None]]:
-    """Repo paths (and sizes) of the GGUF file(s) the candidate loads; [] when it is local or not GGUF."""
-    if candidate.engine != LLAMACPP or spec.repo_id is None:
-        return []
-    wanted = candidate.gguf_file
-    if wanted and Path(wanted).is_file():
-        return []
-    for variant in spec.gguf_variants:
-        paths_in_variant = [f.path for f in variant.files]
-        if (wanted and wanted in paths_in_variant) or (not wanted and variant.tag == candidate.quantization):
-            return [(f.path, f.size_bytes) for f in variant.files]
-    if wanted:
-        return [(wanted, None)]
-    return []
+def _hub_files(spec: ModelSpec, candidate: Candidate) -> list[tuple[str, int | None]]:
+    """Repo paths (and sizes) of the file(s) the candidate's engine loads from the Hub through serve
+    (llama.cpp: the GGUF); [] when it is local, or the engine downloads its own."""
+    from llmhost.engines.registry import get_engine
+
+    return get_engine(candidate.engine).hub_files(spec, candidate)
 
 
 def missing_model_files(spec: ModelSpec, candidate: Candidate) -> list[str]:
-    return [path for path, _ in _gguf_files(spec, candidate)]
+    return [path for path, _ in _hub_files(spec, candidate)]
 
 
 def download_model_files(spec: ModelSpec, candidate: Candidate) -> Path:
@@ -375,7 +357,7 @@ def download_model_files(spec: ModelSpec, candidate: Candidate) -> Path:
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    files = _gguf_files(spec, candidate)
+    files = _hub_files(spec, candidate)
     assert spec.repo_id is not None
     cache = Path(constants.HF_HUB_CACHE)
     cache.mkdir(parents=True, exist_ok=True)

@@ -16,13 +16,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import get_args
 
 from pydantic import Field
 
 from llmhost.app.serve import Prepared, ServeRequest, prepare
 from llmhost.contract import Contract
-from llmhost.engine_ids import LlamaCppRuntime
 from llmhost.errors import EngineError, UsageError
 from llmhost.net import is_loopback
 from llmhost.supervise.state import Deployment
@@ -198,11 +196,12 @@ def prepare_request(
     prepared = prepare(request, dry_run=dry_run)
     if chat_template:
         # The flag depends on the runtime the plan picked: plan once, then pin that runtime with the flag.
+        from llmhost.engines.registry import engine_flag
         from llmhost.profiles import chat_template_args
 
         first = prepared.deployment
         flags = chat_template_args(chat_template, first.engine, first.runtime)
-        pinned = first.runtime if first.runtime in get_args(LlamaCppRuntime) else first.engine
+        pinned = engine_flag(first.engine, first.runtime)
         request = request.model_copy(update={"engine": pinned, "extra_args": [*request.extra_args, *flags]})
         prepared = prepare(request, dry_run=dry_run)
     return PreparedServe(request=request, prepared=prepared, chat_template=chat_template, dry_run=dry_run)

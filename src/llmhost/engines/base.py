@@ -4,18 +4,35 @@ An engine turns a plan `Candidate` plus user options into a `LaunchSpec` (argv +
 rules), says whether it can run on this machine, and reads its own logs (start-up figures, failure
 causes). The supervisor runs any `LaunchSpec` the same way.
 
+What used to be a test of an engine's name elsewhere is a question to the engine (issue 9):
+- `aliases`: the `--engine` spellings that choose it, and the runtime each forces;
+- `installable` / `install()`: what `llmhost engines install NAME` builds or installs;
+- `plan_fields()`: the `PlanRequest` fields that size the plan for the runtime `serve` will launch;
+- `refuses_engine_bin()`: whether `--engine-bin` (a llama-server binary) contradicts the forced runtime;
+- `planned_kv_tokens()`: the KV tokens its start-up log will report, as planned;
+- `hub_files()`: the model files `serve` downloads before launching it;
+- `chat_template_args()`: the flags that apply a profile's `chat_template:`;
+- `export_traits()`: what `llmhost export`'s targets may do with a runtime (`ExportTraits`).
+Engine names are spelled only in `llmhost.engine_ids`, `engines/`, and the stages that model each
+engine (`estimate/`, `plan/`); `tests/test_engine_names.py` checks that nothing else compares them.
+
 Owned by the serve work; the vLLM engine implements the same interface. Additive changes only.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import Field
 
 from llmhost.contract import Contract
 from llmhost.hardware.models import Hardware
 from llmhost.plan.models import Candidate
+
+if TYPE_CHECKING:
+    from llmhost.models.spec import ModelSpec
 
 FailureCause = Literal[
     "out_of_memory",
@@ -126,8 +143,37 @@ class StartupReport(Contract):
     raw: dict[str, str] = Field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ContainerImage:
+    """A runtime's official OpenAI-compatible server image, and how its argv maps onto the image's."""
+
+    cpu: str | None
+    gpu: str
+    model_flag: str  # the flag that names the model in the engine argv llmhost builds
+    positional_model: bool  # the image's entrypoint takes the model as its first argument
+    probe: tuple[str, ...]  # an HTTP GET the image can run for a healthcheck ({url} is filled in)
+
+
+@dataclass(frozen=True)
+class ExportTraits:
+    """What `llmhost export`'s targets may do with one runtime of an engine (docs/scale-out.md).
+
+    The targets ask these, never the runtime's name; a runtime with none of them exports to `systemd`
+    (llmhost on the node itself) and `litellm` only."""
+
+    image: ContainerImage | None = None  # compose, kubernetes: the official image it runs in
+    kserve: bool = False  # KServe's Hugging Face runtime (vLLM backend) takes its flags as engine args
+    ray_serve: bool = False  # Ray Serve LLM runs it from the same engine args
+    ray_cluster: bool = False  # one plan over several nodes through Ray (vllm-cluster)
+    large_shm: bool = False  # its processes pass tensors through /dev/shm: a container needs room
+
+
 class Engine(Protocol):
     name: str
+    # `--engine` spellings that choose this engine -> the runtime each forces (None: the engine picks).
+    aliases: Mapping[str, str | None]
+    # Names `llmhost engines install` takes for this engine (empty: nothing to install).
+    installable: tuple[str, ...]
 
     def status(self, hardware: Hardware) -> list[EngineStatus]: ...
 
@@ -136,3 +182,61 @@ class Engine(Protocol):
     def classify_failure(self, log_tail: str) -> FailureCause | None: ...
 
     def parse_startup(self, log_text: str) -> StartupReport: ...
+
+    def install(self, name: str, *, force: bool, log: Callable[[str], None]) -> str:
+        """Install `name` (one of `installable`); where it is (a binary or a virtualenv)."""
+        ...
+
+    def plan_fields(self, runtime: str | None, engine_bin: str | None) -> dict[str, str]:
+        """`PlanRequest` fields for the runtime serve will launch (`runtime`: the one `--engine` forced)."""
+        ...
+
+    def refuses_engine_bin(self, runtime: str | None) -> bool:
+        """True when `--engine-bin` contradicts what `--engine` chose (this engine, forcing `runtime`)."""
+        ...
+
+    def planned_kv_tokens(self, candidate: Candidate) -> int:
+        """The KV cache tokens this engine's start-up log reports, as the plan sized them."""
+        ...
+
+    def hub_files(self, spec: ModelSpec, candidate: Candidate) -> list[tuple[str, int | None]]:
+        """Repo paths (and sizes) `serve` downloads before launching the candidate; [] for none."""
+        ...
+
+    def chat_template_args(self, template: str, *, is_file: bool, runtime: str) -> list[str]:
+        """The flags that make `runtime` apply `template` (an existing, expanded file path if `is_file`,
+        else a built-in name); ProfileError when it takes no such thing."""
+        ...
+
+    def export_traits(self, runtime: str) -> ExportTraits:
+        """What the export targets may do with `runtime` (one of this engine's `LaunchSpec.runtime`s)."""
+        ...
+
+
+class EngineDefaults:
+    """The answers an engine gives unless it says otherwise: nothing for the plan to size per runtime,
+    `--engine-bin` let through, KV counted as context x slots (llama.cpp's n_ctx, MLX LM's caches),
+    nothing for serve to download, and no export target beyond `systemd` and `litellm`."""
+
+    def plan_fields(self, runtime: str | None, engine_bin: str | None) -> dict[str, str]:
+        return {}
+
+    def refuses_engine_bin(self, runtime: str | None) -> bool:
+        return False
+
+    def planned_kv_tokens(self, candidate: Candidate) -> int:
+        return candidate.context_length * candidate.concurrency
+
+    def hub_files(self, spec: ModelSpec, candidate: Candidate) -> list[tuple[str, int | None]]:
+        return []
+
+    def export_traits(self, runtime: str) -> ExportTraits:
+        return ExportTraits()
+
+
+def template_file_only(template: str, is_file: bool, *, engine: str, hint: str) -> None:
+    """Refuse a built-in template name for an engine that takes only a template file."""
+    if not is_file:
+        from llmhost.errors import ProfileError
+
+        raise ProfileError(f"chat_template: {engine} has no built-in template named {template!r}.", hint=hint)

@@ -22,16 +22,32 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from llmhost.engine_ids import LLAMA_CPP_PYTHON, LLAMA_SERVER, LLAMACPP
-from llmhost.engines.base import EngineStatus, FailureCause, LaunchSpec, ServeOptions, StartupReport
+from llmhost.engine_ids import LLAMA_CPP_PYTHON, LLAMA_SERVER, LLAMACPP, TITLES
+from llmhost.engines.base import (
+    ContainerImage,
+    Engine,
+    EngineDefaults,
+    EngineStatus,
+    ExportTraits,
+    FailureCause,
+    LaunchSpec,
+    ServeOptions,
+    StartupReport,
+)
 from llmhost.engines.llamacpp_build import find_cached_binary
-from llmhost.errors import UsageError
+from llmhost.errors import ProfileError, UsageError
 from llmhost.hardware.models import Hardware
 from llmhost.net import base_url
 from llmhost.plan.models import Candidate
 from llmhost.plan.options import LlamaCppOptions
+
+if TYPE_CHECKING:
+    from llmhost.models.spec import ModelSpec
 
 RUNTIME_SERVER = LLAMA_SERVER
 RUNTIME_PYTHON = LLAMA_CPP_PYTHON
@@ -45,6 +61,16 @@ KV_CACHE_TYPES: dict[str, int] = {
 # llama-cpp-python's server started through llmhost's wrapper, with llama.cpp's extra CPU buffer types off.
 _NO_REPACK_SERVER = "llmhost.engines._llama_cpp_python_server"
 _SERVER_EXTRA_MODULES = ("uvicorn", "fastapi", "sse_starlette", "pydantic_settings", "starlette_context")
+
+# llama.cpp's server images (rolling tags published by ggml-org) run /app/llama-server; they ship curl
+# (their own HEALTHCHECK uses it). llama-cpp-python has no official image.
+SERVER_IMAGE = ContainerImage(
+    cpu="ghcr.io/ggml-org/llama.cpp:server",
+    gpu="ghcr.io/ggml-org/llama.cpp:server-cuda",
+    model_flag="-m",
+    positional_model=False,
+    probe=("curl", "-fsS", "{url}"),
+)
 
 
 def find_llama_server(engine_bin: str | None = None) -> Path | None:
@@ -107,8 +133,22 @@ def _built_from(binary: Path) -> str | None:
     return f"llama-cpp-python {match.group(1)}" if match else None
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(EngineDefaults):
+    """Answers the defaults where llama.cpp has nothing of its own: its start-up log counts context x
+    slots (n_ctx), as `planned_kv_tokens` does."""
+
     name = LLAMACPP
+    # `--engine llamacpp` lets serve pick the runtime; naming a runtime forces it.
+    aliases: Mapping[str, str | None] = MappingProxyType(
+        {
+            LLAMACPP: None,
+            TITLES[LLAMACPP]: None,
+            RUNTIME_SERVER: RUNTIME_SERVER,
+            RUNTIME_PYTHON: RUNTIME_PYTHON,
+        }
+    )
+    # llama-cpp-python comes with pip (`llmhost[llamacpp]`); the native server is built here.
+    installable: tuple[str, ...] = (RUNTIME_SERVER,)
 
     # -- what is installed ---------------------------------------------------------------------------
     def status(self, hardware: Hardware) -> list[EngineStatus]:
@@ -165,6 +205,17 @@ class LlamaCppEngine:
         )
         return out
 
+    def install(self, name: str, *, force: bool, log: Callable[[str], None]) -> str:
+        """Build the native llama-server for this machine (CUDA/Metal when it has them)."""
+        from llmhost.engines.llamacpp_build import build_llama_server
+        from llmhost.hardware import detect
+
+        hardware = detect()
+        path = build_llama_server(
+            has_nvidia=hardware.has_nvidia, is_apple=hardware.is_apple_silicon, force=force, log=log
+        )
+        return str(path)
+
     def pick_runtime(self, options: ServeOptions) -> str:
         if options.runtime:
             if options.runtime not in RUNTIMES:
@@ -173,9 +224,55 @@ class LlamaCppEngine:
                     hint=f"Use one of: {', '.join(RUNTIMES)}.",
                 )
             return options.runtime
-        if options.engine_bin or find_llama_server() is not None:
-            return RUNTIME_SERVER
-        return RUNTIME_PYTHON
+        return _default_runtime(options.engine_bin)
+
+    # -- what the other stages ask ---------------------------------------------------------------------
+    def plan_fields(self, runtime: str | None, engine_bin: str | None) -> dict[str, str]:
+        """The plan sizes llama.cpp's buffers for the runtime serve will launch: the forced one, else
+        llama-server where there is one (`--engine-bin`, PATH, the cache), else llama-cpp-python."""
+        return {"llamacpp_runtime": runtime if runtime in RUNTIMES else _default_runtime(engine_bin)}
+
+    def refuses_engine_bin(self, runtime: str | None) -> bool:
+        """`--engine-bin` names a llama-server binary: llama-cpp-python's server takes none."""
+        return runtime == RUNTIME_PYTHON
+
+    def hub_files(self, spec: ModelSpec, candidate: Candidate) -> list[tuple[str, int | None]]:
+        """The GGUF file(s) the candidate loads from the Hub; [] when it is local or no Hub model."""
+        if spec.repo_id is None:
+            return []
+        wanted = candidate.gguf_file
+        if wanted and Path(wanted).is_file():
+            return []
+        for variant in spec.gguf_variants:
+            paths_in_variant = [f.path for f in variant.files]
+            if (wanted and wanted in paths_in_variant) or (
+                not wanted and variant.tag == candidate.quantization
+            ):
+                return [(f.path, f.size_bytes) for f in variant.files]
+        if wanted:
+            return [(wanted, None)]
+        return []
+
+    def chat_template_args(self, template: str, *, is_file: bool, runtime: str) -> list[str]:
+        """llama-server takes a built-in name and a file, llama-cpp-python's server its format names."""
+        if runtime == RUNTIME_PYTHON:
+            if is_file:
+                raise ProfileError(
+                    "chat_template: llama-cpp-python's server takes a chat format name (e.g. gemma), "
+                    "not a file.",
+                    hint="Name a format, or serve with --engine llama-server.",
+                )
+            return ["--chat_format", template]
+        if is_file:
+            return ["--chat-template-file", template]
+        # llama-server renders templates with Jinja by default, and then takes `--chat-template gemma` as
+        # the literal template text "gemma" (every prompt became that word); its built-in names need
+        # --no-jinja.
+        return ["--no-jinja", "--chat-template", template]
+
+    def export_traits(self, runtime: str) -> ExportTraits:
+        """llama-server runs in ggml-org's images (CPU and CUDA); llama-cpp-python has none."""
+        return ExportTraits(image=SERVER_IMAGE) if runtime == RUNTIME_SERVER else ExportTraits()
 
     # -- launch ----------------------------------------------------------------------------------------
     def build_launch(self, candidate: Candidate, options: ServeOptions) -> LaunchSpec:
@@ -412,4 +509,9 @@ _FAILURE_PATTERNS: tuple[tuple[FailureCause, tuple[str, ...]], ...] = (
 )  # fmt: skip
 
 
-ENGINE = LlamaCppEngine()
+def _default_runtime(engine_bin: str | None) -> str:
+    """llama-server where there is one (`--engine-bin`, PATH, the cache), else llama-cpp-python."""
+    return RUNTIME_SERVER if engine_bin or find_llama_server() is not None else RUNTIME_PYTHON
+
+
+ENGINE: Engine = LlamaCppEngine()

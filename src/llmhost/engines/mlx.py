@@ -25,14 +25,25 @@ mlx_lm.server (mlx-lm 0.32) serves `/v1/completions`, `/v1/chat/completions`, `/
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 from llmhost.cache import engines_dir
-from llmhost.engine_ids import MLX
+from llmhost.engine_ids import MLX, TITLES
 from llmhost.engines import mlx_env
-from llmhost.engines.base import EngineStatus, FailureCause, LaunchSpec, ServeOptions, StartupReport
+from llmhost.engines.base import (
+    Engine,
+    EngineDefaults,
+    EngineStatus,
+    FailureCause,
+    LaunchSpec,
+    ServeOptions,
+    StartupReport,
+    template_file_only,
+)
 from llmhost.engines.log_readers import LogReaders
-from llmhost.errors import UsageError
+from llmhost.errors import ProfileError, UsageError
 from llmhost.hardware.models import Hardware
 from llmhost.net import base_url, is_loopback
 from llmhost.plan.models import Candidate
@@ -113,8 +124,10 @@ def probe_timeout_s(candidate: Candidate) -> float:
     return COMPLETION_PROBE_TIMEOUT_S + READY_PER_GIB_S * candidate.memory.weights_bytes / GIB
 
 
-class MlxEngine(LogReaders):
+class MlxEngine(LogReaders, EngineDefaults):
     name = MLX
+    aliases: Mapping[str, str | None] = MappingProxyType({MLX: None})
+    installable: tuple[str, ...] = (MLX,)
 
     def status(self, hardware: Hardware) -> list[EngineStatus]:
         base = EngineStatus(name=self.name, runtime="mlx-lm", installed=False, usable=False)
@@ -195,6 +208,28 @@ class MlxEngine(LogReaders):
         """The supervisor's hook: what to change after a failed start, in MLX LM's terms."""
         return suggest_fix(cause, launch)
 
+    # -- what the other stages ask ---------------------------------------------------------------------
+    def install(self, name: str, *, force: bool, log: Callable[[str], None]) -> str:
+        """mlx-lm (mlx-metal on Apple Silicon, mlx-cpu on Linux) into its own virtualenv."""
+        return str(mlx_env.install(force=force).location)
+
+    def refuses_engine_bin(self, runtime: str | None) -> bool:
+        """mlx_lm runs from its virtualenv and never reads `--engine-bin`; serve has always let the flag
+        pass unused here (refusing it would change behaviour: issue 9 moved this check, nothing more).
+        The other answers are the defaults: KV as context x slots, nothing to download (mlx_lm loads a
+        local directory, `model_dir`), no official image."""
+        return False
+
+    def chat_template_args(self, template: str, *, is_file: bool, runtime: str) -> list[str]:
+        """mlx_lm.server takes the template's text, and has no built-in names: llmhost reads the file."""
+        hint = "Give a .jinja file (mlx_lm.server takes the template text; llmhost reads the file)."
+        template_file_only(template, is_file, engine=TITLES[MLX], hint=hint)
+        from llmhost.inputs import decode_utf8, read_regular_file
+
+        path = Path(template)
+        data = read_regular_file(path, what="chat_template file", limit=1024**2, error=ProfileError)
+        return ["--chat-template", decode_utf8(data, source=template, error=ProfileError)]
+
 
 def _env_seconds(name: str, default: float) -> float:
     from llmhost.engines.vllm_argv import _env_seconds as read
@@ -271,4 +306,4 @@ def parse_startup(log_text: str) -> StartupReport:
     return StartupReport(raw=raw)
 
 
-ENGINE = MlxEngine(classify_failure, parse_startup)
+ENGINE: Engine = MlxEngine(classify_failure, parse_startup)

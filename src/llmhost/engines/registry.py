@@ -1,4 +1,5 @@
-"""Engine modules by name, imported lazily so heavy engine code never loads at CLI start-up."""
+"""Engine modules by name, imported lazily so heavy engine code never loads at CLI start-up; and the
+questions about every engine at once (what `--engine` and `engines install` accept)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,23 @@ def get_engine(name: str) -> Engine:
     module = importlib.import_module(module_name)
     engine: Engine = module.ENGINE
     return engine
+
+
+def engine_aliases() -> dict[str, tuple[str, str | None]]:
+    """Every `--engine` spelling -> (engine, the runtime it forces or None), engine by engine."""
+    return {
+        spelling: (name, runtime)
+        for name in ENGINE_MODULES
+        for spelling, runtime in get_engine(name).aliases.items()
+    }
+
+
+def engine_flag(engine: str, runtime: str) -> str:
+    """What `--engine` takes to choose this engine and runtime again: the spelling that forces the
+    runtime (llama.cpp's `llama-server`), else the engine's id (one runtime per machine: vLLM, MLX LM)."""
+    return runtime if get_engine(engine).aliases.get(runtime) == runtime else engine
+
+
+def installable() -> dict[str, str]:
+    """Every name `llmhost engines install` takes -> the engine that installs it, engine by engine."""
+    return {thing: name for name in ENGINE_MODULES for thing in get_engine(name).installable}

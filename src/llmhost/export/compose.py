@@ -5,8 +5,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from llmhost.engine_ids import VLLM_RUNTIME
-from llmhost.export.common import CONTAINER_PORT, HF_CACHE_IN_IMAGE, container, dump_yaml, header
+from llmhost.export.common import CONTAINER_PORT, HF_CACHE_IN_IMAGE, container, dump_yaml, header, traits
 from llmhost.export.models import ExportFile, ExportSource
 
 # vLLM moves tensors between its processes through shared memory (PyTorch); Docker's 64 MB default
@@ -42,7 +41,7 @@ def render_compose(source: ExportSource) -> list[ExportFile]:
         # The model's folder, read-only, at the path the command names.
         local, inside = box.model_mount
         service["volumes"].append(f"{posixpath.dirname(local.rstrip('/'))}:{posixpath.dirname(inside)}:ro")
-    if source.launch.runtime == VLLM_RUNTIME:
+    if traits(source).large_shm:
         service["shm_size"] = SHM_TP if c.tensor_parallel_size * c.pipeline_parallel_size > 1 else SHM_SINGLE
     if box.gpus:
         service["deploy"] = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from llmhost.engine_ids import VLLM_RUNTIME
 from llmhost.export.common import (
     CONTAINER_PORT,
     MODELS_DIR,
@@ -22,6 +21,7 @@ from llmhost.export.common import (
     header,
     secret_env_names,
     startup_failure_threshold,
+    traits,
     vllm_engine_kwargs,
 )
 from llmhost.export.models import ExportFile, ExportSource
@@ -233,7 +233,7 @@ def _check_kserve(source: ExportSource, target: str) -> None:
     from llmhost.errors import UsageError
 
     check_node(source, target, containers=True)
-    if source.launch.runtime != VLLM_RUNTIME or not source.hardware.gpus:
+    if not traits(source).kserve or not source.hardware.gpus:
         raise UsageError(
             f"`llmhost export {target}` writes KServe's vLLM runtime; this plan runs "
             f"{source.launch.runtime}{'' if source.hardware.gpus else ' on the CPU'}.",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmhost.engine_ids import VLLM_RUNTIME
 from llmhost.errors import UsageError
-from llmhost.export.common import check_node, dump_yaml, header, vllm_engine_kwargs
+from llmhost.export.common import check_node, dump_yaml, header, traits, vllm_engine_kwargs
 from llmhost.export.models import ExportFile, ExportSource
 
 # Ray's accelerator_type values (ray.util.accelerators) for the catalog's GPUs, by catalog id prefix.
@@ -38,7 +37,7 @@ def accelerator_type(source: ExportSource) -> str | None:
 def render_ray_serve(source: ExportSource, *, max_replicas: int = 1) -> list[ExportFile]:
     check_node(source, "ray-serve", containers=False)
     c = source.candidate
-    if source.launch.runtime != VLLM_RUNTIME or not source.hardware.gpus:
+    if not traits(source).ray_serve or not source.hardware.gpus:
         raise UsageError(
             f"Ray Serve LLM runs vLLM on GPUs; this plan runs {source.launch.runtime}"
             f"{'' if source.hardware.gpus else ' on the CPU'}.",

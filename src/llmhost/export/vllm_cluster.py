@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import shlex
 
-from llmhost.engine_ids import VLLM_RUNTIME
 from llmhost.engines.vllm_argv import SERVE_COMMAND
 from llmhost.errors import UsageError
-from llmhost.export.common import check_node, header
+from llmhost.export.common import check_node, header, traits
 from llmhost.export.models import ExportFile, ExportSource
 
 MASTER_PORT = 29500  # torch.distributed's customary rendezvous port
@@ -71,7 +70,7 @@ def _script(source: ExportSource, title: str, body: list[str]) -> str:
 def render_vllm_cluster(source: ExportSource) -> list[ExportFile]:
     check_node(source, "vllm-cluster", containers=False)
     c = source.candidate
-    if source.launch.runtime != VLLM_RUNTIME or c.nodes < 2:
+    if not traits(source).ray_cluster or c.nodes < 2:
         raise UsageError(
             "`llmhost export vllm-cluster` writes a multi-node vLLM plan; this plan runs "
             f"{source.launch.runtime} on one node.",
