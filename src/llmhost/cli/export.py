@@ -49,15 +49,20 @@ OutputOpt = Annotated[
         callback=text,
     ),
 ]
-QuantOpt = Annotated[str | None, typer.Option("--quant", help="Quantization (as serve).", callback=text)]
-ConcurrencyOpt = Annotated[int | None, typer.Option("--concurrency", help="Concurrent requests.")]
-PortOpt = Annotated[int | None, typer.Option("--port", help="Port the service listens on (default 8000).")]
-NameOpt = Annotated[str | None, typer.Option("--name", help="Deployment name.", callback=text)]
+# Flags serve has too, with export's own help (Export*: not serve's options, which say other things).
+ExportQuantOpt = Annotated[
+    str | None, typer.Option("--quant", help="Quantization (as serve).", callback=text)
+]
+ExportConcurrencyOpt = Annotated[int | None, typer.Option("--concurrency", help="Concurrent requests.")]
+ExportPortOpt = Annotated[
+    int | None, typer.Option("--port", help="Port the service listens on (default 8000).")
+]
+ExportNameOpt = Annotated[str | None, typer.Option("--name", help="Deployment name.", callback=text)]
 NodesOpt = Annotated[
     int | None,
     typer.Option("--nodes", help="Plan over this many nodes of the --hardware type (as plan)."),
 ]
-TrustRemoteCodeOpt = Annotated[
+ExportTrustRemoteCodeOpt = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow the model's own code (vLLM).")
 ]
 AuthOpt = Annotated[
@@ -94,19 +99,19 @@ def export(
     refs: RefsArg,
     output: OutputOpt = None,
     engine: EngineOpt = None,
-    quant: QuantOpt = None,
+    quant: ExportQuantOpt = None,
     context: ContextOpt = None,
-    concurrency: ConcurrencyOpt = None,
-    port: PortOpt = None,
+    concurrency: ExportConcurrencyOpt = None,
+    port: ExportPortOpt = None,
     host: HostOpt = None,
-    name: NameOpt = None,
+    name: ExportNameOpt = None,
     hardware: HardwareOpt = None,
     engine_bin: EngineBinOpt = None,
     nodes: NodesOpt = None,
     max_num_seqs: MaxNumSeqsOpt = None,
     max_num_batched_tokens: MaxNumBatchedTokensOpt = None,
     vllm_version: VllmVersionOpt = None,
-    trust_remote_code: TrustRemoteCodeOpt = False,
+    trust_remote_code: ExportTrustRemoteCodeOpt = False,
     auth: AuthOpt = False,
     scope: ScopeOpt = "user",
     user: UserOpt = None,

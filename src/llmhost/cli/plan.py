@@ -6,16 +6,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from llmhost.cli._options import (
-    DataParallelSizeOpt,
-    ExpertParallelOpt,
-    HardwareOpt,
-    JsonOpt,
-    MaxNumBatchedTokensOpt,
-    MaxNumSeqsOpt,
-    VllmVersionOpt,
-    text,
-)
+from llmhost.cli import _options as shared  # options several commands declare alike: `shared.X`
+from llmhost.cli._options import text
 from llmhost.cli._output import emit, literal, warn
 from llmhost.engine_ids import Llamacpp, Mlx, Vllm, title
 from llmhost.errors import NothingFitsError
@@ -240,18 +232,18 @@ def plan(
     engine: PlanEngineOpt = None,
     quant: QuantOpt = None,
     kv_cache_dtype: KvCacheDtypeOpt = None,
-    hardware: HardwareOpt = None,
+    hardware: shared.HardwareOpt = None,
     gpu_memory_utilization: GpuMemoryUtilizationOpt = None,
     tensor_parallel_size: TensorParallelSizeOpt = None,
-    data_parallel_size: DataParallelSizeOpt = None,
-    enable_expert_parallel: ExpertParallelOpt = False,
-    max_num_seqs: MaxNumSeqsOpt = None,
-    max_num_batched_tokens: MaxNumBatchedTokensOpt = None,
-    vllm_version: VllmVersionOpt = None,
+    data_parallel_size: shared.DataParallelSizeOpt = None,
+    enable_expert_parallel: shared.ExpertParallelOpt = False,
+    max_num_seqs: shared.MaxNumSeqsOpt = None,
+    max_num_batched_tokens: shared.MaxNumBatchedTokensOpt = None,
+    vllm_version: shared.VllmVersionOpt = None,
     nodes: NodesOpt = 1,
     goal: GoalOpt = "quality",
     offline: OfflineOpt = False,
-    json_output: JsonOpt = False,
+    json_output: shared.JsonOpt = False,
     show_all: ShowAllOpt = False,
 ) -> None:
     """Estimate memory and speed, and pick engine, quantization and layout for MODEL on this machine.
