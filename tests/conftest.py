@@ -10,8 +10,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,42 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from llmhost.demo_model import ensure_demo_model
 
     return ensure_demo_model(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def llmhost_here(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`llmhost ARGS` run in this process through `llmhost.cli.main`, what the console script runs, and
+    answered as `support.serve_helpers.llmhost` answers (a CompletedProcess: exit code, stdout, stderr),
+    in the environment that helper gives a subprocess (no inherited key, NO_COLOR, COLUMNS=200).
+
+    For commands that need no process of their own: a subprocess pays the CLI's start-up (about half a
+    second each on 2 cores). The Rich consoles are made afresh for each call, so they read that
+    environment as a new process's would. What only a real process shows (exit status, nothing printed
+    past the one error line, no traceback, terminal width) keeps its subprocess tests."""
+    from rich.console import Console
+
+    from llmhost.cli import _output, main
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        with monkeypatch.context() as patch:
+            patch.delenv("LLMHOST_API_KEY", raising=False)
+            for key, value in {"NO_COLOR": "1", "COLUMNS": "200", **(env or {})}.items():
+                patch.setenv(key, value)
+            fresh = {"stdout": Console(soft_wrap=False), "stderr": Console(stderr=True, soft_wrap=False)}
+            cli_modules = [
+                m for n, m in sys.modules.items() if n == "llmhost.cli" or n.startswith("llmhost.cli.")
+            ]
+            for module in cli_modules:
+                for name, console in fresh.items():
+                    if module is _output or isinstance(getattr(module, name, None), Console):
+                        patch.setattr(module, name, console, raising=False)
+            capsys.readouterr()
+            code = main(list(args))
+            out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["llmhost", *args], code, out, err)
+
+    return run

@@ -25,7 +25,6 @@ from llmhost.gateway.server import _Lines, _renamer
 from llmhost.hardware import nvidia
 from llmhost.plan.models import Candidate, MemoryBreakdown
 from support.gateway_helpers import GatewayProc, planned_needs
-from support.serve_helpers import llmhost
 
 GiB = 1 << 30
 ENGINE_PID, OTHER_PID = 4242, 999
@@ -143,9 +142,12 @@ def test_a_plain_answer_is_renamed_and_the_same_name_is_left_alone():
     assert _Lines(lambda b: b.upper()).flush() == b""
 
 
-def test_a_model_that_never_fits_its_budget_gets_the_planners_advice(tiny_models: dict[str, Path], tmp_path):
+def test_a_model_that_never_fits_its_budget_gets_the_planners_advice(
+    tiny_models: dict[str, Path], tmp_path, llmhost_here
+):
     """`gateway plan` and the gateway's 503 both carry the planner's advice for the budget (here: a
-    shorter context, or a q8_0 KV cache), planned as if the budget were all the machine had."""
+    shorter context, or a q8_0 KV cache), planned as if the budget were all the machine had. The CLI
+    calls run in this process (tests/conftest.py); the gateway runs in its own."""
     state = tmp_path / "state"
     env = {"LLMHOST_STATE_DIR": str(state)}
     body = f"models:\n  big: {{model: {tiny_models['big']}, context: 4096}}\n"
@@ -153,7 +155,7 @@ def test_a_model_that_never_fits_its_budget_gets_the_planners_advice(tiny_models
     config.write_text(body)
     need = planned_needs(config, state)["big"]["cpu"]
     config.write_text(body + f"memory_budget: {{cpu: {need - (1 << 20)}}}\n")  # 1 MiB short
-    planned = llmhost("gateway", "plan", "--config", str(config), "--json", env=env)
+    planned = llmhost_here("gateway", "plan", "--config", str(config), "--json", env=env)
     (row,) = json.loads(planned.stdout)["models"]
     assert "even with nothing else loaded" in row["error"] and "--context" in row["error"], row
     gw = GatewayProc(config, state).start()
@@ -170,4 +172,4 @@ def test_a_model_that_never_fits_its_budget_gets_the_planners_advice(tiny_models
         assert gw.models()["big"]["state"] == "failed"
     finally:
         gw.stop()
-    assert json.loads(llmhost("ps", "--json", env=env).stdout) == []  # nothing was launched
+    assert json.loads(llmhost_here("ps", "--json", env=env).stdout) == []  # nothing was launched

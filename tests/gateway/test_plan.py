@@ -17,9 +17,10 @@ def _config(tmp_path: Path, models: dict[str, Path], extra: str) -> Path:
     return path
 
 
-def test_plan_on_two_gpus_shows_devices_needs_and_who_evicts_whom(tmp_path, tiny_models):
+def test_plan_on_two_gpus_shows_devices_needs_and_who_evicts_whom(tmp_path, tiny_models, llmhost_here):
+    # In this process (tests/conftest.py): the plans are what is checked; the bad-file test below runs one.
     free = _config(tmp_path, tiny_models, "")
-    proc = llmhost("gateway", "plan", "--config", str(free), "--hardware", "h100-80gb:2", "--json")
+    proc = llmhost_here("gateway", "plan", "--config", str(free), "--hardware", "h100-80gb:2", "--json")
     assert proc.returncode == 0, proc.stderr
     roomy = json.loads(proc.stdout)
     assert [d["device"] for d in roomy["devices"]] == ["cpu", "cuda:0", "cuda:1"]
@@ -36,13 +37,13 @@ def test_plan_on_two_gpus_shows_devices_needs_and_who_evicts_whom(tmp_path, tiny
         tiny_models,
         f'memory_budget: {{"cuda:0": {budget["cuda:0"]}, "cuda:1": {budget["cuda:1"]}}}\n',
     )
-    proc = llmhost("gateway", "plan", "--config", str(tight), "--hardware", "h100-80gb:2", "--json")
+    proc = llmhost_here("gateway", "plan", "--config", str(tight), "--hardware", "h100-80gb:2", "--json")
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     rows = {m["name"]: m for m in plan["models"]}
     assert not plan["all_fit"] and rows["big"]["evicts"] == ["small"]
     assert plan["resident_together"] == ["mid", "big"]
-    human = llmhost("gateway", "plan", "--config", str(tight), "--hardware", "h100-80gb:2")
+    human = llmhost_here("gateway", "plan", "--config", str(tight), "--hardware", "h100-80gb:2")
     assert human.returncode == 0, human.stderr
     assert "cuda:1" in human.stdout and "budget" in human.stdout and "not all fit together" in human.stdout
 

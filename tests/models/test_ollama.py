@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -224,19 +225,22 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_plan_and_inspect(store: Path) -> None:
+def test_cli_plan_and_inspect(
+    store: Path, llmhost_here: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
     env = {"OLLAMA_MODELS": str(store)}
-    listed = _cli("inspect", "--ollama", "--json", env=env)
+    # In this process (tests/conftest.py), but for the refusal: a process of its own, as a user sees it.
+    listed = llmhost_here("inspect", "--ollama", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     data = json.loads(listed.stdout)
     assert data["store"] == str(store) and [m["name"] for m in data["models"]] == ["tiny:latest"]
-    plan = _cli("plan", "ollama:tiny", "--json", env=env)
+    plan = llmhost_here("plan", "ollama:tiny", "--json", env=env)
     assert plan.returncode == 0, plan.stderr
     planned = json.loads(plan.stdout)
     chosen = planned["candidates"][planned["chosen"]]
     assert chosen["context_length"] == 2048  # Ollama's num_ctx, below the model's 4096
     assert chosen["gguf_file"] == str(model_blob(store / "manifests/registry.ollama.ai/library/tiny/latest"))
-    wider = json.loads(_cli("plan", "ollama:tiny", "--context", "4096", "--json", env=env).stdout)
+    wider = json.loads(llmhost_here("plan", "ollama:tiny", "--context", "4096", "--json", env=env).stdout)
     assert wider["candidates"][wider["chosen"]]["context_length"] == 4096  # --context still wins
     bad = _cli("inspect", "ollama:nope", env=env)
     assert bad.returncode == ExitCode.BAD_INPUT
