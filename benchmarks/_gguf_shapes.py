@@ -294,9 +294,10 @@ def _field_value(field: Any) -> Any:
     return value
 
 
-def describe_gguf(path: Path) -> dict[str, Any]:
-    """What the header of `path` says: metadata (token arrays by length only) and every tensor."""
-    reader = gguf.GGUFReader(str(path))
+def describe_gguf(path: Path, reader: gguf.GGUFReader | None = None) -> dict[str, Any]:
+    """What the header of `path` says: metadata (token arrays by length only) and every tensor.
+    `reader`: the file already open in gguf's reader (a 32k vocabulary takes it seconds to read)."""
+    reader = reader or gguf.GGUFReader(str(path))
     metadata: dict[str, Any] = {}
     for key, field in reader.fields.items():
         if key.startswith("GGUF."):
