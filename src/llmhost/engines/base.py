@@ -13,10 +13,11 @@ What used to be a test of an engine's name elsewhere is a question to the engine
 - `hub_files()`: the model files `serve` downloads before launching it;
 - `chat_template_args()`: the flags that apply a profile's `chat_template:`;
 - `export_traits()`: what `llmhost export`'s targets may do with a runtime (`ExportTraits`).
-Engine names are spelled only in `llmhost.engine_ids`, `engines/`, and the stages that model each
-engine (`estimate/`, `plan/`); `tests/test_engine_names.py` checks that nothing else compares them.
+Engine names are spelled only in `llmhost.engine_ids` and `engines/`; the ids are compared only in
+`engines/` and the stages that model each engine (`estimate/`, `plan/`: which engine a candidate is
+for). `tests/test_engine_names.py` checks both. `EngineDefaults` holds the answers most engines share.
 
-Owned by the serve work; the vLLM engine implements the same interface. Additive changes only.
+Owned by the serve work; every engine implements the same interface. Additive changes only.
 """
 
 from __future__ import annotations
