@@ -340,6 +340,17 @@ def test_without_usage_a_length_finish_counts_max_tokens_and_the_tokenizer_cross
     assert adapter.count(adapter.cut("the of and to in is was for on that with as by at from", 8)) == 8
 
 
+def _tokens_predicted(port: int) -> int:
+    """The reference server's count of tokens streamed so far (its /metrics)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return int(
+        next(line.split()[1] for line in text.splitlines() if line.startswith("llamacpp:tokens_predicted"))
+    )
+
+
 def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
     import signal
     import subprocess
@@ -358,7 +369,12 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
              "-n", "10000", "--output-tokens", "20", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(6)  # start-up, warm-up, then some measured requests
+        # Start-up, warm-up (2 requests of 20 tokens), then some measured requests: the server's token
+        # count says when (200 tokens: at least two measured requests done), instead of a blind 6 s.
+        deadline = time.monotonic() + 60
+        while _tokens_predicted(port) < 200:
+            assert time.monotonic() < deadline and bench.poll() is None, "no measured requests in 60 s"
+            time.sleep(0.1)
         bench.send_signal(signal.SIGINT)
         out, err = bench.communicate(timeout=30)
     finally:
