@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from collections.abc import Callable, Iterator
@@ -36,6 +37,18 @@ def plans(tiny_gguf: Path) -> dict[str, ExportSource]:
         "8b-h100": source(LLAMA_8B, hardware="h100-80gb", hub_id="meta-llama/Llama-3.1-8B-Instruct"),
         "70b-2xh100": source(LLAMA_70B, hardware="h100-80gb:2", hub_id="meta-llama/Llama-3.1-70B-Instruct"),
     }
+
+
+@functools.cache
+def crd_validator(path: Path) -> Any:
+    """A validator for the strict (`strict`) schema at `path`, the schema itself checked once:
+    `jsonschema.validate` checks it on every call, a third of a second for KServe's CRD."""
+    import jsonschema
+
+    schema = strict(json.loads(path.read_text()))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
 
 
 def strict(schema: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from llmhost.export import ExportSource, render
 from llmhost.export.common import container, vllm_engine_kwargs
 from llmhost.export.kubernetes import llmisvc_vllm_args
 
-from .conftest import strict
+from .conftest import crd_validator
 
 KSERVE_SCHEMA = Path(__file__).parent.parent / "fixtures" / "kserve" / "inferenceservice-v1beta1.schema.json"
 LLMISVC_SCHEMA = KSERVE_SCHEMA.with_name("llminferenceservice-v1alpha1.schema.json")
@@ -117,9 +116,9 @@ def test_kubernetes_validator_catches_a_bad_manifest(plans: dict[str, ExportSour
 def test_kserve_inferenceservice_validates_against_the_crd_schema(
     plans: dict[str, ExportSource], plan: str, tmp_path: Path
 ) -> None:
-    schema = strict(json.loads(KSERVE_SCHEMA.read_text()))
+    schema = crd_validator(KSERVE_SCHEMA)
     doc = yaml.safe_load(_write(tmp_path, "kserve", plans[plan]).read_text())
-    jsonschema.validate(doc, schema)
+    schema.validate(doc)
     model = doc["spec"]["predictor"]["model"]
     c = plans[plan].candidate
     assert model["modelFormat"]["name"] == "huggingface"
@@ -131,18 +130,18 @@ def test_kserve_inferenceservice_validates_against_the_crd_schema(
     # The negative control: a misspelt field fails the same schema.
     model["resource"] = model.pop("resources")
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(doc, schema)
+        schema.validate(doc)
 
 
 @pytest.mark.parametrize("plan", ["8b-h100", "70b-2xh100"])
 def test_kserve_llminferenceservice_validates_against_the_crd_schema(
     plans: dict[str, ExportSource], plan: str, tmp_path: Path
 ) -> None:
-    schema = strict(json.loads(LLMISVC_SCHEMA.read_text()))
+    schema = crd_validator(LLMISVC_SCHEMA)
     src = plans[plan]
     text = _write(tmp_path, "kserve-llm", src).read_text()
     doc = yaml.safe_load(text)
-    jsonschema.validate(doc, schema)
+    schema.validate(doc)
     assert (doc["apiVersion"], doc["kind"]) == ("serving.kserve.io/v1alpha1", "LLMInferenceService")
     c = src.candidate
     spec = doc["spec"]
@@ -164,12 +163,12 @@ def test_kserve_llminferenceservice_validates_against_the_crd_schema(
     # The negative controls: a misspelt field, and a field of the wrong type, fail the same schema.
     main["resource"] = main.pop("resources")
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(doc, schema)
+        schema.validate(doc)
     main["resources"] = main.pop("resource")
-    jsonschema.validate(doc, schema)
+    schema.validate(doc)
     spec["parallelism"]["tensor"] = "2"
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(doc, schema)
+        schema.validate(doc)
 
 
 def test_llminferenceservice_never_holds_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
