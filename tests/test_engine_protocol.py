@@ -44,6 +44,7 @@ def test_engine_spellings_are_the_ones_serve_took_and_in_its_order() -> None:
         VLLM: (VLLM, None),
         MLX: (MLX, None),
     }
+    assert list(engine_aliases()) == [LLAMACPP, "llama.cpp", LLAMA_SERVER, LLAMA_CPP_PYTHON, VLLM, MLX]
     for engine in ENGINES:
         assert engine in get_engine(engine).aliases, "an engine's id always chooses it"
 
@@ -64,6 +65,7 @@ def test_engine_flag_chooses_the_same_runtime_again(engine: str, runtime: str, f
 
 def test_engines_install_takes_what_the_engines_list_in_order() -> None:
     assert installable() == {LLAMA_SERVER: LLAMACPP, VLLM: VLLM, MLX: MLX}
+    assert list(installable()) == [LLAMA_SERVER, VLLM, MLX]
 
 
 def test_install_dispatches_to_the_engine_that_lists_the_name(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,3 +262,21 @@ def test_export_targets_ask_the_traits_not_the_runtime_name(
     monkeypatch.setattr(vllm, "export_traits", lambda runtime: ExportTraits())
     with pytest.raises(UsageError, match="there is none for vllm"):
         render("compose", [source])
+
+
+def test_serve_messages_from_the_engines_answers_read_as_before() -> None:
+    from llmhost.app.serve import ServeRequest, _check_engine_bin, engine_choice
+
+    with pytest.raises(UsageError) as err:
+        engine_choice("tgi")
+    assert err.value.message == "Unknown engine 'tgi'."
+    assert err.value.hint == "Choose one of: llamacpp, llama.cpp, llama-server, llama-cpp-python, vllm, mlx."
+    for engine in ("vllm", "llama-cpp-python"):
+        with pytest.raises(UsageError) as err:
+            _check_engine_bin(ServeRequest(model="m", engine=engine, engine_bin="/bin/true"))
+        assert err.value.message == (
+            f"--engine-bin names a llama-server binary; --engine {engine} does not use one."
+        )
+        assert err.value.hint == "Drop --engine-bin, or pass --engine llama-server."
+    for engine, forced in (("llama-server", "llama-server"), ("llamacpp", None), ("mlx", None), (None, None)):
+        assert _check_engine_bin(ServeRequest(model="m", engine=engine, engine_bin="/bin/true")) == forced
