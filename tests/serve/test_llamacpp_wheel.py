@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import tarfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -43,11 +44,15 @@ def test_the_hook_turns_common_off_in_the_pinned_sources(tmp_path: Path) -> None
     (root,) = (tmp_path / "src").iterdir()
     hook = tmp_path / "text_only.cmake"
     hook.write_text(llamacpp_wheel.TEXT_ONLY_HOOK)
-    text_only = _configure(root, tmp_path / "text", llamacpp_wheel.cmake_args(hook).split())
+    # The two configures are independent (own build dirs) and mostly wait on the compiler checks they
+    # spawn: run side by side.
+    with ThreadPoolExecutor(2) as pool:
+        text_job = pool.submit(_configure, root, tmp_path / "text", llamacpp_wheel.cmake_args(hook).split())
+        stock_job = pool.submit(_configure, root, tmp_path / "stock", [])
+        text_only, stock = text_job.result(), stock_job.result()
     assert "LLAMA_BUILD_COMMON:BOOL=OFF" in text_only and "LLAVA_BUILD:BOOL=OFF" in text_only
     assert not (tmp_path / "text" / "vendor" / "llama.cpp" / "common").exists()
     assert not (tmp_path / "text" / "vendor" / "llama.cpp" / "tools" / "mtmd").exists()
-    stock = _configure(root, tmp_path / "stock", [])
     assert "LLAMA_BUILD_COMMON:BOOL=ON" in stock
     assert (tmp_path / "stock" / "vendor" / "llama.cpp" / "common").is_dir()
 
