@@ -7,6 +7,7 @@ that a new engine (or a renamed runtime) would silently miss. This scans the sou
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 from typing import get_args
 
@@ -27,14 +28,21 @@ def _docstrings(tree: ast.AST) -> set[int]:
     return out
 
 
+@functools.cache
+def _modules(root: Path) -> tuple[tuple[str, ast.Module], ...]:
+    """(path relative to `root`, syntax tree) of every module under `root`, parsed once for both scans."""
+    return tuple(
+        (path.relative_to(root).as_posix(), ast.parse(path.read_text(encoding="utf-8")))
+        for path in sorted(root.rglob("*.py"))
+    )
+
+
 def stray_engine_names(root: Path = SRC) -> list[str]:
     """`file:line: 'name'` for every engine-name string literal outside the allowed modules."""
     found = []
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
+    for rel, tree in _modules(root):
         if rel.startswith(ALLOWED):
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
         docs = _docstrings(tree)
         for node in ast.walk(tree):
             if (
@@ -112,12 +120,10 @@ def engine_id_uses(root: Path = SRC) -> list[str]:
     """`file:line: NAME` for every engine id taken from `llmhost.engine_ids` outside MODELLED_HERE:
     `from llmhost.engine_ids import VLLM`, or `engine_ids.VLLM` through the module."""
     found = []
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
+    for rel, tree in _modules(root):
         if rel.startswith(MODELLED_HERE):
             continue
         allowed = NOT_FOR_COMPARING | EXCEPTIONS.get(rel, set())
-        tree = ast.parse(path.read_text(encoding="utf-8"))
         module_names = {"engine_ids"}
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module == "llmhost.engine_ids":
