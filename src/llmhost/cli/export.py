@@ -14,8 +14,10 @@ import typer
 
 from llmhost.cli._options import (
     ContextOpt,
+    DataParallelSizeOpt,
     EngineBinOpt,
     EngineOpt,
+    ExpertParallelOpt,
     HardwareOpt,
     HostOpt,
     MaxNumBatchedTokensOpt,
@@ -103,6 +105,8 @@ def export(
     hardware: HardwareOpt = None,
     engine_bin: EngineBinOpt = None,
     nodes: NodesOpt = None,
+    data_parallel_size: DataParallelSizeOpt = None,
+    enable_expert_parallel: ExpertParallelOpt = False,
     max_num_seqs: MaxNumSeqsOpt = None,
     max_num_batched_tokens: MaxNumBatchedTokensOpt = None,
     vllm_version: VllmVersionOpt = None,
@@ -128,7 +132,8 @@ def export(
     cmd = ExportCommand(
         target=target, refs=refs, output=Path(output) if output is not None else None, engine=engine,
         quant=quant, context=context, concurrency=concurrency, port=port, host=host, name=name,
-        hardware=hardware, engine_bin=engine_bin, nodes=nodes, max_num_seqs=max_num_seqs,
+        hardware=hardware, engine_bin=engine_bin, nodes=nodes, data_parallel_size=data_parallel_size,
+        enable_expert_parallel=enable_expert_parallel, max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens, vllm_version=vllm_version,
         trust_remote_code=trust_remote_code,
         auth=auth, scope=scope, user=user, install=install, fallback=fallback or [],
