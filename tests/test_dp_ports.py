@@ -11,6 +11,7 @@ import pytest
 
 from llmhost.app import serve as serve_app
 from llmhost.engines.vllm_argv import DP_RPC_PORT_OFFSET, DP_RPC_PORT_SPAN, dp_rpc_port_start, internal_port
+from llmhost.supervise.state import Deployment, forget
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 QWEN3_MOE = CONFIGS / "Qwen--Qwen3-30B-A3B.json"
@@ -90,3 +91,39 @@ def test_profiles_take_the_dp_fields(tmp_path: Path) -> None:
     bad.write_text("model: x\ndata_parallel_size: 0\n")
     with pytest.raises(Exception, match="data_parallel_size"):
         load_profile(str(bad))
+
+
+def test_a_taken_dp_rpc_port_is_replanned_even_with_a_fixed_api_port(
+    monkeypatch: pytest.MonkeyPatch, state_dir: Path
+) -> None:
+    """The engine fails with "Address already in use" (port_in_use) when another program took the DP RPC
+    port serve picked: serve plans again, keeps the --port the user gave, and picks the next free one."""
+    from llmhost.app import serving
+    from llmhost.supervise import control
+
+    request = serve_app.ServeRequest(
+        model=str(QWEN3_MOE), hardware="h100-80gb:4", port=18123, data_parallel_size=4,
+        enable_expert_parallel=True,
+    )  # fmt: skip
+    first = serve_app.prepare(request, dry_run=False)
+    taken = int(_flag(first.deployment.launch.argv, "--data-parallel-rpc-port"))
+    monkeypatch.setattr(control, "reserved_dp_rpc_ports", lambda: {taken})  # still held: skipped next
+    runs: list[Deployment] = []
+
+    def fake_foreground(dep: Deployment, *_: object) -> Deployment:
+        runs.append(dep)
+        forget(dep.name)  # as run_foreground does: nothing outlives a foreground serve
+        if len(runs) == 1:
+            return dep.model_copy(update={"state": "failed", "failure_cause": "port_in_use"})
+        return dep.model_copy(update={"state": "stopped"})
+
+    monkeypatch.setattr(serving, "run_foreground", fake_foreground)
+    retried: list[int] = []
+    final = serving.run_serve(
+        serving.PreparedServe(request=request, prepared=first),
+        detach=False,
+        events=serving.ServeEvents(on_port_retry=retried.append),
+    )
+    assert final.state == "stopped" and len(runs) == 2 and retried == [18123]
+    second = int(_flag(runs[1].launch.argv, "--data-parallel-rpc-port"))
+    assert second != taken and runs[1].port == 18123
