@@ -81,12 +81,6 @@ def dp_rpc_port_start(api_port: int) -> int:
     return internal_port(api_port) + DP_RPC_PORT_OFFSET
 
 
-def data_parallel_size(candidate: Candidate) -> int:
-    """The plan's --data-parallel-size (1 without data parallelism)."""
-    dp = _options(candidate).data_parallel_size
-    return dp if dp is not None and dp > 1 else 1
-
-
 def ready_deadline_s(candidate: Candidate) -> float:
     replicas = _options(candidate).data_parallel_size  # each DP replica loads its own ranks at once
     ranks = max(candidate.tensor_parallel_size, 1) * max(replicas or 1, 1)

@@ -153,7 +153,7 @@ def moe_tokens(settings: VllmSettings) -> int:
     its own `max_num_batched_tokens` batch, and each MoE layer first gathers the batches of all DP
     ranks (vLLM's `FusedMoE` dispatch: `naive_multicast` into a `cu_tokens_across_dp` buffer up to
     0.10, v0.10.1.1 device_communicators/all2all.py:33-60; `all_gatherv` of the allgather-reducescatter
-    default from 0.11, v0.32.0 all2all.py:128-156 with `sp_local_sizes`, "without any chunking",
+    backend, the default by v0.32.0, all2all.py:128-156 with `sp_local_sizes`, "without any chunking",
     forward_context.py:110-122), so the experts see DP x `max_num_batched_tokens` tokens."""
     return settings.max_num_batched_tokens * max(settings.data_parallel_size, 1)
 
