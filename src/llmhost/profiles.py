@@ -65,6 +65,12 @@ class Profile(Contract):
     port: Port | None = None
     gpu_memory_utilization: MemoryShare | None = None
     tensor_parallel_size: Count | None = None
+    data_parallel_size: Count | None = Field(
+        default=None, description="vLLM --data-parallel-size: engine replicas on this node (serve --dp)."
+    )
+    enable_expert_parallel: bool | None = Field(
+        default=None, description="vLLM --enable-expert-parallel: MoE experts split whole over TP x DP GPUs."
+    )
     trust_remote_code: bool = False
     chat_template: str | None = Field(
         default=None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import _vllm_heldout as heldout  # benchmarks/, on sys.path through pyproject's pytest pythonpath
 import pytest
@@ -19,6 +20,8 @@ from _accuracy_compare import vllm_spec
 
 from llmhost import estimate as est
 from llmhost.estimate.vllm import moe_sharding, routed_expert_bytes, start_failure
+from llmhost.estimate.weights import WeightsLayout
+from llmhost.models.spec import ModelSpec
 
 GiB = 1024**3
 RECORDS, CONFIGS = heldout.load_records()
@@ -41,7 +44,7 @@ def _memory(record_id: str, **changes: object) -> tuple[est.VllmMemory, int]:
         data_parallel_size=flags["data_parallel_size"],
         enable_expert_parallel=flags["enable_expert_parallel"],
     )
-    settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    settings = dataclasses.replace(settings, **changes)
     layout = est.weights_layout(spec, "fp8")
     return est.vllm_gpu_memory(spec, layout, settings, total), total
 
@@ -126,3 +129,62 @@ def test_a_dense_model_is_unchanged_by_expert_parallelism() -> None:
     plain = est.vllm_gpu_memory(spec, layout, base, 44 * GiB)
     ep = est.vllm_gpu_memory(spec, layout, dataclasses.replace(base, enable_expert_parallel=True), 44 * GiB)
     assert ep.weights_bytes == plain.weights_bytes and ep.kv_cache_bytes == plain.kv_cache_bytes
+
+
+QWEN3_30B = "Qwen--Qwen3-30B-A3B.json"
+
+
+def _qwen3_30b() -> tuple[ModelSpec, WeightsLayout]:
+    path = Path(__file__).parent.parent / "fixtures" / "configs" / QWEN3_30B
+    spec = vllm_spec("Qwen/Qwen3-30B-A3B", json.dumps(json.loads(path.read_text()), sort_keys=True))
+    return spec, est.weights_layout(spec, "bf16")
+
+
+def test_dp_ranks_tokens_are_gathered_into_the_moe_layers_from_0_12() -> None:
+    """vLLM's MoE dispatch with DP > 1 gathers every DP rank's batch (all_gatherv, v0.32.0
+    all2all.py:128-156): at DP 4 x 8192 batched tokens the experts see 32768 tokens, one fused-MoE
+    chunk. Qwen3-30B-A3B: hidden 2048, 8 of 128 experts of width 768, EP (whole experts, MoE TP 1)."""
+    from llmhost.estimate.vllm import forward_activation_bytes, moe_tokens
+    from llmhost.estimate.vllm_workspace import moe_quant_workspace_bytes
+
+    spec, layout = _qwen3_30b()
+    one = est.VllmSettings(0.9, 1024, 8192, accounting="v1")
+    dp4 = dataclasses.replace(one, data_parallel_size=4, enable_expert_parallel=True)
+    assert moe_tokens(one) == 8192 and moe_tokens(dp4) == 32768
+    routed = 8 * (3 * 768 + 2048)  # top_k x (gate/up + down outputs) per token, MoE TP 1
+    assert forward_activation_bytes(spec, one) == 8192 * (4 * 2048 + routed) * 2
+    # The rank's own 8192 tokens through attention, 32768 gathered tokens through the experts, and the
+    # gathered hidden states beside them: 2.375 GiB against 0.656 GiB at DP 1.
+    dp_forward = (8192 * 4 * 2048 + 32768 * routed + 32768 * 2048) * 2
+    assert forward_activation_bytes(spec, dp4) == dp_forward
+    assert dp_forward / GiB == pytest.approx(2.375)
+    # The shared fused-MoE workspace grows with M = min(gathered tokens, 32768): four times DP 1's.
+    held = moe_quant_workspace_bytes(spec, "bf16", 1, moe_tokens(dp4))
+    assert held == 4 * moe_quant_workspace_bytes(spec, "bf16", 1, 8192)
+    ep1 = dataclasses.replace(one, enable_expert_parallel=True)
+    mem1 = est.vllm_gpu_memory(spec, layout, ep1, 80 * GiB)
+    mem4 = est.vllm_gpu_memory(spec, layout, dp4, 80 * GiB)
+    assert mem4.activation_bytes > mem1.activation_bytes
+
+
+def test_the_gather_is_capped_at_one_fused_moe_chunk() -> None:
+    from llmhost.estimate.vllm import forward_activation_bytes
+
+    spec, _ = _qwen3_30b()
+    dp8 = est.VllmSettings(
+        0.9, 1024, 8192, accounting="v1", data_parallel_size=8, enable_expert_parallel=True
+    )
+    routed = 8 * (3 * 768 + 2048)
+    # 65536 gathered tokens: the experts run two 32768-token chunks through the same caches.
+    expected = (8192 * 4 * 2048 + 32768 * routed + 65536 * 2048) * 2
+    assert forward_activation_bytes(spec, dp8) == expected
+
+
+@pytest.mark.parametrize("record_id", [U090, U095])
+def test_early_v1_dp_records_keep_the_dp1_moe_structure(record_id: str) -> None:
+    """Before 0.12 the MoE forward is the fitted early-V1 factor times the DP-1 structure; the gather
+    is not applied there: factor x 65536 gathered tokens would leave -3.40 GiB (u090) where vLLM printed
+    a 48.66 GiB pool."""
+    mem, _ = _memory(record_id)
+    dp1, _ = _memory(record_id, data_parallel_size=1)
+    assert mem.activation_bytes == dp1.activation_bytes

@@ -28,6 +28,14 @@ K8S_VERSION = "1.33"
 CHECK_JSONSCHEMA = str(Path(sys.executable).with_name("check-jsonschema"))
 
 
+def check_compose(path: Path) -> subprocess.CompletedProcess[str]:
+    """The Compose spec's own JSON schema (check-jsonschema's vendored copy) on a written file."""
+    return subprocess.run(
+        [CHECK_JSONSCHEMA, "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+
+
 def _write(tmp_path: Path, target: str, src: ExportSource, **kw: Any) -> Path:
     (file,) = render(target, [src], **kw)
     path = tmp_path / file.filename
@@ -40,10 +48,7 @@ def test_compose_validates_against_the_compose_spec(
     plans: dict[str, ExportSource], plan: str, tmp_path: Path
 ) -> None:
     path = _write(tmp_path, "compose", plans[plan])
-    done = subprocess.run(
-        [CHECK_JSONSCHEMA, "--builtin-schema", "vendor.compose-spec", str(path)],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+    done = check_compose(path)
     assert done.returncode == 0, done.stdout + done.stderr
     service = next(iter(yaml.safe_load(path.read_text())["services"].values()))
     c = plans[plan].candidate
@@ -70,10 +75,7 @@ def test_compose_validator_catches_a_bad_file(plans: dict[str, ExportSource], tm
     """The negative control: the same validator refuses a misspelt key (so a pass above means something)."""
     path = _write(tmp_path, "compose", plans["8b-h100"])
     path.write_text(path.read_text().replace("shm_size:", "shm_sise:"))
-    done = subprocess.run(
-        [CHECK_JSONSCHEMA, "--builtin-schema", "vendor.compose-spec", str(path)],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+    done = check_compose(path)
     assert done.returncode != 0
 
 

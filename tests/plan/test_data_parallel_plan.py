@@ -118,7 +118,7 @@ def test_serve_dry_run_launches_vllm_with_the_flags(
     args += ["--vllm-version", "0.10.1", "--context", "131072", "--dp", "8", "--enable-expert-parallel"]
     assert main([*args, "--dry-run", "--json"]) == 0
     command = json.loads(capsys.readouterr().out)["command"]
-    assert "--data-parallel-size 8 --enable-expert-parallel" in command
+    assert "--data-parallel-size 8 --enable-expert-parallel --data-parallel-rpc-port" in command
 
 
 def test_too_many_replicas_on_the_cli_is_one_line_exit_2(

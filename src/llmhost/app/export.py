@@ -19,6 +19,7 @@ from pydantic import Field
 from llmhost.app.serving import REQUEST_OPTIONS, ServeChoices
 from llmhost.engines.registry import engine_flag
 from llmhost.errors import UsageError
+from llmhost.plan.options import VllmOptions
 
 if TYPE_CHECKING:
     from llmhost.app.serve import ServeRequest
@@ -29,7 +30,13 @@ if TYPE_CHECKING:
 DEFAULT_PORT = 8000
 
 # The command's options that are serve options too, in the order its command line repeats them.
-SERVE_OPTIONS = (*REQUEST_OPTIONS, "nodes", "trust_remote_code")
+SERVE_OPTIONS = (
+    *REQUEST_OPTIONS,
+    "nodes",
+    "data_parallel_size",
+    "enable_expert_parallel",
+    "trust_remote_code",
+)
 
 
 class ExportCommand(ServeChoices):
@@ -39,6 +46,8 @@ class ExportCommand(ServeChoices):
     refs: list[str]
     output: Path | None = Field(default=None, description="Write the files into this directory.")
     nodes: int | None = None
+    data_parallel_size: int | None = None
+    enable_expert_parallel: bool = False
     auth: bool = False
     scope: str = "user"
     user: str | None = None
@@ -50,6 +59,7 @@ class ExportCommand(ServeChoices):
         """The serve options given (None: not given; a flag not set is not given)."""
         options: dict[str, object] = {key: getattr(self, key) for key in SERVE_OPTIONS}
         options["trust_remote_code"] = self.trust_remote_code or None
+        options["enable_expert_parallel"] = self.enable_expert_parallel or None
         return options
 
 
@@ -208,6 +218,12 @@ def _serve_args(request: ServeRequest, dep: Deployment, cand: Candidate) -> list
     args += ["--engine", engine_flag(dep.engine, dep.runtime)]
     args += ["--quant", cand.quantization, "--context", str(cand.context_length)]
     args += ["--concurrency", str(cand.concurrency)]
+    options = cand.engine_options
+    if isinstance(options, VllmOptions) and (options.data_parallel_size or 1) > 1:
+        # The re-plan on the node must keep the replicas (and the expert split) this plan has.
+        args += ["--data-parallel-size", str(options.data_parallel_size)]
+        if options.enable_expert_parallel:
+            args.append("--enable-expert-parallel")
     if request.engine_bin:
         args += ["--engine-bin", request.engine_bin]
     if request.trust_remote_code:

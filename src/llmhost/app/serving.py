@@ -210,7 +210,8 @@ def prepare_request(
 def run_serve(ready: PreparedServe, *, detach: bool, events: ServeEvents | None = None) -> Deployment:
     """Start what `prepare_serve` planned and return the final `Deployment`: ready (detach) or stopped
     (foreground, after Ctrl-C/SIGTERM/SIGHUP). A port llmhost picked that another program takes before
-    the engine binds it is replanned on the next free port, up to PORT_RETRIES times.
+    the engine binds it (the API port, or a data-parallel plan's DP RPC port) is replanned on the next
+    free port, up to PORT_RETRIES times.
 
     Raises EngineError when the engine fails for good (or a detached one never gets ready).
     """
@@ -233,9 +234,11 @@ def run_serve(ready: PreparedServe, *, detach: bool, events: ServeEvents | None 
                 forget(dep.name)
         else:
             final = run_foreground(dep, prepared.api_key, events)
-        # A port llmhost picked was free then, but another program took it before the engine bound it.
+        # A port llmhost picked was free then, but another program took it before the engine bound it:
+        # the API port when serve chose it, a data-parallel plan's --data-parallel-rpc-port always.
         failed_on_port = final.state == "failed" and final.failure_cause == "port_in_use"
-        port_stolen = failed_on_port and request.port is None
+        picked_dp_port = "--data-parallel-rpc-port" in dep.launch.argv
+        port_stolen = failed_on_port and (request.port is None or picked_dp_port)
         if not port_stolen or attempt == PORT_RETRIES:
             break
         events.on_port_retry(dep.port)

@@ -12,17 +12,8 @@ from typing import Annotated
 
 import typer
 
-from llmhost.cli._options import (
-    ContextOpt,
-    EngineBinOpt,
-    EngineOpt,
-    HardwareOpt,
-    HostOpt,
-    MaxNumBatchedTokensOpt,
-    MaxNumSeqsOpt,
-    VllmVersionOpt,
-    text,
-)
+from llmhost.cli import _options as shared  # options several commands declare alike: `shared.X`
+from llmhost.cli._options import text
 from llmhost.cli._output import info, literal, stderr, warn
 
 TargetArg = Annotated[
@@ -98,19 +89,21 @@ def export(
     target: TargetArg,
     refs: RefsArg,
     output: OutputOpt = None,
-    engine: EngineOpt = None,
+    engine: shared.EngineOpt = None,
     quant: ExportQuantOpt = None,
-    context: ContextOpt = None,
+    context: shared.ContextOpt = None,
     concurrency: ExportConcurrencyOpt = None,
     port: ExportPortOpt = None,
-    host: HostOpt = None,
+    host: shared.HostOpt = None,
     name: ExportNameOpt = None,
-    hardware: HardwareOpt = None,
-    engine_bin: EngineBinOpt = None,
+    hardware: shared.HardwareOpt = None,
+    engine_bin: shared.EngineBinOpt = None,
     nodes: NodesOpt = None,
-    max_num_seqs: MaxNumSeqsOpt = None,
-    max_num_batched_tokens: MaxNumBatchedTokensOpt = None,
-    vllm_version: VllmVersionOpt = None,
+    data_parallel_size: shared.DataParallelSizeOpt = None,
+    enable_expert_parallel: shared.ExpertParallelOpt = False,
+    max_num_seqs: shared.MaxNumSeqsOpt = None,
+    max_num_batched_tokens: shared.MaxNumBatchedTokensOpt = None,
+    vllm_version: shared.VllmVersionOpt = None,
     trust_remote_code: ExportTrustRemoteCodeOpt = False,
     auth: AuthOpt = False,
     scope: ScopeOpt = "user",
@@ -133,7 +126,8 @@ def export(
     cmd = ExportCommand(
         target=target, refs=refs, output=Path(output) if output is not None else None, engine=engine,
         quant=quant, context=context, concurrency=concurrency, port=port, host=host, name=name,
-        hardware=hardware, engine_bin=engine_bin, nodes=nodes, max_num_seqs=max_num_seqs,
+        hardware=hardware, engine_bin=engine_bin, nodes=nodes, data_parallel_size=data_parallel_size,
+        enable_expert_parallel=enable_expert_parallel, max_num_seqs=max_num_seqs,
         max_num_batched_tokens=max_num_batched_tokens, vllm_version=vllm_version,
         trust_remote_code=trust_remote_code,
         auth=auth, scope=scope, user=user, install=install, fallback=fallback or [],

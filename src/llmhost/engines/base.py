@@ -73,6 +73,11 @@ class ServeOptions(Contract):
         default=None,
         description="Seconds between 1-token completion probes once ready (0 = off, None = engine default).",
     )
+    data_parallel_rpc_port: int | None = Field(
+        default=None,
+        description="vLLM --data-parallel-rpc-port of a data-parallel plan (serve picks a free one per "
+        "deployment; None: the deployment's default, engines.vllm_argv.dp_rpc_port_start).",
+    )
 
 
 class LaunchSpec(Contract):

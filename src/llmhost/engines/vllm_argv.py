@@ -24,6 +24,12 @@ STOP_GRACE_S = SHUTDOWN_DRAIN_S + 20.0
 INTERNAL_PORT_BASE = 30000
 INTERNAL_PORT_SPAN = 30000
 INTERNAL_PORT_STRIDE = 64
+# Data parallelism: vLLM's --data-parallel-rpc-port defaults to a fixed 29550 (v0.32.0
+# config/parallel.py:160), the same for every deployment on the machine; serve gives each its own, in the
+# top quarter of the deployment's internal window (vLLM scans upward from VLLM_PORT, the window's start,
+# for its other ports, DP master ports included: v0.32.0 config/parallel.py:992-995, get_open_ports_list).
+DP_RPC_PORT_OFFSET = 48
+DP_RPC_PORT_SPAN = INTERNAL_PORT_STRIDE - DP_RPC_PORT_OFFSET
 # Readiness: imports + torch.compile warm-up dominate small models (about 70 s on 2 CPU cores);
 # loading weights adds roughly 15 s per GiB per rank on slow disks.
 READY_BASE_S = 300.0
@@ -68,6 +74,11 @@ _DTYPES = {
 def internal_port(api_port: int) -> int:
     """First internal port for the deployment serving on `api_port` (distinct per API port)."""
     return INTERNAL_PORT_BASE + (api_port * INTERNAL_PORT_STRIDE) % INTERNAL_PORT_SPAN
+
+
+def dp_rpc_port_start(api_port: int) -> int:
+    """The first --data-parallel-rpc-port tried for the deployment serving on `api_port`."""
+    return internal_port(api_port) + DP_RPC_PORT_OFFSET
 
 
 def ready_deadline_s(candidate: Candidate) -> float:
@@ -160,6 +171,9 @@ def build_argv(
         argv += ["--data-parallel-size", str(opts.data_parallel_size)]
     if opts.enable_expert_parallel is True:
         argv.append("--enable-expert-parallel")
+    if opts.data_parallel_size is not None and opts.data_parallel_size > 1:
+        rpc = options.data_parallel_rpc_port
+        argv += ["--data-parallel-rpc-port", str(rpc if rpc is not None else dp_rpc_port_start(options.port))]
     if opts.gpu_memory_utilization is not None and not runs_on_cpu(candidate):
         argv += ["--gpu-memory-utilization", f"{opts.gpu_memory_utilization:.2f}"]
     argv += ["--max-num-seqs", str(max_num_seqs(candidate))]

@@ -19,7 +19,7 @@ from llmhost.engine_ids import VLLM
 from llmhost.estimate import overheads as oh
 from llmhost.estimate.kv import KVLayout, kv_layout, vllm_request_kv_bytes
 from llmhost.estimate.vllm_versions import Accounting
-from llmhost.estimate.vllm_workspace import moe_quant_workspace_bytes
+from llmhost.estimate.vllm_workspace import VLLM_FUSED_MOE_CHUNK_SIZE, moe_quant_workspace_bytes
 from llmhost.estimate.weights import WeightsLayout
 from llmhost.models.spec import ModelSpec
 
@@ -148,23 +148,44 @@ def routed_expert_bytes(spec: ModelSpec, layout: WeightsLayout) -> tuple[int, ..
     )
 
 
+def moe_tokens(settings: VllmSettings) -> int:
+    """Tokens one rank's MoE layers take in the profile run. With data parallelism every DP rank runs
+    its own `max_num_batched_tokens` batch, and each MoE layer first gathers the batches of all DP
+    ranks (vLLM's `FusedMoE` dispatch: `naive_multicast` into a `cu_tokens_across_dp` buffer up to
+    0.10, v0.10.1.1 device_communicators/all2all.py:33-60; `all_gatherv` of the allgather-reducescatter
+    backend, the default by v0.32.0, all2all.py:128-156 with `sp_local_sizes`, "without any chunking",
+    forward_context.py:110-122), so the experts see DP x `max_num_batched_tokens` tokens."""
+    return settings.max_num_batched_tokens * max(settings.data_parallel_size, 1)
+
+
 def forward_activation_bytes(spec: ModelSpec, settings: VllmSettings, act_bytes: int = 2) -> int:
     """The profile forward pass over `max_num_batched_tokens` tokens: per token 4 hidden-size tensors
     plus 3x the TP-sharded MLP width (gate/up output and activation output); for MoE the fused-MoE
     caches hold `top_k x (3 x expert width / tp + hidden)` per token. vLLM <= 0.11 ("v1-early") runs
     the fused-MoE path with far larger workspaces: its MoE forward peak is
-    `VLLM_EARLY_V1_MOE_ACTIVATION_FACTOR` times this (estimate/overheads.py, fitted on calibration)."""
+    `VLLM_EARLY_V1_MOE_ACTIVATION_FACTOR` times this (estimate/overheads.py, fitted on calibration).
+
+    With data parallelism (vLLM >= 0.12 here) the routed experts work on `moe_tokens` (all DP ranks'
+    tokens, at most one fused-MoE chunk of `VLLM_FUSED_MOE_CHUNK_SIZE` per call) and the gathered
+    hidden states (`moe_tokens x hidden`) are live beside them. Not applied to "v1-early": there the
+    MoE forward is the fitted factor times the DP-1 structure, and factor times the gathered tokens
+    contradicts the one DP record (docs/accuracy.md, recipes#12)."""
     tp = settings.tensor_parallel_size
     h = spec.hidden_size
+    tokens = settings.max_num_batched_tokens
     if spec.moe is not None:
         moe_tp, _ = moe_sharding(settings)
         expert = spec.moe.moe_intermediate_size or spec.intermediate_size or 4 * h
         routed = spec.moe.num_experts_per_tok * (3 * expert // moe_tp + h)
         shared = spec.moe.num_shared_experts * 3 * expert // tp
-        per_token = 4 * h + routed + shared
+        gathered = moe_tokens(settings) if settings.accounting in ("v1", "v1-graphs") else tokens
+        if gathered > tokens:
+            experts_tokens = min(gathered, max(tokens, VLLM_FUSED_MOE_CHUNK_SIZE))
+            forward = (tokens * (4 * h + shared) + experts_tokens * routed + gathered * h) * act_bytes
+        else:
+            forward = tokens * (4 * h + routed + shared) * act_bytes
     else:
-        per_token = 4 * h + 3 * ffn_width(spec) // tp
-    forward = settings.max_num_batched_tokens * per_token * act_bytes
+        forward = tokens * (4 * h + 3 * ffn_width(spec) // tp) * act_bytes
     if spec.moe is not None and settings.accounting == "v1-early":
         forward = round(forward * oh.VLLM_EARLY_V1_MOE_ACTIVATION_FACTOR)
     return forward
@@ -304,7 +325,7 @@ def vllm_gpu_memory(
     if layout.quantization == "mxfp4":  # loaded padded: more than the checkpoint holds
         weights = round(weights * oh.VLLM_MXFP4_LOADED_FACTOR)
     held = (  # the shared fused-MoE buffers: the default path from vLLM 0.12 (estimate/vllm_workspace.py)
-        moe_quant_workspace_bytes(spec, layout.quantization, moe_tp, settings.max_num_batched_tokens)
+        moe_quant_workspace_bytes(spec, layout.quantization, moe_tp, moe_tokens(settings))
         if settings.accounting in ("v1", "v1-graphs")
         else 0
     )

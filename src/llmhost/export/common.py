@@ -11,6 +11,7 @@ import yaml
 from llmhost.engines.base import ContainerImage, ExportTraits
 from llmhost.errors import HardwareError, UsageError
 from llmhost.export.models import ExportSource
+from llmhost.plan.options import VllmOptions
 
 GIB = 1024**3
 # Inside a container the engine listens here; the host/cluster side maps it to the deployment's port.
@@ -35,8 +36,11 @@ def traits(source: ExportSource) -> ExportTraits:
 def header(source: ExportSource, target: str, comment: str = "#") -> str:
     """The first lines of every file: who wrote it, from which plan, and how to write it again."""
     c = source.candidate
-    layout = f"TP {c.tensor_parallel_size}" + (
-        f" x PP {c.pipeline_parallel_size}" if c.pipeline_parallel_size > 1 else ""
+    dp = data_parallel_size(source)
+    layout = (
+        f"DP {dp} x " * (dp > 1)
+        + f"TP {c.tensor_parallel_size}"
+        + (f" x PP {c.pipeline_parallel_size}" if c.pipeline_parallel_size > 1 else "")
     )
     device = ", ".join(sorted({d.device.split(":")[0] for d in c.per_device})) or "cpu"
     lines = [
@@ -58,14 +62,39 @@ def hardware_label(source: ExportSource) -> str:
     return f"{nodes} nodes x " * (nodes > 1) + f"{len(hw.gpus)}x {' / '.join(names)}"
 
 
+def data_parallel_size(source: ExportSource) -> int:
+    """vLLM's --data-parallel-size of the plan (1 without data parallelism, and for other engines)."""
+    options = source.candidate.engine_options
+    dp = options.data_parallel_size if isinstance(options, VllmOptions) else None
+    return dp if dp is not None and dp > 1 else 1
+
+
+def ranks(source: ExportSource) -> int:
+    """vLLM ranks of one node's engine: TP x PP x DP (each DP replica runs its own TP x PP ranks)."""
+    c = source.candidate
+    return c.tensor_parallel_size * c.pipeline_parallel_size * data_parallel_size(source)
+
+
+def refuse_data_parallel(source: ExportSource, target: str, why: str) -> None:
+    """A target that cannot express vLLM's data parallelism refuses the plan (one line, exit 2)."""
+    dp = data_parallel_size(source)
+    if dp > 1:
+        raise UsageError(
+            f"`llmhost export {target}` cannot run this plan's {dp} data-parallel replicas: {why}.",
+            hint="Export compose, kubernetes, kserve, kserve-llm or systemd (one `vllm serve` with "
+            "--data-parallel-size), or plan without --dp.",
+        )
+
+
 def gpus_used(source: ExportSource) -> int:
-    """GPUs the plan runs on (vLLM: one per rank; llama.cpp: the devices it offloads layers to)."""
+    """GPUs the plan runs on (vLLM: one per rank, TP x PP x DP; llama.cpp: the devices it offloads
+    layers to)."""
     c = source.candidate
     if c.engine_options.runs_on_cpu:
         return 0
     if c.gpu_layers is not None:  # llama.cpp
         return len([d for d in c.per_device if d.device != "cpu"]) if c.gpu_layers > 0 else 0
-    return c.tensor_parallel_size * c.pipeline_parallel_size
+    return ranks(source)
 
 
 def check_node(source: ExportSource, target: str, *, containers: bool) -> None:
@@ -73,12 +102,12 @@ def check_node(source: ExportSource, target: str, *, containers: bool) -> None:
     hw = source.hardware
     c = source.candidate
     need = gpus_used(source)
-    ranks = c.tensor_parallel_size * c.pipeline_parallel_size
-    if ranks > 1 and ranks > len(hw.gpus) * c.nodes:
+    n_ranks = ranks(source)
+    if n_ranks > 1 and n_ranks > len(hw.gpus) * c.nodes:
         where = f"{c.nodes} nodes of {len(hw.gpus)}" if c.nodes > 1 else f"{len(hw.gpus)}"
         raise UsageError(
-            f"The plan has {ranks} ranks (TP x PP) but the node type has {where} GPU(s).",
-            hint=f"Plan for more GPUs (--hardware NAME:{ranks}) or lower --tp.",
+            f"The plan has {n_ranks} ranks (TP x PP x DP) but the node type has {where} GPU(s).",
+            hint=f"Plan for more GPUs (--hardware NAME:{n_ranks}) or lower --tp / --dp.",
         )
     if c.nodes > 1 and target not in MULTINODE_TARGETS:
         raise UsageError(

@@ -5,7 +5,15 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from llmhost.export.common import CONTAINER_PORT, HF_CACHE_IN_IMAGE, container, dump_yaml, header, traits
+from llmhost.export.common import (
+    CONTAINER_PORT,
+    HF_CACHE_IN_IMAGE,
+    container,
+    dump_yaml,
+    header,
+    ranks,
+    traits,
+)
 from llmhost.export.models import ExportFile, ExportSource
 
 # vLLM moves tensors between its processes through shared memory (PyTorch); Docker's 64 MB default
@@ -16,7 +24,6 @@ SHM_SINGLE = "2gb"
 
 def render_compose(source: ExportSource) -> list[ExportFile]:
     box = container(source, "compose")
-    c = source.candidate
     service: dict[str, Any] = {
         "image": box.image,
         "command": box.args,
@@ -42,7 +49,7 @@ def render_compose(source: ExportSource) -> list[ExportFile]:
         local, inside = box.model_mount
         service["volumes"].append(f"{posixpath.dirname(local.rstrip('/'))}:{posixpath.dirname(inside)}:ro")
     if traits(source).large_shm:
-        service["shm_size"] = SHM_TP if c.tensor_parallel_size * c.pipeline_parallel_size > 1 else SHM_SINGLE
+        service["shm_size"] = SHM_TP if ranks(source) > 1 else SHM_SINGLE
     if box.gpus:
         service["deploy"] = {
             "resources": {

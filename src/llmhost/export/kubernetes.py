@@ -19,6 +19,7 @@ from llmhost.export.common import (
     dump_yaml_all,
     gib_ceil,
     header,
+    ranks,
     secret_env_names,
     startup_failure_threshold,
     traits,
@@ -54,8 +55,8 @@ def _env(source: ExportSource, extra: dict[str, str], *, api_key: bool = True) -
 def _shm_volume(source: ExportSource) -> dict[str, Any]:
     # vLLM and NCCL share tensors through /dev/shm; a container's default is 64 MB. Memory-backed, so
     # it counts against the pod's memory: sized for what tensor parallelism needs, not the model.
-    ranks = source.candidate.tensor_parallel_size * source.candidate.pipeline_parallel_size
-    return {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi" if ranks > 1 else "2Gi"}}
+    size = "16Gi" if ranks(source) > 1 else "2Gi"
+    return {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": size}}
 
 
 def _resources(source: ExportSource, gpus: int) -> dict[str, Any]:
@@ -262,7 +263,7 @@ def render_kserve(source: ExportSource) -> list[ExportFile]:
     for key, value in kwargs.items():
         flag = "--" + key.replace("_", "-")
         args.append(flag if value is True else f"{flag}={value}")
-    gpus = c.tensor_parallel_size * c.pipeline_parallel_size
+    gpus = ranks(source)  # TP x PP x DP: every data-parallel replica's ranks in the one pod
     isvc = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -336,7 +337,7 @@ def render_kserve_llm(source: ExportSource) -> list[ExportFile]:
     env: list[dict[str, Any]] = [_hf_token_env(source)]
     if args:
         env.append({"name": "VLLM_ADDITIONAL_ARGS", "value": " ".join(args)})
-    gpus = str(c.tensor_parallel_size * c.pipeline_parallel_size)
+    gpus = str(ranks(source))
     llmisvc = {
         "apiVersion": "serving.kserve.io/v1alpha1",
         "kind": "LLMInferenceService",

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from llmhost.errors import UsageError
-from llmhost.export.common import check_node, dump_yaml, header, traits, vllm_engine_kwargs
+from llmhost.export.common import (
+    check_node,
+    dump_yaml,
+    header,
+    refuse_data_parallel,
+    traits,
+    vllm_engine_kwargs,
+)
 from llmhost.export.models import ExportFile, ExportSource
 
 # Ray's accelerator_type values (ray.util.accelerators) for the catalog's GPUs, by catalog id prefix.
@@ -43,6 +50,9 @@ def render_ray_serve(source: ExportSource, *, max_replicas: int = 1) -> list[Exp
             f"{'' if source.hardware.gpus else ' on the CPU'}.",
             hint="Plan vLLM on a GPU node: --engine vllm --hardware NAME.",
         )
+    # build_openai_app runs one vLLM engine per replica on a TP x PP placement group; data-parallel ranks
+    # need Ray Serve LLM's separate DP deployment, which this file does not describe.
+    refuse_data_parallel(source, "ray-serve", "Ray Serve LLM's build_openai_app places one TP x PP engine")
     kwargs = vllm_engine_kwargs(source)
     llm_config: dict[str, Any] = {
         "model_loading_config": {"model_id": source.served_model_name, "model_source": c.model_source},

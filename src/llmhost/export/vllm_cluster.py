@@ -16,7 +16,7 @@ import shlex
 
 from llmhost.engines.vllm_argv import SERVE_COMMAND
 from llmhost.errors import UsageError
-from llmhost.export.common import check_node, header, traits
+from llmhost.export.common import check_node, header, refuse_data_parallel, traits
 from llmhost.export.models import ExportFile, ExportSource
 
 MASTER_PORT = 29500  # torch.distributed's customary rendezvous port
@@ -69,6 +69,7 @@ def _script(source: ExportSource, title: str, body: list[str]) -> str:
 
 def render_vllm_cluster(source: ExportSource) -> list[ExportFile]:
     check_node(source, "vllm-cluster", containers=False)
+    refuse_data_parallel(source, "vllm-cluster", "its Ray placement group holds one engine's TP x PP ranks")
     c = source.candidate
     if not traits(source).ray_cluster or c.nodes < 2:
         raise UsageError(
