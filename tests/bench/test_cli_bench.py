@@ -304,11 +304,14 @@ def test_duration_runs_the_closed_loop_for_that_long(ref_server, capsys) -> None
 
 
 def test_sweep_stops_when_slos_break(ref_server, capsys) -> None:
-    # Two streams at a time: from concurrency 4 on, requests queue and TTFT passes 40 ms.
-    with ref_server(ttft_s=0.01, itl_s=0.003, capacity=2) as srv:
+    # Two streams at a time: from concurrency 4 on, half the requests queue behind a whole answer (10 ms +
+    # 12 x 20 ms), so their TTFT is about 260 ms. The SLO (120 ms) sits far from both that and the 10 ms
+    # of an unqueued request, so a loaded machine's scheduling delays cannot move a step across it (at
+    # 30 ms against 10 ms, one late first token of eight failed concurrency 1 under load).
+    with ref_server(ttft_s=0.01, itl_s=0.02, capacity=2) as srv:
         code, out, _ = run(
             capsys,
-            *common(srv.base_url, "--sweep", "-n", "8", "--warmup", "0", "--slo", "ttft=30ms", "--json"),
+            *common(srv.base_url, "--sweep", "-n", "4", "--warmup", "0", "--slo", "ttft=120ms", "--json"),
         )
     assert code == 0
     result = BenchResult.model_validate_json(out)
