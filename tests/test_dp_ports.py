@@ -43,14 +43,33 @@ def test_two_dp_deployments_get_different_rpc_ports_in_the_argv() -> None:
     assert _flag(a, "--data-parallel-size") == "4" and "--enable-expert-parallel" in a
     assert _flag(a, "--data-parallel-rpc-port") == str(dp_rpc_port_start(8000))
     assert _flag(b, "--data-parallel-rpc-port") == str(dp_rpc_port_start(8001))
+    # The state file records the port as the deployment's side port, which other serves then skip.
+    assert one.deployment.launch.side_ports == [dp_rpc_port_start(8000)]
     # vLLM's internal ports (DP master ports among them) scan up from VLLM_PORT, per deployment too.
     assert one.deployment.launch.env["VLLM_PORT"] != two.deployment.launch.env["VLLM_PORT"]
 
 
 def test_a_plan_without_dp_has_no_rpc_port() -> None:
     request = serve_app.ServeRequest(model=str(QWEN3_MOE), hardware="h100-80gb:1", port=8000)
-    argv = serve_app.prepare(request, dry_run=True).deployment.launch.argv
-    assert "--data-parallel-rpc-port" not in argv and "--data-parallel-size" not in argv
+    launch = serve_app.prepare(request, dry_run=True).deployment.launch
+    assert "--data-parallel-rpc-port" not in launch.argv and "--data-parallel-size" not in launch.argv
+    assert launch.side_ports == []
+
+
+def test_a_live_deployments_side_ports_are_reserved(state_dir: Path) -> None:
+    """`reserved_side_ports` reads them from the state files of live deployments only."""
+    import os
+
+    from llmhost.supervise import control
+    from llmhost.supervise.state import ProcessRef, write_deployment
+
+    dep = _prepare(8000).deployment
+    rpc = dep.launch.side_ports[0]
+    me = ProcessRef.of(os.getpid())
+    write_deployment(dep.model_copy(update={"state": "starting", "supervisor": me}))
+    assert control.reserved_side_ports() == {rpc}
+    write_deployment(dep.model_copy(update={"state": "stopped", "supervisor": me}))
+    assert control.reserved_side_ports() == set()
 
 
 def test_serve_skips_a_taken_port_and_other_deployments_rpc_ports(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,7 +78,7 @@ def test_serve_skips_a_taken_port_and_other_deployments_rpc_ports(monkeypatch: p
     prepared = _prepare(8000)
     start = dp_rpc_port_start(8000)
     monkeypatch.setattr(control, "reserved_ports", lambda: set())
-    monkeypatch.setattr(control, "reserved_dp_rpc_ports", lambda: {start + 1})  # a loading deployment's
+    monkeypatch.setattr(control, "reserved_side_ports", lambda: {start + 1})  # a loading deployment's
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -67,7 +86,7 @@ def test_serve_skips_a_taken_port_and_other_deployments_rpc_ports(monkeypatch: p
         except OSError:
             pytest.skip(f"port {start} is taken on this machine already")
         held.listen()
-        got = serve_app._dp_rpc_port(prepared.candidate, "127.0.0.1", 8000, dry_run=False)
+        got = serve_app._side_port(prepared.candidate, "127.0.0.1", 8000, dry_run=False)
     assert got is not None and got >= start + 2
     assert got < start + DP_RPC_PORT_SPAN
 
@@ -107,7 +126,7 @@ def test_a_taken_dp_rpc_port_is_replanned_even_with_a_fixed_api_port(
     )  # fmt: skip
     first = serve_app.prepare(request, dry_run=False)
     taken = int(_flag(first.deployment.launch.argv, "--data-parallel-rpc-port"))
-    monkeypatch.setattr(control, "reserved_dp_rpc_ports", lambda: {taken})  # still held: skipped next
+    monkeypatch.setattr(control, "reserved_side_ports", lambda: {taken})  # still held: skipped next
     runs: list[Deployment] = []
 
     def fake_foreground(dep: Deployment, *_: object) -> Deployment:

@@ -19,7 +19,6 @@ from pydantic import Field
 from llmhost.app.serving import REQUEST_OPTIONS, ServeChoices
 from llmhost.engines.registry import engine_flag
 from llmhost.errors import UsageError
-from llmhost.plan.options import VllmOptions
 
 if TYPE_CHECKING:
     from llmhost.app.serve import ServeRequest
@@ -218,12 +217,8 @@ def _serve_args(request: ServeRequest, dep: Deployment, cand: Candidate) -> list
     args += ["--engine", engine_flag(dep.engine, dep.runtime)]
     args += ["--quant", cand.quantization, "--context", str(cand.context_length)]
     args += ["--concurrency", str(cand.concurrency)]
-    options = cand.engine_options
-    if isinstance(options, VllmOptions) and (options.data_parallel_size or 1) > 1:
-        # The re-plan on the node must keep the replicas (and the expert split) this plan has.
-        args += ["--data-parallel-size", str(options.data_parallel_size)]
-        if options.enable_expert_parallel:
-            args.append("--enable-expert-parallel")
+    # The re-plan on the node must keep the replicas (and the expert split) this plan has.
+    args += cand.engine_options.replica_serve_args()
     if request.engine_bin:
         args += ["--engine-bin", request.engine_bin]
     if request.trust_remote_code:

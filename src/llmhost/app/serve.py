@@ -255,7 +255,7 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
         engine_bin=request.engine_bin,
         runtime=runtime,
         embeddings=request.embeddings,
-        data_parallel_rpc_port=_dp_rpc_port(candidate, request.host, port, dry_run=dry_run),
+        side_port=_side_port(candidate, request.host, port, dry_run=dry_run),
     )
     launch = get_engine(candidate.engine).build_launch(candidate, options)
     return Prepared(
@@ -317,23 +317,22 @@ def _port(request: ServeRequest, name: str, *, dry_run: bool) -> int:
     return request.port
 
 
-def _dp_rpc_port(candidate: Candidate, host: str, port: int, *, dry_run: bool) -> int | None:
-    """A data-parallel vLLM plan's --data-parallel-rpc-port: the first port of the deployment's DP window
-    (engines.vllm_argv.dp_rpc_port_start) that is free now and not another live deployment's (API or DP
-    RPC port); None for any other plan. A dry run takes the window's first port unchecked."""
-    from llmhost.engines.vllm_argv import DP_RPC_PORT_SPAN, dp_rpc_port_start
-    from llmhost.plan.options import VllmOptions
+def _side_port(candidate: Candidate, host: str, port: int, *, dry_run: bool) -> int | None:
+    """The second port the engine binds, where it needs one (vLLM's --data-parallel-rpc-port): the first
+    port of the engine's window for this deployment that is free now and not another live deployment's
+    (API or side port); None for an engine that binds one port. A dry run takes the window's first port
+    unchecked."""
+    from llmhost.engines.registry import get_engine
 
-    options = candidate.engine_options
-    if not isinstance(options, VllmOptions) or (options.data_parallel_size or 1) <= 1:
+    window = get_engine(candidate.engine).side_port_window(candidate, port)
+    if window is None:
         return None
-    start = dp_rpc_port_start(port)
     if dry_run:
-        return start
-    from llmhost.supervise.control import reserved_dp_rpc_ports, reserved_ports
+        return window.start
+    from llmhost.supervise.control import reserved_ports, reserved_side_ports
 
-    taken = reserved_ports() | reserved_dp_rpc_ports() | {port}
-    return next_free_port(host, start=start, exclude=taken, span=DP_RPC_PORT_SPAN)
+    taken = reserved_ports() | reserved_side_ports() | {port}
+    return next_free_port(host, start=window.start, exclude=taken, span=len(window))
 
 
 def _deployment(

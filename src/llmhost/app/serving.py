@@ -235,10 +235,9 @@ def run_serve(ready: PreparedServe, *, detach: bool, events: ServeEvents | None 
         else:
             final = run_foreground(dep, prepared.api_key, events)
         # A port llmhost picked was free then, but another program took it before the engine bound it:
-        # the API port when serve chose it, a data-parallel plan's --data-parallel-rpc-port always.
+        # the API port when serve chose it, a side port (a data-parallel plan's DP RPC port) always.
         failed_on_port = final.state == "failed" and final.failure_cause == "port_in_use"
-        picked_dp_port = "--data-parallel-rpc-port" in dep.launch.argv
-        port_stolen = failed_on_port and (request.port is None or picked_dp_port)
+        port_stolen = failed_on_port and (request.port is None or bool(dep.launch.side_ports))
         if not port_stolen or attempt == PORT_RETRIES:
             break
         events.on_port_retry(dep.port)

@@ -12,7 +12,8 @@ What used to be a test of an engine's name elsewhere is a question to the engine
 - `planned_kv_tokens()`: the KV tokens its start-up log will report, as planned;
 - `hub_files()`: the model files `serve` downloads before launching it;
 - `chat_template_args()`: the flags that apply a profile's `chat_template:`;
-- `export_traits()`: what `llmhost export`'s targets may do with a runtime (`ExportTraits`).
+- `export_traits()`: what `llmhost export`'s targets may do with a runtime (`ExportTraits`);
+- `side_port_window()`: where serve picks a second port the engine binds (vLLM's DP RPC port).
 Engine names are spelled only in `llmhost.engine_ids` and `engines/`; the ids are compared only in
 `engines/` and the stages that model each engine (`estimate/`, `plan/`: which engine a candidate is
 for). `tests/test_engine_names.py` checks both. `EngineDefaults` holds the answers most engines share.
@@ -73,10 +74,11 @@ class ServeOptions(Contract):
         default=None,
         description="Seconds between 1-token completion probes once ready (0 = off, None = engine default).",
     )
-    data_parallel_rpc_port: int | None = Field(
+    side_port: int | None = Field(
         default=None,
-        description="vLLM --data-parallel-rpc-port of a data-parallel plan (serve picks a free one per "
-        "deployment; None: the deployment's default, engines.vllm_argv.dp_rpc_port_start).",
+        description="The one port besides `port` the engine binds, where it needs one (vLLM's "
+        "--data-parallel-rpc-port of a data-parallel plan): serve picks a free one in the engine's "
+        "`side_port_window`; None: the window's first port.",
     )
 
 
@@ -113,6 +115,11 @@ class LaunchSpec(Contract):
         default_factory=list,
         description="Inherited env vars to drop before launch (a trailing * drops a prefix), so a stray "
         "variable in the user's shell cannot silently change the engine's settings.",
+    )
+    side_ports: list[int] = Field(
+        default_factory=list,
+        description="Other ports the engine binds that serve chose (ServeOptions.side_port): reserved for "
+        "this deployment like `port`, and a start that fails on a taken port is planned again.",
     )
     metrics_path: str | None = Field(default=None, description="Prometheus metrics endpoint, if enabled.")
     stop_grace_s: float = Field(default=10.0, description="SIGTERM -> SIGKILL grace period on stop.")
@@ -218,6 +225,10 @@ class Engine(Protocol):
         """What the export targets may do with `runtime` (one of this engine's `LaunchSpec.runtime`s)."""
         ...
 
+    def side_port_window(self, candidate: Candidate, api_port: int) -> range | None:
+        """Where serve picks `ServeOptions.side_port` for the deployment on `api_port`; None: no side port."""
+        ...
+
 
 class EngineDefaults:
     """The answers an engine gives unless it says otherwise: nothing for the plan to size per runtime,
@@ -238,6 +249,9 @@ class EngineDefaults:
 
     def export_traits(self, runtime: str) -> ExportTraits:
         return ExportTraits()
+
+    def side_port_window(self, candidate: Candidate, api_port: int) -> range | None:
+        return None
 
 
 def template_file_only(template: str, is_file: bool, *, engine: str, hint: str) -> None:

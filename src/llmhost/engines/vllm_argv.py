@@ -81,6 +81,22 @@ def dp_rpc_port_start(api_port: int) -> int:
     return internal_port(api_port) + DP_RPC_PORT_OFFSET
 
 
+def dp_rpc_port_window(candidate: Candidate, api_port: int) -> range | None:
+    """Where serve picks a data-parallel plan's --data-parallel-rpc-port; None without data parallelism."""
+    if _options(candidate).replicas <= 1:
+        return None
+    start = dp_rpc_port_start(api_port)
+    return range(start, start + DP_RPC_PORT_SPAN)
+
+
+def dp_rpc_port(candidate: Candidate, options: ServeOptions) -> int | None:
+    """The --data-parallel-rpc-port the deployment launches with: serve's pick, else its window's first."""
+    window = dp_rpc_port_window(candidate, options.port)
+    if window is None:
+        return None
+    return options.side_port if options.side_port is not None else window.start
+
+
 def ready_deadline_s(candidate: Candidate) -> float:
     replicas = _options(candidate).data_parallel_size  # each DP replica loads its own ranks at once
     ranks = max(candidate.tensor_parallel_size, 1) * max(replicas or 1, 1)
@@ -171,9 +187,9 @@ def build_argv(
         argv += ["--data-parallel-size", str(opts.data_parallel_size)]
     if opts.enable_expert_parallel is True:
         argv.append("--enable-expert-parallel")
-    if opts.data_parallel_size is not None and opts.data_parallel_size > 1:
-        rpc = options.data_parallel_rpc_port
-        argv += ["--data-parallel-rpc-port", str(rpc if rpc is not None else dp_rpc_port_start(options.port))]
+    rpc = dp_rpc_port(candidate, options)
+    if rpc is not None:
+        argv += ["--data-parallel-rpc-port", str(rpc)]
     if opts.gpu_memory_utilization is not None and not runs_on_cpu(candidate):
         argv += ["--gpu-memory-utilization", f"{opts.gpu_memory_utilization:.2f}"]
     argv += ["--max-num-seqs", str(max_num_seqs(candidate))]

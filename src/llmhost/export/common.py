@@ -11,7 +11,6 @@ import yaml
 from llmhost.engines.base import ContainerImage, ExportTraits
 from llmhost.errors import HardwareError, UsageError
 from llmhost.export.models import ExportSource
-from llmhost.plan.options import VllmOptions
 
 GIB = 1024**3
 # Inside a container the engine listens here; the host/cluster side maps it to the deployment's port.
@@ -64,9 +63,7 @@ def hardware_label(source: ExportSource) -> str:
 
 def data_parallel_size(source: ExportSource) -> int:
     """vLLM's --data-parallel-size of the plan (1 without data parallelism, and for other engines)."""
-    options = source.candidate.engine_options
-    dp = options.data_parallel_size if isinstance(options, VllmOptions) else None
-    return dp if dp is not None and dp > 1 else 1
+    return source.candidate.engine_options.replicas
 
 
 def ranks(source: ExportSource) -> int:

@@ -79,6 +79,17 @@ class _EngineOptions(Contract):
         """How `plan`'s table describes where the candidate runs."""
         return "CPU" if self.runs_on_cpu else "GPU"
 
+    @property
+    def replicas(self) -> int:
+        """Engine replicas one deployment runs, each with its own ranks and KV pool (vLLM's data
+        parallelism); 1 for every engine that has no such thing."""
+        return 1
+
+    def replica_serve_args(self) -> list[str]:
+        """`llmhost serve` flags that keep the replicas (and their expert split) when the plan is made
+        again elsewhere (export); none with one replica."""
+        return []
+
 
 class LlamaCppOptions(_EngineOptions):
     engine: Llamacpp = Field(default=LLAMACPP, exclude=True)
@@ -169,6 +180,17 @@ class VllmOptions(_EngineOptions):
             ep = " EP" if self.enable_expert_parallel is True else ""
             return f"DP {dp} x TP {tp}{ep}"
         return f"TP {tp}" if tp > 1 else "1 GPU"
+
+    @property
+    def replicas(self) -> int:
+        dp = self.data_parallel_size
+        return dp if dp is not None and dp > 1 else 1
+
+    def replica_serve_args(self) -> list[str]:
+        if self.replicas <= 1:
+            return []
+        ep = ["--enable-expert-parallel"] if self.enable_expert_parallel else []
+        return ["--data-parallel-size", str(self.replicas), *ep]
 
 
 class MlxOptions(_EngineOptions):

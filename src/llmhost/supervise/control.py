@@ -56,18 +56,15 @@ def reserved_ports() -> set[int]:
     return ports
 
 
-def reserved_dp_rpc_ports() -> set[int]:
-    """--data-parallel-rpc-port of every live vLLM deployment (a loading engine may not have bound it)."""
+def reserved_side_ports() -> set[int]:
+    """The side ports (`LaunchSpec.side_ports`: vLLM's DP RPC port) of every live deployment (a loading
+    engine may not have bound them yet)."""
     ports: set[int] = set()
     for name in deployment_names():
         dep = read_deployment(name)
         if dep is None or refreshed(dep).state in TERMINAL_STATES:
             continue
-        argv = dep.launch.argv
-        if "--data-parallel-rpc-port" in argv[:-1]:
-            value = argv[argv.index("--data-parallel-rpc-port") + 1]
-            if value.isdigit():
-                ports.add(int(value))
+        ports.update(dep.launch.side_ports)
     return ports
 
 
