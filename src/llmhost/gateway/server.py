@@ -230,6 +230,7 @@ class Gateway:
                 assert slot.dep is not None
                 fresh = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
                                               auto_decompress=False)  # fmt: skip
+                record["resent"] = True  # in the access log: this request was sent twice
                 upstream = await fresh.post(_url(slot.dep, request.path), data=body, headers=headers)
             except (aiohttp.ClientError, GatewayBusy, ModelUnavailable):
                 if fresh is not None:
