@@ -3,8 +3,9 @@ measured side by side in one run, plus the cold-load latency of a model the gate
 
 Setup: a gateway (`python -m llmhost.gateway`, the process `gateway --detach` starts) over the tiny
 generated GGUF, pinned (`hot`: loaded at start, served by llama.cpp: llama-server when built), and the
-same file as a second model (`cold`, TTL 2 s). "direct" is that very `hot` engine on its own loopback port
-with its internal key; "gateway" is the gateway's port. Streamed chat completions (httpx, SSE), 64
+same file as a second model (`cold`, TTL 2 s), and for the split-cores section a third (`split`, pinned,
+as many engine threads as its cores). "direct" is that very engine on its own loopback port with its
+internal key; "gateway" is the gateway's port. Streamed chat completions (httpx, SSE), 64
 output tokens each; short rounds (4 requests at concurrency 1, 32 at 32; 8 rounds) alternate direct /
 gateway, the order swapped every round, so drift on a shared machine hits both alike.
 
