@@ -289,7 +289,8 @@ class Gateway:
         content, write = upstream.content, out.write  # the per-token loop: as little as can be per chunk
         try:
             chunk = await content.readany()
-            record["ttft_s"] = time.perf_counter() - started
+            if chunk:
+                record["ttft_s"] = time.perf_counter() - started
             while chunk:
                 if lines is not None:
                     chunk = lines.feed(chunk)
