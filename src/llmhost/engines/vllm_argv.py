@@ -43,6 +43,8 @@ PROBE_TIMEOUT_ENV = "LLMHOST_COMPLETION_PROBE_TIMEOUT_S"
 # Endpoints llmhost itself polls, kept out of vLLM's access log (the flag exists in the pinned 0.32).
 QUIET_ENDPOINTS = "/health,/metrics,/v1/models"
 QUIET_ENDPOINTS_SINCE = (0, 32)
+# `--runner pooling` (and `--convert`) replaced `--task embed` in vLLM 0.10.
+RUNNER_FLAG_SINCE = (0, 10)
 # Inherited variables that would silently change what the plan decided (ports, memory, the key).
 ENV_REMOVE = ["VLLM_PORT", "VLLM_DP_MASTER_PORT", "VLLM_API_KEY", "VLLM_CPU_KVCACHE_SPACE", "VLLM_HOST_IP"]
 
@@ -164,10 +166,26 @@ def _version_at_least(version: str, wanted: tuple[int, int]) -> bool:
     return match is not None and (int(match[1]), int(match[2])) >= wanted
 
 
+def embedding_flags(version: str | None) -> list[str]:
+    """How vLLM `version` (None: not installed here, read as the pinned release) serves a model as an
+    embedding model: `--runner pooling` since 0.10 (`--convert auto` then turns a *ForCausalLM into an
+    embedder, and leaves a native embedding model as it is), `--task embed` before."""
+    if version is None or _version_at_least(version, RUNNER_FLAG_SINCE):
+        return ["--runner", "pooling"]
+    return ["--task", "embed"]
+
+
 def build_argv(
-    python: str, candidate: Candidate, options: ServeOptions, *, quiet_probes: bool = False
+    python: str,
+    candidate: Candidate,
+    options: ServeOptions,
+    *,
+    quiet_probes: bool = False,
+    version: str | None = None,
 ) -> list[str]:
     argv = [python, "-m", API_SERVER_MODULE, "--model", candidate.model_source]
+    if options.embeddings:  # the gateway's `embeddings: true`: /v1/embeddings, no generation
+        argv += embedding_flags(version)
     argv += ["--served-model-name", options.served_model_name]
     argv += ["--host", options.host, "--port", str(options.port)]
     argv += ["--max-model-len", str(candidate.context_length)]

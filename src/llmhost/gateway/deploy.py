@@ -59,7 +59,7 @@ def build_request(
     name: str, entry: ModelEntry, *, hardware: str | None = None
 ) -> tuple[ServeRequest, str | None]:
     """The serve request for configured model `name`: its profile: under its own fields, on loopback,
-    under the deployment name `gw-NAME`; (request, chat template)."""
+    under the deployment name `gw-NAME`, served as `name`; (request, chat template)."""
     fields: dict[str, object] = {}
     chat_template = None
     if entry.profile in GOALS:
@@ -76,7 +76,14 @@ def build_request(
     if entry.embeddings:
         fields["embeddings"] = True  # the engine's own switch (llama-server --embeddings)
     chat_template = entry.chat_template or chat_template
-    fields.update(name=deployment_name(name), host=fields.get("host") or "127.0.0.1", hardware=hardware)
+    # The engine serves the model under the models file's name: what clients ask for, so the gateway
+    # rewrites no `model` in a request or its answer (aliases and adopted older engines aside).
+    fields.update(
+        name=deployment_name(name),
+        served_model_name=name,
+        host=fields.get("host") or "127.0.0.1",
+        hardware=hardware,
+    )
     request = ServeRequest.model_validate(fields)
     if hardware is None:
         request = request.model_copy(update={"api_key": upstream_key(request.name or name)})

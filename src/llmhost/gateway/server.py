@@ -31,6 +31,7 @@ _DROP_REQUEST = frozenset(
      "transfer-encoding", "te", "upgrade", "proxy-authorization", "accept-encoding"}
 )  # fmt: skip
 _KEEP_RESPONSE = ("Content-Type", "Cache-Control", "X-Request-Id")
+UPSTREAM_IDLE_S = 3.0  # under the engines' own 5 s keep-alive timeout
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -74,8 +75,11 @@ class Gateway:
         return app
 
     async def _open(self, _app: web.Application) -> None:
-        # No total timeout: a long generation is not an error; the engine's own limits apply.
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+        # No total timeout: a long generation is not an error; the engine's own limits apply. Idle
+        # pooled connections are dropped before the engines drop them (llama-server and vLLM's uvicorn
+        # close an idle keep-alive connection after 5 s; aiohttp's default keeps one 15 s): a request
+        # sent on a connection the engine just closed fails without an answer and has to be resent.
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=UPSTREAM_IDLE_S)
         self.session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
@@ -226,6 +230,7 @@ class Gateway:
                 assert slot.dep is not None
                 fresh = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
                                               auto_decompress=False)  # fmt: skip
+                record["resent"] = True  # in the access log: this request was sent twice
                 upstream = await fresh.post(_url(slot.dep, request.path), data=body, headers=headers)
             except (aiohttp.ClientError, GatewayBusy, ModelUnavailable):
                 if fresh is not None:
@@ -234,9 +239,11 @@ class Gateway:
                 return error_response(
                     502, f"The engine of {slot.name!r} did not answer: {exc}.", "upstream_error"
                 )
+        streamed = upstream.status == 200 and upstream.headers.get("Content-Type", "").startswith(
+            "text/event-stream"
+        )
         try:
-            ctype = upstream.headers.get("Content-Type", "")
-            if upstream.status == 200 and ctype.startswith("text/event-stream"):
+            if streamed:
                 return await self._relay_stream(request, slot, upstream, record, started, rename)
             data = await upstream.read()
             record["ttft_s"] = time.perf_counter() - started
@@ -249,10 +256,14 @@ class Gateway:
             self.pool.suspect(slot)
             return error_response(502, f"The engine of {slot.name!r} failed: {exc}.", "upstream_error")
         finally:
-            if upstream.content.at_eof():
+            if upstream.content.at_eof() and not streamed:
                 upstream.release()  # read to the end: the connection goes back to the pool
             else:
-                upstream.close()  # a client that left: drop the connection, so the engine stops generating
+                # A client that left: drop the connection, so the engine stops generating. And after a
+                # stream: llama-server closes the connection once a streamed answer ends, though it
+                # announces keep-alive; pooled, the next request would be sent on a closing connection,
+                # fail without an answer and have to be resent.
+                upstream.close()
             if fresh is not None:
                 await fresh.close()
 
@@ -275,16 +286,18 @@ class Gateway:
         await out.prepare(request)
         events = 0
         lines = _Lines(rename) if rename is not None else None
+        content, write = upstream.content, out.write  # the per-token loop: as little as can be per chunk
         try:
-            async for chunk in upstream.content.iter_any():
-                if "ttft_s" not in record:
-                    record["ttft_s"] = time.perf_counter() - started
+            chunk = await content.readany()
+            if chunk:
+                record["ttft_s"] = time.perf_counter() - started
+            while chunk:
                 if lines is not None:
                     chunk = lines.feed(chunk)
-                    if not chunk:
-                        continue
-                events += chunk.count(b"data:")
-                await out.write(chunk)
+                if chunk:
+                    events += chunk.count(b"data:")
+                    await write(chunk)
+                chunk = await content.readany()
             rest = lines.flush() if lines is not None else b""
             if rest:
                 events += rest.count(b"data:")

@@ -27,7 +27,7 @@ from llmhost.contract import Contract
 from llmhost.errors import EngineError, NotFoundError, UsageError
 from llmhost.gateway.config import GatewayConfig, Keys, check_listen, load_config, load_keys
 from llmhost.gateway.deploy import DEPLOYMENT_PREFIX, gateway_dir
-from llmhost.net import base_url
+from llmhost.net import base_url, run_on_new_loop
 from llmhost.supervise.state import DeploymentStatus, ProcessRef
 
 
@@ -96,7 +96,8 @@ def run_gateway(
     from llmhost.supervise.process import check_port_available
 
     check_port_available(config.host, config.port)
-    asyncio.run(_serve(config, path, keys, on_ready=on_ready, warn=warn))
+    # uvloop where installed: every streamed token costs the gateway a read, a write and a loop turn.
+    run_on_new_loop(_serve(config, path, keys, on_ready=on_ready, warn=warn))
 
 
 async def _serve(
