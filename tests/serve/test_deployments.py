@@ -77,6 +77,45 @@ def test_a_live_deployment_is_listed_and_kept(state_dir: Path) -> None:
     assert read_deployment("alive") is not None
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start ticks are read from Linux's /proc")
+def test_a_wall_clock_step_does_not_make_a_live_supervisor_look_dead(state_dir: Path) -> None:
+    """After a clock step (a forked VM moved it 26 s on a test machine) psutil's create time of every
+    process moves for readers that start afterwards; the start in ticks since boot does not."""
+    me = ProcessRef.of(os.getpid())
+    assert me is not None and me.start_ticks is not None
+    stepped = me.model_copy(update={"create_time": me.create_time + 26.0})
+    write_deployment(_deployment("stepped").model_copy(update={"state": "ready", "supervisor": stepped}))
+    assert [(d.name, d.state) for d in listing().deployments] == [("stepped", "ready")]
+    # Another start under the same PID (a reused PID) is not ours, whatever the create time says.
+    reused = me.model_copy(update={"start_ticks": me.start_ticks + 1})
+    write_deployment(_deployment("reused").model_copy(update={"state": "ready", "supervisor": reused}))
+    states = {d.name: d.state for d in listing().deployments}
+    assert states == {"stepped": "ready", "reused": "dead"}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start ticks are read from Linux's /proc")
+def test_start_ticks_are_read_past_a_process_name_with_spaces_and_parentheses(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import psutil
+
+    from llmhost.supervise.state import start_ticks
+
+    odd = tmp_path / "a) b (c"  # the kernel's comm field: "pid (a) b (c) S ..."
+    odd.symlink_to(sys.executable)
+    child = subprocess.Popen([str(odd), "-c", "import time; time.sleep(30)"])
+    try:
+        assert psutil.Process(child.pid).name() == "a) b (c"
+        assert start_ticks(child.pid) == int(
+            psutil.Process(child.pid)._proc._parse_stat_file()["create_time"]
+        )
+    finally:
+        child.kill()
+        child.wait()
+    assert start_ticks(2**22 + 7) is None  # no such process
+
+
 def test_logs_are_found_checked_and_tailed(state_dir: Path) -> None:
     with pytest.raises(NotFoundError, match="No logs for 'web'"):
         log_file("web")

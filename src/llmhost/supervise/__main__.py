@@ -51,11 +51,13 @@ def _record_early_engine(name: str, raw: dict[str, object], pid: int) -> None:
     import psutil
 
     from llmhost.supervise import paths
+    from llmhost.supervise.state import start_ticks
 
     try:
-        raw["engine_process"] = {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+        create_time = psutil.Process(pid).create_time()
     except psutil.Error:
         return
+    raw["engine_process"] = {"pid": pid, "create_time": create_time, "start_ticks": start_ticks(pid)}
     from llmhost.atomic import write_atomic
 
     write_atomic(paths.state_file(name), json.dumps(raw, indent=2), mode=0o600)

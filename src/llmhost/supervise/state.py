@@ -35,23 +35,38 @@ __all__ = ["TERMINAL_STATES", "Deployment", "DeploymentState", "DeploymentStatus
 
 
 class ProcessRef(Contract):
-    """A process identified by PID *and* create time, so a reused PID is never mistaken for ours."""
+    """A process identified by PID *and* start time, so a reused PID is never mistaken for ours.
+
+    psutil's `create_time` is the boot time plus the process's start in clock ticks, and the boot time
+    is derived from the wall clock: a clock step (NTP, a resumed or forked VM: 26 s was seen on a test
+    machine) moves every process's create time for the processes that read it afterwards, and every
+    live supervisor looked gone. Where the kernel says it (Linux's /proc/PID/stat), the start in ticks
+    since boot is recorded too and decides alone; `create_time` is the check elsewhere and for state
+    files written before it was recorded."""
 
     pid: int
     create_time: float
+    start_ticks: int | None = Field(
+        default=None, description="Linux: start time in clock ticks since boot (/proc/PID/stat field 22)."
+    )
 
     @classmethod
     def of(cls, pid: int) -> ProcessRef | None:
         try:
-            return cls(pid=pid, create_time=psutil.Process(pid).create_time())
+            create_time = psutil.Process(pid).create_time()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return None
+        return cls(pid=pid, create_time=create_time, start_ticks=start_ticks(pid))
 
     def process(self) -> psutil.Process | None:
         """The live process, or None if it exited, is a zombie, or the PID now belongs to another program."""
         try:
             proc = psutil.Process(self.pid)
-            if abs(proc.create_time() - self.create_time) > 0.05:
+            ticks = start_ticks(self.pid) if self.start_ticks is not None else None
+            if ticks is not None:
+                if ticks != self.start_ticks:
+                    return None
+            elif abs(proc.create_time() - self.create_time) > 0.05:
                 return None
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
@@ -61,6 +76,21 @@ class ProcessRef(Contract):
 
     def alive(self) -> bool:
         return self.process() is not None
+
+
+def start_ticks(pid: int) -> int | None:
+    """A process's start in clock ticks since boot (Linux), which no wall-clock step moves; None where
+    /proc has no such file (macOS) or the process is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")".
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])  # field 22 of the line; fields[0] is field 3 (state)
+    except (IndexError, ValueError):
+        return None
 
 
 class Deployment(Contract):
