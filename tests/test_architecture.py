@@ -152,3 +152,21 @@ def test_the_length_check_counts_decorators_and_nested_functions(tmp_path):
     # f: 2 decorators + def + nested g (1 + 5 + 1) = 10 lines; g alone 7.
     assert long_functions(tmp_path, most=9) == ["a.py:3 f() is 10 lines"]
     assert long_functions(tmp_path, most=10) == []
+
+
+def test_one_pydantic_base_model():
+    """Every pydantic model derives from `llmhost.contract` (extra="forbid" spelled once), never from
+    `BaseModel` directly: seven copies of that base once drifted apart."""
+    import ast
+
+    direct = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.name == "contract.py" and path.parent == SRC:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef):
+                for base in node.bases:
+                    name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
+                    if name == "BaseModel":
+                        direct.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}")
+    assert direct == []

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from llmhost.contract import Contract
 from llmhost.engines.base import LaunchSpec
 from llmhost.hardware.models import Hardware
 from llmhost.plan.models import Candidate
@@ -15,11 +16,7 @@ Target = Literal[
 ]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ExportSource(_Model):
+class ExportSource(Contract):
     """One prepared deployment: the plan's candidate and the engine command `serve` would run."""
 
     llmhost_version: str
@@ -47,7 +44,7 @@ class ExportSource(_Model):
     )
 
 
-class ExportFile(_Model):
+class ExportFile(Contract):
     """One rendered file: its name under `-o DIR` and its text."""
 
     filename: str
