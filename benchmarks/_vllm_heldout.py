@@ -1,4 +1,4 @@
-"""llmhost's own vLLM predictions scored on the 87 real start-ups, calibration and validation halves apart.
+"""llmhost's own vLLM predictions scored on the 88 real start-ups, calibration and validation halves apart.
 
 Nothing here starts from a figure vLLM printed for the run being scored: the KV pool, the token count,
 the max concurrency and the start verdict all come from llmhost's estimate (its weights, its activation
