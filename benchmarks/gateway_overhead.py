@@ -5,13 +5,20 @@ Setup: a gateway (`python -m llmhost.gateway`, the process `gateway --detach` st
 generated GGUF, pinned (`hot`: loaded at start, served by llama.cpp: llama-server when built), and the
 same file as a second model (`cold`, TTL 2 s), and for the split-cores section a third (`split`, pinned,
 as many engine threads as its cores). "direct" is that very engine on its own loopback port with its
-internal key; "gateway" is the gateway's port. Streamed chat completions (httpx, SSE), 64
-output tokens each; short rounds (4 requests at concurrency 1, 32 at 32; 8 rounds) alternate direct /
-gateway, the order swapped every round, so drift on a shared machine hits both alike.
+internal key; "gateway" is the gateway's port. Streamed chat completions (httpx, SSE, greedy sampling so
+both sides generate the same tokens; a new connection per request direct, since llama-server closes its
+own after each stream, kept alive to the gateway, as the OpenAI clients' pools do), 64 output tokens
+each. One phase per concurrency level, opened by an uncounted round per side; in it, short rounds (4
+requests at concurrency 1, 32 at 32; 8 rounds) alternate direct / gateway, the order swapped every
+round, so drift on a shared machine hits both alike. `--model tiny` (the default: the generated GGUF,
+gibberish at ~2000 tok/s on 2 cores, so the gateway's per-token and per-request costs weigh far more
+than beside any real model), `real` (Gemma 3 270M Q4_K_M, `llmhost demo-model --real`) or a GGUF path.
 
 - TTFT: request sent -> first content chunk, p50 and p99 over every request of a concurrency level.
 - output tok/s: content chunks received / wall time of the round (all streams of it), summed per side;
-  the ratio is gateway / direct (target >= 0.97 at concurrency 1 and 32; TTFT +2 ms p50 or less).
+  the ratio is gateway / direct (target >= 0.97 at concurrency 1 and 32; TTFT +2 ms p50 or less);
+  beside it the median and quartiles of the per-round ratios (a direct round and the gateway round next
+  to it), which one slow round moves less than it moves the sums.
 - gateway CPU per streamed token: the gateway process's user+system CPU time over its rounds / the
   content chunks it relayed.
 - gateway RSS: at idle (hot loaded, no traffic) and the peak sampled every 50 ms under concurrency 32.
@@ -27,11 +34,14 @@ Two sections, each its own alternated rounds, both always printed:
   gateway and this client on the other half (sched_setaffinity on each thread), as on a GPU server,
   where the engine's work is on the GPU and the gateway has cores of its own. The direct side runs
   under the same split (client on the second half), so the ratio is the proxy path's cost.
-The header names the cores of each side and the load average (1 min) before and after each section.
+The header names the cores of each side, a 300-byte TCP echo's round trip on one core and across
+cores (what each hop between the engine's cores and the gateway's costs on this machine: on a VM a
+wake-up across cores is an interrupt to another virtual CPU), and the load average (1 min) before and
+after each section.
 
 Loopback only, every loop bounded in count and time. It asserts nothing: these machines are shared and
-noisy. `python benchmarks/gateway_overhead.py [--rounds N] [--split-cores auto|on|off]` (`make bench`
-runs it with the defaults).
+noisy. `python benchmarks/gateway_overhead.py [--rounds N] [--split-cores auto|on|off] [--model
+tiny|real|PATH]` (`make bench` runs it with the defaults).
 """
 
 from __future__ import annotations
@@ -100,6 +110,55 @@ def set_affinity(pids: list[int], cores: list[int], *, children: bool = False) -
     return done
 
 
+def loopback_round_trip(server_core: int, client_core: int, n: int = 2000) -> float:
+    """Microseconds per 300-byte TCP echo over loopback, an echo process on `server_core`, this one on
+    `client_core`. Across cores each message wakes a sleeping core; on a VM that is an interrupt to
+    another virtual CPU, which this prints next to the same-core figure (it prices every hop between the
+    engine's cores and the gateway's)."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        pid = os.fork()
+        if pid == 0:  # the echo side: no threads exist yet in the parent (called first in main)
+            try:
+                os.sched_setaffinity(0, {server_core})
+                conn, _ = srv.accept()
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+            finally:
+                os._exit(0)
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {client_core})
+        try:
+            with socket.create_connection(srv.getsockname()) as conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                started = time.perf_counter()
+                for _ in range(n):
+                    conn.sendall(b"x" * 300)
+                    conn.recv(4096)
+                elapsed = time.perf_counter() - started
+        finally:
+            os.sched_setaffinity(0, before)
+            os.waitpid(pid, 0)
+    return elapsed / n * 1e6
+
+
+def resolve_model(choice: str, env: dict[str, str]) -> str | None:
+    """The GGUF to serve: `tiny` (the generated demo model), `real` (Gemma 3 270M Q4_K_M from the
+    package registry, `llmhost demo-model --real`), or a path. None (with a message) when unavailable."""
+    if choice in ("tiny", "real"):
+        out = llmhost("demo-model", *(["--real"] if choice == "real" else []), env=env)
+        if out.returncode != 0:
+            print(f"--model {choice}: {out.stderr.strip() or 'demo-model failed'}: skipped")
+            return None
+        return out.stdout.strip()
+    if not Path(choice).is_file():
+        print(f"--model {choice}: no such file", file=sys.stderr)
+        return None
+    return str(Path(choice).resolve())
+
+
 @dataclass
 class Split:
     """Which cores the engine's side and the proxy's side (gateway + this client) run on."""
@@ -126,6 +185,7 @@ class Side:
     wall: float = 0.0
     failures: int = 0
     errors: list[str] = field(default_factory=list)
+    round_tok_s: list[float] = field(default_factory=list)  # one per round, in the order they ran
 
     @property
     def tok_s(self) -> float:
@@ -141,6 +201,7 @@ async def one_stream(
         "messages": [{"role": "user", "content": "Say something."}],
         "max_tokens": MAX_TOKENS,
         "stream": True,
+        "temperature": 0,  # greedy: both sides generate the same tokens, so the same counts
     }
     sent = time.perf_counter()
     ttft = None
@@ -161,8 +222,16 @@ async def one_stream(
     return ttft, tokens
 
 
-async def run_round(url: str, model: str, headers: dict[str, str], concurrency: int, side: Side) -> None:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+async def run_round(
+    url: str, model: str, headers: dict[str, str], keepalive: bool, concurrency: int, side: Side
+) -> None:
+    # Each side as a real client meets it. llama-server closes its connection after each streamed
+    # answer (though it announces keep-alive): a client pooling it fails the next request unanswered
+    # ("Server disconnected"), so direct, every request opens a connection. The gateway keeps its
+    # client connections alive, as the OpenAI clients' pools use them.
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency if keepalive else 0
+    )
     timeout = httpx.Timeout(REQUEST_TIMEOUT_S)
     async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
         gate = asyncio.Semaphore(concurrency)
@@ -179,8 +248,11 @@ async def run_round(url: str, model: str, headers: dict[str, str], concurrency: 
                 side.tokens += tokens
 
         started = time.perf_counter()
+        tokens_before = side.tokens
         await asyncio.gather(*(task() for _ in range(PER_ROUND[concurrency])))
-        side.wall += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        side.wall += elapsed
+        side.round_tok_s.append((side.tokens - tokens_before) / elapsed)
 
 
 class RssSampler:
@@ -236,8 +308,8 @@ def measure_overhead(
     idle, RSS peak)."""
     direct_url, served, key = direct
     targets = {
-        "direct": (direct_url, served, {"Authorization": f"Bearer {key}"}),
-        "gateway": (gw_url, name, {}),
+        "direct": (direct_url, served, {"Authorization": f"Bearer {key}"}, False),
+        "gateway": (gw_url, name, {}, True),
     }
     figures = {c: {"direct": Side(), "gateway": Side()} for c in PER_ROUND}
     idle_rss = gw_proc.memory_info().rss
@@ -248,14 +320,18 @@ def measure_overhead(
     async def all_rounds() -> None:
         nonlocal cpu_s, gw_tokens
         sampling = asyncio.create_task(sampler.run())
-        for r in range(rounds):
-            for concurrency in PER_ROUND:
+        # One phase per concurrency level, each opened by an uncounted round per side: the first
+        # requests after a 32-stream round wait on the engine settling (TTFT 100-170 ms against 9 ms
+        # here), and with 4 requests a round one such wait moves a c=1 ratio by 10%, on either side.
+        for concurrency in PER_ROUND:
+            for target in targets.values():
+                await run_round(*target, concurrency, Side())
+            for r in range(rounds):
                 order = ["direct", "gateway"] if r % 2 == 0 else ["gateway", "direct"]
                 for name in order:
-                    url, model, headers = targets[name]
                     side = figures[concurrency][name]
                     before_tokens, before_cpu = side.tokens, gw_proc.cpu_times()
-                    await run_round(url, model, headers, concurrency, side)
+                    await run_round(*targets[name], concurrency, side)
                     if name == "gateway":
                         after = gw_proc.cpu_times()
                         cpu_s += (after.user - before_cpu.user) + (after.system - before_cpu.system)
@@ -263,10 +339,6 @@ def measure_overhead(
         sampler.stop()
         await sampling
 
-    # Warm-up: one short round each, not counted.
-    warm = Side()
-    for url, model, headers in targets.values():
-        asyncio.run(run_round(url, model, headers, 1, warm))
     asyncio.run(all_rounds())
     return figures, (cpu_s / gw_tokens if gw_tokens else 0.0), idle_rss, sampler.peak
 
@@ -360,6 +432,13 @@ def report_section(
             print(f"{f'TTFT {label} c={concurrency} (ms)':<26} {dv:>10.2f} {gv:>10.2f} {gv - dv:>+12.2f}")
         ratio = g.tok_s / d.tok_s if d.tok_s else 0.0
         print(f"{f'output tok/s c={concurrency}':<26} {d.tok_s:>10.1f} {g.tok_s:>10.1f} {ratio:>11.3f}x")
+        paired = sorted(gv / dv for dv, gv in zip(d.round_tok_s, g.round_tok_s, strict=True) if dv)
+        if paired:
+            q1, q3 = percentile(paired, 0.25), percentile(paired, 0.75)
+            print(
+                f"{'  per round pair':<26} {'median':>10} {statistics.median(paired):>10.3f}x  "
+                f"(quartiles {q1:.3f}-{q3:.3f}, {len(paired)} pairs)"
+            )
         print(f"{'  requests, failures':<26} {len(d.ttft):>6}, {d.failures:<3} {n:>6}, {g.failures:<3}")
         for name, side in (("direct", d), ("gateway", g)):
             if side.errors:
@@ -386,6 +465,12 @@ def main(argv: list[str]) -> int:
         help="also measure with the engine and the gateway + client on separate cores (auto: on where "
         "at least 2 cores are usable); the shared-cores section is always measured",
     )
+    parser.add_argument(
+        "--model",
+        default="tiny",
+        help="tiny (the generated demo GGUF: gibberish, far faster than any real model, so the gateway's "
+        "per-token cost weighs most), real (Gemma 3 270M Q4_K_M from the package registry) or a GGUF path",
+    )
     args = parser.parse_args(argv)
     # SIGTERM (a `timeout` around the run) unwinds like Ctrl-C: the gateway and its engines are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -396,10 +481,21 @@ def main(argv: list[str]) -> int:
             print("--split-cores on needs at least 2 usable cores (sched_setaffinity)", file=sys.stderr)
             return 2
         split = Split.halves(cores)
+    # First, before any thread or child exists (it forks): what one wake-up across cores costs here.
+    wakeups = (
+        (
+            loopback_round_trip(split.proxy[0], split.proxy[0]),
+            loopback_round_trip(split.engine[0], split.proxy[0]),
+        )
+        if split is not None
+        else None
+    )
     state = tempfile.mkdtemp(prefix="llmhost-bench-gw-")
     env = {**os.environ, "LLMHOST_STATE_DIR": state, "NO_COLOR": "1"}
     env.pop("LLMHOST_API_KEY", None)
-    model = llmhost("demo-model", env=env).stdout.strip()
+    model = resolve_model(args.model, env)
+    if model is None:
+        return 0 if args.model in ("tiny", "real") else 2
     engines = json.loads(llmhost("engines", "--json", env=env).stdout or "[]")
     if not any(e["name"] == "llamacpp" and e["usable"] for e in engines):
         print("no llama.cpp runtime installed: skipped (pip install 'llmhost[llamacpp]')")
@@ -421,6 +517,11 @@ def main(argv: list[str]) -> int:
             )
         else:
             print("split cores: off")
+        if wakeups is not None:
+            print(
+                f"loopback TCP round trip (300 B echo): same core {wakeups[0]:.1f} us, "
+                f"across cores {wakeups[1]:.1f} us"
+            )
         sections = [("shared cores", "hot", None)]
         sections += [("split cores", "split", split)] if split is not None else []
         results = []
