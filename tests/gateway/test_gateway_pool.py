@@ -4,7 +4,8 @@ and HTTP, and the real `openai` client; nothing between gateway and engine is fa
 - A model whose load waits for memory (blocked by a pinned model) does not hold the load lock: another
   model's load goes on meanwhile and its request is answered while the first still waits.
 - A request sent right after the engine was SIGKILLed (no byte came back) waits for the supervisor's
-  restart and is resent once: the client gets a 200 (the access log marks it resent)."""
+  restart and is resent once: the client gets a 200 (the access log marks it resent).
+- Streams to an engine that keeps its connection (uvicorn) reuse it; none is left open to llama-server."""
 
 from __future__ import annotations
 
@@ -94,3 +95,59 @@ def test_a_request_sent_right_after_the_engine_was_killed_is_resent_once_and_ans
         (after,) = json.loads(llmhost("ps", "--json", env=env).stdout)
         assert after["restarts"] == 1 and after["engine_pid"] != dep["engine_pid"]
         assert gw.metric("llmhost_gateway_loads_total", model="small") == 1  # restarted, not reloaded
+
+
+def _upstream_ports(gateway_pid: int, engine_port: int) -> list[int]:
+    """The local ports of the gateway's open connections to the engine, half a second after the last
+    answer ended (the client sees the end of a stream before the gateway closes its upstream side; idle
+    pooled connections are dropped only after 3 s)."""
+    import psutil
+
+    time.sleep(0.5)
+    return sorted(
+        c.laddr.port
+        for c in psutil.Process(gateway_pid).net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == engine_port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def _stream(url: str, model: str) -> str:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as reply:
+        assert reply.status_code == 200, reply.read()
+        return "".join(reply.iter_text())
+
+
+def test_streams_reuse_the_engine_connection_only_where_the_engine_keeps_it(tiny_models, tmp_path: Path):
+    """llama-cpp-python (uvicorn, like vLLM) keeps its connection after a streamed answer: the gateway
+    sends the next stream on it, no connection opened per request. llama-server closes it after every
+    stream: the gateway holds no connection to it afterwards (none resent either)."""
+    state = tmp_path / "state"
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        "models:\n"
+        f"  py: {{model: {tiny_models['small']}, context: 512, pin: true, engine: llama-cpp-python}}\n"
+        f"  native: {{model: {tiny_models['small']}, context: 512, pin: true}}\n"
+    )
+    env = {"LLMHOST_STATE_DIR": str(state)}
+    with gateway_running(config, state) as gw:
+        gw.wait_state("py", "loaded")
+        gw.wait_state("native", "loaded")
+        deps = {d["name"]: d for d in json.loads(llmhost("ps", "--json", env=env).stdout)}
+        assert gw.proc is not None
+        py = deps["gw-py"]
+        assert py["runtime"] == "llama-cpp-python"
+        # Connections the gateway already holds (its readiness checks) are not the relay's.
+        before = set(_upstream_ports(gw.proc.pid, py["port"]))
+        assert "[DONE]" in _stream(gw.url, "py")
+        first = set(_upstream_ports(gw.proc.pid, py["port"])) - before
+        assert len(first) == 1  # the stream's connection, kept in the gateway's pool
+        assert "[DONE]" in _stream(gw.url, "py")
+        assert set(_upstream_ports(gw.proc.pid, py["port"])) - before == first  # the same one again
+        native = deps["gw-native"]
+        if native["runtime"] == "llama-server":
+            before = set(_upstream_ports(gw.proc.pid, native["port"]))
+            assert "[DONE]" in _stream(gw.url, "native")
+            assert set(_upstream_ports(gw.proc.pid, native["port"])) <= before  # closed after the stream
+        records = access_log(state)
+        assert not any(r.get("resent") for r in records)

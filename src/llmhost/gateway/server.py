@@ -256,14 +256,14 @@ class Gateway:
             self.pool.suspect(slot)
             return error_response(502, f"The engine of {slot.name!r} failed: {exc}.", "upstream_error")
         finally:
-            if upstream.content.at_eof() and not streamed:
-                upstream.release()  # read to the end: the connection goes back to the pool
+            if upstream.content.at_eof():
+                # Read to the end: aiohttp gave the connection back to its pool at the payload's end,
+                # streamed or not. An engine that keeps it (uvicorn: vLLM, llama-cpp-python) gets the next
+                # request on it; one that closed it (llama-server, after every stream, though it announces
+                # keep-alive) is dropped from the pool when the close arrives.
+                upstream.release()
             else:
-                # A client that left: drop the connection, so the engine stops generating. And after a
-                # stream: llama-server closes the connection once a streamed answer ends, though it
-                # announces keep-alive; pooled, the next request would be sent on a closing connection,
-                # fail without an answer and have to be resent.
-                upstream.close()
+                upstream.close()  # a client that left: drop the connection, so the engine stops generating
             if fresh is not None:
                 await fresh.close()
 
