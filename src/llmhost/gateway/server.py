@@ -75,16 +75,7 @@ class Gateway:
         return app
 
     async def _open(self, _app: web.Application) -> None:
-        # No total timeout: a long generation is not an error; the engine's own limits apply. Idle
-        # pooled connections are dropped before the engines drop them (llama-server and vLLM's uvicorn
-        # close an idle keep-alive connection after 5 s; aiohttp's default keeps one 15 s): a request
-        # sent on a connection the engine just closed fails without an answer and has to be resent.
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=UPSTREAM_IDLE_S)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-            auto_decompress=False,
-        )
+        self.session = _upstream_session()
 
     async def _close(self, _app: web.Application) -> None:
         if self.session is not None:
@@ -228,8 +219,7 @@ class Gateway:
             try:
                 await self.pool.recheck(slot, time.time() + self.config.queue_timeout_of(slot.name))
                 assert slot.dep is not None
-                fresh = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                                              auto_decompress=False)  # fmt: skip
+                fresh = _upstream_session()
                 record["resent"] = True  # in the access log: this request was sent twice
                 upstream = await fresh.post(_url(slot.dep, request.path), data=body, headers=headers)
             except (aiohttp.ClientError, GatewayBusy, ModelUnavailable):
@@ -322,6 +312,18 @@ class Gateway:
         if "ttft_s" in line:
             line["ttft_s"] = round(line["ttft_s"], 4)
         self.access.write((json.dumps(line) + "\n").encode())
+
+
+def _upstream_session() -> aiohttp.ClientSession:
+    """The client side of the relay. No total timeout: a long generation is not an error; the engine's
+    own limits apply. Bodies pass through undecoded. Idle pooled connections are dropped before the
+    engines drop them (llama-server and vLLM's uvicorn close an idle keep-alive connection after 5 s;
+    aiohttp's default keeps one 15 s): a request sent on a connection the engine just closed fails
+    without an answer and has to be resent."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=UPSTREAM_IDLE_S)
+    return aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10), auto_decompress=False
+    )
 
 
 def _url(dep: Deployment, path: str) -> str:
