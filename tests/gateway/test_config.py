@@ -151,6 +151,21 @@ def test_keys_are_named_0600_and_re_read_when_the_file_changes(tmp_path):
     assert "alice-key" not in str(err.value)
 
 
+def test_a_keys_file_made_readable_by_others_is_refused_though_its_content_did_not_change(tmp_path):
+    # `chmod 644` changes neither the inode, nor the size, nor the mtime: the re-read must see the mode.
+    path = _keys_file(tmp_path / "keys.yaml", "alice: alice-key-0123\n")
+    keys = Keys(path)
+    assert keys.match("alice-key-0123") == "alice"
+    os.chmod(path, 0o644)
+    with pytest.raises(UsageError, match="readable by others"):
+        keys.reload()
+    with pytest.raises(UsageError, match="readable by others"):
+        keys.reload()  # and keeps refusing
+    os.chmod(path, 0o600)
+    keys.reload()
+    assert keys.match("alice-key-0123") == "alice"
+
+
 def test_bad_keys_never_echo_the_key(tmp_path):
     with pytest.raises(UsageError, match="at least 8") as err:
         Keys(_keys_file(tmp_path / "k.yaml", "alice: short\n"))

@@ -255,13 +255,13 @@ def load_config(path: str | Path | None = None) -> tuple[GatewayConfig, Path]:
 # -- keys ----------------------------------------------------------------------------------------------
 class Keys:
     """Named API keys: the keys file (YAML `name: key`, mode 0600 enforced), re-read whenever it changes
-    (inode, size or mtime), plus `$LLMHOST_API_KEY` under the name "env". No key configured means no
+    (inode, size, mtime or mode), plus `$LLMHOST_API_KEY` under the name "env". No key configured means no
     authentication (allowed on loopback only: `check_listen`)."""
 
     def __init__(self, path: Path | None, *, env_key: str | None = None) -> None:
         self.path = path
         self._env_key = env_key
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[int, int, int, int] | None = None
         self._keys: dict[str, str] = {}
         self.reload()
 
@@ -282,7 +282,8 @@ class Keys:
             raise UsageError(
                 f"No keys file {self.path}.", hint="Create it (mode 0600) with one `name: key` per line."
             ) from None
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        # The mode too: `chmod 644` changes neither the content nor the mtime, and must be refused.
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
         if stamp == self._stamp:
             return
         if not stat.S_ISREG(st.st_mode):
