@@ -68,6 +68,7 @@ class Gateway:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model:.+}", self._model)  # OpenAI's retrieve: client.models.retrieve
         for path in PROXIED:
             app.router.add_post(path, self._proxy)
         app.on_startup.append(self._open)
@@ -136,6 +137,21 @@ class Gateway:
         data = [_model_card(slot, self.config) for slot in self.pool.all_slots()]
         return web.json_response({"object": "list", "data": data})
 
+    async def _model(self, request: web.Request) -> web.Response:
+        requested = request.match_info["model"]
+        slot = self.pool.lookup(requested)
+        if slot is None:
+            return self._not_found(requested)
+        await self.pool.refresh_measured()
+        return web.json_response({**_model_card(slot, self.config), "id": requested})
+
+    def _not_found(self, requested: str) -> web.Response:
+        names = ", ".join(self.pool.names()) or "none"
+        return error_response(
+            404, f"The model {requested!r} does not exist here. Models: {names}.",
+            "invalid_request_error", code="model_not_found",
+        )  # fmt: skip
+
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         record: dict[str, Any] = {
@@ -175,11 +191,7 @@ class Gateway:
         requested = doc["model"]
         slot = self.pool.lookup(requested)
         if slot is None:
-            names = ", ".join(self.pool.names()) or "none"
-            return error_response(
-                404, f"The model {requested!r} does not exist here. Models: {names}.",
-                "invalid_request_error", code="model_not_found",
-            )  # fmt: skip
+            return self._not_found(requested)
         record["model"] = slot.name
         if request.path == "/v1/embeddings" and not slot.embeddings:
             return error_response(
