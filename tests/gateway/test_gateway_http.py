@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -9,6 +10,7 @@ import openai
 import pytest
 
 from support.gateway_helpers import GatewayProc
+from support.serve_helpers import llmhost
 
 
 def test_a_model_is_retrieved_by_name_or_alias_as_openai_clients_do(tiny_models: dict[str, Path], tmp_path):
@@ -30,3 +32,26 @@ def test_a_model_is_retrieved_by_name_or_alias_as_openai_clients_do(tiny_models:
         assert gw.models()["chat"]["state"] == "unloaded"  # a lookup loads nothing
     finally:
         gw.stop()
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_a_port_in_use_or_out_of_range_is_one_line_and_exit_2_detached_or_not(tmp_path, detach):
+    # Detached, both were found by the background process only: exit 4 and
+    # "The gateway exited with code 2: error: Port ..." (and the hint offered serve's "next free port").
+    config = tmp_path / "gw.yaml"
+    config.write_text("models: {}\n")
+    env = {"LLMHOST_STATE_DIR": str(tmp_path / "state")}
+    flags = ["--detach"] if detach else []
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = llmhost("gateway", "--config", str(config), "--port", str(port), *flags, env=env, timeout=60)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"Port {port} on 127.0.0.1 is already in use" in line and "exited" not in line, line
+    assert "next free port" not in line, line  # the gateway listens where it is told (default 7411)
+    proc = llmhost("gateway", "--config", str(config), "--port", "0", *flags, env=env, timeout=60)
+    assert proc.returncode == 2 and "Port 0 is out of range" in proc.stderr, (proc.returncode, proc.stderr)
+    assert "exited" not in proc.stderr
+    assert llmhost("gateway", "status", env=env).stdout.startswith("gateway: not running")

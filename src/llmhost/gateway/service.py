@@ -76,6 +76,16 @@ def settings(
     return config, path, keys
 
 
+def _check_port(config: GatewayConfig) -> None:
+    from llmhost.supervise.process import check_port_available
+
+    check_port_available(
+        config.host,
+        config.port,
+        hint="Pass another --port (or set port: in the models file), or stop what listens there.",
+    )
+
+
 def run_gateway(
     config_path: str | None,
     *,
@@ -93,9 +103,7 @@ def run_gateway(
             f"A gateway is already running (PID {existing.process.pid}, {existing.url}).",
             hint="Stop it with `llmhost gateway stop`, or point LLMHOST_STATE_DIR elsewhere.",
         )
-    from llmhost.supervise.process import check_port_available
-
-    check_port_available(config.host, config.port)
+    _check_port(config)
     # uvloop where installed: every streamed token costs the gateway a read, a write and a loop turn.
     run_on_new_loop(_serve(config, path, keys, on_ready=on_ready, warn=warn))
 
@@ -178,6 +186,7 @@ def start_detached(
             f"A gateway is already running (PID {existing.process.pid}, {existing.url}).",
             hint="Stop it with `llmhost gateway stop`.",
         )
+    _check_port(config)  # here, not only in the background process: exit 2 and its own one line
     argv = [sys.executable, "-m", "llmhost.gateway", "--host", config.host, "--port", str(config.port)]
     if config_path is not None:
         argv += ["--config", str(path)]
