@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from support.gateway_helpers import GatewayProc
+from support.gateway_helpers import GatewayProc, stop_everything
 from support.serve_helpers import llmhost
 
 
@@ -55,3 +57,26 @@ def test_a_port_in_use_or_out_of_range_is_one_line_and_exit_2_detached_or_not(tm
     assert proc.returncode == 2 and "Port 0 is out of range" in proc.stderr, (proc.returncode, proc.stderr)
     assert "exited" not in proc.stderr
     assert llmhost("gateway", "status", env=env).stdout.startswith("gateway: not running")
+
+
+def test_gateway_stop_after_a_sigkill_stops_the_models_it_left(tiny_models: dict[str, Path], tmp_path):
+    # SIGKILL leaves the gw-* deployments for a restart to re-adopt; `gateway stop` said "No gateway is
+    # running" (exit 5) and left them running, with nothing in `gateway` to stop them.
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"models:\n  chat: {{model: {tiny_models['small']}, context: 256, pin: true}}\n")
+    state = tmp_path / "state"
+    env = {"LLMHOST_STATE_DIR": str(state)}
+    gw = GatewayProc(config, state).start()
+    try:
+        gw.wait_state("chat", "loaded")
+    finally:
+        gw.stop(signal.SIGKILL)
+    try:
+        assert [d["name"] for d in json.loads(llmhost("ps", "--json", env=env).stdout)] == ["gw-chat"]
+        proc = llmhost("gateway", "stop", env=env)
+        assert proc.returncode == 0 and "gw-chat" in proc.stderr, (proc.returncode, proc.stderr)
+        assert json.loads(llmhost("ps", "--json", env=env).stdout) == []
+        again = llmhost("gateway", "stop", env=env)
+        assert again.returncode == 5 and "No gateway is running" in again.stderr  # nothing left: as before
+    finally:
+        stop_everything(state)

@@ -94,11 +94,15 @@ def status(as_json: JsonOpt = False) -> None:
 
 
 def stop() -> None:
-    """Stop the gateway: drain in-flight requests, then stop the models it started."""
+    """Stop the gateway: drain in-flight requests, then stop the models it started (or those a killed
+    gateway left running)."""
     from llmhost.gateway.service import stop_gateway
 
-    record = stop_gateway()
-    info(f"gateway (PID {record.process.pid}) stopped")
+    result = stop_gateway()
+    if result.record is not None:
+        info(f"gateway (PID {result.record.process.pid}) stopped")
+    else:
+        info(f"no gateway was running; stopped the models it left running: {', '.join(result.left_over)}")
 
 
 def plan(config: ConfigOpt = None, hardware: HardwareOpt = None, as_json: JsonOpt = False) -> None:

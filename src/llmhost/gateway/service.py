@@ -223,11 +223,30 @@ def gateway_status() -> GatewayStatus:
     return GatewayStatus(running=record is not None, record=record, models=models)
 
 
-def stop_gateway(timeout_s: float = 120.0) -> GatewayRecord:
-    """SIGTERM the gateway and wait until it has drained, stopped its models and exited."""
+class GatewayStopped(Contract):
+    """What `gateway stop` stopped: the gateway (None when none was running) and the `gw-*` deployments
+    it had left running (a gateway killed with SIGKILL leaves its models for a restart to re-adopt)."""
+
+    record: GatewayRecord | None = None
+    left_over: list[str] = Field(default_factory=list, description="gw-* deployments stopped here.")
+
+
+def stop_gateway(timeout_s: float = 120.0) -> GatewayStopped:
+    """SIGTERM the gateway and wait until it has drained, stopped its models and exited. With no gateway
+    running, the models a killed one left are stopped instead (NotFoundError when there are none)."""
     record = running_record()
     if record is None:
-        raise NotFoundError("No gateway is running.", hint="Start one with `llmhost gateway`.")
+        from llmhost.app.deployments import list_deployments
+        from llmhost.supervise.control import stop_deployment
+
+        left = [d.name for d in list_deployments(clean=False) if d.name.startswith(DEPLOYMENT_PREFIX)]
+        if not left:
+            raise NotFoundError("No gateway is running.", hint="Start one with `llmhost gateway`.")
+        stopped = []
+        for name in left:
+            with contextlib.suppress(NotFoundError):  # stopped meanwhile
+                stopped.append(stop_deployment(name).name)
+        return GatewayStopped(left_over=stopped)
     proc = record.process.process()
     if proc is not None:
         with contextlib.suppress(psutil.Error):
@@ -240,4 +259,4 @@ def stop_gateway(timeout_s: float = 120.0) -> GatewayRecord:
                 hint="It may still be stopping its models; check `llmhost gateway status`.",
             )
         time.sleep(0.05)
-    return record
+    return GatewayStopped(record=record)
