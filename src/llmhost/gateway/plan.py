@@ -85,7 +85,7 @@ def plan_gateway(config: GatewayConfig, *, hardware: str | None, warn: Callable[
                 deploy.advice_within(
                     row.name, config.models[row.name], decision.room, hardware=hardware, warn=warn
                 )
-                if decision.never_fits
+                if decision.never_fits and decision.room  # no room: its devices: pin is the problem
                 else []
             )
             row.error = " ".join([f"{decision.reason}.", *advice]) if advice else decision.reason

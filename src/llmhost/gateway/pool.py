@@ -410,6 +410,8 @@ class Pool:
                 for victim in decision.evict:  # no await since the residents were read
                     self._slot(victim).state = "unloading"
                 return decision
+            if decision.never_fits and not decision.room:  # its devices: pin, not memory
+                raise NothingFitsError(f"{decision.reason}.", hint="Fix devices: in the models file.")
             if decision.never_fits:
                 advice = await asyncio.to_thread(
                     deploy.advice_within, slot.name, entry, decision.room, warn=self.warn
