@@ -143,7 +143,7 @@ def _render_plan(console: Console, result: GatewayPlan) -> None:
         ]
         evicts = ", ".join(row.evicts) or "-"
         if row.error:
-            evicts = f"does not fit: {row.error}"
+            evicts = f"{'does not fit' if row.need else 'cannot plan'}: {row.error}"
         table.add_row(
             literal(row.name + (" (pin)" if row.pinned else "")),
             literal(row.engine or "-"),
