@@ -80,3 +80,20 @@ def test_gateway_stop_after_a_sigkill_stops_the_models_it_left(tiny_models: dict
         assert again.returncode == 5 and "No gateway is running" in again.stderr  # nothing left: as before
     finally:
         stop_everything(state)
+
+
+def test_a_pinned_model_that_fails_to_load_at_start_is_said_in_the_gateways_output(tmp_path):
+    # A pinned load has no client to answer: its failure was only in events.log and /v1/models; the
+    # gateway's own output (the terminal, or gateway.log when detached) said nothing.
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"\x00" * 4096)
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"models:\n  broken: {{model: {bad}, pin: true}}\n")
+    gw = GatewayProc(config, tmp_path / "state").start()
+    try:
+        card = gw.wait_state("broken", "failed", timeout=30)
+        assert "not a valid GGUF" in card["failure"], card
+    finally:
+        gw.stop()
+    lines = [x for x in gw.log.read_text().splitlines() if "broken" in x]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "not a valid GGUF" in lines[0], lines
