@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from support.gateway_helpers import GatewayProc, stop_everything
+from support.gateway_helpers import GatewayProc, events, stop_everything
 from support.serve_helpers import llmhost
 
 
@@ -97,3 +97,39 @@ def test_a_pinned_model_that_fails_to_load_at_start_is_said_in_the_gateways_outp
         gw.stop()
     lines = [x for x in gw.log.read_text().splitlines() if "broken" in x]
     assert len(lines) == 1 and lines[0].startswith("warning: ") and "not a valid GGUF" in lines[0], lines
+
+
+def test_a_restarted_gateway_relaunches_a_model_whose_entry_changed_instead_of_adopting_it(
+    tiny_models: dict[str, Path], tmp_path
+):
+    # It re-adopted the engine running with the old settings (here `-c 256` after context: 512 was
+    # written), and a pinned model kept them for good. Serving settings only (aliases, ttl) still adopt.
+    config = tmp_path / "gw.yaml"
+    state = tmp_path / "state"
+    entry = f"model: {tiny_models['small']}, pin: true"
+
+    def engine_pid_and_context() -> tuple[int, str]:
+        (dep,) = json.loads(llmhost("ps", "--json", env={"LLMHOST_STATE_DIR": str(state)}).stdout)
+        argv = dep["launch"]["argv"]
+        return dep["engine_process"]["pid"], argv[argv.index("-c") + 1]
+
+    def run(text: str) -> None:
+        config.write_text(text)
+        gw = GatewayProc(config, state).start()
+        try:
+            gw.wait_state("chat", "loaded")
+        finally:
+            gw.stop(signal.SIGKILL)
+
+    try:
+        run(f"models:\n  chat: {{{entry}, context: 256}}\n")
+        first = engine_pid_and_context()
+        assert first[1] == "256"
+        run(f"models:\n  chat: {{{entry}, context: 256, aliases: [gpt-4o-mini], ttl: 1h}}\n")
+        assert engine_pid_and_context() == first  # adopted: no relaunch for a serving setting
+        run(f"models:\n  chat: {{{entry}, context: 512}}\n")
+        pid, context = engine_pid_and_context()
+        assert context == "512" and pid != first[0]
+        assert any(e.get("reason") == "models file changed" for e in events(state))
+    finally:
+        stop_everything(state)

@@ -183,6 +183,7 @@ class Pool:
         from llmhost.supervise.state import deployment_names, read_deployment, refreshed
 
         by_dep = {deploy.deployment_name(n): s for n, s in self.slots.items()}
+        launched = deploy.launched_fingerprints()
         for name in deployment_names():
             if not name.startswith(deploy.DEPLOYMENT_PREFIX):
                 continue
@@ -197,6 +198,14 @@ class Pool:
             elif slot is None:
                 stop_deployment(name)  # started by an earlier gateway for a model no longer configured
                 self.event({"event": "stopped", "deployment": name, "reason": "not configured"})
+            elif slot.entry is not None and launched.get(name, "") not in (
+                "",
+                deploy.entry_fingerprint(slot.entry),
+            ):
+                # Launched from an entry since edited (context, quant, engine, ...): launch it afresh
+                # (on demand, or now if pinned), not adopt the old settings. Nothing recorded: adopt.
+                stop_deployment(name)
+                self.event({"event": "stopped", "deployment": name, "reason": "models file changed"})
             else:
                 now = time.time()
                 slot.dep, slot.state, slot.adopted = current, "loaded", True
@@ -359,6 +368,7 @@ class Pool:
 
         self.launches += 1
         self.event({"event": "launching", "model": slot.name, "deployment": ready.prepared.deployment.name})
+        await asyncio.to_thread(deploy.record_launch, ready.prepared.deployment.name, entry)
         dep = await asyncio.to_thread(run_serve, ready, detach=True)
         now = time.time()
         slot.dep, slot.key, slot.state = dep, ready.prepared.api_key, "loaded"
