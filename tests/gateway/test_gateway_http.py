@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from support.gateway_helpers import GatewayProc, events, stop_everything
+from support.gateway_helpers import GatewayProc, access_log, events, stop_everything
 from support.serve_helpers import llmhost
 
 
@@ -132,4 +132,34 @@ def test_a_restarted_gateway_relaunches_a_model_whose_entry_changed_instead_of_a
         assert context == "512" and pid != first[0]
         assert any(e.get("reason") == "models file changed" for e in events(state))
     finally:
+        stop_everything(state)
+
+
+def test_streamed_answers_count_their_tokens_not_their_sse_events(tiny_models: dict[str, Path], tmp_path):
+    # The access log's `tokens` (and llmhost_gateway_tokens) was the number of SSE data events less one:
+    # a 4-token chat stream counted 6 (the role and finish chunks), /v1/messages counted 8.
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"models:\n  chat: {{model: {tiny_models['small']}, context: 256}}\n")
+    state = tmp_path / "state"
+    gw = GatewayProc(config, state).start()
+    body: dict[str, object] = {"model": "chat", "stream": True, "max_tokens": 4, "ignore_eos": True}
+    hi = [{"role": "user", "content": "hi"}]
+    try:
+        seen = []
+        for path, extra in [
+            ("/v1/chat/completions", {"messages": hi}),
+            ("/v1/chat/completions", {"messages": hi, "stream_options": {"include_usage": True}}),
+            ("/v1/completions", {"prompt": "hi"}),
+            ("/v1/messages", {"messages": hi}),
+        ]:
+            with httpx.stream("POST", gw.url + path, json={**body, **extra}, timeout=60) as reply:
+                assert reply.status_code == 200
+                text = "".join(reply.iter_text())
+            # With no usage event (a chat stream by default) the count is the chunks with content text.
+            seen.append(text.count('"content":"') if '"usage"' not in text else 4)
+        counted = [e["tokens"] for e in access_log(state) if e.get("status") == 200]
+        assert counted == seen and counted[1:] == [4, 4, 4] and 2 <= counted[0] <= 4, (counted, seen)
+        assert gw.metric("llmhost_gateway_tokens_total", model="chat", kind="completion") == sum(seen)
+    finally:
+        gw.stop()
         stop_everything(state)

@@ -31,6 +31,7 @@ _DROP_REQUEST = frozenset(
      "transfer-encoding", "te", "upgrade", "proxy-authorization", "accept-encoding"}
 )  # fmt: skip
 _KEEP_RESPONSE = ("Content-Type", "Cache-Control", "X-Request-Id")
+_TAIL_BYTES = 8192  # the end of a stream kept to read its usage event from
 UPSTREAM_IDLE_S = 3.0  # under the engines' own 5 s keep-alive timeout
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -296,7 +297,8 @@ class Gateway:
                 out.headers[k] = upstream.headers[k]
         out.headers["X-Accel-Buffering"] = "no"
         await out.prepare(request)
-        events = 0
+        pieces = 0  # chat chunks with content text: the count when the engine sends no usage
+        tail = b""  # the stream's end: an engine's usage event (completions, messages, include_usage)
         lines = _Lines(rename) if rename is not None else None
         content, write = upstream.content, out.write  # the per-token loop: as little as can be per chunk
         try:
@@ -307,12 +309,14 @@ class Gateway:
                 if lines is not None:
                     chunk = lines.feed(chunk)
                 if chunk:
-                    events += chunk.count(b"data:")
+                    pieces += chunk.count(b'"content":"')
+                    tail = (tail + chunk)[-_TAIL_BYTES:]
                     await write(chunk)
                 chunk = await content.readany()
             rest = lines.flush() if lines is not None else b""
             if rest:
-                events += rest.count(b"data:")
+                pieces += rest.count(b'"content":"')
+                tail = (tail + rest)[-_TAIL_BYTES:]
                 await out.write(rest)
         except aiohttp.ClientError as exc:
             # The engine went away mid-stream (a crash): end the stream with an error event the OpenAI
@@ -322,8 +326,9 @@ class Gateway:
             error = {"error": {"message": f"The engine of {slot.name!r} failed mid-stream: {exc}.",
                                "type": "upstream_error", "code": "upstream_error"}}  # fmt: skip
             await out.write(b"data: " + json.dumps(error).encode() + b"\n\n")
-        record["tokens"] = max(0, events - 1)  # one data event per token, less [DONE]; usage when sent
-        self.metrics.tokens.labels(slot.name, "completion").inc(record["tokens"])
+        if not _stream_usage(tail, record, self.metrics, slot.name):
+            record["tokens"] = pieces
+            self.metrics.tokens.labels(slot.name, "completion").inc(pieces)
         await out.write_eof()
         return out
 
@@ -385,6 +390,19 @@ class _Lines:
     def flush(self) -> bytes:
         rest, self.pending = self.pending, b""
         return self.rename(rest) if rest else b""
+
+
+def _stream_usage(tail: bytes, record: dict[str, Any], metrics: GatewayMetrics, model: str) -> bool:
+    """Count the last SSE event of `tail` that carries a completion count in its usage (OpenAI's final
+    usage chunk, Anthropic's message_delta); False when there is none."""
+    for line in reversed(tail.split(b"\n")):
+        if line.startswith(b"data:") and b'"usage"' in line and b"_tokens" in line:
+            found: dict[str, Any] = {}
+            _count_usage(line[5:], found, metrics, model)
+            if "tokens" in found:
+                record["tokens"] = found["tokens"]
+                return True
+    return False
 
 
 def _count_usage(data: bytes, record: dict[str, Any], metrics: GatewayMetrics, model: str) -> None:
