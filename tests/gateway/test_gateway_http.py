@@ -163,3 +163,18 @@ def test_streamed_answers_count_their_tokens_not_their_sse_events(tiny_models: d
     finally:
         gw.stop()
         stop_everything(state)
+
+
+def test_serve_refuses_a_name_the_gateway_owns(tiny_models: dict[str, Path], tmp_path):
+    # `serve --detach --name gw-mine` was accepted: the gateway took it for its own, did not route it
+    # (404 for "gw-mine" and "mine") and stopped it at its next start ("not configured").
+    env = {"LLMHOST_STATE_DIR": str(tmp_path / "state")}
+    proc = llmhost("serve", str(tiny_models["small"]), "--name", "gw-mine", "--dry-run", env=env)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    (line,) = proc.stderr.strip().splitlines()
+    assert "gw-" in line and "gateway" in line and "--name" in line, line
+    # The default name comes from the file name: these test models are gw-small-*.gguf.
+    proc = llmhost("serve", str(tiny_models["small"]), "--dry-run", env=env)
+    assert proc.returncode == 2 and "--name" in proc.stderr, (proc.returncode, proc.stderr)
+    ok = llmhost("serve", str(tiny_models["small"]), "--name", "mine", "--dry-run", env=env)
+    assert ok.returncode == 0, ok.stderr

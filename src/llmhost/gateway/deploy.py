@@ -29,7 +29,7 @@ from llmhost.profiles import Profile, load_profile
 from llmhost.supervise import paths
 from llmhost.supervise.state import Deployment
 
-DEPLOYMENT_PREFIX = "gw-"
+DEPLOYMENT_PREFIX = paths.GATEWAY_PREFIX
 GOALS = ("quality", "throughput", "latency")
 # Profile fields that are ServeRequest fields too (the rest are the profile's own or the gateway's).
 _REQUEST_FIELDS = set(Profile.model_fields) & set(ServeRequest.model_fields)
