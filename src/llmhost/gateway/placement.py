@@ -204,6 +204,18 @@ def place(
     return Decision(fits=True, assignment=assignment, evict=[r.name for r in evicted])
 
 
+def unknown_budget_devices(budget: Mapping[str, int], devices: Iterable[Device]) -> str:
+    """A warning when `memory_budget` names devices that are not among `devices` ("" when none)."""
+    have = {d.name for d in devices}
+    unknown = sorted(set(budget) - have)
+    if not unknown:
+        return ""
+    return (
+        f"memory_budget names {', '.join(unknown)}, which this machine does not have "
+        f"({', '.join(sorted(have))}); ignored"
+    )
+
+
 def _pin_conflict(need: Need, devs: Mapping[str, Device]) -> str:
     """Why `need`'s `devices:` pin cannot be honoured on these devices at all ("" when it can)."""
     if need.allowed is None:

@@ -25,7 +25,15 @@ from llmhost.errors import LlmhostError, NothingFitsError
 from llmhost.gateway import deploy
 from llmhost.gateway.config import API_KEY_ENV, GatewayConfig, ModelEntry
 from llmhost.gateway.metrics import GatewayMetrics
-from llmhost.gateway.placement import Decision, Device, Need, Resident, evictable, place
+from llmhost.gateway.placement import (
+    Decision,
+    Device,
+    Need,
+    Resident,
+    evictable,
+    place,
+    unknown_budget_devices,
+)
 from llmhost.supervise.state import TERMINAL_STATES, Deployment
 
 SlotState = Literal["unloaded", "loading", "loaded", "unloading", "failed"]
@@ -173,6 +181,9 @@ class Pool:
         """Re-adopt the gateway's deployments that are still running, stop those it no longer serves,
         start the TTL sweep and the pinned models' loads."""
         await asyncio.to_thread(self._adopt)
+        budget = self.config.memory_budget if isinstance(self.config.memory_budget, dict) else {}
+        if unknown := unknown_budget_devices(budget, await asyncio.to_thread(self.devices)):
+            self.warn(unknown)
         self._ttl_task = asyncio.create_task(self._ttl_loop())
         for slot in self.slots.values():
             if slot.pinned and slot.state == "unloaded":
