@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -178,3 +182,49 @@ def test_serve_refuses_a_name_the_gateway_owns(tiny_models: dict[str, Path], tmp
     assert proc.returncode == 2 and "--name" in proc.stderr, (proc.returncode, proc.stderr)
     ok = llmhost("serve", str(tiny_models["small"]), "--name", "mine", "--dry-run", env=env)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_two_gateways_started_at_once_on_one_state_dir_leave_one_running(tmp_path):
+    # The "already running" check read gateway.json, which a gateway writes once it listens: two started
+    # together both passed it and both ran (`gateway stop` then stopped one; the other kept running).
+    config = tmp_path / "gw.yaml"
+    config.write_text("models: {}\n")
+    state = tmp_path / "state"
+    gateways = [GatewayProc(config, state), GatewayProc(config, state)]
+    env = {k: v for k, v in os.environ.items() if k != "LLMHOST_API_KEY"}
+    env["LLMHOST_STATE_DIR"] = str(state)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "llmhost.gateway", "--config", str(config), "--port", str(gw.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for gw in gateways
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        exited: list[int] = []
+        while time.monotonic() < deadline:
+            exited = [i for i, p in enumerate(procs) if p.poll() is not None]
+            up = [i for i, gw in enumerate(gateways) if i not in exited and _healthy(gw.url)]
+            if len(exited) + len(up) == 2:
+                break
+            time.sleep(0.1)
+        assert len(exited) == 1, f"{len(exited)} of the two gateways exited"
+        (loser,) = exited
+        assert procs[loser].returncode == 2
+        assert "already running" in (procs[loser].stderr.read() if procs[loser].stderr else "")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+            p.wait(timeout=60)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -97,15 +97,41 @@ def run_gateway(
 ) -> None:
     """Serve until SIGTERM/SIGINT; returns after draining and stopping the models it started."""
     config, path, keys = settings(config_path, host, port, insecure_no_auth=insecure_no_auth)
-    existing = running_record()
-    if existing is not None and existing.process.pid != os.getpid():
-        raise UsageError(
-            f"A gateway is already running (PID {existing.process.pid}, {existing.url}).",
-            hint="Stop it with `llmhost gateway stop`, or point LLMHOST_STATE_DIR elsewhere.",
-        )
-    _check_port(config)
-    # uvloop where installed: every streamed token costs the gateway a read, a write and a loop turn.
-    run_on_new_loop(_serve(config, path, keys, on_ready=on_ready, warn=warn))
+    with _the_only_gateway():
+        existing = running_record()
+        if existing is not None and existing.process.pid != os.getpid():
+            raise _already_running(existing)
+        _check_port(config)
+        # uvloop where installed: every streamed token costs the gateway a read, a write and a loop turn.
+        run_on_new_loop(_serve(config, path, keys, on_ready=on_ready, warn=warn))
+
+
+def _already_running(existing: GatewayRecord | None) -> UsageError:
+    where = f" (PID {existing.process.pid}, {existing.url})" if existing is not None else ""
+    return UsageError(
+        f"A gateway is already running{where}.",
+        hint="Stop it with `llmhost gateway stop`, or point LLMHOST_STATE_DIR elsewhere.",
+    )
+
+
+@contextlib.contextmanager
+def _the_only_gateway() -> Iterator[None]:
+    """Hold `gateway.lock` (an exclusive flock) while this gateway runs: gateway.json is written only once
+    a gateway listens, so two started together would both pass a check of it alone."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: gateway.json's check alone
+        yield
+        return
+    fd = os.open(gateway_dir() / "gateway.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _already_running(read_record()) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 async def _serve(
