@@ -1,9 +1,10 @@
 """`llmhost gateway` as library calls: run it (foreground or detached), read its status, stop it.
 
 The foreground gateway records itself in `<state dir>/gateway/gateway.json` (PID + create time, address,
-config): one gateway per state dir. SIGTERM/SIGINT drain in-flight requests, then stop the models it
-started. A detached gateway is `python -m llmhost.gateway` in its own session (like a detached
-supervisor), started here and waited for until `/health` answers.
+config): one gateway per state dir, held to by an exclusive flock on `gateway.lock` while it runs.
+SIGTERM/SIGINT drain in-flight requests, then stop the models it started. A detached gateway is
+`python -m llmhost.gateway` in its own session (like a detached supervisor), started here and waited
+for until `/health` answers.
 """
 
 from __future__ import annotations
