@@ -362,7 +362,7 @@ class Pool:
         self.event({"event": "load_failed", "model": slot.name, "error": message})
         # In the gateway's own output too: a pinned load has no client to tell (one line a failure; a
         # failed model is retried only after its Retry-After, not on every request).
-        self.warn(f"{slot.name} failed to load: {message}")
+        self.warn(f"{slot.name} failed to load: {' '.join(x.strip() for x in message.splitlines())}")
 
     async def _load_locked(self, slot: Slot, entry: ModelEntry) -> None:
         ready = await self._prepare(slot, entry)
