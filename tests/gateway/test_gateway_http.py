@@ -228,3 +228,23 @@ def _healthy(url: str) -> bool:
         return httpx.get(f"{url}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_refused_key_is_in_the_access_log_without_the_key(tmp_path):
+    # 401s were counted in /metrics only: the access log, where an operator looks, had no line for them.
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("alice: alice-key-0123456\n")
+    keys.chmod(0o600)
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"keys_file: {keys}\nmodels: {{}}\n")
+    state = tmp_path / "state"
+    gw = GatewayProc(config, state, key="alice-key-0123456").start()
+    try:
+        wrong = {"Authorization": "Bearer guessed-key-999999"}
+        assert httpx.get(f"{gw.url}/v1/models", headers=wrong, timeout=10).status_code == 401
+        assert httpx.get(f"{gw.url}/v1/models", headers=gw.headers, timeout=10).status_code == 200
+    finally:
+        gw.stop()
+    (refused,) = [e for e in access_log(state) if e["status"] == 401]
+    assert refused["path"] == "/v1/models" and refused["id"] and "key" not in refused
+    assert "guessed-key" not in (state / "gateway" / "access.log").read_text()

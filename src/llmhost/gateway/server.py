@@ -120,6 +120,7 @@ class Gateway:
             name = self.keys.match(_presented_key(request))
             if name is None:
                 self.metrics.requests.labels("", "401", "").inc()
+                self._log({"id": uuid.uuid4().hex[:16], "path": request.path, "status": 401})  # no key
                 return error_response(
                     401, "Invalid or missing API key.", "invalid_request_error", code="invalid_api_key"
                 )
