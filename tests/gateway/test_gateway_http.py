@@ -162,7 +162,8 @@ def test_streamed_answers_count_their_tokens_not_their_sse_events(tiny_models: d
             # With no usage event (a chat stream by default) the count is the chunks with content text.
             seen.append(text.count('"content":"') if '"usage"' not in text else 4)
         counted = [e["tokens"] for e in access_log(state) if e.get("status") == 200]
-        assert counted == seen and counted[1:] == [4, 4, 4] and 2 <= counted[0] <= 4, (counted, seen)
+        # (a gibberish token that is part of a UTF-8 character comes out with the next: at most 4 chunks)
+        assert counted == seen and counted[1:] == [4, 4, 4] and counted[0] <= 4, (counted, seen)
         assert gw.metric("llmhost_gateway_tokens_total", model="chat", kind="completion") == sum(seen)
     finally:
         gw.stop()
