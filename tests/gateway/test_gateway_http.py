@@ -161,7 +161,11 @@ def test_streamed_answers_count_their_tokens_not_their_sse_events(tiny_models: d
                 text = "".join(reply.iter_text())
             # With no usage event (a chat stream by default) the count is the chunks with content text.
             seen.append(text.count('"content":"') if '"usage"' not in text else 4)
-        counted = [e["tokens"] for e in access_log(state) if e.get("status") == 200]
+        # The access log's line is written once the answer has ended, which the client may see first.
+        deadline = time.monotonic() + 30
+        while len(counted := [e["tokens"] for e in access_log(state) if e.get("status") == 200]) < len(seen):
+            assert time.monotonic() < deadline, counted
+            time.sleep(0.05)
         # (a gibberish token that is part of a UTF-8 character comes out with the next: at most 4 chunks)
         assert counted == seen and counted[1:] == [4, 4, 4] and counted[0] <= 4, (counted, seen)
         assert gw.metric("llmhost_gateway_tokens_total", model="chat", kind="completion") == sum(seen)
