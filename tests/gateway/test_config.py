@@ -77,6 +77,27 @@ def test_names_and_aliases_are_unique_and_well_formed():
         parse_config("models:\n  chat: {ttl: 5m}\n")
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (
+            "models:\n  chat: {model: a.gguf}\n\n  Chat Model: {model: b.gguf}\n",
+            "gw.yaml:4: models.Chat Model:",
+        ),
+        ("models:\n  chat:\n    model: a.gguf\n  coder:\n    ttl: 5m\n", "gw.yaml:4: models.coder:"),
+        (
+            "models:\n  chat:\n    model: a.gguf\n  coder:\n    model: b.gguf\n    aliases: [x, chat]\n",
+            "gw.yaml:6: models.coder.aliases.1:",
+        ),
+    ],
+)
+def test_name_and_alias_errors_name_the_models_key_and_line_not_the_top(text, where):
+    # These checks span models (a name, an alias clash); they used to say `gw.yaml:1: (top level)`.
+    with pytest.raises(ProfileError) as err:
+        parse_config(text, "gw.yaml")
+    assert where in err.value.message and "(top level)" not in err.value.message, err.value.message
+
+
 def test_yaml_is_safe_and_bounded():
     with pytest.raises(ProfileError, match="invalid YAML"):
         parse_config("models: !!python/object/apply:os.system ['true']\n")
@@ -128,6 +149,21 @@ def test_keys_are_named_0600_and_re_read_when_the_file_changes(tmp_path):
     with pytest.raises(UsageError, match="readable by others") as err:
         keys.reload()
     assert "alice-key" not in str(err.value)
+
+
+def test_a_keys_file_made_readable_by_others_is_refused_though_its_content_did_not_change(tmp_path):
+    # `chmod 644` changes neither the inode, nor the size, nor the mtime: the re-read must see the mode.
+    path = _keys_file(tmp_path / "keys.yaml", "alice: alice-key-0123\n")
+    keys = Keys(path)
+    assert keys.match("alice-key-0123") == "alice"
+    os.chmod(path, 0o644)
+    with pytest.raises(UsageError, match="readable by others"):
+        keys.reload()
+    with pytest.raises(UsageError, match="readable by others"):
+        keys.reload()  # and keeps refusing
+    os.chmod(path, 0o600)
+    keys.reload()
+    assert keys.match("alice-key-0123") == "alice"
 
 
 def test_bad_keys_never_echo_the_key(tmp_path):

@@ -105,3 +105,21 @@ def test_eviction_only_helps_on_the_device_it_frees():
     ]
     d = place(Need("x", {"cuda:0": 10 * GiB}), devices, residents, now=100)
     assert d.fits and d.evict == ["gpu-model"]
+
+
+def test_a_devices_pin_the_machine_cannot_honour_says_so_instead_of_not_fitting_memory():
+    # It said "a needs 129.00 MiB on cpu, 605.00 MiB on cuda:0, ..., more than 1.00 GiB on cpu, 23.99 GiB
+    # on cuda:0 ... even with nothing else loaded" (gateway plan on rtx-4090:2); on a CPU-only machine a
+    # pin to a GPU it does not have was ignored and the model "fit" on the CPU.
+    two = [cpu(), gpu(0), gpu(1)]
+    spans_two = {"cpu": 129 * MiB, "cuda:0": 600 * MiB, "cuda:1": 600 * MiB}
+    missing = place(Need("a", spans_two, allowed=frozenset({"cuda:5"})), two, [], now=0)
+    assert not missing.fits and missing.never_fits and not missing.room
+    assert "devices: cuda:5" in missing.reason and "cpu, cuda:0, cuda:1" in missing.reason, missing.reason
+    on_cpu = place(Need("b", spans_two, allowed=frozenset({"cpu"})), two, [], now=0)
+    assert not on_cpu.fits and on_cpu.never_fits and not on_cpu.room
+    assert "2 GPUs" in on_cpu.reason and "devices: cpu" in on_cpu.reason, on_cpu.reason
+    cpu_only = place(Need("c", {"cpu": 129 * MiB}, allowed=frozenset({"cuda:0"})), [cpu()], [], now=0)
+    assert not cpu_only.fits and "devices: cuda:0" in cpu_only.reason and "(cpu)" in cpu_only.reason
+    # What the machine has is still placed as before.
+    assert place(Need("d", {"cpu": 1 * MiB}, allowed=frozenset({"cpu"})), [cpu()], [], now=0).fits

@@ -54,3 +54,22 @@ def test_a_bad_models_file_is_one_line_naming_key_and_line(tmp_path):
     proc = llmhost("gateway", "plan", "--config", str(path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"{path}:4: models.chat.ttl" in proc.stderr
+
+
+def test_a_model_that_cannot_be_planned_is_not_said_not_to_fit(tmp_path, tiny_models, llmhost_here):
+    # A missing file was shown as "does not fit: No such file or directory: x.gguf."
+    path = _config(tmp_path, {"gone": tmp_path / "gone.gguf", "small": tiny_models["small"]}, "")
+    proc = llmhost_here("gateway", "plan", "--config", str(path))
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stdout.splitlines() if x.lstrip().startswith("gone")]
+    assert "cannot plan: No such file or directory" in line and "does not fit" not in line, proc.stdout
+
+
+def test_a_budget_for_a_device_the_machine_lacks_is_warned_about(tmp_path, tiny_models, llmhost_here):
+    # It was silently ignored: a typo'd or absent GPU left the real one without its budget.
+    path = _config(tmp_path, {"small": tiny_models["small"]}, 'memory_budget: {"cuda:7": 10GiB}\n')
+    proc = llmhost_here("gateway", "plan", "--config", str(path), "--hardware", "h100-80gb:2")
+    assert proc.returncode == 0, proc.stderr
+    assert "memory_budget" in proc.stderr and "cuda:7" in proc.stderr and "ignored" in proc.stderr, (
+        proc.stderr
+    )

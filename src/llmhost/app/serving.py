@@ -181,7 +181,13 @@ def prepare_serve(cmd: ServeCommand, *, warn: Callable[[str], None]) -> Prepared
             "--hardware plans for another machine; it can only be combined with --dry-run.",
             hint="Add --dry-run, or drop --hardware to serve on this machine.",
         )
-    return prepare_request(request, chat_template, dry_run=cmd.dry_run, warn=warn)
+    from llmhost.supervise import paths
+
+    if request.name is not None:
+        paths.check_not_gateways(request.name)
+    ready = prepare_request(request, chat_template, dry_run=cmd.dry_run, warn=warn)
+    paths.check_not_gateways(ready.prepared.deployment.name)  # a default name, from the model's
+    return ready
 
 
 def prepare_request(

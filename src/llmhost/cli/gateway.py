@@ -94,11 +94,15 @@ def status(as_json: JsonOpt = False) -> None:
 
 
 def stop() -> None:
-    """Stop the gateway: drain in-flight requests, then stop the models it started."""
+    """Stop the gateway: drain in-flight requests, then stop the models it started (or those a killed
+    gateway left running)."""
     from llmhost.gateway.service import stop_gateway
 
-    record = stop_gateway()
-    info(f"gateway (PID {record.process.pid}) stopped")
+    result = stop_gateway()
+    if result.record is not None:
+        info(f"gateway (PID {result.record.process.pid}) stopped")
+    else:
+        info(f"no gateway was running; stopped the models it left running: {', '.join(result.left_over)}")
 
 
 def plan(config: ConfigOpt = None, hardware: HardwareOpt = None, as_json: JsonOpt = False) -> None:
@@ -139,7 +143,7 @@ def _render_plan(console: Console, result: GatewayPlan) -> None:
         ]
         evicts = ", ".join(row.evicts) or "-"
         if row.error:
-            evicts = f"does not fit: {row.error}"
+            evicts = f"{'does not fit' if row.need else 'cannot plan'}: {row.error}"
         table.add_row(
             literal(row.name + (" (pin)" if row.pinned else "")),
             literal(row.engine or "-"),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from llmhost.contract import Contract, Count, Port
 from llmhost.errors import ProfileError, UsageError
@@ -164,18 +165,30 @@ class GatewayConfig(Contract):
 
     @model_validator(mode="after")
     def _names(self) -> GatewayConfig:
+        # Raised with the model's own location (not the model's top level), so that the error names the
+        # entry's key and line: `gw.yaml:4: models.coder: give model: ...`.
+        errors: list[InitErrorDetails] = []
+
+        def error(loc: tuple[str | int, ...], message: str) -> None:
+            errors.append(
+                InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=loc[-1])
+            )
+
         seen: dict[str, str] = {}
         for name, entry in self.models.items():
             if not _MODEL_NAME.fullmatch(name):
-                raise ValueError(
-                    f"models.{name}: a model name is 1-60 lowercase letters, digits, '.', '_' or '-'"
-                )
+                error(("models", name), "a model name is 1-60 lowercase letters, digits, '.', '_' or '-'")
             if entry.model is None and entry.profile is None:
-                raise ValueError(f"models.{name}: give model: (or a profile: that has one)")
-            for alias in [name, *entry.aliases]:
+                error(("models", name), "give model: (or a profile: that has one)")
+            for i, alias in enumerate([name, *entry.aliases]):
                 if alias in seen:
-                    raise ValueError(f"models.{name}: the name {alias!r} is also used by {seen[alias]!r}")
-                seen[alias] = name
+                    loc: tuple[str | int, ...] = (
+                        ("models", name) if i == 0 else ("models", name, "aliases", i - 1)
+                    )
+                    error(loc, f"the name {alias!r} is also used by {seen[alias]!r}")
+                seen.setdefault(alias, name)
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
     def ttl_of(self, name: str) -> float:
@@ -242,13 +255,13 @@ def load_config(path: str | Path | None = None) -> tuple[GatewayConfig, Path]:
 # -- keys ----------------------------------------------------------------------------------------------
 class Keys:
     """Named API keys: the keys file (YAML `name: key`, mode 0600 enforced), re-read whenever it changes
-    (inode, size or mtime), plus `$LLMHOST_API_KEY` under the name "env". No key configured means no
+    (inode, size, mtime or mode), plus `$LLMHOST_API_KEY` under the name "env". No key configured means no
     authentication (allowed on loopback only: `check_listen`)."""
 
     def __init__(self, path: Path | None, *, env_key: str | None = None) -> None:
         self.path = path
         self._env_key = env_key
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[int, int, int, int] | None = None
         self._keys: dict[str, str] = {}
         self.reload()
 
@@ -269,7 +282,8 @@ class Keys:
             raise UsageError(
                 f"No keys file {self.path}.", hint="Create it (mode 0600) with one `name: key` per line."
             ) from None
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        # The mode too: `chmod 644` changes neither the content nor the mtime, and must be refused.
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
         if stamp == self._stamp:
             return
         if not stat.S_ISREG(st.st_mode):

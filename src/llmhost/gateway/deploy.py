@@ -4,7 +4,8 @@ with `stop_deployment`, measured like `ps` does. Blocking calls: the pool runs t
 
 The deployments it starts are named `gw-NAME`: how a restarted gateway finds them to re-adopt (never a
 second launch) and tells them from deployments started by hand. What the gateway keeps under
-`<state dir>/gateway/` (0700): `gateway.json` (its PID, address, config), the access and event logs, and
+`<state dir>/gateway/` (0700): `gateway.json` (its PID, address, config), the access and event logs,
+`launched.json` (a fingerprint of the entry each `gw-*` deployment was launched from), and
 `upstream.secret` (0600: the secret the engines' internal keys derive from, so a restarted
 gateway can still talk to what it adopted; no key is written anywhere).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -21,12 +23,13 @@ from pathlib import Path
 
 from llmhost.app.serve import ServeRequest
 from llmhost.app.serving import PreparedServe, prepare_request
+from llmhost.atomic import write_atomic
 from llmhost.gateway.config import ModelEntry
 from llmhost.profiles import Profile, load_profile
 from llmhost.supervise import paths
 from llmhost.supervise.state import Deployment
 
-DEPLOYMENT_PREFIX = "gw-"
+DEPLOYMENT_PREFIX = paths.GATEWAY_PREFIX
 GOALS = ("quality", "throughput", "latency")
 # Profile fields that are ServeRequest fields too (the rest are the profile's own or the gateway's).
 _REQUEST_FIELDS = set(Profile.model_fields) & set(ServeRequest.model_fields)
@@ -53,6 +56,40 @@ def upstream_key(name: str) -> str:
                 out.write(secret)
         secret = secret_path.read_bytes()
     return hmac.new(secret, name.encode(), hashlib.sha256).hexdigest()
+
+
+# Entry fields that change how the gateway serves a model, not the engine it runs: a restarted gateway
+# still adopts an engine when only these changed.
+_SERVING_FIELDS = {"aliases", "ttl", "pin", "queue", "queue_timeout", "description"}
+
+
+def entry_fingerprint(entry: ModelEntry) -> str:
+    """What a model's engine was launched from (its models-file entry, serving settings aside)."""
+    text = entry.model_dump_json(exclude=_SERVING_FIELDS)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _launched_path() -> Path:
+    return gateway_dir() / "launched.json"
+
+
+def launched_fingerprints() -> dict[str, str]:
+    """Deployment name -> `entry_fingerprint` of the entry it was launched from ({} if none recorded)."""
+    try:
+        data = json.loads(_launched_path().read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return (
+        {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+        if isinstance(data, dict)
+        else {}
+    )
+
+
+def record_launch(deployment: str, entry: ModelEntry) -> None:
+    """Remember what `deployment` is launched from (read back by a restarted gateway before adopting)."""
+    data = {**launched_fingerprints(), deployment: entry_fingerprint(entry)}
+    write_atomic(_launched_path(), json.dumps(data, indent=2, sort_keys=True), mode=0o600)
 
 
 def build_request(

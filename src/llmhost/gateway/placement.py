@@ -157,6 +157,9 @@ def place(
     current = [r for r in residents if r.name != need.name]
     # Others' use is fixed by what is measured now; evicting a resident frees its own use only.
     others = {name: others_use(dev, current) for name, dev in devs.items()}
+    unpinnable = _pin_conflict(need, devs)
+    if unpinnable:  # no memory to advise on (`room` stays empty): the pin itself is the problem
+        return Decision(fits=False, never_fits=True, reason=unpinnable)
     empty = _assign(need, devs, _free_map(devs, [], others), policy)
     if empty is None:
         room = {n: free_bytes(d, [], others[n]) for n, d in devs.items()}
@@ -199,6 +202,38 @@ def place(
             kept, assignment = trial, again
             evicted.remove(victim)
     return Decision(fits=True, assignment=assignment, evict=[r.name for r in evicted])
+
+
+def unknown_budget_devices(budget: Mapping[str, int], devices: Iterable[Device]) -> str:
+    """A warning when `memory_budget` names devices that are not among `devices` ("" when none)."""
+    have = {d.name for d in devices}
+    unknown = sorted(set(budget) - have)
+    if not unknown:
+        return ""
+    return (
+        f"memory_budget names {', '.join(unknown)}, which this machine does not have "
+        f"({', '.join(sorted(have))}); ignored"
+    )
+
+
+def _pin_conflict(need: Need, devs: Mapping[str, Device]) -> str:
+    """Why `need`'s `devices:` pin cannot be honoured on these devices at all ("" when it can)."""
+    if need.allowed is None:
+        return ""
+    have = ", ".join(sorted(devs))
+    pin = ", ".join(sorted(need.allowed))
+    unknown = sorted(need.allowed - set(devs))
+    if unknown:
+        return f"{need.name} has devices: {pin}, but this machine has no {', '.join(unknown)} ({have})"
+    gpu_parts = [d for d in need.per_device if d != "cpu"]
+    usable = [n for n, d in devs.items() if d.is_gpu and n in need.allowed]
+    if len(usable) < len(gpu_parts):
+        spans = f"{len(gpu_parts)} GPU{'s' if len(gpu_parts) > 1 else ''}"
+        return (
+            f"{need.name} is planned on {spans}, more than its devices: {pin} allow; "
+            "list as many GPUs in devices: (the planner places a model on a GPU machine's GPUs)"
+        )
+    return ""
 
 
 def _describe(per_device: Mapping[str, int]) -> str:

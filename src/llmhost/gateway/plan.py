@@ -13,7 +13,7 @@ from llmhost.contract import Contract
 from llmhost.errors import LlmhostError
 from llmhost.gateway import deploy
 from llmhost.gateway.config import GatewayConfig
-from llmhost.gateway.placement import Device, Need, Resident, place
+from llmhost.gateway.placement import Device, Need, Resident, place, unknown_budget_devices
 
 
 class DeviceRow(Contract):
@@ -56,6 +56,8 @@ def plan_gateway(config: GatewayConfig, *, hardware: str | None, warn: Callable[
         Device(device_name(g), gpu_free_bytes(g), budget_bytes=budget.get(device_name(g)))
         for g in machine.gpus
     ]
+    if unknown := unknown_budget_devices(budget, devices):
+        warn(unknown)
     rows: list[ModelRow] = []
     needs: dict[str, Need] = {}
     for name, entry in config.models.items():
@@ -85,7 +87,7 @@ def plan_gateway(config: GatewayConfig, *, hardware: str | None, warn: Callable[
                 deploy.advice_within(
                     row.name, config.models[row.name], decision.room, hardware=hardware, warn=warn
                 )
-                if decision.never_fits
+                if decision.never_fits and decision.room  # no room: its devices: pin is the problem
                 else []
             )
             row.error = " ".join([f"{decision.reason}.", *advice]) if advice else decision.reason

@@ -25,7 +25,15 @@ from llmhost.errors import LlmhostError, NothingFitsError
 from llmhost.gateway import deploy
 from llmhost.gateway.config import API_KEY_ENV, GatewayConfig, ModelEntry
 from llmhost.gateway.metrics import GatewayMetrics
-from llmhost.gateway.placement import Decision, Device, Need, Resident, evictable, place
+from llmhost.gateway.placement import (
+    Decision,
+    Device,
+    Need,
+    Resident,
+    evictable,
+    place,
+    unknown_budget_devices,
+)
 from llmhost.supervise.state import TERMINAL_STATES, Deployment
 
 SlotState = Literal["unloaded", "loading", "loaded", "unloading", "failed"]
@@ -173,6 +181,9 @@ class Pool:
         """Re-adopt the gateway's deployments that are still running, stop those it no longer serves,
         start the TTL sweep and the pinned models' loads."""
         await asyncio.to_thread(self._adopt)
+        budget = self.config.memory_budget if isinstance(self.config.memory_budget, dict) else {}
+        if unknown := unknown_budget_devices(budget, await asyncio.to_thread(self.devices)):
+            self.warn(unknown)
         self._ttl_task = asyncio.create_task(self._ttl_loop())
         for slot in self.slots.values():
             if slot.pinned and slot.state == "unloaded":
@@ -183,6 +194,7 @@ class Pool:
         from llmhost.supervise.state import deployment_names, read_deployment, refreshed
 
         by_dep = {deploy.deployment_name(n): s for n, s in self.slots.items()}
+        launched = deploy.launched_fingerprints()
         for name in deployment_names():
             if not name.startswith(deploy.DEPLOYMENT_PREFIX):
                 continue
@@ -197,6 +209,14 @@ class Pool:
             elif slot is None:
                 stop_deployment(name)  # started by an earlier gateway for a model no longer configured
                 self.event({"event": "stopped", "deployment": name, "reason": "not configured"})
+            elif slot.entry is not None and launched.get(name, "") not in (
+                "",
+                deploy.entry_fingerprint(slot.entry),
+            ):
+                # Launched from an entry since edited (context, quant, engine, ...): launch it afresh
+                # (on demand, or now if pinned), not adopt the old settings. Nothing recorded: adopt.
+                stop_deployment(name)
+                self.event({"event": "stopped", "deployment": name, "reason": "models file changed"})
             else:
                 now = time.time()
                 slot.dep, slot.state, slot.adopted = current, "loaded", True
@@ -340,6 +360,9 @@ class Pool:
         slot.state, slot.failure, slot.failed_at, slot.dep = "failed", message, time.time(), None
         self.metrics.loads.labels(slot.name, "failed").inc()
         self.event({"event": "load_failed", "model": slot.name, "error": message})
+        # In the gateway's own output too: a pinned load has no client to tell (one line a failure; a
+        # failed model is retried only after its Retry-After, not on every request).
+        self.warn(f"{slot.name} failed to load: {' '.join(x.strip() for x in message.splitlines())}")
 
     async def _load_locked(self, slot: Slot, entry: ModelEntry) -> None:
         ready = await self._prepare(slot, entry)
@@ -356,6 +379,7 @@ class Pool:
 
         self.launches += 1
         self.event({"event": "launching", "model": slot.name, "deployment": ready.prepared.deployment.name})
+        await asyncio.to_thread(deploy.record_launch, ready.prepared.deployment.name, entry)
         dep = await asyncio.to_thread(run_serve, ready, detach=True)
         now = time.time()
         slot.dep, slot.key, slot.state = dep, ready.prepared.api_key, "loaded"
@@ -410,6 +434,8 @@ class Pool:
                 for victim in decision.evict:  # no await since the residents were read
                     self._slot(victim).state = "unloading"
                 return decision
+            if decision.never_fits and not decision.room:  # its devices: pin, not memory
+                raise NothingFitsError(f"{decision.reason}.", hint="Fix devices: in the models file.")
             if decision.never_fits:
                 advice = await asyncio.to_thread(
                     deploy.advice_within, slot.name, entry, decision.room, warn=self.warn

@@ -31,6 +31,7 @@ _DROP_REQUEST = frozenset(
      "transfer-encoding", "te", "upgrade", "proxy-authorization", "accept-encoding"}
 )  # fmt: skip
 _KEEP_RESPONSE = ("Content-Type", "Cache-Control", "X-Request-Id")
+_TAIL_BYTES = 8192  # the end of a stream kept to read its usage event from
 UPSTREAM_IDLE_S = 3.0  # under the engines' own 5 s keep-alive timeout
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -68,6 +69,7 @@ class Gateway:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model:.+}", self._model)  # OpenAI's retrieve: client.models.retrieve
         for path in PROXIED:
             app.router.add_post(path, self._proxy)
         app.on_startup.append(self._open)
@@ -109,6 +111,7 @@ class Gateway:
             name = self.keys.match(_presented_key(request))
             if name is None:
                 self.metrics.requests.labels("", "401", "").inc()
+                self._log({"id": uuid.uuid4().hex[:16], "path": request.path, "status": 401})  # no key
                 return error_response(
                     401, "Invalid or missing API key.", "invalid_request_error", code="invalid_api_key"
                 )
@@ -126,6 +129,21 @@ class Gateway:
         await self.pool.refresh_measured()  # memory as of now
         data = [_model_card(slot, self.config) for slot in self.pool.all_slots()]
         return web.json_response({"object": "list", "data": data})
+
+    async def _model(self, request: web.Request) -> web.Response:
+        requested = request.match_info["model"]
+        slot = self.pool.lookup(requested)
+        if slot is None:
+            return self._not_found(requested)
+        await self.pool.refresh_measured()
+        return web.json_response({**_model_card(slot, self.config), "id": requested})
+
+    def _not_found(self, requested: str) -> web.Response:
+        names = ", ".join(self.pool.names()) or "none"
+        return error_response(
+            404, f"The model {requested!r} does not exist here. Models: {names}.",
+            "invalid_request_error", code="model_not_found",
+        )  # fmt: skip
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -166,11 +184,7 @@ class Gateway:
         requested = doc["model"]
         slot = self.pool.lookup(requested)
         if slot is None:
-            names = ", ".join(self.pool.names()) or "none"
-            return error_response(
-                404, f"The model {requested!r} does not exist here. Models: {names}.",
-                "invalid_request_error", code="model_not_found",
-            )  # fmt: skip
+            return self._not_found(requested)
         record["model"] = slot.name
         if request.path == "/v1/embeddings" and not slot.embeddings:
             return error_response(
@@ -274,7 +288,8 @@ class Gateway:
                 out.headers[k] = upstream.headers[k]
         out.headers["X-Accel-Buffering"] = "no"
         await out.prepare(request)
-        events = 0
+        pieces = 0  # chat chunks with content text: the count when the engine sends no usage
+        tail = b""  # the stream's end: an engine's usage event (completions, messages, include_usage)
         lines = _Lines(rename) if rename is not None else None
         content, write = upstream.content, out.write  # the per-token loop: as little as can be per chunk
         try:
@@ -285,12 +300,14 @@ class Gateway:
                 if lines is not None:
                     chunk = lines.feed(chunk)
                 if chunk:
-                    events += chunk.count(b"data:")
+                    pieces += chunk.count(b'"content":"')
+                    tail = (tail + chunk)[-_TAIL_BYTES:]
                     await write(chunk)
                 chunk = await content.readany()
             rest = lines.flush() if lines is not None else b""
             if rest:
-                events += rest.count(b"data:")
+                pieces += rest.count(b'"content":"')
+                tail = (tail + rest)[-_TAIL_BYTES:]
                 await out.write(rest)
         except aiohttp.ClientError as exc:
             # The engine went away mid-stream (a crash): end the stream with an error event the OpenAI
@@ -300,8 +317,9 @@ class Gateway:
             error = {"error": {"message": f"The engine of {slot.name!r} failed mid-stream: {exc}.",
                                "type": "upstream_error", "code": "upstream_error"}}  # fmt: skip
             await out.write(b"data: " + json.dumps(error).encode() + b"\n\n")
-        record["tokens"] = max(0, events - 1)  # one data event per token, less [DONE]; usage when sent
-        self.metrics.tokens.labels(slot.name, "completion").inc(record["tokens"])
+        if not _stream_usage(tail, record, self.metrics, slot.name):
+            record["tokens"] = pieces
+            self.metrics.tokens.labels(slot.name, "completion").inc(pieces)
         await out.write_eof()
         return out
 
@@ -375,6 +393,19 @@ class _Lines:
     def flush(self) -> bytes:
         rest, self.pending = self.pending, b""
         return self.rename(rest) if rest else b""
+
+
+def _stream_usage(tail: bytes, record: dict[str, Any], metrics: GatewayMetrics, model: str) -> bool:
+    """Count the last SSE event of `tail` that carries a completion count in its usage (OpenAI's final
+    usage chunk, Anthropic's message_delta); False when there is none."""
+    for line in reversed(tail.split(b"\n")):
+        if line.startswith(b"data:") and b'"usage"' in line and b"_tokens" in line:
+            found: dict[str, Any] = {}
+            _count_usage(line[5:], found, metrics, model)
+            if "tokens" in found:
+                record["tokens"] = found["tokens"]
+                return True
+    return False
 
 
 def _count_usage(data: bytes, record: dict[str, Any], metrics: GatewayMetrics, model: str) -> None:

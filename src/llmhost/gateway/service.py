@@ -1,9 +1,10 @@
 """`llmhost gateway` as library calls: run it (foreground or detached), read its status, stop it.
 
 The foreground gateway records itself in `<state dir>/gateway/gateway.json` (PID + create time, address,
-config): one gateway per state dir. SIGTERM/SIGINT drain in-flight requests, then stop the models it
-started. A detached gateway is `python -m llmhost.gateway` in its own session (like a detached
-supervisor), started here and waited for until `/health` answers.
+config): one gateway per state dir, held to by an exclusive flock on `gateway.lock` while it runs.
+SIGTERM/SIGINT drain in-flight requests, then stop the models it started. A detached gateway is
+`python -m llmhost.gateway` in its own session (like a detached supervisor), started here and waited
+for until `/health` answers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -76,6 +77,16 @@ def settings(
     return config, path, keys
 
 
+def _check_port(config: GatewayConfig) -> None:
+    from llmhost.supervise.process import check_port_available
+
+    check_port_available(
+        config.host,
+        config.port,
+        hint="Pass another --port (or set port: in the models file), or stop what listens there.",
+    )
+
+
 def run_gateway(
     config_path: str | None,
     *,
@@ -87,17 +98,41 @@ def run_gateway(
 ) -> None:
     """Serve until SIGTERM/SIGINT; returns after draining and stopping the models it started."""
     config, path, keys = settings(config_path, host, port, insecure_no_auth=insecure_no_auth)
-    existing = running_record()
-    if existing is not None and existing.process.pid != os.getpid():
-        raise UsageError(
-            f"A gateway is already running (PID {existing.process.pid}, {existing.url}).",
-            hint="Stop it with `llmhost gateway stop`, or point LLMHOST_STATE_DIR elsewhere.",
-        )
-    from llmhost.supervise.process import check_port_available
+    with _the_only_gateway():
+        existing = running_record()
+        if existing is not None and existing.process.pid != os.getpid():
+            raise _already_running(existing)
+        _check_port(config)
+        # uvloop where installed: every streamed token costs the gateway a read, a write and a loop turn.
+        run_on_new_loop(_serve(config, path, keys, on_ready=on_ready, warn=warn))
 
-    check_port_available(config.host, config.port)
-    # uvloop where installed: every streamed token costs the gateway a read, a write and a loop turn.
-    run_on_new_loop(_serve(config, path, keys, on_ready=on_ready, warn=warn))
+
+def _already_running(existing: GatewayRecord | None) -> UsageError:
+    where = f" (PID {existing.process.pid}, {existing.url})" if existing is not None else ""
+    return UsageError(
+        f"A gateway is already running{where}.",
+        hint="Stop it with `llmhost gateway stop`, or point LLMHOST_STATE_DIR elsewhere.",
+    )
+
+
+@contextlib.contextmanager
+def _the_only_gateway() -> Iterator[None]:
+    """Hold `gateway.lock` (an exclusive flock) while this gateway runs: gateway.json is written only once
+    a gateway listens, so two started together would both pass a check of it alone."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: gateway.json's check alone
+        yield
+        return
+    fd = os.open(gateway_dir() / "gateway.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _already_running(read_record()) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 async def _serve(
@@ -178,6 +213,7 @@ def start_detached(
             f"A gateway is already running (PID {existing.process.pid}, {existing.url}).",
             hint="Stop it with `llmhost gateway stop`.",
         )
+    _check_port(config)  # here, not only in the background process: exit 2 and its own one line
     argv = [sys.executable, "-m", "llmhost.gateway", "--host", config.host, "--port", str(config.port)]
     if config_path is not None:
         argv += ["--config", str(path)]
@@ -214,11 +250,30 @@ def gateway_status() -> GatewayStatus:
     return GatewayStatus(running=record is not None, record=record, models=models)
 
 
-def stop_gateway(timeout_s: float = 120.0) -> GatewayRecord:
-    """SIGTERM the gateway and wait until it has drained, stopped its models and exited."""
+class GatewayStopped(Contract):
+    """What `gateway stop` stopped: the gateway (None when none was running) and the `gw-*` deployments
+    it had left running (a gateway killed with SIGKILL leaves its models for a restart to re-adopt)."""
+
+    record: GatewayRecord | None = None
+    left_over: list[str] = Field(default_factory=list, description="gw-* deployments stopped here.")
+
+
+def stop_gateway(timeout_s: float = 120.0) -> GatewayStopped:
+    """SIGTERM the gateway and wait until it has drained, stopped its models and exited. With no gateway
+    running, the models a killed one left are stopped instead (NotFoundError when there are none)."""
     record = running_record()
     if record is None:
-        raise NotFoundError("No gateway is running.", hint="Start one with `llmhost gateway`.")
+        from llmhost.app.deployments import list_deployments
+        from llmhost.supervise.control import stop_deployment
+
+        left = [d.name for d in list_deployments(clean=False) if d.name.startswith(DEPLOYMENT_PREFIX)]
+        if not left:
+            raise NotFoundError("No gateway is running.", hint="Start one with `llmhost gateway`.")
+        stopped = []
+        for name in left:
+            with contextlib.suppress(NotFoundError):  # stopped meanwhile
+                stopped.append(stop_deployment(name).name)
+        return GatewayStopped(left_over=stopped)
     proc = record.process.process()
     if proc is not None:
         with contextlib.suppress(psutil.Error):
@@ -231,4 +286,4 @@ def stop_gateway(timeout_s: float = 120.0) -> GatewayRecord:
                 hint="It may still be stopping its models; check `llmhost gateway status`.",
             )
         time.sleep(0.05)
-    return record
+    return GatewayStopped(record=record)

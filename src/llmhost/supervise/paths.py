@@ -30,6 +30,21 @@ def is_valid_name(name: str) -> bool:
     return _NAME.fullmatch(name) is not None
 
 
+# Deployments named gw-NAME are `llmhost gateway`'s own: it adopts, evicts and stops them.
+GATEWAY_PREFIX = "gw-"
+
+
+def check_not_gateways(name: str) -> str:
+    """`name` for a deployment started by hand: refused when the gateway would take it for its own."""
+    if name.startswith(GATEWAY_PREFIX):
+        raise UsageError(
+            f"The deployment name {name!r} starts with {GATEWAY_PREFIX}, which `llmhost gateway` keeps for "
+            "the models it starts (it would stop it as its own).",
+            hint="Pass another --name.",
+        )
+    return name
+
+
 def validate_name(name: str) -> str:
     if not is_valid_name(name):
         raise UsageError(

@@ -269,15 +269,14 @@ def check_port_in_range(port: int) -> None:
         raise UsageError(f"Port {port} is out of range.", hint="Pass --port between 1 and 65535.")
 
 
-def check_port_available(host: str, port: int) -> None:
+def check_port_available(
+    host: str, port: int, *, hint: str = "Pass another --port, or leave --port out to use the next free port."
+) -> None:
     check_port_in_range(port)
     if not port_free(host, port):
         owner = port_owner(port)
         who = f" by {owner}" if owner else ""
-        raise UsageError(
-            f"Port {port} on {host} is already in use{who}.",
-            hint="Pass another --port, or leave --port out to use the next free port.",
-        )
+        raise UsageError(f"Port {port} on {host} is already in use{who}.", hint=hint)
 
 
 def next_free_port(host: str, *, start: int = 8000, exclude: Iterable[int] = (), span: int = 1000) -> int:
