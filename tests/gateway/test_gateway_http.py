@@ -253,3 +253,25 @@ def test_a_refused_key_is_in_the_access_log_without_the_key(tmp_path):
     (refused,) = [e for e in access_log(state) if e["status"] == 401]
     assert refused["path"] == "/v1/models" and refused["id"] and "key" not in refused
     assert "guessed-key" not in (state / "gateway" / "access.log").read_text()
+
+
+def test_an_unusable_keys_file_is_explained_in_the_gateways_output_not_to_clients(tmp_path):
+    # The 500 carried the keys file's message, path included, to any client, key or not.
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("alice: alice-key-0123456\n")
+    keys.chmod(0o600)
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"keys_file: {keys}\nmodels: {{}}\n")
+    gw = GatewayProc(config, tmp_path / "state", key="alice-key-0123456").start()
+    try:
+        keys.chmod(0o644)
+        for _ in range(3):
+            reply = httpx.get(f"{gw.url}/v1/models", timeout=10)
+            assert reply.status_code == 500 and reply.json()["error"]["code"] == "keys_file"
+            assert str(tmp_path) not in reply.text and "keys.yaml" not in reply.text
+        keys.chmod(0o600)
+        assert httpx.get(f"{gw.url}/v1/models", headers=gw.headers, timeout=10).status_code == 200
+    finally:
+        gw.stop()
+    said = [line for line in gw.log.read_text().splitlines() if "readable by others" in line]
+    assert len(said) == 1 and str(keys) in said[0], said  # once while it lasted, with the path

@@ -54,12 +54,15 @@ class Gateway:
         keys: Keys,
         metrics: GatewayMetrics,
         access: RotatingLog | None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
         self.keys = keys
         self.metrics = metrics
         self.access = access
+        self.warn = warn
+        self._keys_problem: str | None = None  # the last one said in the gateway's output
         self.session: aiohttp.ClientSession | None = None
 
     def app(self) -> web.Application:
@@ -105,8 +108,17 @@ class Gateway:
             return await handler(request)
         try:
             self.keys.reload()
-        except LlmhostError as exc:  # a keys file made readable by others: refuse, say why (never a key)
-            return error_response(500, exc.message, "server_error", code="keys_file")
+        except LlmhostError as exc:  # e.g. a keys file made readable by others: refuse every request
+            # Why goes to the gateway's output (once while it lasts), not to a client that may not even
+            # hold a key: the message names the file's path.
+            if exc.message != self._keys_problem and self.warn is not None:
+                self.warn(f"{exc.message} Every request is refused until it is fixed.")
+            self._keys_problem = exc.message
+            return error_response(
+                500, "The gateway cannot use its keys file; its operator finds why in the gateway's output.",
+                "server_error", code="keys_file",
+            )  # fmt: skip
+        self._keys_problem = None
         if self.keys.enabled:
             name = self.keys.match(_presented_key(request))
             if name is None:

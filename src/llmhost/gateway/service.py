@@ -158,7 +158,7 @@ async def _serve(
         events.write((json.dumps({"ts": round(time.time(), 3), **item}) + "\n").encode())
 
     pool = Pool(config, metrics, warn=warn, event=event)
-    gateway = Gateway(config, pool, keys, metrics, access)
+    gateway = Gateway(config, pool, keys, metrics, access, warn=warn)
     runner = web.AppRunner(gateway.app(), handler_cancellation=True, access_log=None)
     await runner.setup()
     stop = asyncio.Event()
