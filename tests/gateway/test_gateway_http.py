@@ -235,15 +235,20 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def test_a_refused_key_is_in_the_access_log_without_the_key(tmp_path):
-    # 401s were counted in /metrics only: the access log, where an operator looks, had no line for them.
+def _keyed_gateway(tmp_path: Path) -> tuple[GatewayProc, Path]:
+    """A started gateway with no models and a keys file (alice's key), and that file."""
     keys = tmp_path / "keys.yaml"
     keys.write_text("alice: alice-key-0123456\n")
     keys.chmod(0o600)
     config = tmp_path / "gw.yaml"
     config.write_text(f"keys_file: {keys}\nmodels: {{}}\n")
-    state = tmp_path / "state"
-    gw = GatewayProc(config, state, key="alice-key-0123456").start()
+    return GatewayProc(config, tmp_path / "state", key="alice-key-0123456").start(), keys
+
+
+def test_a_refused_key_is_in_the_access_log_without_the_key(tmp_path):
+    # 401s were counted in /metrics only: the access log, where an operator looks, had no line for them.
+    gw, _ = _keyed_gateway(tmp_path)
+    state = gw.state
     try:
         wrong = {"Authorization": "Bearer guessed-key-999999"}
         assert httpx.get(f"{gw.url}/v1/models", headers=wrong, timeout=10).status_code == 401
@@ -257,12 +262,7 @@ def test_a_refused_key_is_in_the_access_log_without_the_key(tmp_path):
 
 def test_an_unusable_keys_file_is_explained_in_the_gateways_output_not_to_clients(tmp_path):
     # The 500 carried the keys file's message, path included, to any client, key or not.
-    keys = tmp_path / "keys.yaml"
-    keys.write_text("alice: alice-key-0123456\n")
-    keys.chmod(0o600)
-    config = tmp_path / "gw.yaml"
-    config.write_text(f"keys_file: {keys}\nmodels: {{}}\n")
-    gw = GatewayProc(config, tmp_path / "state", key="alice-key-0123456").start()
+    gw, keys = _keyed_gateway(tmp_path)
     try:
         keys.chmod(0o644)
         for _ in range(3):
