@@ -123,7 +123,7 @@ class Gateway:
             name = self.keys.match(_presented_key(request))
             if name is None:
                 self.metrics.requests.labels("", "401", "").inc()
-                self._log({"id": uuid.uuid4().hex[:16], "path": request.path, "status": 401})  # no key
+                self._log({"id": _request_id(), "path": request.path, "status": 401})  # no key
                 return error_response(
                     401, "Invalid or missing API key.", "invalid_request_error", code="invalid_api_key"
                 )
@@ -160,7 +160,7 @@ class Gateway:
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         record: dict[str, Any] = {
-            "id": uuid.uuid4().hex[:16],
+            "id": _request_id(),
             "path": request.path,
             "key": request.get("key_name"),
         }
@@ -342,6 +342,11 @@ class Gateway:
         if "ttft_s" in line:
             line["ttft_s"] = round(line["ttft_s"], 4)
         self.access.write((json.dumps(line) + "\n").encode())
+
+
+def _request_id() -> str:
+    """The access log's id of one request."""
+    return uuid.uuid4().hex[:16]
 
 
 def _upstream_session() -> aiohttp.ClientSession:

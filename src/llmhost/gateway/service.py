@@ -107,12 +107,12 @@ def run_gateway(
         run_on_new_loop(_serve(config, path, keys, on_ready=on_ready, warn=warn))
 
 
-def _already_running(existing: GatewayRecord | None) -> UsageError:
+def _already_running(
+    existing: GatewayRecord | None,
+    hint: str = "Stop it with `llmhost gateway stop`, or point LLMHOST_STATE_DIR elsewhere.",
+) -> UsageError:
     where = f" (PID {existing.process.pid}, {existing.url})" if existing is not None else ""
-    return UsageError(
-        f"A gateway is already running{where}.",
-        hint="Stop it with `llmhost gateway stop`, or point LLMHOST_STATE_DIR elsewhere.",
-    )
+    return UsageError(f"A gateway is already running{where}.", hint=hint)
 
 
 @contextlib.contextmanager
@@ -209,10 +209,7 @@ def start_detached(
     config, path, _keys = settings(config_path, host, port, insecure_no_auth=insecure_no_auth)
     existing = running_record()
     if existing is not None:
-        raise UsageError(
-            f"A gateway is already running (PID {existing.process.pid}, {existing.url}).",
-            hint="Stop it with `llmhost gateway stop`.",
-        )
+        raise _already_running(existing, hint="Stop it with `llmhost gateway stop`.")
     _check_port(config)  # here, not only in the background process: exit 2 and its own one line
     argv = [sys.executable, "-m", "llmhost.gateway", "--host", config.host, "--port", str(config.port)]
     if config_path is not None:
